@@ -1,0 +1,82 @@
+import { createReadStream } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse } from 'csv-parse';
+import { z } from 'zod';
+import type { Enumerator, Item } from '../src/contracts/enumerator.js';
+import { AbpError, errorMessage } from '../src/domain/errors.js';
+import { requireFile } from './fs-checks.js';
+
+const config = z.strictObject({
+  file_path: z.string().min(1).describe('The CSV file to read.'),
+  delimiter: z.string().min(1).max(4).default(',').describe('The field separator.'),
+  quote: z.string().length(1).default('"').describe('The quote character.'),
+  escape: z.string().length(1).default('"').describe('The escape character inside quoted fields.'),
+  has_header: z.boolean().default(true).describe('Whether the first row names the columns.'),
+  columns: z.array(z.string().min(1)).min(1).optional().describe('Column names, for a file without a header (or to replace it).'),
+  id_column: z.string().min(1).optional().describe('The column whose value identifies each row; default: the row number.'),
+  encoding: z.enum(['utf-8', 'utf8', 'utf-16le', 'latin1']).default('utf-8').describe('The text encoding of the file.'),
+  skip_empty_lines: z.boolean().default(true).describe('Skip blank lines instead of treating them as rows.'),
+  comment: z.string().length(1).optional().describe('Lines starting with this character are comments.'),
+  relax_column_count: z.boolean().default(false).describe('Accept rows whose column count differs from the header.'),
+  limit: z.int().positive().optional().describe('Stop after this many rows.'),
+});
+type CsvConfig = z.infer<typeof config>;
+
+const ENCODINGS: Record<CsvConfig['encoding'], BufferEncoding> = {
+  'utf-8': 'utf8',
+  utf8: 'utf8',
+  'utf-16le': 'utf16le',
+  latin1: 'latin1',
+};
+
+export const csvEnumerator: Enumerator<CsvConfig> = {
+  type: 'csv',
+  description: 'One item per CSV row, streamed: the row’s columns plus _row_index (1-based) and _id.',
+  promptTemplate: 'generic',
+  configSchema: config,
+  async *enumerate(cfg, ctx) {
+    const path = resolve(cfg.file_path);
+    await requireFile('enumerator_config.file_path', path);
+    const header = cfg.columns ?? (cfg.has_header ? true : undefined);
+    const parser = createReadStream(path, { signal: ctx.signal }).pipe(
+      parse({
+        columns: header ?? false,
+        delimiter: cfg.delimiter,
+        quote: cfg.quote,
+        escape: cfg.escape,
+        encoding: ENCODINGS[cfg.encoding],
+        bom: true,
+        skip_empty_lines: cfg.skip_empty_lines,
+        relax_column_count: cfg.relax_column_count,
+        ...(cfg.comment ? { comment: cfg.comment } : {}),
+        from_line: cfg.columns && cfg.has_header ? 2 : 1,
+      }),
+    );
+    let index = 0;
+    try {
+      for await (const record of parser as AsyncIterable<unknown>) {
+        index++;
+        const row: Item = Array.isArray(record)
+          ? Object.fromEntries(record.map((v, i) => [`column_${i + 1}`, v]))
+          : { ...(record as Record<string, unknown>) };
+        if (cfg.id_column !== undefined && !(cfg.id_column in row)) {
+          throw new AbpError(
+            'invalid_input',
+            `enumerator_config.id_column: ${JSON.stringify(cfg.id_column)} is not a column of ${path} (columns: ${Object.keys(row).join(', ')})`,
+          );
+        }
+        const id = cfg.id_column === undefined ? index : row[cfg.id_column];
+        row._row_index = index;
+        row._id = typeof id === 'string' || typeof id === 'number' ? id : index;
+        yield row;
+        if (cfg.limit !== undefined && index >= cfg.limit) break;
+      }
+    } catch (err) {
+      if (err instanceof AbpError) throw err;
+      throw new AbpError('enumeration_failed', `csv ${path}: ${errorMessage(err)}`, { cause: err });
+    } finally {
+      parser.destroy();
+    }
+  },
+};
+

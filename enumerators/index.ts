@@ -1,0 +1,7 @@
+import { Registry } from '../src/contracts/registry.js';
+import type { Enumerator } from '../src/contracts/enumerator.js';
+import { csvEnumerator } from './csv.js';
+import { fileEnumerator } from './file.js';
+
+/** Every enumerator type. Adding one is a new file in this folder and one line here. */
+export const enumerators = new Registry<Enumerator<any>>('enumerator_type', [fileEnumerator, csvEnumerator]);

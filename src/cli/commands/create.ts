@@ -1,0 +1,124 @@
+import { readFileSync } from 'node:fs';
+import type { Command, CommandContext } from '../command.js';
+import { intFlag, numberFlag, usage } from '../command.js';
+
+function readJsonFile(flag: string, path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path === '-' ? 0 : path, 'utf8');
+  } catch (err) {
+    throw usage(`--${flag}: cannot read ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw usage(`--${flag}: ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function jsonObject(flag: string, text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw usage(`--${flag}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw usage(`--${flag}: expected a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+/** KEY=VALUE, where VALUE is read as JSON when it parses (numbers, booleans, arrays) and as text otherwise. */
+function keyValues(flag: string, pairs: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw usage(`--${flag}: expected KEY=VALUE, got ${JSON.stringify(pair)}`);
+    const raw = pair.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      // plain text
+    }
+    out[pair.slice(0, eq)] = value;
+  }
+  return out;
+}
+
+/** Builds a JobSpec from --spec and the flags; flags win over the file. */
+export function specFromFlags(ctx: CommandContext): Record<string, unknown> {
+  const v = ctx.values;
+  const spec: Record<string, unknown> = v.spec ? { ...(readJsonFile('spec', String(v.spec)) as Record<string, unknown>) } : {};
+  if (v.spec && (spec === null || typeof spec !== 'object' || Array.isArray(spec))) throw usage('--spec: expected a JSON object');
+  const set = (field: string, value: unknown) => {
+    if (value !== undefined) spec[field] = value;
+  };
+  set('name', v.name);
+  set('user_intent', v.intent);
+  set('enumerator_type', v.enumerator);
+  set('worker_type', v.worker);
+  set('max_workers', intFlag(ctx, 'max-workers', 1));
+  set('max_retries', intFlag(ctx, 'max-retries', 0));
+  set('timeout_seconds', numberFlag(ctx, 'timeout'));
+  set('max_cost_usd', numberFlag(ctx, 'max-cost'));
+  set('post_processing_prompt', v['post-processing-prompt']);
+  if (v['prompt-file']) set('prompt_template', readText('prompt-file', String(v['prompt-file'])));
+  if (v['output-schema']) set('output_schema', readJsonFile('output-schema', String(v['output-schema'])));
+  for (const [field, jsonFlag, kvFlag] of [
+    ['enumerator_config', 'enumerator-config', 'enum'],
+    ['worker_config', 'worker-config', 'work'],
+  ] as const) {
+    const base = (spec[field] as Record<string, unknown> | undefined) ?? {};
+    const fromJson = v[jsonFlag] ? jsonObject(jsonFlag, String(v[jsonFlag])) : {};
+    const fromPairs = keyValues(kvFlag, (v[kvFlag] as string[] | undefined) ?? []);
+    if (v.spec || v[jsonFlag] || Object.keys(fromPairs).length > 0) spec[field] = { ...base, ...fromJson, ...fromPairs };
+  }
+  return spec;
+}
+
+export function readText(flag: string, path: string): string {
+  try {
+    return readFileSync(path === '-' ? 0 : path, 'utf8');
+  } catch (err) {
+    throw usage(`--${flag}: cannot read ${path}: ${(err as Error).message}`);
+  }
+}
+
+export const create: Command = {
+  name: 'create',
+  summary: 'Create a job from a spec file and/or flags; prints the job.',
+  usage: `abp create [--spec job.json] [--name NAME] [--intent TEXT]
+           [--enumerator TYPE] [-e KEY=VALUE ...] [--enumerator-config JSON]
+           [--worker TYPE] [-w KEY=VALUE ...] [--worker-config JSON]
+           [--max-workers N] [--max-retries N] [--timeout SECONDS] [--max-cost USD]
+           [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [-q]`,
+  options: {
+    spec: { type: 'string' },
+    name: { type: 'string' },
+    intent: { type: 'string' },
+    enumerator: { type: 'string' },
+    'enumerator-config': { type: 'string' },
+    enum: { type: 'string', short: 'e', multiple: true },
+    worker: { type: 'string' },
+    'worker-config': { type: 'string' },
+    work: { type: 'string', short: 'w', multiple: true },
+    'max-workers': { type: 'string' },
+    'max-retries': { type: 'string' },
+    timeout: { type: 'string' },
+    'max-cost': { type: 'string' },
+    'prompt-file': { type: 'string' },
+    'output-schema': { type: 'string' },
+    'post-processing-prompt': { type: 'string' },
+    quiet: { type: 'boolean', short: 'q' },
+  },
+  async run(ctx) {
+    const spec = specFromFlags(ctx);
+    const app = await ctx.app();
+    const job = await app.orchestrator.createJob(spec);
+    if (ctx.values.quiet && !ctx.json) {
+      process.stdout.write(`${job.job_id}\n`);
+      return;
+    }
+    ctx.print(`created job ${job.job_id} ${JSON.stringify(job.name)} with ${job.total} units\nnext: abp start ${job.job_id}   (runs one test unit for you to check)`, job);
+  },
+};

@@ -1,0 +1,28 @@
+import { JOB_STATES } from '../../domain/states.js';
+import type { Command } from '../command.js';
+import { enumFlag, intFlag } from '../command.js';
+import { table } from '../format.js';
+
+export const list: Command = {
+  name: 'list',
+  summary: 'List jobs, newest first.',
+  usage: 'abp list [--status STATE[,STATE]] [--limit N] [--offset N]',
+  options: { status: { type: 'string', multiple: true }, limit: { type: 'string' }, offset: { type: 'string' } },
+  async run(ctx) {
+    const app = await ctx.app();
+    const jobs = await app.orchestrator.listJobs(
+      { status: enumFlag(ctx, 'status', JOB_STATES) },
+      { limit: intFlag(ctx, 'limit', 1) ?? 50, offset: intFlag(ctx, 'offset', 0) ?? 0 },
+    );
+    const rows = jobs.map((j) => ({
+      id: j.job_id,
+      name: j.name,
+      status: j.status,
+      done: `${j.counts.succeeded + j.counts.failed + j.counts.cancelled}/${j.total}`,
+      failed: j.counts.failed,
+      worker: j.worker_type,
+      created: j.created_at,
+    }));
+    ctx.print(jobs.length ? table(rows, ['id', 'name', 'status', 'done', 'failed', 'worker', 'created']) : 'no jobs', jobs);
+  },
+};

@@ -1,0 +1,41 @@
+import type { Command } from '../command.js';
+import { intFlag, jobIdArg, usage } from '../command.js';
+import { statusLine } from '../format.js';
+
+export const start: Command = {
+  name: 'start',
+  summary: 'Run the test unit, approve or reject it, or skip the test and run every unit.',
+  usage: 'abp start JOB [--approve | --reject | --skip-test] [--wait] [--wait-seconds N]',
+  options: {
+    approve: { type: 'boolean' },
+    reject: { type: 'boolean' },
+    'skip-test': { type: 'boolean' },
+    wait: { type: 'boolean' },
+    'wait-seconds': { type: 'string' },
+  },
+  async run(ctx) {
+    const id = jobIdArg(ctx);
+    const v = ctx.values;
+    if (v.approve && v.reject) throw usage('--approve and --reject: choose one');
+    if (v['skip-test'] && (v.approve || v.reject)) throw usage('--skip-test cannot be combined with --approve or --reject');
+    const waitSeconds = intFlag(ctx, 'wait-seconds', 0) ?? (v.wait ? 365 * 24 * 3600 : 0);
+    const app = await ctx.app();
+    const result = await app.orchestrator.start(id, {
+      approve: Boolean(v.approve),
+      reject: Boolean(v.reject),
+      skipTest: Boolean(v['skip-test']),
+      waitSeconds,
+    });
+    const lines = [statusLine(result.job)];
+    if (result.executor?.started) lines.push(`started an executor (pid ${result.executor.pid}, log ${result.executor.log})`);
+    const t = result.test_unit;
+    if (t) {
+      lines.push(`test unit ${t.unit_id} (item ${t.item_id}): ${t.status}, attempt ${t.attempt}`);
+      if (t.output !== null) lines.push('--- output ---', t.output, '--------------');
+      if (t.error) lines.push(`error: ${t.error}`);
+    }
+    lines.push(`next: ${result.next}`);
+    ctx.print(lines.join('\n'), result);
+    return result.job.status === 'FAILED' ? 1 : 0;
+  },
+};

@@ -1,0 +1,47 @@
+import type { JobStatus } from '../orchestrator/views.js';
+
+export function statusLine(s: JobStatus): string {
+  const c = s.counts;
+  const reason = s.status_reason ? ` (${s.status_reason})` : '';
+  const cost = s.cost_usd ? ` $${s.cost_usd.toFixed(4)}` : '';
+  return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.pending} pending, ${c.cancelled} cancelled${cost}`;
+}
+
+export function statusBlock(s: JobStatus): string {
+  return [
+    statusLine(s),
+    `  enumerator ${s.enumerator_type}, worker ${s.worker_type}, max_workers ${s.max_workers}, max_retries ${s.max_retries}, timeout ${s.timeout_seconds}s`,
+    `  created ${s.created_at}${s.started_at ? `, started ${s.started_at}` : ''}${s.finished_at ? `, finished ${s.finished_at}` : ''}`,
+    ...(s.rate_per_second ? [`  rate ${s.rate_per_second}/s${s.eta_seconds !== null ? `, ETA ${formatSeconds(s.eta_seconds)}` : ''}`] : []),
+  ].join('\n');
+}
+
+export function formatSeconds(total: number): string {
+  const s = Math.max(0, Math.round(total));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** A small table for people; --json is the format for programs. */
+export function table(rows: Record<string, unknown>[], columns: string[]): string {
+  const cells = rows.map((r) => columns.map((c) => clip(r[c] === null || r[c] === undefined ? '' : String(r[c]))));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => (row[i] as string).length)));
+  const line = (values: string[]) => values.map((v, i) => v.padEnd(widths[i] as number)).join('  ').trimEnd();
+  return [line(columns), ...cells.map(line)].join('\n');
+}
+
+function clip(text: string, max = 60): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
+}
+
+/** RFC 4180 quoting. */
+export function csvRow(values: unknown[]): string {
+  return values
+    .map((v) => {
+      const text = v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v);
+      return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+    })
+    .join(',');
+}

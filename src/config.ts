@@ -1,0 +1,59 @@
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { AbpError } from './domain/errors.js';
+
+/** Settings resolved once, from defaults < environment < flags, and passed down frozen. */
+export interface AbpConfig {
+  /** Where the database, logs and work directories live. */
+  readonly home: string;
+  /** A SQLite file path (the default) — later a postgres:// URL. */
+  readonly db: string;
+  readonly skipTest: boolean;
+  /** Units one executor runs at once, across all jobs. */
+  readonly maxWorkers: number;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
+  readonly pollMs: number;
+  readonly idleExitMs: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly shutdownGraceMs: number;
+  readonly busyTimeoutMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function number(env: Env, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min) {
+    throw new AbpError('invalid_input', `${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+export function truthy(raw: string | undefined): boolean {
+  return raw !== undefined && ['1', 'true', 'yes', 'on'].includes(raw.trim().toLowerCase());
+}
+
+export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConfig> = {}): AbpConfig {
+  const home = resolve(env.ABP_HOME || join(homedir(), '.abp'));
+  const db = env.ABP_DB || join(home, 'abp.db');
+  const leaseMs = number(env, 'ABP_LEASE_SECONDS', 30, 1) * 1000;
+  return Object.freeze({
+    home,
+    db,
+    skipTest: truthy(env.ABP_SKIP_TEST),
+    maxWorkers: Math.floor(number(env, 'ABP_MAX_WORKERS', 16, 1)),
+    leaseMs,
+    heartbeatMs: Math.max(200, Math.floor(leaseMs / 3)),
+    pollMs: number(env, 'ABP_POLL_MS', 200, 10),
+    idleExitMs: number(env, 'ABP_EXECUTOR_IDLE_SECONDS', 30, 0) * 1000,
+    retryBaseMs: number(env, 'ABP_RETRY_BASE_MS', 1000, 0),
+    retryMaxMs: number(env, 'ABP_RETRY_MAX_MS', 60_000, 0),
+    shutdownGraceMs: number(env, 'ABP_SHUTDOWN_GRACE_SECONDS', 10, 0) * 1000,
+    busyTimeoutMs: number(env, 'ABP_BUSY_TIMEOUT_MS', 30_000, 0),
+    ...overrides,
+  });
+}

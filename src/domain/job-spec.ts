@@ -1,0 +1,62 @@
+import { z } from 'zod';
+import { AbpError } from './errors.js';
+
+const config = z.record(z.string(), z.unknown());
+
+/**
+ * The one description of a job, shared by the CLI (`abp create --spec`), the MCP
+ * `create_job` tool and `POST /jobs`. Field names follow the original ABP tools.
+ */
+export const JobSpec = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200).describe('A short name for the job, shown in lists.'),
+    user_intent: z
+      .string()
+      .trim()
+      .min(1)
+      .max(100_000)
+      .describe('What to do to each item, in plain words. It becomes the task section of every prompt.'),
+    enumerator_type: z.string().min(1).describe('Where the items come from: one of the registered enumerators (file, csv, ...).'),
+    enumerator_config: config.default({}).describe("The enumerator's own settings, e.g. {base_directory, pattern} for file."),
+    worker_type: z.string().min(1).describe('Who does the work for each unit: one of the registered workers (shell, ...).'),
+    worker_config: config.default({}).describe("The worker's own settings, e.g. {command, args} for shell."),
+    max_workers: z.int().min(1).max(1000).default(4).describe('How many units of this job may run at once, across every executor.'),
+    max_retries: z.int().min(0).max(100).default(3).describe('How many times a failed unit is tried again before it is FAILED.'),
+    timeout_seconds: z.number().positive().max(7 * 24 * 3600).default(600).describe('Wall-clock limit for one attempt of one unit.'),
+    output_schema: config.optional().describe('A JSON Schema the output of each unit should follow; the prompt asks for it.'),
+    max_cost_usd: z.number().positive().optional().describe('A spending cap for the whole job, in US dollars.'),
+    post_processing_prompt: z.string().min(1).optional().describe('A prompt for one synthesis step over all outputs.'),
+    prompt_template: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Replaces the synthesized prompt template. Placeholders: {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}}.'),
+  })
+  .describe('A batch job: one instruction applied to every enumerated item.');
+
+export type JobSpec = z.infer<typeof JobSpec>;
+export type JobSpecInput = z.input<typeof JobSpec>;
+
+/** "enumerator_config.file_path: expected string, got number" — one line per problem. */
+export function formatZodError(error: z.ZodError, prefix = ''): string {
+  return error.issues
+    .map((issue) => {
+      const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+      if (issue.code === 'unrecognized_keys') {
+        const where = path ? ` in ${path}` : '';
+        return `unknown field${issue.keys.length > 1 ? 's' : ''}${where}: ${issue.keys.join(', ')}`;
+      }
+      return `${path || '(root)'}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown, prefix = ''): z.infer<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new AbpError('invalid_input', formatZodError(result.error, prefix));
+  return result.data;
+}
+
+export function parseJobSpec(value: unknown): JobSpec {
+  return parseWith(JobSpec, value);
+}

@@ -1,0 +1,175 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Registry } from '../contracts/registry.js';
+import type { Worker } from '../contracts/worker.js';
+import { errorMessage } from '../domain/errors.js';
+import type { AbpConfig } from '../config.js';
+import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
+import type { Repository } from '../store/repository.js';
+import type { JobRow, UnitRow } from '../store/schema.js';
+import { killGroup } from '../util/process-group.js';
+import { WorkerPool } from './worker-pool.js';
+
+export interface JobExecutorDeps {
+  repo: Repository;
+  workers: Registry<Worker<any>>;
+  synthesizer: PromptSynthesizer;
+  config: AbpConfig;
+  version: string;
+  log?: (message: string) => void;
+}
+
+/**
+ * The background process that claims and runs units until nothing is left.
+ * Several may share one database: claims are atomic, leases expire, and any
+ * executor reclaims expired units.
+ */
+export class JobExecutor {
+  readonly id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly pool: WorkerPool;
+  private readonly log: (message: string) => void;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private lastHeartbeat = 0;
+  private rotation = 0;
+
+  constructor(private readonly deps: JobExecutorDeps) {
+    this.log = deps.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} executor ${this.id}: ${m}\n`));
+    this.pool = new WorkerPool({ ...deps, owner: this.id, log: this.log }, deps.config.maxWorkers);
+  }
+
+  /** Runs until idle for `idleExitMs` (0 = never), or until stop() is called. */
+  run(): Promise<void> {
+    this.loop ??= this.runLoop();
+    return this.loop;
+  }
+
+  /**
+   * Stops claiming, lets running units finish within the grace period, then
+   * aborts the rest and gives their leases back. Idempotent.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.pool.wakeNow();
+    await this.loop;
+  }
+
+  private async runLoop(): Promise<void> {
+    const { repo, config } = this.deps;
+    const now = Date.now();
+    await repo.registerExecutor({ id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: now, heartbeat_at: now });
+    this.lastHeartbeat = now;
+    this.log(`started (max ${config.maxWorkers} units at once, lease ${config.leaseMs} ms)`);
+    let idleSince: number | undefined;
+    try {
+      while (!this.stopping) {
+        let busy: boolean;
+        try {
+          busy = await this.tick();
+        } catch (err) {
+          // The database may be locked or briefly unreachable: keep the running units, try again.
+          this.log(`tick failed: ${errorMessage(err)}`);
+          busy = true;
+        }
+        if (busy) idleSince = undefined;
+        else {
+          idleSince ??= Date.now();
+          if (config.idleExitMs > 0 && Date.now() - idleSince >= config.idleExitMs) {
+            this.log(`idle for ${config.idleExitMs} ms; exiting`);
+            break;
+          }
+        }
+        if (!this.stopping) await this.pool.waitForChange(config.pollMs);
+      }
+    } finally {
+      await this.shutdown();
+    }
+  }
+
+  private async shutdown(): Promise<void> {
+    const { repo, config } = this.deps;
+    if (this.pool.size > 0) {
+      this.log(`stopping: waiting up to ${config.shutdownGraceMs} ms for ${this.pool.size} running units`);
+      const drained = await this.pool.drain(config.shutdownGraceMs);
+      if (!drained) {
+        this.pool.abortAll('shutdown');
+        await this.pool.drain(5000);
+      }
+    }
+    await repo.unregisterExecutor(this.id).catch(() => undefined);
+    this.log('stopped');
+  }
+
+  /** One pass: heartbeat, reclaim, react to job changes, claim. Returns whether there is work. */
+  private async tick(): Promise<boolean> {
+    const { repo, config } = this.deps;
+    const now = Date.now();
+    if (now - this.lastHeartbeat >= config.heartbeatMs) {
+      await repo.heartbeat(this.id);
+      await repo.extendLeases(this.id, config.leaseMs);
+      this.lastHeartbeat = now;
+    }
+    this.reap(await repo.reclaimExpired(now));
+
+    const jobs = await repo.activeJobs();
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    for (const jobId of this.pool.runningJobIds()) {
+      // A job that left the active states (cancelled) takes its running units with it.
+      if (!byId.has(jobId)) this.pool.abortJob(jobId, 'cancelled');
+    }
+
+    let work = this.pool.size > 0;
+    const claimable: JobRow[] = [];
+    for (const job of jobs) {
+      if (job.status === 'RUNNING') {
+        if (job.pending === 0 && job.running === 0) {
+          await repo.finishJobIfDone(job.id);
+          continue;
+        }
+        work = true;
+        if (job.pending > 0) claimable.push(job);
+      } else if (job.status === 'TESTING' && job.test_unit_id !== null) {
+        const test = await repo.getUnit(job.test_unit_id);
+        if (test && (test.status === 'PENDING' || test.status === 'RUNNING')) {
+          work = true;
+          if (test.status === 'PENDING') claimable.push(job);
+        }
+      }
+    }
+    if (this.stopping || claimable.length === 0) return work;
+
+    // Round-robin the starting job so that one large job cannot starve the others.
+    this.rotation = (this.rotation + 1) % claimable.length;
+    const ordered = [...claimable.slice(this.rotation), ...claimable.slice(0, this.rotation)];
+    for (const job of ordered) {
+      const free = this.pool.free();
+      if (free <= 0) break;
+      const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs);
+      for (const unit of units) this.pool.start(unit, fresh);
+    }
+    return work;
+  }
+
+  /**
+   * Kills process groups that a dead executor on this host left behind, so an
+   * expired unit's old attempt cannot keep running beside its retry.
+   */
+  private reap(expired: UnitRow[]): void {
+    const host = hostname();
+    for (const unit of expired) {
+      const [ownerHost, ownerPid] = (unit.lease_owner ?? '').split(':');
+      if (ownerHost !== host || unit.worker_pid === null) continue;
+      if (ownerPid && processAlive(Number(ownerPid))) continue;
+      if (killGroup(unit.worker_pid, 'SIGKILL')) this.log(`reaped process group ${unit.worker_pid} of unit ${unit.id}`);
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,102 @@
+import type { UnitOutcome } from '../contracts/worker.js';
+import { assertNever } from '../domain/errors.js';
+import type { OutcomeWrite } from '../store/repository.js';
+
+export interface RetrySettings {
+  maxRetries: number;
+  baseMs: number;
+  maxMs: number;
+}
+
+/** Exponential backoff with equal jitter: half fixed, half random, capped. */
+export function backoffMs(failures: number, s: Pick<RetrySettings, 'baseMs' | 'maxMs'>, random = Math.random): number {
+  const exp = Math.min(s.maxMs, s.baseMs * 2 ** Math.max(0, failures - 1));
+  return Math.round(exp / 2 + random() * (exp / 2));
+}
+
+export interface Decision {
+  write: OutcomeWrite;
+  /** Set when the outcome should pause the whole job instead of burning its units. */
+  pauseJob?: string;
+}
+
+/**
+ * Turns an attempt's outcome into the unit's next state. `failures` is the count
+ * of spent retries before this attempt.
+ */
+export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings, now = Date.now()): Decision {
+  const usage = outcome.usage;
+  const common = {
+    exit_code: outcome.exit_code ?? null,
+    stderr_tail: outcome.stderr_tail ?? null,
+    cost_usd: outcome.cost_usd ?? null,
+    input_tokens: usage?.input_tokens ?? null,
+    output_tokens: usage?.output_tokens ?? null,
+    usage: usage ? JSON.stringify(usage) : null,
+    session_id: outcome.session_id ?? null,
+    duration_ms: outcome.duration_ms ?? null,
+  };
+  const retryOrFail = (error: string, kind: string, output?: string): Decision => {
+    const spentNow = failures + 1;
+    const exhausted = spentNow > s.maxRetries;
+    return {
+      write: {
+        ...common,
+        next: exhausted ? 'FAILED' : 'PENDING',
+        spent: true,
+        available_at: exhausted ? 0 : now + backoffMs(spentNow, s),
+        error: exhausted && s.maxRetries > 0 ? `${error} (after ${spentNow} attempts)` : error,
+        error_kind: kind,
+        output: output ?? null,
+      },
+    };
+  };
+
+  switch (outcome.status) {
+    case 'succeeded':
+      return {
+        write: {
+          ...common,
+          next: 'SUCCEEDED',
+          spent: false,
+          output: outcome.output,
+          structured_output: outcome.structured_output === undefined ? null : JSON.stringify(outcome.structured_output),
+          error: null,
+          error_kind: null,
+        },
+      };
+    case 'timed_out':
+      return retryOrFail(outcome.error, 'timeout', outcome.output);
+    case 'cancelled':
+      // Cancel marks the unit CANCELLED itself; a shutdown gives the unit back unspent.
+      return { write: { ...common, next: 'PENDING', spent: false, error: outcome.error, error_kind: 'shutdown' } };
+    case 'failed':
+      switch (outcome.kind) {
+        case 'retryable':
+          return retryOrFail(outcome.error, 'retryable', outcome.output);
+        case 'permanent':
+          return { write: { ...common, next: 'FAILED', spent: true, error: outcome.error, error_kind: 'permanent', output: outcome.output ?? null } };
+        case 'rate_limited':
+          return {
+            write: {
+              ...common,
+              next: 'PENDING',
+              spent: false,
+              available_at: now + (outcome.retry_after_ms ?? backoffMs(1, s)),
+              error: outcome.error,
+              error_kind: 'rate_limited',
+            },
+          };
+        case 'auth_failed':
+        case 'quota_exhausted':
+          return {
+            write: { ...common, next: 'PENDING', spent: false, error: outcome.error, error_kind: outcome.kind },
+            pauseJob: `${outcome.kind}: ${outcome.error}`,
+          };
+        default:
+          return assertNever(outcome.kind, 'failure kind');
+      }
+    default:
+      return assertNever(outcome, 'outcome');
+  }
+}

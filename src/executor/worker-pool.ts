@@ -1,0 +1,203 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Item } from '../contracts/enumerator.js';
+import type { Registry } from '../contracts/registry.js';
+import type { ConversationEvent, UnitOutcome, Worker } from '../contracts/worker.js';
+import { errorMessage } from '../domain/errors.js';
+import { parseWith } from '../domain/job-spec.js';
+import type { AbpConfig } from '../config.js';
+import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
+import type { Repository } from '../store/repository.js';
+import type { JobRow, UnitRow } from '../store/schema.js';
+import { decide } from './retry-policy.js';
+
+export interface WorkerPoolDeps {
+  repo: Repository;
+  workers: Registry<Worker<any>>;
+  synthesizer: PromptSynthesizer;
+  config: AbpConfig;
+  /** This executor's id: the lease owner of every unit the pool runs. */
+  owner: string;
+  log: (message: string) => void;
+}
+
+interface Running {
+  unit: UnitRow;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+/** Runs claimed units concurrently, up to a global capacity, and records their outcomes. */
+export class WorkerPool {
+  private readonly running = new Map<number, Running>();
+  private readonly jobConfigs = new Map<string, unknown>();
+  private readonly workDirs = new Set<number>();
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly deps: WorkerPoolDeps,
+    readonly capacity: number,
+  ) {}
+
+  get size(): number {
+    return this.running.size;
+  }
+
+  free(): number {
+    return this.capacity - this.running.size;
+  }
+
+  /** Resolves when any running unit finishes, or after `ms`. */
+  async waitForChange(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+  }
+
+  wakeNow(): void {
+    this.wake?.();
+  }
+
+  runningJobIds(): Set<number> {
+    return new Set([...this.running.values()].map((r) => r.unit.job_id));
+  }
+
+  /** Aborts every running unit of a job, e.g. because it was cancelled. */
+  abortJob(jobId: number, reason: string): void {
+    for (const r of this.running.values()) if (r.unit.job_id === jobId) r.controller.abort(reason);
+  }
+
+  abortAll(reason: string): void {
+    for (const r of this.running.values()) r.controller.abort(reason);
+  }
+
+  /** Waits for running units to finish, up to `ms`; returns whether all did. */
+  async drain(ms: number): Promise<boolean> {
+    const all = Promise.all([...this.running.values()].map((r) => r.done)).then(() => true);
+    const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref());
+    return Promise.race([all, timeout]);
+  }
+
+  start(unit: UnitRow, job: JobRow): void {
+    const controller = new AbortController();
+    const done = this.execute(unit, job, controller)
+      .catch((err) => this.deps.log(`unit ${unit.id}: could not record its outcome: ${errorMessage(err)}`))
+      .finally(() => {
+        this.running.delete(unit.id);
+        this.wake?.();
+      });
+    this.running.set(unit.id, { unit, controller, done });
+  }
+
+  private workerConfig(worker: Worker<any>, job: JobRow): unknown {
+    const key = `${job.id}:${job.updated_at}`;
+    if (!this.jobConfigs.has(key)) {
+      this.jobConfigs.set(key, parseWith(worker.configSchema, JSON.parse(job.worker_config), 'worker_config'));
+    }
+    return this.jobConfigs.get(key);
+  }
+
+  private workDir(job: JobRow): string {
+    const dir = join(this.deps.config.home, 'work', `job-${job.id}`);
+    if (!this.workDirs.has(job.id)) {
+      mkdirSync(dir, { recursive: true });
+      this.workDirs.add(job.id);
+    }
+    return dir;
+  }
+
+  private async execute(unit: UnitRow, job: JobRow, controller: AbortController): Promise<void> {
+    const { repo, synthesizer, config, owner } = this.deps;
+    const timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
+    const events = new EventBuffer(repo, unit);
+    let prompt: string | null = null;
+    let outcome: UnitOutcome;
+    try {
+      const worker = this.deps.workers.get(job.worker_type);
+      const item = JSON.parse(unit.payload) as Item;
+      prompt = synthesizer.render(
+        job.prompt_template,
+        { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: job.output_schema ? JSON.parse(job.output_schema) : null },
+        item,
+      );
+      outcome = await worker.run(
+        {
+          unit_id: unit.id,
+          job_id: job.id,
+          job_name: job.name,
+          attempt: unit.attempt,
+          item,
+          prompt,
+          work_dir: this.workDir(job),
+        },
+        this.workerConfig(worker, job),
+        {
+          signal: controller.signal,
+          onProcess: (pid) => void repo.setWorkerPid(unit.id, unit.attempt, pid).catch(() => undefined),
+          onEvent: (event) => events.push(event),
+        },
+      );
+    } catch (err) {
+      // A worker that throws has a bug or hit an infrastructure fault; the attempt is retried.
+      outcome = { status: 'failed', kind: 'retryable', error: `worker error: ${errorMessage(err)}` };
+    } finally {
+      clearTimeout(timer);
+    }
+    await events.close();
+    const decision = decide(outcome, unit.failures, {
+      maxRetries: job.max_retries,
+      baseMs: config.retryBaseMs,
+      maxMs: config.retryMaxMs,
+    });
+    if (decision.pauseJob) {
+      const current = await repo.getJob(job.id);
+      if (current?.status === 'RUNNING') {
+        await repo.moveJob(job.id, 'pause', { reason: decision.pauseJob }).catch(() => undefined);
+      } else {
+        decision.write = { ...decision.write, next: 'FAILED', spent: true };
+      }
+    }
+    await repo.recordOutcome(unit, owner, { ...decision.write, prompt });
+  }
+}
+
+/** Appends a unit's conversation events as they happen, a small batch at a time. */
+class EventBuffer {
+  private rows: { unit_id: number; job_id: number; attempt: number; kind: string; data: string; created_at: number }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly unit: UnitRow,
+  ) {}
+
+  push(event: ConversationEvent): void {
+    this.rows.push({
+      unit_id: this.unit.id,
+      job_id: this.unit.job_id,
+      attempt: this.unit.attempt,
+      kind: event.kind,
+      data: JSON.stringify(event.data),
+      created_at: Date.now(),
+    });
+    this.timer ??= setInterval(() => void this.flush(), 250);
+  }
+
+  private flush(): Promise<void> {
+    const rows = this.rows;
+    this.rows = [];
+    this.flushing = this.flushing.then(() => this.repo.appendUnitEvents(rows)).catch(() => undefined);
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.flush();
+  }
+}

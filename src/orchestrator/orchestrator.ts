@@ -1,0 +1,309 @@
+import { Buffer } from 'node:buffer';
+import type { Enumerator, Item } from '../contracts/enumerator.js';
+import type { Registry } from '../contracts/registry.js';
+import type { Worker } from '../contracts/worker.js';
+import type { AbpConfig } from '../config.js';
+import { AbpError, errorMessage } from '../domain/errors.js';
+import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
+import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
+import type { Launcher, LaunchResult } from '../executor/launcher.js';
+import type { Repository, UnitDraft } from '../store/repository.js';
+import type { JobRow, UnitRow } from '../store/schema.js';
+import type { PromptSynthesizer } from './prompt-synthesizer.js';
+import { jobDetail, jobStatus, resultLine, unitDetail, unitSummary, type JobStatus } from './views.js';
+
+export interface OrchestratorDeps {
+  repo: Repository;
+  config: AbpConfig;
+  enumerators: Registry<Enumerator<any>>;
+  workers: Registry<Worker<any>>;
+  synthesizer: PromptSynthesizer;
+  launcher: Launcher;
+}
+
+export interface StartOptions {
+  approve?: boolean;
+  reject?: boolean;
+  skipTest?: boolean;
+  /** Wait up to this long for the test unit (or, once running, the job) to finish. */
+  waitSeconds?: number;
+}
+
+export interface StartResult {
+  job: JobStatus;
+  test_unit: ReturnType<typeof unitDetail> | null;
+  executor: LaunchResult | null;
+  next: string;
+}
+
+/** Items larger than this are refused at creation: one item must fit one prompt. */
+export const MAX_ITEM_BYTES = 1024 * 1024;
+
+const UNIT_DONE: readonly UnitState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+
+/**
+ * Creates jobs, runs the test unit, starts, pauses, resumes, cancels, retries and
+ * reports. Every front end (CLI, MCP, HTTP) goes through here.
+ */
+export class Orchestrator {
+  constructor(private readonly deps: OrchestratorDeps) {}
+
+  /** Validates a spec against the registries and returns it parsed, with every default filled in. */
+  validate(input: unknown): { spec: JobSpec; enumerator: Enumerator<any>; enumeratorConfig: unknown; worker: Worker<any>; workerConfig: unknown; template: string } {
+    const spec = parseJobSpec(input);
+    const enumerator = this.deps.enumerators.get(spec.enumerator_type);
+    const enumeratorConfig = parseWith(enumerator.configSchema, spec.enumerator_config, 'enumerator_config');
+    const worker = this.deps.workers.get(spec.worker_type);
+    const workerConfig = parseWith(worker.configSchema, spec.worker_config, 'worker_config');
+    const template = spec.prompt_template ?? this.deps.synthesizer.template(enumerator.promptTemplate);
+    this.deps.synthesizer.validate(template);
+    return { spec, enumerator, enumeratorConfig, worker, workerConfig, template };
+  }
+
+  /** Streams the enumeration into a new job; an error partway leaves no job behind. */
+  async createJob(input: unknown, signal: AbortSignal = new AbortController().signal) {
+    const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
+    const items = enumerator.enumerate(enumeratorConfig, { signal });
+    const job = await this.deps.repo.createJob(
+      {
+        type: 'batch',
+        name: spec.name,
+        user_intent: spec.user_intent,
+        enumerator_type: spec.enumerator_type,
+        enumerator_config: JSON.stringify(enumeratorConfig),
+        worker_type: spec.worker_type,
+        worker_config: JSON.stringify(workerConfig),
+        max_workers: spec.max_workers,
+        max_retries: spec.max_retries,
+        timeout_seconds: spec.timeout_seconds,
+        output_schema: spec.output_schema ? JSON.stringify(spec.output_schema) : null,
+        max_cost_usd: spec.max_cost_usd ?? null,
+        post_processing_prompt: spec.post_processing_prompt ?? null,
+        prompt_template: template,
+      },
+      drafts(items, spec.enumerator_type),
+    );
+    return jobDetail(job);
+  }
+
+  /** Edits the prompt or intent of a CREATED job (e.g. after rejecting its test unit). */
+  async updateJob(id: number, fields: { prompt_template?: string; user_intent?: string; name?: string }) {
+    if (fields.prompt_template !== undefined) this.deps.synthesizer.validate(fields.prompt_template);
+    const job = await this.deps.repo.updateJobFields(id, ['CREATED'], fields);
+    return jobDetail(job);
+  }
+
+  async start(id: number, options: StartOptions = {}): Promise<StartResult> {
+    const { repo, config, launcher } = this.deps;
+    let job = await repo.requireJob(id);
+    let executor: LaunchResult | null = null;
+    if (options.approve && options.reject) throw new AbpError('invalid_input', 'approve and reject: choose one');
+
+    if (options.reject) {
+      const test = await this.finishedTestUnit(job, 'reject');
+      job = await repo.moveJob(id, 'reject', {
+        effects: async (t) => {
+          await repo.moveUnitsIn(
+            t,
+            id,
+            'reset',
+            { failures: 0, available_at: 0, output: null, structured_output: null, error: null, error_kind: null, prompt: null, finished_at: null },
+            test.id,
+          );
+        },
+      });
+      return { job: jobStatus(job), test_unit: null, executor: null, next: `The test unit was reset. Edit the prompt with \`abp update ${id} --prompt-file FILE\`, then start again to re-test.` };
+    }
+
+    if (options.approve) {
+      await this.finishedTestUnit(job, 'approve');
+      job = await repo.moveJob(id, 'approve');
+      executor = await launcher.ensureExecutor();
+    } else if (job.status === 'CREATED') {
+      if (options.skipTest || config.skipTest) {
+        job = await repo.moveJob(id, 'skip_test');
+      } else {
+        const first = await repo.firstUnit(id);
+        job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null } });
+      }
+      executor = await launcher.ensureExecutor();
+    } else if (job.status === 'TESTING' || job.status === 'RUNNING') {
+      // Starting again is harmless: it makes sure an executor is alive.
+      executor = await launcher.ensureExecutor();
+    } else {
+      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; ${startHint(job)}`, {
+        details: { job_id: id, status: job.status, move: 'start' },
+      });
+    }
+
+    if (options.waitSeconds && options.waitSeconds > 0) {
+      job = await this.waitUntilSettled(id, options.waitSeconds * 1000);
+    }
+    const test = job.status === 'TESTING' && job.test_unit_id !== null ? await this.unit(job.test_unit_id) : null;
+    return { job: jobStatus(job), test_unit: test, executor, next: nextStep(job, test?.status) };
+  }
+
+  /**
+   * Waits until the job needs a person (its test unit finished) or stops moving
+   * (terminal, paused, created), or the time is up.
+   */
+  async waitUntilSettled(id: number, timeoutMs: number, onTick?: (job: JobRow) => void): Promise<JobRow> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = await this.deps.repo.requireJob(id);
+      onTick?.(job);
+      if (await this.settled(job)) return job;
+      if (Date.now() >= deadline) return job;
+      await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, deadline - Date.now()))));
+    }
+  }
+
+  private async settled(job: JobRow): Promise<boolean> {
+    if (job.status === 'TESTING') {
+      const test = job.test_unit_id === null ? undefined : await this.deps.repo.getUnit(job.test_unit_id);
+      return test === undefined || UNIT_DONE.includes(test.status);
+    }
+    return job.status !== 'RUNNING';
+  }
+
+  private async finishedTestUnit(job: JobRow, move: 'approve' | 'reject'): Promise<UnitRow> {
+    if (job.status !== 'TESTING' || job.test_unit_id === null) {
+      throw new AbpError('illegal_transition', `job ${job.id} is ${job.status}; cannot ${move} (allowed from TESTING)`, {
+        details: { job_id: job.id, status: job.status, move },
+      });
+    }
+    const test = await this.deps.repo.getUnit(job.test_unit_id);
+    if (!test) throw new AbpError('not_found', `job ${job.id}: its test unit ${job.test_unit_id} does not exist`);
+    if (!UNIT_DONE.includes(test.status)) {
+      throw new AbpError('conflict', `job ${job.id}: the test unit ${test.id} is still ${test.status}; wait for it (abp start ${job.id} --wait) before you ${move}`);
+    }
+    return test;
+  }
+
+  async pause(id: number) {
+    return jobStatus(await this.deps.repo.moveJob(id, 'pause', { reason: 'user' }));
+  }
+
+  async resume(id: number) {
+    const job = await this.deps.repo.moveJob(id, 'resume');
+    await this.deps.launcher.ensureExecutor();
+    return jobStatus(job);
+  }
+
+  /** Cancels the job and its pending and running units; executors kill the running ones' processes. */
+  async cancel(id: number) {
+    const { repo } = this.deps;
+    const job = await repo.moveJob(id, 'cancel', {
+      reason: 'user',
+      effects: async (t) => {
+        await repo.moveUnitsIn(t, id, 'cancel', { lease_owner: null, lease_expires_at: null, finished_at: Date.now(), error: 'cancelled by user' });
+      },
+    });
+    return jobStatus(job);
+  }
+
+  /** Gives every FAILED unit a fresh set of retries; a FAILED job runs again. */
+  async retryFailed(id: number) {
+    const { repo } = this.deps;
+    const job = await repo.requireJob(id);
+    const reset = { failures: 0, available_at: 0, error: null, error_kind: null, finished_at: null };
+    let moved = 0;
+    if (job.status === 'FAILED') {
+      await repo.moveJob(id, 'retry', {
+        effects: async (t) => {
+          moved = await repo.moveUnitsIn(t, id, 'retry', reset);
+        },
+      });
+    } else if (job.status === 'RUNNING' || job.status === 'PAUSED') {
+      moved = await repo.tx((t) => repo.moveUnitsIn(t, id, 'retry', reset));
+    } else {
+      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; only a FAILED, RUNNING or PAUSED job has failed units to retry`, {
+        details: { job_id: id, status: job.status, move: 'retry' },
+      });
+    }
+    if (moved > 0) await this.deps.launcher.ensureExecutor();
+    return { ...jobStatus(await repo.requireJob(id)), retried: moved };
+  }
+
+  async status(id: number) {
+    return jobStatus(await this.deps.repo.requireJob(id));
+  }
+
+  async getJob(id: number) {
+    return jobDetail(await this.deps.repo.requireJob(id));
+  }
+
+  async listJobs(filter: { status?: JobState[] } = {}, page = { limit: 50, offset: 0 }) {
+    return (await this.deps.repo.listJobs(filter, page)).map(jobStatus);
+  }
+
+  async listUnits(id: number, filter: { status?: UnitState[] } = {}, page = { limit: 100, offset: 0 }) {
+    await this.deps.repo.requireJob(id);
+    return (await this.deps.repo.listUnits(id, filter, page)).map(unitSummary);
+  }
+
+  async unit(unitId: number) {
+    const unit = await this.deps.repo.getUnit(unitId);
+    if (!unit) throw new AbpError('not_found', `unit ${unitId} does not exist`);
+    return unitDetail(unit, await this.deps.repo.unitEvents(unitId));
+  }
+
+  async *results(id: number, filter: { status?: UnitState[] } = {}) {
+    await this.deps.repo.requireJob(id);
+    for await (const unit of this.deps.repo.iterateUnits(id, filter)) yield resultLine(unit);
+  }
+
+  async ensureExecutor() {
+    return this.deps.launcher.ensureExecutor();
+  }
+}
+
+async function* drafts(items: AsyncIterable<Item>, type: string): AsyncGenerator<UnitDraft> {
+  let index = 0;
+  try {
+    for await (const item of items) {
+      index++;
+      const payload = JSON.stringify(item);
+      const bytes = Buffer.byteLength(payload);
+      const id = item._id ?? index;
+      if (bytes > MAX_ITEM_BYTES) {
+        throw new AbpError(
+          'invalid_input',
+          `item ${index} (_id ${JSON.stringify(id)}) is ${bytes} bytes; one item may be at most ${MAX_ITEM_BYTES} bytes`,
+        );
+      }
+      yield { item_id: String(id), payload };
+    }
+  } catch (err) {
+    if (err instanceof AbpError) throw err;
+    throw new AbpError('enumeration_failed', `${type} enumerator failed after ${index} items: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+function startHint(job: JobRow): string {
+  if (job.status === 'PAUSED') return `resume it instead (abp resume ${job.id})`;
+  if (job.status === 'FAILED') return `retry its failed units instead (abp retry ${job.id})`;
+  return 'it has ended and cannot start again';
+}
+
+function nextStep(job: JobRow, testStatus: UnitState | undefined): string {
+  switch (job.status) {
+    case 'TESTING':
+      if (testStatus === 'PENDING' || testStatus === 'RUNNING') {
+        return `The test unit is ${testStatus}. Wait for it: abp start ${job.id} --wait`;
+      }
+      return `Show the test unit's output to the person and ask them: approve (abp start ${job.id} --approve) or reject (abp start ${job.id} --reject), then edit the prompt.`;
+    case 'RUNNING':
+      return `Running. Watch it with abp watch ${job.id}; read results with abp results ${job.id}.`;
+    case 'COMPLETED':
+      return `Done. Read the results: abp results ${job.id}`;
+    case 'FAILED':
+      return `Some units failed: abp units ${job.id} --status FAILED, then abp retry ${job.id}`;
+    case 'PAUSED':
+      return `Paused (${job.status_reason ?? 'no reason'}). Resume with abp resume ${job.id}.`;
+    case 'CREATED':
+      return `Start it with abp start ${job.id}.`;
+    default:
+      return isTerminalJob(job.status) ? 'The job has ended.' : '';
+  }
+}

@@ -1,0 +1,68 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AbpError } from '../domain/errors.js';
+import { fence, placeholdersOf, render } from '../domain/template.js';
+import type { Item } from '../contracts/enumerator.js';
+
+import { PACKAGE_ROOT } from '../package-root.js';
+
+const ROOTS = ['intent', 'job', 'item', 'item_data', 'output_instructions'];
+
+export interface PromptContext {
+  intent: string;
+  job: { id: number; name: string };
+  output_schema?: Record<string, unknown> | null;
+}
+
+/**
+ * Builds a job's prompt template from its intent and enumerator, and renders it
+ * once per unit. The template keeps its placeholders until render time, and
+ * rendering is a single pass, so nothing inside the intent or the item is ever
+ * read as a placeholder.
+ */
+export class PromptSynthesizer {
+  private readonly cache = new Map<string, string>();
+
+  template(kind: 'file' | 'generic'): string {
+    let text = this.cache.get(kind);
+    if (text === undefined) {
+      text = readFileSync(join(PACKAGE_ROOT, 'prompts', `${kind}.md`), 'utf8');
+      this.cache.set(kind, text);
+    }
+    return text;
+  }
+
+  /** Rejects a template that names a placeholder no unit can fill. */
+  validate(template: string): void {
+    const unknown = placeholdersOf(template).filter((p) => !ROOTS.includes(p.split('.')[0] as string));
+    if (unknown.length > 0) {
+      throw new AbpError(
+        'invalid_input',
+        `prompt_template: unknown placeholder ${unknown.map((p) => `{{${p}}}`).join(', ')}; use {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}} or {{output_instructions}}`,
+      );
+    }
+  }
+
+  render(template: string, ctx: PromptContext, item: Item): string {
+    return render(template, {
+      intent: ctx.intent,
+      job: ctx.job,
+      item,
+      item_data: fence(JSON.stringify(item, null, 2), 'json'),
+      output_instructions: outputInstructions(ctx.output_schema),
+    });
+  }
+}
+
+function outputInstructions(schema: Record<string, unknown> | null | undefined): string {
+  if (!schema) return '';
+  return [
+    '',
+    '## Output',
+    '',
+    'Answer with one JSON value that follows this JSON Schema, and nothing else:',
+    '',
+    fence(JSON.stringify(schema, null, 2), 'json'),
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,523 @@
+import { sql, type Kysely } from 'kysely';
+import { AbpError } from '../domain/errors.js';
+import {
+  assertJobMove,
+  counterColumn,
+  UNIT_MOVES,
+  UNIT_STATES,
+  type JobMove,
+  type JobState,
+  type UnitMove,
+  type UnitState,
+} from '../domain/states.js';
+import type { Database, EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
+
+/** A database handle, possibly inside a transaction. Opaque outside store/. */
+export type Db = Kysely<Database>;
+type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>;
+
+/** Items for one job, already serialised, as the enumeration streams them. */
+export interface UnitDraft {
+  item_id: string;
+  payload: string;
+}
+
+/** What the executor writes when an attempt ends. */
+export interface OutcomeWrite {
+  next: Extract<UnitState, 'SUCCEEDED' | 'FAILED' | 'PENDING' | 'CANCELLED'>;
+  /** Whether this attempt spent one of the unit's retries. */
+  spent: boolean;
+  available_at?: number;
+  prompt?: string | null;
+  output?: string | null;
+  structured_output?: string | null;
+  error?: string | null;
+  error_kind?: string | null;
+  exit_code?: number | null;
+  stderr_tail?: string | null;
+  cost_usd?: number | null;
+  input_tokens?: number | null;
+  output_tokens?: number | null;
+  usage?: string | null;
+  session_id?: string | null;
+  duration_ms?: number | null;
+}
+
+export interface Page {
+  limit: number;
+  offset: number;
+}
+
+const INSERT_BATCH = 1000;
+
+/**
+ * The only place with SQL. Every unit move changes the job's counters in the same
+ * transaction, so a status read is one row.
+ */
+export class Repository {
+  private closed = false;
+
+  constructor(private readonly db: Db) {}
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.db.destroy();
+  }
+
+  /**
+   * A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so
+   * concurrent executors wait on busy_timeout instead of failing on lock upgrade.
+   */
+  async tx<T>(fn: (t: Db) => Promise<T>): Promise<T> {
+    return this.db.connection().execute(async (conn) => {
+      await sql`begin immediate`.execute(conn);
+      try {
+        const result = await fn(conn);
+        await sql`commit`.execute(conn);
+        return result;
+      } catch (err) {
+        await sql`rollback`.execute(conn).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  // ---- jobs -------------------------------------------------------------
+
+  /**
+   * Inserts the job and all its units in one transaction. If the item stream
+   * throws partway, nothing is left behind.
+   */
+  async createJob(job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>, units: AsyncIterable<UnitDraft>): Promise<JobRow> {
+    return this.tx(async (t) => {
+      const now = Date.now();
+      const { id } = await t
+        .insertInto('jobs')
+        .values({ ...job, status: 'CREATED', created_at: now, updated_at: now })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      let seq = 0;
+      let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState }[] = [];
+      const flush = async () => {
+        if (batch.length === 0) return;
+        await t.insertInto('work_units').values(batch).execute();
+        batch = [];
+      };
+      for await (const unit of units) {
+        batch.push({ job_id: id, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING' });
+        if (batch.length >= INSERT_BATCH) await flush();
+      }
+      await flush();
+      if (seq === 0) {
+        throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job was created');
+      }
+      await t.updateTable('jobs').set({ total: seq, pending: seq }).where('id', '=', id).execute();
+      await this.event(t, id, 'status', { status: 'CREATED', total: seq });
+      return t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    });
+  }
+
+  async getJob(id: number): Promise<JobRow | undefined> {
+    return this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async requireJob(id: number, t: Db = this.db): Promise<JobRow> {
+    const job = await t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!job) throw new AbpError('not_found', `job ${id} does not exist`);
+    return job;
+  }
+
+  async listJobs(filter: { status?: JobState[] }, page: Page): Promise<JobRow[]> {
+    let q = this.db.selectFrom('jobs').selectAll();
+    if (filter.status?.length) q = q.where('status', 'in', filter.status);
+    return q.orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute();
+  }
+
+  /** Jobs an executor should look at: those that may have units to run. */
+  async activeJobs(): Promise<JobRow[]> {
+    return this.db.selectFrom('jobs').selectAll().where('status', 'in', ['RUNNING', 'TESTING', 'PAUSED']).execute();
+  }
+
+  async updateJobFields(
+    id: number,
+    allowed: JobState[],
+    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name'>>,
+  ): Promise<JobRow> {
+    return this.tx(async (t) => {
+      const job = await this.requireJob(id, t);
+      if (!allowed.includes(job.status)) {
+        throw new AbpError('conflict', `job ${id} is ${job.status}; only a ${allowed.join(' or ')} job can be edited`);
+      }
+      await t
+        .updateTable('jobs')
+        .set({ ...fields, updated_at: Date.now() })
+        .where('id', '=', id)
+        .execute();
+      await this.event(t, id, 'updated', { fields: Object.keys(fields) });
+      return this.requireJob(id, t);
+    });
+  }
+
+  /**
+   * Moves a job by name through the state table, with side effects on its units
+   * in the same transaction. Returns the job as it is after the move.
+   */
+  async moveJob(
+    id: number,
+    move: JobMove,
+    options: {
+      reason?: string | null;
+      patch?: Partial<Pick<JobRow, 'test_unit_id'>>;
+      effects?: (t: Db, job: JobRow) => Promise<void>;
+    } = {},
+  ): Promise<JobRow> {
+    return this.tx(async (t) => {
+      const job = await this.requireJob(id, t);
+      await this.moveJobIn(t, job, move, options.reason ?? null, options.effects, options.patch);
+      return this.requireJob(id, t);
+    });
+  }
+
+  private async moveJobIn(
+    t: Db,
+    job: JobRow,
+    move: JobMove,
+    reason: string | null,
+    effects?: (t: Db, job: JobRow) => Promise<void>,
+    patch: Partial<Pick<JobRow, 'test_unit_id'>> = {},
+  ): Promise<void> {
+    const to = assertJobMove(job.id, job.status, move);
+    const now = Date.now();
+    const terminal = to === 'COMPLETED' || to === 'FAILED' || to === 'CANCELLED';
+    await t
+      .updateTable('jobs')
+      .set({
+        status: to,
+        status_reason: reason,
+        updated_at: now,
+        ...(to === 'RUNNING' && job.started_at === null ? { started_at: now } : {}),
+        ...(to === 'TESTING' && job.started_at === null ? { started_at: now } : {}),
+        ...(terminal ? { finished_at: now } : { finished_at: null }),
+        ...patch,
+      })
+      .where('id', '=', job.id)
+      .execute();
+    if (effects) await effects(t, job);
+    await this.event(t, job.id, 'status', { status: to, from: job.status, move, reason });
+  }
+
+  // ---- units: bulk moves used by job moves ----------------------------------
+
+  /** Moves every unit of a job that is in a `from` state of the move; returns how many moved. */
+  async moveUnitsIn(
+    t: Db,
+    jobId: number,
+    move: UnitMove,
+    set: Partial<Omit<UnitRow, 'id' | 'job_id' | 'status'>> = {},
+    onlyUnitId?: number,
+  ): Promise<number> {
+    const rule = UNIT_MOVES[move];
+    let q = t
+      .updateTable('work_units')
+      .set({ ...set, status: rule.to })
+      .where('job_id', '=', jobId)
+      .where('status', 'in', [...rule.from]);
+    if (onlyUnitId !== undefined) q = q.where('id', '=', onlyUnitId);
+    const result = await q.executeTakeFirst();
+    const moved = Number(result.numUpdatedRows);
+    if (moved > 0) {
+      const after = await this.countsIn(t, jobId);
+      await t
+        .updateTable('jobs')
+        .set({ ...after, updated_at: Date.now() })
+        .where('id', '=', jobId)
+        .execute();
+    }
+    return moved;
+  }
+
+  /** Counts units by state with a real COUNT(*), the ground truth the counters must match. */
+  async countUnits(jobId: number): Promise<Counts> {
+    return this.countsIn(this.db, jobId);
+  }
+
+  private async countsIn(t: Db, jobId: number): Promise<Counts> {
+    const rows = await t
+      .selectFrom('work_units')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('job_id', '=', jobId)
+      .groupBy('status')
+      .execute();
+    const counts: Counts = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const row of rows) counts[counterColumn(row.status)] = Number(row.n);
+    return counts;
+  }
+
+  private async bump(t: Db, jobId: number, deltas: Partial<Record<UnitState, number>>, extra: Record<string, unknown> = {}) {
+    const set: Record<string, unknown> = { updated_at: Date.now(), ...extra };
+    for (const state of UNIT_STATES) {
+      const d = deltas[state];
+      if (d) {
+        const col = counterColumn(state);
+        set[col] = sql`${sql.ref(col)} + ${d}`;
+      }
+    }
+    await t
+      .updateTable('jobs')
+      .set(set as never)
+      .where('id', '=', jobId)
+      .execute();
+  }
+
+  // ---- units: the executor's path ---------------------------------------------
+
+  /**
+   * Claims up to `want` runnable units of one job, within the job's cluster-wide
+   * `max_workers` (its running counter). A TESTING job only ever hands out its test unit.
+   */
+  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: UnitRow[] }> {
+    return this.tx(async (t) => {
+      const job = await this.requireJob(jobId, t);
+      if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
+      const room = Math.min(want, job.max_workers - job.running);
+      if (room <= 0) return { job, units: [] };
+      const now = Date.now();
+      let candidates = t
+        .selectFrom('work_units')
+        .select('id')
+        .where('job_id', '=', jobId)
+        .where('status', '=', 'PENDING')
+        .where('available_at', '<=', now);
+      if (job.status === 'TESTING') candidates = candidates.where('id', '=', job.test_unit_id ?? -1);
+      const units = await t
+        .updateTable('work_units')
+        .set({
+          status: 'RUNNING',
+          attempt: sql`attempt + 1`,
+          lease_owner: owner,
+          lease_expires_at: now + leaseMs,
+          started_at: now,
+          worker_pid: null,
+        })
+        .where('id', 'in', candidates.orderBy('id').limit(room))
+        .returningAll()
+        .execute();
+      if (units.length > 0) await this.bump(t, jobId, { PENDING: -units.length, RUNNING: units.length });
+      return { job, units };
+    });
+  }
+
+  /**
+   * Writes an attempt's outcome, fenced by the attempt number and the lease owner:
+   * an attempt that lost its lease can never overwrite a newer one. Returns false
+   * when the write was fenced out.
+   */
+  async recordOutcome(unit: Pick<UnitRow, 'id' | 'job_id' | 'attempt'>, owner: string, w: OutcomeWrite): Promise<boolean> {
+    return this.tx(async (t) => {
+      const now = Date.now();
+      const { next, spent, available_at, ...fields } = w;
+      const result = await t
+        .updateTable('work_units')
+        .set({
+          ...fields,
+          status: next,
+          failures: spent ? sql`failures + 1` : sql`failures`,
+          available_at: available_at ?? 0,
+          lease_owner: null,
+          lease_expires_at: null,
+          worker_pid: null,
+          finished_at: next === 'PENDING' ? null : now,
+        } as never)
+        .where('id', '=', unit.id)
+        .where('attempt', '=', unit.attempt)
+        .where('status', '=', 'RUNNING')
+        .where('lease_owner', '=', owner)
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) === 0) return false;
+      const extra: Record<string, unknown> = {};
+      if (w.cost_usd) extra.cost_usd = sql`cost_usd + ${w.cost_usd}`;
+      if (w.input_tokens) extra.input_tokens = sql`input_tokens + ${w.input_tokens}`;
+      if (w.output_tokens) extra.output_tokens = sql`output_tokens + ${w.output_tokens}`;
+      await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 }, extra);
+      await this.event(t, unit.job_id, 'unit', {
+        unit_id: unit.id,
+        attempt: unit.attempt,
+        status: next,
+        ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
+      });
+      await this.finishIfDone(t, unit.job_id);
+      return true;
+    });
+  }
+
+  /** A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any unit failed. */
+  async finishIfDone(t: Db, jobId: number): Promise<JobRow | undefined> {
+    const job = await this.requireJob(jobId, t);
+    if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return undefined;
+    if (job.failed > 0) {
+      await this.moveJobIn(t, job, 'fail', `units_failed: ${job.failed} of ${job.total} units failed`);
+    } else {
+      await this.moveJobIn(t, job, 'complete', null);
+    }
+    return this.requireJob(jobId, t);
+  }
+
+  async finishJobIfDone(jobId: number): Promise<JobRow | undefined> {
+    return this.tx((t) => this.finishIfDone(t, jobId));
+  }
+
+  /** Extends the leases of this owner's running units; returns how many it still holds. */
+  async extendLeases(owner: string, leaseMs: number): Promise<number> {
+    const result = await this.db
+      .updateTable('work_units')
+      .set({ lease_expires_at: Date.now() + leaseMs })
+      .where('lease_owner', '=', owner)
+      .where('status', '=', 'RUNNING')
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+
+  async setWorkerPid(unitId: number, attempt: number, pid: number): Promise<void> {
+    await this.db
+      .updateTable('work_units')
+      .set({ worker_pid: pid })
+      .where('id', '=', unitId)
+      .where('attempt', '=', attempt)
+      .where('status', '=', 'RUNNING')
+      .execute();
+  }
+
+  /**
+   * Units whose lease expired (their executor died or hung) go back to PENDING,
+   * spending one retry, or to FAILED when none are left. Returns them so that the
+   * caller can reap process groups left behind on this host.
+   */
+  async reclaimExpired(now = Date.now()): Promise<UnitRow[]> {
+    return this.tx(async (t) => {
+      const expired = await t
+        .selectFrom('work_units')
+        .selectAll()
+        .where('status', '=', 'RUNNING')
+        .where('lease_expires_at', '<', now)
+        .limit(500)
+        .execute();
+      const jobs = new Map<number, JobRow>();
+      for (const unit of expired) {
+        const job = jobs.get(unit.job_id) ?? (await this.requireJob(unit.job_id, t));
+        jobs.set(job.id, job);
+        const failures = unit.failures + 1;
+        const next: UnitState = failures > job.max_retries ? 'FAILED' : 'PENDING';
+        await t
+          .updateTable('work_units')
+          .set({
+            status: next,
+            failures,
+            lease_owner: null,
+            lease_expires_at: null,
+            worker_pid: null,
+            error: `lease expired: executor ${unit.lease_owner} stopped answering during attempt ${unit.attempt}`,
+            error_kind: 'retryable',
+            finished_at: next === 'FAILED' ? now : null,
+          })
+          .where('id', '=', unit.id)
+          .where('attempt', '=', unit.attempt)
+          .execute();
+        await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 });
+        await this.event(t, unit.job_id, 'unit', { unit_id: unit.id, attempt: unit.attempt, status: next, error: 'lease expired' });
+      }
+      for (const jobId of jobs.keys()) await this.finishIfDone(t, jobId);
+      return expired;
+    });
+  }
+
+  async getUnit(id: number): Promise<UnitRow | undefined> {
+    return this.db.selectFrom('work_units').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async firstUnit(jobId: number): Promise<UnitRow | undefined> {
+    return this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).orderBy('id').limit(1).executeTakeFirst();
+  }
+
+  async listUnits(jobId: number, filter: { status?: UnitState[] }, page: Page): Promise<UnitRow[]> {
+    let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId);
+    if (filter.status?.length) q = q.where('status', 'in', filter.status);
+    return q.orderBy('id').limit(page.limit).offset(page.offset).execute();
+  }
+
+  /** Every unit of a job in id order, read a page at a time so memory stays flat. */
+  async *iterateUnits(jobId: number, filter: { status?: UnitState[] } = {}, pageSize = 1000): AsyncGenerator<UnitRow> {
+    let after = 0;
+    for (;;) {
+      let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).where('id', '>', after);
+      if (filter.status?.length) q = q.where('status', 'in', filter.status);
+      const rows = await q.orderBy('id').limit(pageSize).execute();
+      for (const row of rows) yield row;
+      if (rows.length < pageSize) return;
+      after = (rows.at(-1) as UnitRow).id;
+    }
+  }
+
+  // ---- conversations and events ---------------------------------------------
+
+  async appendUnitEvents(rows: Omit<UnitEventRow, 'id'>[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db.insertInto('unit_events').values(rows).execute();
+  }
+
+  async unitEvents(unitId: number): Promise<UnitEventRow[]> {
+    return this.db.selectFrom('unit_events').selectAll().where('unit_id', '=', unitId).orderBy('id').execute();
+  }
+
+  async appendEvent(jobId: number | null, type: string, data: unknown): Promise<void> {
+    await this.event(this.db, jobId, type, data);
+  }
+
+  private async event(t: Db, jobId: number | null, type: string, data: unknown): Promise<void> {
+    await t
+      .insertInto('events')
+      .values({ job_id: jobId, type, data: JSON.stringify(data), created_at: Date.now() })
+      .execute();
+  }
+
+  async listEvents(jobId: number, afterSeq: number, limit: number): Promise<EventRow[]> {
+    return this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .where('seq', '>', afterSeq)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+  }
+
+  // ---- executors ------------------------------------------------------------
+
+  async registerExecutor(row: ExecutorRow): Promise<void> {
+    await this.db.insertInto('executors').values(row).execute();
+  }
+
+  async heartbeat(id: string): Promise<void> {
+    await this.db.updateTable('executors').set({ heartbeat_at: Date.now() }).where('id', '=', id).execute();
+  }
+
+  async unregisterExecutor(id: string): Promise<void> {
+    await this.db.deleteFrom('executors').where('id', '=', id).execute();
+  }
+
+  /** Executors whose heartbeat is fresher than `staleMs`. Liveness is the heartbeat, never a bare PID. */
+  async liveExecutors(staleMs: number): Promise<ExecutorRow[]> {
+    return this.db
+      .selectFrom('executors')
+      .selectAll()
+      .where('heartbeat_at', '>=', Date.now() - staleMs)
+      .execute();
+  }
+
+  async pruneExecutors(staleMs: number): Promise<void> {
+    await this.db
+      .deleteFrom('executors')
+      .where('heartbeat_at', '<', Date.now() - staleMs)
+      .execute();
+  }
+}

@@ -1,0 +1,116 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { JobState, UnitState } from '../domain/states.js';
+
+/** Epoch milliseconds. */
+type Millis = number;
+/** A column with a database default: optional on insert. */
+type Defaulted<T> = ColumnType<T, T | undefined, T>;
+
+export interface JobsTable {
+  id: Generated<number>;
+  type: Defaulted<string>;
+  name: string;
+  status: JobState;
+  status_reason: string | null;
+  user_intent: string;
+  enumerator_type: string;
+  enumerator_config: string;
+  worker_type: string;
+  worker_config: string;
+  max_workers: number;
+  max_retries: number;
+  timeout_seconds: number;
+  output_schema: string | null;
+  max_cost_usd: number | null;
+  post_processing_prompt: string | null;
+  prompt_template: string;
+  test_unit_id: number | null;
+  total: Defaulted<number>;
+  pending: Defaulted<number>;
+  running: Defaulted<number>;
+  succeeded: Defaulted<number>;
+  failed: Defaulted<number>;
+  cancelled: Defaulted<number>;
+  cost_usd: Defaulted<number>;
+  input_tokens: Defaulted<number>;
+  output_tokens: Defaulted<number>;
+  created_at: Millis;
+  updated_at: Millis;
+  started_at: Millis | null;
+  finished_at: Millis | null;
+}
+
+export interface WorkUnitsTable {
+  id: Generated<number>;
+  job_id: number;
+  seq: number;
+  item_id: string;
+  payload: string;
+  prompt: string | null;
+  status: UnitState;
+  /** Claims so far; doubles as the fencing token for outcome writes. */
+  attempt: Defaulted<number>;
+  /** Failures that spent a retry; rate limits and shutdown releases do not. */
+  failures: Defaulted<number>;
+  available_at: Defaulted<Millis>;
+  lease_owner: string | null;
+  lease_expires_at: Millis | null;
+  worker_pid: number | null;
+  output: string | null;
+  structured_output: string | null;
+  error: string | null;
+  error_kind: string | null;
+  exit_code: number | null;
+  stderr_tail: string | null;
+  cost_usd: number | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  usage: string | null;
+  session_id: string | null;
+  duration_ms: number | null;
+  started_at: Millis | null;
+  finished_at: Millis | null;
+}
+
+export interface UnitEventsTable {
+  id: Generated<number>;
+  unit_id: number;
+  job_id: number;
+  attempt: number;
+  kind: string;
+  data: string;
+  created_at: Millis;
+}
+
+export interface EventsTable {
+  seq: Generated<number>;
+  job_id: number | null;
+  type: string;
+  data: string;
+  created_at: Millis;
+}
+
+export interface ExecutorsTable {
+  id: string;
+  hostname: string;
+  pid: number;
+  version: string;
+  started_at: Millis;
+  heartbeat_at: Millis;
+}
+
+export interface Database {
+  jobs: JobsTable;
+  work_units: WorkUnitsTable;
+  unit_events: UnitEventsTable;
+  events: EventsTable;
+  executors: ExecutorsTable;
+}
+
+export type JobRow = Selectable<JobsTable>;
+export type NewJob = Insertable<JobsTable>;
+export type UnitRow = Selectable<WorkUnitsTable>;
+export type NewUnit = Insertable<WorkUnitsTable>;
+export type EventRow = Selectable<EventsTable>;
+export type UnitEventRow = Selectable<UnitEventsTable>;
+export type ExecutorRow = Selectable<ExecutorsTable>;

@@ -1,0 +1,108 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { execa } from 'execa';
+import { z } from 'zod';
+import type { UnitInput, UnitOutcome, Worker } from '../src/contracts/worker.js';
+import { render } from '../src/domain/template.js';
+import { killGroup, watchAbort } from '../src/util/process-group.js';
+
+const config = z.strictObject({
+  command: z.string().min(1).describe('The program to run, looked up on PATH unless absolute.'),
+  args: z
+    .array(z.string())
+    .default([])
+    .describe('Arguments; {{item.FIELD}}, {{prompt}}, {{item_json}}, {{unit.id}} and {{job.id}} are filled in per unit.'),
+  cwd: z.string().optional().describe('Working directory (placeholders allowed); default: a scratch folder per unit.'),
+  env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables (placeholders allowed).'),
+  stdin: z.string().optional().describe('Text sent on stdin, e.g. "{{prompt}}"; default: nothing.'),
+  shell: z.boolean().default(false).describe('Run through /bin/sh. Off by default: arguments are never shell-parsed.'),
+  max_output_bytes: z.int().positive().default(10 * 1024 * 1024).describe('A unit whose stdout grows past this fails.'),
+});
+type ShellConfig = z.infer<typeof config>;
+
+const STDERR_TAIL = 2000;
+
+function values(unit: UnitInput) {
+  return {
+    item: unit.item,
+    item_json: JSON.stringify(unit.item),
+    prompt: unit.prompt,
+    unit: { id: unit.unit_id, attempt: unit.attempt },
+    job: { id: unit.job_id, name: unit.job_name },
+  };
+}
+
+const fill = (template: string, unit: UnitInput) => render(template, values(unit));
+
+export const shellWorker: Worker<ShellConfig> = {
+  type: 'shell',
+  description: 'Runs a command per unit in its own process group; stdout is the output, a non-zero exit fails the attempt.',
+  configSchema: config,
+
+  async run(unit, cfg, ctx): Promise<UnitOutcome> {
+    const started = Date.now();
+    const subprocess = execa(cfg.command, cfg.args.map((a) => fill(a, unit)), {
+      cwd: cfg.cwd === undefined ? unit.work_dir : fill(cfg.cwd, unit),
+      env: Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v, unit)])),
+      extendEnv: true,
+      ...(cfg.stdin === undefined ? { stdin: 'ignore' as const } : { input: fill(cfg.stdin, unit) }),
+      shell: cfg.shell,
+      detached: true, // its own process group, so timeout and cancel reach every descendant
+      reject: false,
+      stripFinalNewline: true,
+      maxBuffer: { stdout: cfg.max_output_bytes, stderr: 1024 * 1024 },
+    });
+    if (subprocess.pid !== undefined) ctx.onProcess(subprocess.pid);
+    const unwatch = watchAbort(ctx.signal, subprocess.pid);
+    const result = await subprocess;
+    unwatch();
+    // Reap anything the command left running in its group.
+    if (subprocess.pid !== undefined) killGroup(subprocess.pid, 'SIGKILL');
+
+    const common = {
+      exit_code: result.exitCode ?? null,
+      stderr_tail: String(result.stderr ?? '').slice(-STDERR_TAIL),
+      duration_ms: Date.now() - started,
+    };
+    const stdout = String(result.stdout ?? '');
+    if (ctx.signal.aborted) {
+      const reason = String(ctx.signal.reason);
+      if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; killed process group ${subprocess.pid}`, output: stdout };
+      return { ...common, status: 'cancelled', error: `stopped (${reason}); killed process group ${subprocess.pid}` };
+    }
+    if (!result.failed) return { ...common, status: 'succeeded', output: stdout };
+    const code = (result as { code?: string }).code;
+    if (code === 'ENOENT') {
+      return { ...common, status: 'failed', kind: 'permanent', error: `command not found: ${cfg.command}` };
+    }
+    if (result.isMaxBuffer) {
+      return { ...common, status: 'failed', kind: 'permanent', error: `stdout exceeded max_output_bytes (${cfg.max_output_bytes})` };
+    }
+    const why = result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`;
+    const tail = common.stderr_tail.trim().split('\n').slice(-3).join(' | ');
+    return { ...common, status: 'failed', kind: 'retryable', error: tail ? `${why}: ${tail}` : why, output: stdout };
+  },
+
+  async health(cfg) {
+    const found = await which(cfg.command);
+    return found
+      ? { status: 'ok', details: `${cfg.command} resolves to ${found}` }
+      : { status: 'down', details: `${cfg.command} is not an executable file on PATH` };
+  },
+};
+
+async function which(command: string): Promise<string | undefined> {
+  const candidates = isAbsolute(command) || command.includes('/')
+    ? [command]
+    : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, command));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}

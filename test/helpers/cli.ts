@@ -1,0 +1,139 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { execa, type ResultPromise } from 'execa';
+
+export const ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export interface CliResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  json: any;
+}
+
+/**
+ * A fresh ABP_HOME (and so a fresh SQLite file) per test, the CLI spawned as a
+ * real process, and cleanup that kills every executor the test started.
+ */
+export class Sandbox {
+  readonly home: string;
+  readonly env: Record<string, string>;
+
+  constructor(env: Record<string, string> = {}) {
+    this.home = mkdtempSync(join(tmpdir(), 'abp-test-'));
+    this.env = {
+      ABP_HOME: this.home,
+      ABP_DB: join(this.home, 'abp.db'),
+      ABP_EXECUTOR_IDLE_SECONDS: '3',
+      ABP_POLL_MS: '50',
+      ABP_RETRY_BASE_MS: '50',
+      ABP_RETRY_MAX_MS: '200',
+      ABP_SKIP_TEST: '',
+      ...env,
+    };
+  }
+
+  path(...parts: string[]): string {
+    return join(this.home, ...parts);
+  }
+
+  async cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+    const r = await execa(process.execPath, [CLI, ...args], {
+      env: { ...this.env, ...env },
+      reject: false,
+      cwd: ROOT,
+      timeout: 60_000,
+    });
+    let json: unknown;
+    if (args.includes('--json')) {
+      try {
+        json = JSON.parse(String(r.stdout));
+      } catch {
+        json = undefined;
+      }
+    }
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), json };
+  }
+
+  /** Runs a command that must succeed, and returns its --json output. */
+  async ok(args: string[], env: Record<string, string> = {}): Promise<any> {
+    const r = await this.cli([...args, '--json'], env);
+    if (r.exitCode !== 0) throw new Error(`abp ${args.join(' ')} exited ${r.exitCode}: ${r.stderr}\n${r.stdout}`);
+    return r.json;
+  }
+
+  /** A foreground executor process. */
+  executor(env: Record<string, string> = {}): ResultPromise {
+    return execa(process.execPath, [CLI, 'executor'], { env: { ...this.env, ...env }, reject: false, cwd: ROOT });
+  }
+
+  async status(job: number): Promise<any> {
+    return this.ok(['status', String(job)]);
+  }
+
+  async waitFor(job: number, predicate: (s: any) => boolean, timeoutMs = 30_000): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await this.status(job);
+      if (predicate(s)) return s;
+      if (Date.now() > deadline) throw new Error(`timed out waiting on job ${job}; last status ${JSON.stringify(s)}`);
+      await sleep(100);
+    }
+  }
+
+  async results(job: number): Promise<any[]> {
+    const r = await this.cli(['results', String(job)]);
+    if (r.exitCode !== 0) throw new Error(r.stderr);
+    return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  }
+
+  /** Opens the test's SQLite file directly, read-only, to check ground truth. */
+  db(): Database.Database {
+    return new Database(this.env.ABP_DB as string, { readonly: true, fileMustExist: true });
+  }
+
+  /** COUNT(*) of units by state, straight from the table. */
+  counts(job: number): Record<string, number> {
+    const db = this.db();
+    try {
+      const rows = db.prepare('select status, count(*) n from work_units where job_id = ? group by status').all(job) as { status: string; n: number }[];
+      const out: Record<string, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+      for (const r of rows) out[r.status.toLowerCase()] = r.n;
+      return out;
+    } finally {
+      db.close();
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    try {
+      const db = this.db();
+      const pids = (db.prepare('select pid from executors').all() as { pid: number }[]).map((r) => r.pid);
+      db.close();
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    } catch {
+      // no database was created
+    }
+    rmSync(this.home, { recursive: true, force: true });
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -28,7 +28,7 @@ it('kill -9 of the executor at random points: the job still completes, each unit
   const job = await sb.ok([
     'create', '--name', 'crash', '--intent', 'survive', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
     '--worker', 'shell', '-w', 'command=sh',
-    '-w', `args=${JSON.stringify(['-c', `echo "$1 $2" >> ${log}; sleep 0.05; echo "done-$1"`, 'sh', '{{item.id}}', '{{unit.attempt}}'])}`,
+    '-w', `args:=${JSON.stringify(['-c', `echo "$1 $2" >> ${log}; sleep 0.05; echo "done-$1"`, 'sh', '{{item.id}}', '{{unit.attempt}}'])}`,
     '--max-workers', '8', '--max-retries', '10',
   ]);
   const id = job.job_id as number;

@@ -31,7 +31,7 @@ async function createShellJob(file: string, args: string[], extra: string[] = []
     '-e', 'id_column=id',
     '--worker', 'shell',
     '-w', `command=${args[0]}`,
-    '-w', `args=${JSON.stringify(args.slice(1))}`,
+    '-w', `args:=${JSON.stringify(args.slice(1))}`,
     ...extra,
   ]);
   return job.job_id as number;
@@ -207,7 +207,7 @@ describe('abp CLI: a job from creation to results', () => {
     const intent = 'Handle {{item.secret}} and {"json": true} and {{ job.name }} literally';
     const job = await sb.ok([
       'create', '--name', 'literal', '--intent', intent, '--enumerator', 'csv', '-e', `file_path=${file}`,
-      '--worker', 'shell', '-w', 'command=sh', '-w', `args=${JSON.stringify(['-c', 'printf "%s" "$1"; printf "\\n---\\n"; cat', 'sh', '{{item.text}}'])}`,
+      '--worker', 'shell', '-w', 'command=sh', '-w', `args:=${JSON.stringify(['-c', 'printf "%s" "$1"; printf "\\n---\\n"; cat', 'sh', '{{item.text}}'])}`,
       '-w', 'stdin={{prompt}}',
     ]);
     const done = await sb.ok(['start', String(job.job_id), '--skip-test', '--wait']);

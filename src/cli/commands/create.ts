@@ -27,20 +27,27 @@ function jsonObject(flag: string, text: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-/** KEY=VALUE, where VALUE is read as JSON when it parses (numbers, booleans, arrays) and as text otherwise. */
+/**
+ * KEY=VALUE sets a string; KEY:=JSON sets a number, boolean, list or object
+ * (the httpie convention), so `command=true` stays the string "true".
+ */
 function keyValues(flag: string, pairs: string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw usage(`--${flag}: expected KEY=VALUE, got ${JSON.stringify(pair)}`);
+    if (eq <= 0) throw usage(`--${flag}: expected KEY=VALUE or KEY:=JSON, got ${JSON.stringify(pair)}`);
+    const isJson = pair[eq - 1] === ':';
+    const key = pair.slice(0, isJson ? eq - 1 : eq);
     const raw = pair.slice(eq + 1);
-    let value: unknown = raw;
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      // plain text
+    if (!isJson) {
+      out[key] = raw;
+      continue;
     }
-    out[pair.slice(0, eq)] = value;
+    try {
+      out[key] = JSON.parse(raw);
+    } catch (err) {
+      throw usage(`--${flag}: ${key}:= expects JSON, got ${JSON.stringify(raw)} (${(err as Error).message}); use ${key}=VALUE for text`);
+    }
   }
   return out;
 }
@@ -88,8 +95,8 @@ export const create: Command = {
   name: 'create',
   summary: 'Create a job from a spec file and/or flags; prints the job.',
   usage: `abp create [--spec job.json] [--name NAME] [--intent TEXT]
-           [--enumerator TYPE] [-e KEY=VALUE ...] [--enumerator-config JSON]
-           [--worker TYPE] [-w KEY=VALUE ...] [--worker-config JSON]
+           [--enumerator TYPE] [-e KEY=VALUE | -e KEY:=JSON ...] [--enumerator-config JSON]
+           [--worker TYPE] [-w KEY=VALUE | -w KEY:=JSON ...] [--worker-config JSON]
            [--max-workers N] [--max-retries N] [--timeout SECONDS] [--max-cost USD]
            [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [-q]`,
   options: {

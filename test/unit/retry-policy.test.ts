@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { backoffMs, decide } from '../../src/executor/retry-policy.js';
+
+const s = { maxRetries: 2, baseMs: 100, maxMs: 1000 };
+
+describe('retry policy', () => {
+  it('backs off exponentially, with jitter between half and all of the step, capped', () => {
+    expect(backoffMs(1, s, () => 0)).toBe(50);
+    expect(backoffMs(1, s, () => 1)).toBe(100);
+    expect(backoffMs(3, s, () => 1)).toBe(400);
+    expect(backoffMs(10, s, () => 1)).toBe(1000);
+  });
+
+  it('retries a retryable failure until the retries are spent, then fails it', () => {
+    const fail = { status: 'failed', kind: 'retryable', error: 'exit code 1' } as const;
+    expect(decide(fail, 0, s, 0).write).toMatchObject({ next: 'PENDING', spent: true });
+    expect(decide(fail, 1, s, 0).write).toMatchObject({ next: 'PENDING', spent: true });
+    expect(decide(fail, 2, s, 0).write).toMatchObject({ next: 'FAILED', spent: true, error: 'exit code 1 (after 3 attempts)' });
+  });
+
+  it('fails a permanent failure at once and never spends an attempt on a rate limit', () => {
+    expect(decide({ status: 'failed', kind: 'permanent', error: 'bad' }, 0, s).write.next).toBe('FAILED');
+    const limited = decide({ status: 'failed', kind: 'rate_limited', error: '429', retry_after_ms: 5000 }, 0, s, 1000);
+    expect(limited.write).toMatchObject({ next: 'PENDING', spent: false, available_at: 6000 });
+  });
+
+  it('pauses the job on auth or quota failures instead of burning units', () => {
+    const d = decide({ status: 'failed', kind: 'auth_failed', error: 'not logged in' }, 0, s);
+    expect(d.write).toMatchObject({ next: 'PENDING', spent: false });
+    expect(d.pauseJob).toBe('auth_failed: not logged in');
+  });
+
+  it('gives a unit stopped by shutdown back unspent', () => {
+    expect(decide({ status: 'cancelled', error: 'stopped (shutdown)' }, 1, s).write).toMatchObject({ next: 'PENDING', spent: false });
+  });
+});

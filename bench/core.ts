@@ -1,10 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createApp } from '../src/app.js';
-import { resolveConfig } from '../src/config.js';
 import { median, spread, type BenchRow } from './table.js';
 
 const CREATE_JOB = fileURLToPath(new URL('./create-job.js', import.meta.url));
@@ -55,50 +53,7 @@ export async function jobCreation(rows = 100_000): Promise<BenchRow> {
   };
 }
 
-/** Dispatching units of `true` through the shell worker with an in-process executor. */
-export async function shellDispatch(units = 2000, concurrency = 8): Promise<BenchRow> {
-  const rates: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const home = mkdtempSync(join(tmpdir(), 'abp-bench-dispatch-'));
-    mkdirSync(home, { recursive: true });
-    const csv = join(home, 'items.csv');
-    writeFileSync(csv, ['id', ...Array.from({ length: units }, (_, k) => String(k + 1))].join('\n'));
-    const config = resolveConfig({ ABP_HOME: home, ABP_DB: join(home, 'abp.db'), ABP_MAX_WORKERS: String(concurrency), ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_POLL_MS: '20' });
-    const app = await createApp(config);
-    const job = await app.orchestrator.createJob({
-      name: 'dispatch',
-      user_intent: 'nothing',
-      enumerator_type: 'csv',
-      enumerator_config: { file_path: csv },
-      worker_type: 'shell',
-      worker_config: { command: 'true' },
-      max_workers: concurrency,
-    });
-    const executor = app.createExecutor({ idleExitMs: 0 });
-    const running = executor.run();
-    const started = performance.now();
-    await app.orchestrator.start(job.job_id, { skipTest: true });
-    const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
-    const seconds = (performance.now() - started) / 1000;
-    await executor.stop();
-    await running;
-    if (done.status !== 'COMPLETED') throw new Error(`dispatch bench: job ended ${done.status}`);
-    rates.push(units / seconds);
-    await app.close();
-    rmSync(home, { recursive: true, force: true });
-  }
-  return {
-    what: `dispatch, ${units.toLocaleString('en')} shell units of \`true\``,
-    measure: `units per second at concurrency ${concurrency}, start to COMPLETED`,
-    figure: spread(rates, 0, ' units/s'),
-    anchor: '—',
-    ratio: null,
-    ratio_note: 'first cut: no anchor yet',
-    raw: { rates },
-  };
-}
-
 export async function run(): Promise<BenchRow[]> {
-  return [await jobCreation(), await shellDispatch()];
+  return [await jobCreation()];
 }
 

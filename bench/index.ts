@@ -7,9 +7,15 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import * as core from './core.js';
+import * as enumerators from './enumerators.js';
+import * as workers from './workers.js';
 import type { BenchRow } from './table.js';
 
-const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [{ name: 'core', run: core.run }];
+const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
+  { name: 'core', run: core.run },
+  { name: 'enumerators', run: enumerators.run },
+  { name: 'workers', run: workers.run },
+];
 
 function markdown(rows: BenchRow[]): string {
   const lines = ['| what | measure | figure (median, min–max) | anchor, same run | ratio | target |', '|---|---|---|---|---|---|'];

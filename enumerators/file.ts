@@ -1,8 +1,9 @@
-import { stat } from 'node:fs/promises';
-import { basename, extname, isAbsolute, join, resolve } from 'node:path';
+import { open, lstat, realpath, stat } from 'node:fs/promises';
+import { isUtf8 } from 'node:buffer';
+import { basename, extname, isAbsolute, join, resolve, sep } from 'node:path';
 import fg from 'fast-glob';
 import { z } from 'zod';
-import type { Enumerator } from '../src/contracts/enumerator.js';
+import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
 import { requireDirectory } from './fs-checks.js';
 
@@ -13,54 +14,137 @@ const config = z.strictObject({
     .default('**/*')
     .describe('A glob, or a list of globs, relative to base_directory.'),
   exclude_patterns: z.array(z.string().min(1)).default([]).describe('Globs to leave out.'),
-  include_hidden: z.boolean().default(false).describe('Include dot-files and files inside dot-directories.'),
+  include_hidden: z.boolean().default(false).describe('Include dot-files and everything inside dot-directories.'),
+  follow_symlinks: z
+    .boolean()
+    .default(false)
+    .describe('Follow symbolic links; a link that leads outside base_directory is refused. Off: links are left out.'),
   limit: z.int().positive().optional().describe('Keep only the first N files, after a stable sort by path.'),
+  max_file_size: z.int().positive().optional().describe('Leave out (and record as skipped) files larger than this many bytes.'),
+  include_content: z.boolean().default(false).describe('Inline each file’s text as `content`; binary files are refused.'),
+  max_content_bytes: z
+    .int()
+    .positive()
+    .max(512 * 1024)
+    .default(64 * 1024)
+    .describe('With include_content: inline at most this many bytes of text; longer files are cut and marked content_truncated.'),
 });
 type FileConfig = z.infer<typeof config>;
 
 function escapes(pattern: string): boolean {
-  return isAbsolute(pattern) || pattern.split('/').includes('..');
+  return isAbsolute(pattern) || pattern.replace(/\\/g, '/').split('/').includes('..');
+}
+
+function inside(root: string, path: string): boolean {
+  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+/** Reads up to `cap` bytes; refuses binary (a NUL byte, or bytes that are not UTF-8). */
+async function readText(path: string, relativePath: string, size: number, cap: number): Promise<{ content: string; truncated: boolean }> {
+  const handle = await open(path, 'r');
+  try {
+    const want = Math.min(size, cap);
+    const buf = Buffer.alloc(want);
+    const { bytesRead } = await handle.read(buf, 0, want, 0);
+    let text = buf.subarray(0, bytesRead);
+    const truncated = size > bytesRead;
+    // A cut can split a multi-byte character: drop its first bytes rather than call the file binary.
+    if (truncated) {
+      let end = text.length;
+      while (end > 0 && end > text.length - 4 && ((text[end - 1] as number) & 0xc0) === 0x80) end--;
+      if (end > 0 && (text[end - 1] as number) >= 0xc0) end--;
+      if (isUtf8(text.subarray(0, end))) text = text.subarray(0, end);
+    }
+    if (text.includes(0) || !isUtf8(text)) {
+      throw new AbpError(
+        'invalid_input',
+        `enumerator_config.include_content: ${relativePath} is a binary file (not UTF-8 text); leave it out with exclude_patterns, or turn include_content off`,
+      );
+    }
+    return { content: text.toString('utf8'), truncated };
+  } finally {
+    await handle.close();
+  }
 }
 
 export const fileEnumerator: Enumerator<FileConfig> = {
   type: 'file',
-  description: 'One item per file matching a glob under base_directory, sorted by path.',
+  description: 'One item per file matching a glob under base_directory, sorted by path: file_path, relative_path, file_name, file_extension, file_size, mtime (and content).',
   promptTemplate: 'file',
   configSchema: config,
-  async *enumerate(cfg) {
+  async *enumerate(cfg, ctx) {
     const base = resolve(cfg.base_directory);
     await requireDirectory('enumerator_config.base_directory', base);
+    const realBase = await realpath(base);
     const patterns = Array.isArray(cfg.pattern) ? cfg.pattern : [cfg.pattern];
-    for (const p of [...patterns, ...cfg.exclude_patterns]) {
-      if (escapes(p)) {
-        throw new AbpError('invalid_input', `enumerator_config.pattern: ${JSON.stringify(p)} leaves base_directory; use a relative glob without ".."`);
+    for (const [field, list] of [
+      ['pattern', patterns],
+      ['exclude_patterns', cfg.exclude_patterns],
+    ] as const) {
+      for (const p of list) {
+        if (escapes(p)) {
+          throw new AbpError('invalid_input', `enumerator_config.${field}: ${JSON.stringify(p)} leaves base_directory; use a relative glob without ".."`);
+        }
       }
     }
+    // Without include_hidden, a hidden directory hides everything under it, even
+    // when a pattern names it explicitly.
+    const ignore = cfg.include_hidden ? cfg.exclude_patterns : [...cfg.exclude_patterns, '**/.*', '**/.*/**'];
     const paths = await fg(patterns, {
       cwd: base,
       onlyFiles: true,
       dot: cfg.include_hidden,
-      ignore: cfg.exclude_patterns,
-      followSymbolicLinks: false,
+      ignore,
+      followSymbolicLinks: cfg.follow_symlinks,
       unique: true,
+      suppressErrors: false,
     });
     if (paths.length === 0) {
-      throw new AbpError('enumeration_failed', `enumerator_config.pattern: ${patterns.join(', ')} matched no files under ${base}`);
+      throw new AbpError('enumeration_failed', `enumerator_config.pattern: ${patterns.join(', ')} matched no files under ${base}; no job was created`);
     }
     paths.sort();
-    const chosen = cfg.limit === undefined ? paths : paths.slice(0, cfg.limit);
-    for (const relative of chosen) {
-      const file_path = join(base, relative);
+    let emitted = 0;
+    for (const relativePath of paths) {
+      if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'file enumeration was cancelled');
+      if (cfg.limit !== undefined && emitted >= cfg.limit) break;
+      const file_path = join(base, relativePath);
+      // Resolve every link on the way, including linked directories fast-glob walked into.
+      const real = await realpath(file_path);
+      if (!inside(realBase, real)) {
+        throw new AbpError(
+          'invalid_input',
+          `enumerator_config.follow_symlinks: ${relativePath} is a symbolic link that leads outside base_directory (to ${real}); it is never followed. Leave it out with exclude_patterns`,
+        );
+      }
+      if (!cfg.follow_symlinks && (await lstat(file_path)).isSymbolicLink()) {
+        ctx.onSkip?.({ item: relativePath, reason: 'a symbolic link (follow_symlinks is off)' });
+        continue;
+      }
       const info = await stat(file_path);
-      yield {
+      if (cfg.max_file_size !== undefined && info.size > cfg.max_file_size) {
+        ctx.onSkip?.({ item: relativePath, reason: `${info.size} bytes is over max_file_size (${cfg.max_file_size})` });
+        continue;
+      }
+      const item: Item = {
         file_path,
-        relative_path: relative,
-        file_name: basename(relative),
-        file_extension: extname(relative).replace(/^\./, ''),
+        relative_path: relativePath,
+        file_name: basename(relativePath),
+        file_extension: extname(relativePath).replace(/^\./, ''),
         file_size: info.size,
         mtime: info.mtime.toISOString(),
-        _id: relative,
+        _id: relativePath,
       };
+      if (cfg.include_content) {
+        const { content, truncated } = await readText(file_path, relativePath, info.size, cfg.max_content_bytes);
+        item.content = content;
+        item.content_truncated = truncated;
+      }
+      emitted++;
+      yield item;
+    }
+    if (emitted === 0) {
+      throw new AbpError('enumeration_failed', `enumerator_config: every file matching ${patterns.join(', ')} under ${base} was left out (see max_file_size, follow_symlinks); no job was created`);
     }
   },
 };
+

@@ -21,5 +21,6 @@ echo
 echo "\$ abp results $id --format csv"
 abp results "$id" --format csv | cut -c1-110
 echo
-echo "Swap the worker for an agent: set \"worker_type\" in examples/word-count.json to another"
-echo "registered worker (see workers/index.ts) — the job, the test unit and the executor stay the same."
+echo "The same job with an agent instead of wc: examples/summarise-with-claude.json uses the claude"
+echo "worker (Claude Code, logged in or with ANTHROPIC_API_KEY): abp create --spec examples/summarise-with-claude.json"
+echo "Check what a worker needs with: abp doctor"

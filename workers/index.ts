@@ -1,6 +1,10 @@
 import { Registry } from '../src/contracts/registry.js';
 import type { Worker } from '../src/contracts/worker.js';
+import { agentCliWorker } from './agent-cli.js';
+import { claudeWorker } from './claude.js';
+import { functionWorker } from './function.js';
+import { httpLlmWorker } from './http-llm.js';
 import { shellWorker } from './shell.js';
 
 /** Every worker type. Adding one is a new file in this folder and one line here. */
-export const workers = new Registry<Worker<any>>('worker_type', [shellWorker]);
+export const workers = new Registry<Worker<any>>('worker_type', [shellWorker, claudeWorker, agentCliWorker, httpLlmWorker, functionWorker]);

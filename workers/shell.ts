@@ -1,11 +1,9 @@
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
-import { delimiter, isAbsolute, join } from 'node:path';
 import { execa } from 'execa';
 import { z } from 'zod';
 import type { UnitInput, UnitOutcome, Worker } from '../src/contracts/worker.js';
-import { render } from '../src/domain/template.js';
+import { fillFor } from './unit-values.js';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
+import { which } from './which.js';
 
 const config = z.strictObject({
   command: z.string().min(1).describe('The program to run, looked up on PATH unless absolute.'),
@@ -23,20 +21,11 @@ type ShellConfig = z.infer<typeof config>;
 
 const STDERR_TAIL = 2000;
 
-function values(unit: UnitInput) {
-  return {
-    item: unit.item,
-    item_json: JSON.stringify(unit.item),
-    prompt: unit.prompt,
-    unit: { id: unit.unit_id, attempt: unit.attempt },
-    job: { id: unit.job_id, name: unit.job_name },
-  };
-}
-
-const fill = (template: string, unit: UnitInput) => render(template, values(unit));
+const fill = (template: string, unit: UnitInput) => fillFor(unit)(template);
 
 export const shellWorker: Worker<ShellConfig> = {
   type: 'shell',
+  healthProbes: [{ label: 'shell (sh)', config: { command: 'sh' } }],
   description: 'Runs a command per unit in its own process group; stdout is the output, a non-zero exit fails the attempt.',
   configSchema: config,
 
@@ -91,18 +80,3 @@ export const shellWorker: Worker<ShellConfig> = {
       : { status: 'down', details: `${cfg.command} is not an executable file on PATH` };
   },
 };
-
-async function which(command: string): Promise<string | undefined> {
-  const candidates = isAbsolute(command) || command.includes('/')
-    ? [command]
-    : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, command));
-  for (const candidate of candidates) {
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}

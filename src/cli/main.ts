@@ -6,10 +6,16 @@ import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
 import { usage } from './command.js';
 import { cancel, pause, resume, retry } from './commands/control.js';
+import { approve } from './commands/approve.js';
 import { create } from './commands/create.js';
+import { doctor } from './commands/doctor.js';
+import { enumeratorsCommand } from './commands/enumerators.js';
+import { preview } from './commands/preview.js';
 import { executor } from './commands/executor.js';
 import { list } from './commands/list.js';
+import { mcp } from './commands/mcp.js';
 import { results } from './commands/results.js';
+import { serve } from './commands/serve.js';
 import { start } from './commands/start.js';
 import { status } from './commands/status.js';
 import { unit } from './commands/unit.js';
@@ -17,7 +23,7 @@ import { units } from './commands/units.js';
 import { update } from './commands/update.js';
 import { watch } from './commands/watch.js';
 
-const COMMANDS: Command[] = [create, start, status, watch, list, units, unit, results, pause, resume, cancel, retry, update, executor];
+const COMMANDS: Command[] = [create, preview, approve, enumeratorsCommand, start, status, watch, list, units, unit, results, pause, resume, cancel, retry, update, executor, mcp, serve, doctor];
 
 const GLOBAL = {
   json: { type: 'boolean' },

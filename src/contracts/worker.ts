@@ -11,6 +11,8 @@ export interface UnitInput {
   prompt: string;
   /** A directory the unit may use for scratch files; it exists. */
   work_dir: string;
+  /** The job's output_schema, for workers whose API can enforce it (the pool validates either way). */
+  output_schema?: Record<string, unknown> | null;
 }
 
 export interface TokenUsage {
@@ -32,10 +34,32 @@ export interface RunContext {
   /** Report a spawned process group so that a dead executor's successor can reap it. */
   onProcess(pid: number): void;
   onEvent(event: ConversationEvent): void;
+  /** The executor-wide request and token limiter, shared by every unit of every job. */
+  throttle: Throttle;
+}
+
+export interface ThrottleLimits {
+  /** Requests per minute; absent = unlimited. */
+  rpm?: number | undefined;
+  /** Tokens per minute; absent = unlimited. */
+  tpm?: number | undefined;
+}
+
+/** A granted request: `settle` replaces the estimated token count with the real one once known. */
+export interface ThrottleTicket {
+  settle(actualTokens: number): void;
+}
+
+export interface Throttle {
+  /**
+   * Waits until one request of `tokens` estimated tokens fits the limits of
+   * `key` (a worker type), then books it. Rejects if `signal` aborts first.
+   */
+  acquire(key: string, limits: ThrottleLimits, tokens: number, signal: AbortSignal): Promise<ThrottleTicket>;
 }
 
 /** How a failure should be handled: data, never parsed back out of a message. */
-export const FAILURE_KINDS = ['retryable', 'permanent', 'rate_limited', 'auth_failed', 'quota_exhausted'] as const;
+export const FAILURE_KINDS = ['retryable', 'permanent', 'rate_limited', 'auth_failed', 'quota_exhausted', 'invalid_output'] as const;
 export type FailureKind = (typeof FAILURE_KINDS)[number];
 
 interface OutcomeCommon {
@@ -50,14 +74,29 @@ interface OutcomeCommon {
 /** A unit's outcome is a value; only bugs and infrastructure faults throw. */
 export type UnitOutcome =
   | (OutcomeCommon & { status: 'succeeded'; output: string; structured_output?: unknown })
-  | (OutcomeCommon & { status: 'failed'; kind: FailureKind; error: string; output?: string; retry_after_ms?: number })
+  | (OutcomeCommon & {
+      status: 'failed';
+      kind: FailureKind;
+      error: string;
+      output?: string;
+      /** rate_limited: no request before this many ms (Retry-After, or the agent CLI's own delay). */
+      retry_after_ms?: number;
+      /** quota_exhausted: when the quota resets (epoch ms), when the provider says. */
+      resets_at?: number;
+    })
   | (OutcomeCommon & { status: 'timed_out'; error: string; output?: string })
   | (OutcomeCommon & { status: 'cancelled'; error: string });
 
+export const HEALTH_STATUSES = ['ok', 'degraded', 'down', 'auth_failed'] as const;
+export type HealthStatus = (typeof HEALTH_STATUSES)[number];
+
 export interface WorkerHealth {
-  status: 'ok' | 'degraded' | 'down' | 'auth_failed';
+  status: HealthStatus;
   features?: string[];
+  /** For people: what was checked, and for auth_failed how to log in or which env var to set. */
   details: string;
+  /** Things a person should know before the job runs, e.g. permission checks are off. */
+  warnings?: string[];
 }
 
 export interface Worker<C = unknown> {
@@ -66,4 +105,11 @@ export interface Worker<C = unknown> {
   readonly configSchema: z.ZodType<C>;
   run(unit: UnitInput, config: C, ctx: RunContext): Promise<UnitOutcome>;
   health(config: C): Promise<WorkerHealth>;
+  /**
+   * Raw worker_config values that `abp doctor` checks when no job names one
+   * (parsed through configSchema). Default: one probe of `{}`.
+   */
+  readonly healthProbes?: readonly { label: string; config: unknown }[];
+  /** Releases what the worker keeps between units (thread pools). Idempotent. */
+  close?(): Promise<void>;
 }

@@ -16,9 +16,9 @@ export const JobSpec = z
       .min(1)
       .max(100_000)
       .describe('What to do to each item, in plain words. It becomes the task section of every prompt.'),
-    enumerator_type: z.string().min(1).describe('Where the items come from: one of the registered enumerators (file, csv, ...).'),
+    enumerator_type: z.string().min(1).describe('Where the items come from: one of the registered enumerators (file, csv, sql, json, dynamic).'),
     enumerator_config: config.default({}).describe("The enumerator's own settings, e.g. {base_directory, pattern} for file."),
-    worker_type: z.string().min(1).describe('Who does the work for each unit: one of the registered workers (shell, ...).'),
+    worker_type: z.string().min(1).describe('Who does the work for each unit: one of the registered workers (shell, claude, agent-cli, http-llm, function).'),
     worker_config: config.default({}).describe("The worker's own settings, e.g. {command, args} for shell."),
     max_workers: z.int().min(1).max(1000).default(4).describe('How many units of this job may run at once, across every executor.'),
     max_retries: z.int().min(0).max(100).default(3).describe('How many times a failed unit is tried again before it is FAILED.'),

@@ -96,6 +96,8 @@ export class JobExecutor {
         await this.pool.drain(5000);
       }
     }
+    // Thread pools (the function worker) would otherwise keep the process alive.
+    await Promise.all(this.deps.workers.list().map((w) => w.close?.().catch(() => undefined)));
     await repo.unregisterExecutor(this.id).catch(() => undefined);
     this.log('stopped');
   }
@@ -144,6 +146,8 @@ export class JobExecutor {
     for (const job of ordered) {
       const free = this.pool.free();
       if (free <= 0) break;
+      // A worker type cooling down after a rate limit gets no new claims until it ends.
+      if (this.pool.coolDowns.remainingMs(job.worker_type) > 0) continue;
       const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs);
       for (const unit of units) this.pool.start(unit, fresh);
     }

@@ -36,6 +36,8 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
     session_id: outcome.session_id ?? null,
     duration_ms: outcome.duration_ms ?? null,
   };
+  // A server's Retry-After (on a 5xx) is a floor under the backoff.
+  const floorMs = outcome.status === 'failed' ? (outcome.retry_after_ms ?? 0) : 0;
   const retryOrFail = (error: string, kind: string, output?: string): Decision => {
     const spentNow = failures + 1;
     const exhausted = spentNow > s.maxRetries;
@@ -44,7 +46,7 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
         ...common,
         next: exhausted ? 'FAILED' : 'PENDING',
         spent: true,
-        available_at: exhausted ? 0 : now + backoffMs(spentNow, s),
+        available_at: exhausted ? 0 : now + Math.max(floorMs, backoffMs(spentNow, s)),
         error: exhausted && s.maxRetries > 0 ? `${error} (after ${spentNow} attempts)` : error,
         error_kind: kind,
         output: output ?? null,
@@ -74,6 +76,9 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
       switch (outcome.kind) {
         case 'retryable':
           return retryOrFail(outcome.error, 'retryable', outcome.output);
+        case 'invalid_output':
+          // The next attempt sees this error (error_kind invalid_output) and feeds it back into the prompt.
+          return retryOrFail(outcome.error, 'invalid_output', outcome.output);
         case 'permanent':
           return { write: { ...common, next: 'FAILED', spent: true, error: outcome.error, error_kind: 'permanent', output: outcome.output ?? null } };
         case 'rate_limited':
@@ -88,11 +93,21 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
             },
           };
         case 'auth_failed':
-        case 'quota_exhausted':
+        case 'quota_exhausted': {
+          const resets = outcome.resets_at === undefined ? '' : ` (resets at ${new Date(outcome.resets_at).toISOString()})`;
           return {
-            write: { ...common, next: 'PENDING', spent: false, error: outcome.error, error_kind: outcome.kind },
-            pauseJob: `${outcome.kind}: ${outcome.error}`,
+            write: {
+              ...common,
+              next: 'PENDING',
+              spent: false,
+              // Resuming before the reset would only hit the limit again.
+              available_at: outcome.resets_at ?? 0,
+              error: `${outcome.error}${resets}`,
+              error_kind: outcome.kind,
+            },
+            pauseJob: `${outcome.kind}: ${outcome.error}${resets}`,
           };
+        }
         default:
           return assertNever(outcome.kind, 'failure kind');
       }

@@ -9,7 +9,10 @@ import type { AbpConfig } from '../config.js';
 import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
 import type { JobRow, UnitRow } from '../store/schema.js';
-import { decide } from './retry-policy.js';
+import { CoolDowns } from './cool-downs.js';
+import { checkOutput, feedbackSection } from './output-schema.js';
+import { backoffMs, decide } from './retry-policy.js';
+import { SlidingWindowThrottle } from './throttle.js';
 
 export interface WorkerPoolDeps {
   repo: Repository;
@@ -33,11 +36,18 @@ export class WorkerPool {
   private readonly jobConfigs = new Map<string, unknown>();
   private readonly workDirs = new Set<number>();
   private wake: (() => void) | undefined;
+  /** Rate-limit cool-downs per worker type, shared by every job in this executor. */
+  readonly coolDowns: CoolDowns;
+  /** RPM/TPM limits per worker type, shared by every job in this executor. */
+  readonly throttle = new SlidingWindowThrottle();
 
   constructor(
     private readonly deps: WorkerPoolDeps,
     readonly capacity: number,
-  ) {}
+  ) {
+    const { retryBaseMs, retryMaxMs } = deps.config;
+    this.coolDowns = new CoolDowns((strikes) => backoffMs(strikes, { baseMs: retryBaseMs, maxMs: retryMaxMs }));
+  }
 
   get size(): number {
     return this.running.size;
@@ -113,18 +123,20 @@ export class WorkerPool {
 
   private async execute(unit: UnitRow, job: JobRow, controller: AbortController): Promise<void> {
     const { repo, synthesizer, config, owner } = this.deps;
-    const timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
     const events = new EventBuffer(repo, unit);
+    const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let prompt: string | null = null;
     let outcome: UnitOutcome;
+    let timer: NodeJS.Timeout | undefined;
     try {
       const worker = this.deps.workers.get(job.worker_type);
       const item = JSON.parse(unit.payload) as Item;
-      prompt = synthesizer.render(
-        job.prompt_template,
-        { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: job.output_schema ? JSON.parse(job.output_schema) : null },
-        item,
-      );
+      prompt = synthesizer.render(job.prompt_template, { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: outputSchema }, item);
+      if (unit.error_kind === 'invalid_output' && unit.error) prompt += feedbackSection(unit.error, unit.output);
+      // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
+      await this.coolDowns.wait(job.worker_type, controller.signal);
+      // The timeout covers the work, not the cool-down.
+      timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
       outcome = await worker.run(
         {
           unit_id: unit.id,
@@ -134,21 +146,37 @@ export class WorkerPool {
           item,
           prompt,
           work_dir: this.workDir(job),
+          output_schema: outputSchema,
         },
         this.workerConfig(worker, job),
         {
           signal: controller.signal,
           onProcess: (pid) => void repo.setWorkerPid(unit.id, unit.attempt, pid).catch(() => undefined),
           onEvent: (event) => events.push(event),
+          throttle: this.throttle,
         },
       );
+      if (outputSchema) outcome = checkOutput(outcome, outputSchema);
     } catch (err) {
-      // A worker that throws has a bug or hit an infrastructure fault; the attempt is retried.
-      outcome = { status: 'failed', kind: 'retryable', error: `worker error: ${errorMessage(err)}` };
+      if (controller.signal.aborted) {
+        // Aborted while waiting for a cool-down or the throttle: the unit goes back unspent.
+        outcome = { status: 'cancelled', error: `stopped (${String(controller.signal.reason)}) before it started` };
+      } else {
+        // A worker that throws has a bug or hit an infrastructure fault; the attempt is retried.
+        outcome = { status: 'failed', kind: 'retryable', error: `worker error: ${errorMessage(err)}` };
+      }
     } finally {
       clearTimeout(timer);
     }
     await events.close();
+    if (outcome.status === 'failed' && outcome.kind === 'rate_limited') {
+      const ms = this.coolDowns.hit(job.worker_type, outcome.retry_after_ms);
+      outcome = { ...outcome, retry_after_ms: ms };
+      this.deps.log(`worker type ${job.worker_type} rate limited (unit ${unit.id}): cooling down ${ms} ms`);
+      await repo.appendEvent(job.id, 'cool_down', { worker_type: job.worker_type, unit_id: unit.id, ms, error: outcome.error.slice(0, 300) }).catch(() => undefined);
+    } else if (outcome.status === 'succeeded') {
+      this.coolDowns.recovered(job.worker_type);
+    }
     const decision = decide(outcome, unit.failures, {
       maxRetries: job.max_retries,
       baseMs: config.retryBaseMs,

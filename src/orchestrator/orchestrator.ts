@@ -1,15 +1,17 @@
 import { Buffer } from 'node:buffer';
-import type { Enumerator, Item } from '../contracts/enumerator.js';
+import { enumeratorInfo, type CodeApprovalRequest, type Enumerator, type Item } from '../contracts/enumerator.js';
 import type { Registry } from '../contracts/registry.js';
-import type { Worker } from '../contracts/worker.js';
+import type { Worker, WorkerHealth } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
 import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
 import type { Launcher, LaunchResult } from '../executor/launcher.js';
-import type { Repository, UnitDraft } from '../store/repository.js';
+import { compileOutputSchema } from '../executor/output-schema.js';
+import { PENDING_APPROVAL, type Repository, type UnitDraft } from '../store/repository.js';
 import type { JobRow, UnitRow } from '../store/schema.js';
 import type { PromptSynthesizer } from './prompt-synthesizer.js';
+import { SkipLog } from './skip-log.js';
 import { jobDetail, jobStatus, resultLine, unitDetail, unitSummary, type JobStatus } from './views.js';
 
 export interface OrchestratorDeps {
@@ -57,33 +59,123 @@ export class Orchestrator {
     const workerConfig = parseWith(worker.configSchema, spec.worker_config, 'worker_config');
     const template = spec.prompt_template ?? this.deps.synthesizer.template(enumerator.promptTemplate);
     this.deps.synthesizer.validate(template);
+    if (spec.output_schema) compileOutputSchema(spec.output_schema);
     return { spec, enumerator, enumeratorConfig, worker, workerConfig, template };
   }
 
-  /** Streams the enumeration into a new job; an error partway leaves no job behind. */
+  /**
+   * Streams the enumeration into a new job; an error partway leaves no job behind.
+   * Code that needs a person's approval (the dynamic enumerator) and has none yet
+   * makes a job pending approval instead: CREATED, no units, and `approval` says
+   * which hash to approve (see approveCode).
+   */
   async createJob(input: unknown, signal: AbortSignal = new AbortController().signal) {
     const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
-    const items = enumerator.enumerate(enumeratorConfig, { signal });
-    const job = await this.deps.repo.createJob(
-      {
-        type: 'batch',
-        name: spec.name,
-        user_intent: spec.user_intent,
-        enumerator_type: spec.enumerator_type,
-        enumerator_config: JSON.stringify(enumeratorConfig),
-        worker_type: spec.worker_type,
-        worker_config: JSON.stringify(workerConfig),
-        max_workers: spec.max_workers,
-        max_retries: spec.max_retries,
-        timeout_seconds: spec.timeout_seconds,
-        output_schema: spec.output_schema ? JSON.stringify(spec.output_schema) : null,
-        max_cost_usd: spec.max_cost_usd ?? null,
-        post_processing_prompt: spec.post_processing_prompt ?? null,
-        prompt_template: template,
-      },
-      drafts(items, spec.enumerator_type),
+    const row = jobRow(spec, enumeratorConfig, workerConfig, template);
+    const request = enumerator.approvalFor?.(enumeratorConfig);
+    if (request && !(await this.deps.repo.isCodeApproved(request.code_sha256))) {
+      const job = await this.deps.repo.createPendingJob(row);
+      return { ...jobDetail(job), approval: approvalView(job.id, request) };
+    }
+    const skipped = new SkipLog();
+    const items = enumerator.enumerate(enumeratorConfig, {
+      signal,
+      onSkip: skipped.add,
+      ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
+    });
+    const job = await this.deps.repo.createJob(row, drafts(items, spec.enumerator_type), () => skipped.events());
+    return { ...jobDetail(job), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
+  }
+
+  /** The code a pending job waits on, and how to approve it. */
+  async pendingApproval(id: number) {
+    const { job, request } = await this.approvalRequest(id);
+    return { ...jobStatus(job), approval: approvalView(id, request) };
+  }
+
+  /**
+   * A person approves a pending job's code by naming its exact sha256; the code
+   * then runs and the units are inserted, in one transaction with the approval.
+   * A hash that differs from the job's code (the code changed, or a typo) is refused.
+   */
+  async approveCode(id: number, codeSha256: string, approvedBy = 'cli', signal: AbortSignal = new AbortController().signal) {
+    const hash = codeSha256.trim().toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hash)) {
+      throw new AbpError('invalid_input', `code_sha256: expected 64 hex digits, got ${JSON.stringify(codeSha256)}`);
+    }
+    const { job, enumerator, config, request } = await this.approvalRequest(id);
+    if (hash !== request.code_sha256) {
+      throw new AbpError(
+        'conflict',
+        `code_sha256: ${hash} does not match job ${id}'s code (sha256 ${request.code_sha256}); the code is not the one that was approved. Review the code again (abp approve ${id}) and approve its own hash`,
+        { details: { job_id: id, code_sha256: request.code_sha256 } },
+      );
+    }
+    const skipped = new SkipLog();
+    const items = enumerator.enumerate(config, { signal, onSkip: skipped.add, approvedCodeSha256: hash });
+    const filled = await this.deps.repo.fillPendingJob(id, { code_sha256: hash, approved_by: approvedBy }, drafts(items, job.enumerator_type), () =>
+      skipped.events(),
     );
-    return jobDetail(job);
+    return { ...jobDetail(filled), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
+  }
+
+  private async approvalRequest(id: number) {
+    const job = await this.deps.repo.requireJob(id);
+    if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
+      throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; it is not waiting for code approval`);
+    }
+    const enumerator = this.deps.enumerators.get(job.enumerator_type);
+    const config = parseWith(enumerator.configSchema, JSON.parse(job.enumerator_config), 'enumerator_config');
+    const request = enumerator.approvalFor?.(config);
+    if (!request) throw new AbpError('conflict', `job ${id}: the ${job.enumerator_type} enumerator runs no code that needs approval`);
+    return { job, enumerator, config, request };
+  }
+
+  /**
+   * What creating this spec would produce, creating nothing: the item count, the
+   * first items and the first unit's rendered prompt. Unapproved code is not run;
+   * the answer carries the hash to approve instead.
+   */
+  async preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}) {
+    const { spec, enumerator, enumeratorConfig, template } = this.validate(input);
+    const sample = Math.max(0, options.sample ?? 5);
+    const base = { name: spec.name, enumerator_type: spec.enumerator_type, worker_type: spec.worker_type };
+    const request = enumerator.approvalFor?.(enumeratorConfig);
+    if (request && !(await this.deps.repo.isCodeApproved(request.code_sha256))) {
+      return {
+        ...base,
+        count: null,
+        items: [],
+        first_prompt: null,
+        skipped: null,
+        approval: { status: PENDING_APPROVAL, ...request, next: 'The code runs only after a person approves this exact sha256: create the job, then abp approve JOB --code-sha256 HASH' },
+      };
+    }
+    const skipped = new SkipLog();
+    const stream = enumerator.enumerate(enumeratorConfig, {
+      signal: options.signal ?? new AbortController().signal,
+      onSkip: skipped.add,
+      ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
+    });
+    let count = 0;
+    const items: Item[] = [];
+    for await (const draft of drafts(stream, spec.enumerator_type)) {
+      count++;
+      if (items.length < Math.max(1, sample)) items.push(JSON.parse(draft.payload) as Item);
+    }
+    const first = items[0];
+    if (first === undefined) throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job would be created');
+    const first_prompt = this.deps.synthesizer.render(
+      template,
+      { intent: spec.user_intent, job: { id: 0, name: spec.name }, output_schema: spec.output_schema ?? null },
+      first,
+    );
+    return { ...base, count, items: items.slice(0, sample), first_prompt, skipped: skipped.count ? skipped.summary() : null, approval: null };
+  }
+
+  /** Every enumerator type with its description and config JSON Schema. */
+  listEnumerators() {
+    return this.deps.enumerators.list().map(enumeratorInfo);
   }
 
   /** Edits the prompt or intent of a CREATED job (e.g. after rejecting its test unit). */
@@ -96,6 +188,11 @@ export class Orchestrator {
   async start(id: number, options: StartOptions = {}): Promise<StartResult> {
     const { repo, config, launcher } = this.deps;
     let job = await repo.requireJob(id);
+    if (job.status === 'CREATED' && job.status_reason === PENDING_APPROVAL) {
+      throw new AbpError('conflict', `job ${id} has no units yet: its code waits for a person's approval (abp approve ${id})`, {
+        details: { job_id: id, status: job.status, status_reason: job.status_reason },
+      });
+    }
     let executor: LaunchResult | null = null;
     if (options.approve && options.reject) throw new AbpError('invalid_input', 'approve and reject: choose one');
 
@@ -115,16 +212,18 @@ export class Orchestrator {
       return { job: jobStatus(job), test_unit: null, executor: null, next: `The test unit was reset. Edit the prompt with \`abp update ${id} --prompt-file FILE\`, then start again to re-test.` };
     }
 
+    // The worker's health is checked before any unit can run: a refusal here burns no units.
+    const warning = options.approve || job.status === 'CREATED' ? await this.checkWorker(job) : null;
     if (options.approve) {
       await this.finishedTestUnit(job, 'approve');
-      job = await repo.moveJob(id, 'approve');
+      job = await repo.moveJob(id, 'approve', { reason: warning });
       executor = await launcher.ensureExecutor();
     } else if (job.status === 'CREATED') {
       if (options.skipTest || config.skipTest) {
-        job = await repo.moveJob(id, 'skip_test');
+        job = await repo.moveJob(id, 'skip_test', { reason: warning });
       } else {
         const first = await repo.firstUnit(id);
-        job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null } });
+        job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null }, reason: warning });
       }
       executor = await launcher.ensureExecutor();
     } else if (job.status === 'TESTING' || job.status === 'RUNNING') {
@@ -139,8 +238,17 @@ export class Orchestrator {
     if (options.waitSeconds && options.waitSeconds > 0) {
       job = await this.waitUntilSettled(id, options.waitSeconds * 1000);
     }
+    return { ...(await this.describe(job)), executor };
+  }
+
+  /** Where a job stands and what to do next, with its test unit while TESTING. Changes nothing. */
+  async startState(id: number): Promise<StartResult> {
+    return { ...(await this.describe(await this.deps.repo.requireJob(id))), executor: null };
+  }
+
+  private async describe(job: JobRow): Promise<Omit<StartResult, 'executor'>> {
     const test = job.status === 'TESTING' && job.test_unit_id !== null ? await this.unit(job.test_unit_id) : null;
-    return { job: jobStatus(job), test_unit: test, executor, next: nextStep(job, test?.status) };
+    return { job: jobStatus(job), test_unit: test, next: nextStep(job, test?.status) };
   }
 
   /**
@@ -185,7 +293,8 @@ export class Orchestrator {
   }
 
   async resume(id: number) {
-    const job = await this.deps.repo.moveJob(id, 'resume');
+    const warning = await this.checkWorker(await this.deps.repo.requireJob(id));
+    const job = await this.deps.repo.moveJob(id, 'resume', { reason: warning });
     await this.deps.launcher.ensureExecutor();
     return jobStatus(job);
   }
@@ -253,9 +362,94 @@ export class Orchestrator {
     for await (const unit of this.deps.repo.iterateUnits(id, filter)) yield resultLine(unit);
   }
 
+  /** One page of results, for front ends that page instead of streaming. */
+  async resultsPage(id: number, filter: { status?: UnitState[] } = {}, page = { limit: 50, offset: 0 }) {
+    await this.deps.repo.requireJob(id);
+    return (await this.deps.repo.listUnits(id, filter, page)).map(resultLine);
+  }
+
+  /** The state of the whole installation: live executors and jobs by status. */
+  async overview() {
+    const { repo, config } = this.deps;
+    const executors = await repo.liveExecutors(config.heartbeatMs * 3);
+    return {
+      executors: executors.map((e) => ({ id: e.id, hostname: e.hostname, pid: e.pid, version: e.version, heartbeat_age_ms: Date.now() - Number(e.heartbeat_at) })),
+      jobs_by_status: await repo.countJobsByStatus(),
+    };
+  }
+
+  /**
+   * Checks the job's worker before it runs: auth_failed and down refuse with the
+   * worker's own advice (how to log in, which env var to set). The result is an
+   * event on the job; a warning (e.g. permission checks turned off) is returned
+   * so that it becomes the job's status_reason.
+   */
+  private async checkWorker(job: JobRow): Promise<string | null> {
+    const worker = this.deps.workers.get(job.worker_type);
+    const config = parseWith(worker.configSchema, JSON.parse(job.worker_config), 'worker_config');
+    const health = await worker.health(config);
+    await this.deps.repo.appendEvent(job.id, 'health', { worker_type: job.worker_type, ...health });
+    if (health.status === 'auth_failed' || health.status === 'down') {
+      const what = health.status === 'auth_failed' ? 'is not authenticated' : 'is unavailable';
+      throw new AbpError('conflict', `job ${job.id} not started: the ${job.worker_type} worker ${what} (${health.status}): ${health.details}`, {
+        details: { job_id: job.id, worker_type: job.worker_type, health },
+      });
+    }
+    return health.warnings?.length ? `warning: ${health.warnings.join('; ')}` : null;
+  }
+
+  /** Every worker type's health, for `abp doctor` and the MCP server. */
+  async doctor(): Promise<{ worker_type: string; label: string; health: WorkerHealth }[]> {
+    type Check = { worker_type: string; label: string; health: WorkerHealth };
+    const checks = this.deps.workers.list().flatMap((worker): Promise<Check>[] => {
+      const probes = worker.healthProbes ?? [{ label: worker.type, config: {} }];
+      if (probes.length === 0) {
+        return [Promise.resolve({ worker_type: worker.type, label: worker.type, health: { status: 'ok' as const, details: "nothing to check without a job: each job's worker_config is checked when it starts" } })];
+      }
+      return probes.map(async (probe) => {
+        try {
+          const config = parseWith(worker.configSchema, probe.config, 'worker_config');
+          return { worker_type: worker.type, label: probe.label, health: await worker.health(config) };
+        } catch (err) {
+          return { worker_type: worker.type, label: probe.label, health: { status: 'down' as const, details: `health check failed: ${errorMessage(err)}` } };
+        }
+      });
+    });
+    return Promise.all(checks);
+  }
+
   async ensureExecutor() {
     return this.deps.launcher.ensureExecutor();
   }
+}
+
+function jobRow(spec: JobSpec, enumeratorConfig: unknown, workerConfig: unknown, template: string) {
+  return {
+    type: 'batch',
+    name: spec.name,
+    user_intent: spec.user_intent,
+    enumerator_type: spec.enumerator_type,
+    enumerator_config: JSON.stringify(enumeratorConfig),
+    worker_type: spec.worker_type,
+    worker_config: JSON.stringify(workerConfig),
+    max_workers: spec.max_workers,
+    max_retries: spec.max_retries,
+    timeout_seconds: spec.timeout_seconds,
+    output_schema: spec.output_schema ? JSON.stringify(spec.output_schema) : null,
+    max_cost_usd: spec.max_cost_usd ?? null,
+    post_processing_prompt: spec.post_processing_prompt ?? null,
+    prompt_template: template,
+  };
+}
+
+/** What a person needs to approve a job's code: the code, its hash, and the command. */
+function approvalView(jobId: number, request: CodeApprovalRequest) {
+  return {
+    status: PENDING_APPROVAL,
+    code: request.code,
+    code_sha256: request.code_sha256,
+    next: `Show the code to a person. It runs only after they approve this exact hash: abp approve ${jobId} --code-sha256 ${request.code_sha256}`,
+  };
 }
 
 async function* drafts(items: AsyncIterable<Item>, type: string): AsyncGenerator<UnitDraft> {

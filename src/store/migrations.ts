@@ -109,6 +109,21 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // A person's approval of user code (the dynamic enumerator), by the code's exact
+  // sha256. Code with an approved hash may run again; changed code has a new hash.
+  '002-code-approvals': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('code_approvals')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('code_sha256', 'text', (c) => c.notNull())
+        .addColumn('job_id', 'integer')
+        .addColumn('approved_by', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('code_approvals_sha').on('code_approvals').columns(['code_sha256']).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -50,6 +50,15 @@ export interface Page {
 
 const INSERT_BATCH = 1000;
 
+/** The status_reason of a CREATED job whose code waits for a person's approval. */
+export const PENDING_APPROVAL = 'pending_approval';
+
+/** An event recorded together with a job's creation. */
+export interface JobEventDraft {
+  type: string;
+  data: unknown;
+}
+
 /**
  * The only place with SQL. Every unit move changes the job's counters in the same
  * transaction, so a status read is one row.
@@ -89,7 +98,12 @@ export class Repository {
    * Inserts the job and all its units in one transaction. If the item stream
    * throws partway, nothing is left behind.
    */
-  async createJob(job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>, units: AsyncIterable<UnitDraft>): Promise<JobRow> {
+  async createJob(
+    job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>,
+    units: AsyncIterable<UnitDraft>,
+    /** Events to record with the job, read once every unit is in (e.g. rows the enumerator skipped). */
+    finalEvents: () => JobEventDraft[] = () => [],
+  ): Promise<JobRow> {
     return this.tx(async (t) => {
       const now = Date.now();
       const { id } = await t
@@ -114,7 +128,68 @@ export class Repository {
       }
       await t.updateTable('jobs').set({ total: seq, pending: seq }).where('id', '=', id).execute();
       await this.event(t, id, 'status', { status: 'CREATED', total: seq });
+      for (const e of finalEvents()) await this.event(t, id, e.type, e.data);
       return t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    });
+  }
+
+  // ---- code approvals (user code such as the dynamic enumerator's) ------------
+
+  /** Whether a person has approved code with exactly this sha256. */
+  async isCodeApproved(sha256: string): Promise<boolean> {
+    const row = await this.db.selectFrom('code_approvals').select('id').where('code_sha256', '=', sha256).limit(1).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * A job whose items come from code nobody has approved yet: CREATED, status_reason
+   * `pending_approval`, no units. It cannot start until fillPendingJob gives it units.
+   */
+  async createPendingJob(job: Omit<NewJob, 'created_at' | 'updated_at' | 'status' | 'status_reason'>): Promise<JobRow> {
+    return this.tx(async (t) => {
+      const now = Date.now();
+      const { id } = await t
+        .insertInto('jobs')
+        .values({ ...job, status: 'CREATED', status_reason: PENDING_APPROVAL, created_at: now, updated_at: now })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await this.event(t, id, 'status', { status: 'CREATED', reason: PENDING_APPROVAL, total: 0 });
+      return this.requireJob(id, t);
+    });
+  }
+
+  /**
+   * Records the approval of a pending job's code and inserts its units, in one
+   * transaction: if the enumeration fails, neither the approval nor any unit stays.
+   */
+  async fillPendingJob(
+    id: number,
+    approval: { code_sha256: string; approved_by: string },
+    units: AsyncIterable<UnitDraft>,
+    finalEvents: () => JobEventDraft[] = () => [],
+  ): Promise<JobRow> {
+    return this.tx(async (t) => {
+      const job = await this.requireJob(id, t);
+      if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
+        throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; only a job pending approval can be approved`);
+      }
+      const now = Date.now();
+      await t.insertInto('code_approvals').values({ ...approval, job_id: id, created_at: now }).execute();
+      let seq = 0;
+      let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState }[] = [];
+      for await (const unit of units) {
+        batch.push({ job_id: id, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING' });
+        if (batch.length >= INSERT_BATCH) {
+          await t.insertInto('work_units').values(batch).execute();
+          batch = [];
+        }
+      }
+      if (batch.length > 0) await t.insertInto('work_units').values(batch).execute();
+      if (seq === 0) throw new AbpError('enumeration_failed', 'the enumeration produced no items; the job stays pending approval');
+      await t.updateTable('jobs').set({ total: seq, pending: seq, status_reason: null, updated_at: now }).where('id', '=', id).execute();
+      await this.event(t, id, 'code_approved', { code_sha256: approval.code_sha256, approved_by: approval.approved_by, total: seq });
+      for (const e of finalEvents()) await this.event(t, id, e.type, e.data);
+      return this.requireJob(id, t);
     });
   }
 
@@ -132,6 +207,15 @@ export class Repository {
     let q = this.db.selectFrom('jobs').selectAll();
     if (filter.status?.length) q = q.where('status', 'in', filter.status);
     return q.orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute();
+  }
+
+  async countJobsByStatus(): Promise<Partial<Record<JobState, number>>> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('status')
+      .execute();
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
   }
 
   /** Jobs an executor should look at: those that may have units to run. */

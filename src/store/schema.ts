@@ -99,12 +99,23 @@ export interface ExecutorsTable {
   heartbeat_at: Millis;
 }
 
+/** A person approved this exact code (by sha256) to run, e.g. for a dynamic enumerator. */
+export interface CodeApprovalsTable {
+  id: Generated<number>;
+  code_sha256: string;
+  job_id: number | null;
+  /** Who or what approved it: cli, mcp-elicitation, api. */
+  approved_by: string;
+  created_at: Millis;
+}
+
 export interface Database {
   jobs: JobsTable;
   work_units: WorkUnitsTable;
   unit_events: UnitEventsTable;
   events: EventsTable;
   executors: ExecutorsTable;
+  code_approvals: CodeApprovalsTable;
 }
 
 export type JobRow = Selectable<JobsTable>;

@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { groupAlive, Sandbox, sleep } from '../helpers/cli.js';
+import { CLI, groupAlive, Sandbox, sleep } from '../helpers/cli.js';
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -99,6 +99,27 @@ describe('abp CLI: a job from creation to results', () => {
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(`job ${pid} is TESTING`);
     expect(id).toBeGreaterThan(0);
+  });
+
+  it('watch draws a progress bar on a terminal and prints plain lines otherwise, until the job ends', async () => {
+    const id = await createShellJob(rowsCsv(8), ['sleep', '0.2'], ['--max-workers', '2']);
+    await sb.ok(['start', String(id), '--skip-test']);
+    const plain = await sb.cli(['watch', String(id), '--interval-ms', '100']);
+    expect(plain.exitCode).toBe(0);
+    const lines = plain.stdout.trim().split('\n');
+    expect(lines.length).toBeGreaterThan(1);
+    expect(lines.at(-1)).toMatch(new RegExp(`^job ${id} "test job": COMPLETED \\| 8/8 succeeded`));
+    expect(plain.stdout).not.toContain('\r');
+
+    // A real pseudo-terminal, through util-linux's script(1).
+    const id2 = await createShellJob(rowsCsv(6), ['sleep', '0.2'], ['--max-workers', '1']);
+    await sb.ok(['start', String(id2), '--skip-test']);
+    const { execa } = await import('execa');
+    const tty = await execa('script', ['-qec', `${process.execPath} ${CLI} watch ${id2} --interval-ms 100`, '/dev/null'], { env: { ...process.env, ...sb.env }, reject: false });
+    expect(tty.exitCode).toBe(0);
+    expect(tty.stdout).toContain('\r');
+    expect(tty.stdout).toMatch(/\[#+-*\] +\d+% \d\/6 ok \d+ failed 0 running \d/);
+    expect(tty.stdout).toMatch(/\[#{30}\] 100% 6\/6/);
   });
 
   it('--skip-test and ABP_SKIP_TEST=1 run every unit without a test unit', async () => {

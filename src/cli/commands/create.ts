@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command, CommandContext } from '../command.js';
 import { intFlag, numberFlag, usage } from '../command.js';
+import { handlePendingApproval } from './approve.js';
 
 function readJsonFile(flag: string, path: string): unknown {
   let text: string;
@@ -122,6 +123,7 @@ export const create: Command = {
     const spec = specFromFlags(ctx);
     const app = await ctx.app();
     const job = await app.orchestrator.createJob(spec);
+    if ('approval' in job) return handlePendingApproval(ctx, job);
     if (ctx.values.quiet && !ctx.json) {
       process.stdout.write(`${job.job_id}\n`);
       return;

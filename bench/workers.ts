@@ -1,0 +1,175 @@
+/**
+ * Worker benchmarks: the shell worker's orchestration overhead against GNU
+ * parallel running the same command over the same items, and the throughput of
+ * concurrent http-llm units against a loopback mock that answers after 1 s.
+ */
+import { execFileSync, fork, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createApp } from '../src/app.js';
+import { resolveConfig } from '../src/config.js';
+import { startMockOpenAI } from '../test/fixtures/mock-openai.js';
+import { median, spread, type BenchRow } from './table.js';
+
+const RUNS = Number(process.env.ABP_BENCH_RUNS ?? 3);
+const SELF = fileURLToPath(import.meta.url);
+
+/** GNU parallel, installed through apt when it is missing (the bench runs as a user who may). */
+function ensureParallel(): string {
+  const found = spawnSync('parallel', ['--version'], { encoding: 'utf8' });
+  if (found.status === 0) return String(found.stdout).split('\n')[0] ?? 'GNU parallel';
+  process.stderr.write('bench: GNU parallel is missing; trying apt-get install -y parallel\n');
+  const apt = spawnSync('sh', ['-c', 'apt-get install -y parallel || (apt-get update && apt-get install -y parallel)'], { stdio: 'inherit' });
+  const again = spawnSync('parallel', ['--version'], { encoding: 'utf8' });
+  if (apt.status !== 0 || again.status !== 0) {
+    throw new Error('bench/workers: GNU parallel is required for the shell overhead anchor; install it with `apt-get install -y parallel`');
+  }
+  return String(again.stdout).split('\n')[0] ?? 'GNU parallel';
+}
+
+async function abpShell(units: number, concurrency: number): Promise<number> {
+  const home = mkdtempSync(join(tmpdir(), 'abp-bench-shell-'));
+  try {
+    const csv = join(home, 'items.csv');
+    writeFileSync(csv, ['id', ...Array.from({ length: units }, (_, k) => String(k + 1))].join('\n'));
+    const config = resolveConfig({ ABP_HOME: home, ABP_DB: join(home, 'abp.db'), ABP_MAX_WORKERS: String(concurrency), ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_POLL_MS: '20' });
+    const app = await createApp(config);
+    const job = await app.orchestrator.createJob({
+      name: 'shell overhead',
+      user_intent: 'nothing',
+      enumerator_type: 'csv',
+      enumerator_config: { file_path: csv },
+      worker_type: 'shell',
+      worker_config: { command: 'true', args: ['{{item.id}}'] },
+      max_workers: concurrency,
+    });
+    const executor = app.createExecutor({ idleExitMs: 0 });
+    const running = executor.run();
+    const started = performance.now();
+    await app.orchestrator.start(job.job_id, { skipTest: true });
+    const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
+    const ms = performance.now() - started;
+    await executor.stop();
+    await running;
+    await app.close();
+    if (done.status !== 'COMPLETED') throw new Error(`shell overhead bench: job ended ${done.status}`);
+    return ms;
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+function gnuParallel(units: number, concurrency: number): number {
+  const items = Array.from({ length: units }, (_, k) => String(k + 1));
+  const started = performance.now();
+  // `:::` with the items as arguments: the same command, the same items, no shell per item beyond parallel's own.
+  execFileSync('parallel', ['--will-cite', `-j${concurrency}`, 'true', ':::', ...items], { stdio: 'ignore' });
+  return performance.now() - started;
+}
+
+/** The shell worker's overhead per unit against GNU parallel, same command, same items, same run. */
+export async function shellOverhead(units = 2000, concurrency = 8): Promise<BenchRow> {
+  const version = ensureParallel();
+  const abp: number[] = [];
+  const par: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    // Alternate, so drift on a shared machine touches both sides alike.
+    abp.push(await abpShell(units, concurrency));
+    par.push(gnuParallel(units, concurrency));
+  }
+  const overheadMs = abp.map((a, i) => (a - (par[i] as number)) / units);
+  const ratios = abp.map((a, i) => a / (par[i] as number));
+  return {
+    what: `shell worker, ${units.toLocaleString('en')} units of \`true\` at concurrency ${concurrency}`,
+    measure: 'wall time start → COMPLETED (in-process executor, SQLite), and overhead per unit vs parallel',
+    figure: `${spread(abp.map((x) => x / 1000), 2, ' s')}; overhead ${spread(overheadMs, 2, ' ms/unit')}`,
+    anchor: `${version}, \`parallel -j${concurrency} true ::: items\`: ${spread(par.map((x) => x / 1000), 2, ' s')}`,
+    ratio: median(ratios),
+    ratio_note: `abp ÷ parallel (${spread(ratios, 2, '×')})`,
+    raw: { abp_ms: abp, parallel_ms: par, overhead_ms_per_unit: overheadMs },
+  };
+}
+
+/** Runs the 1-second mock in its own process, so it does not share the executor's event loop. */
+async function startMockProcess(delayMs: number): Promise<{ url: string; stop: () => void }> {
+  const child = fork(SELF, ['--mock-llm', String(delayMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('message', (m) => resolve(String(m)));
+    child.once('exit', (code) => reject(new Error(`mock server exited with ${code}`)));
+  });
+  return { url, stop: () => child.kill('SIGKILL') };
+}
+
+async function httpRun(units: number, url: string): Promise<number> {
+  const home = mkdtempSync(join(tmpdir(), 'abp-bench-llm-'));
+  try {
+    const csv = join(home, 'items.csv');
+    writeFileSync(csv, ['id,text', ...Array.from({ length: units }, (_, k) => `${k + 1},item ${k + 1}`)].join('\n'));
+    const config = resolveConfig({ ABP_HOME: home, ABP_DB: join(home, 'abp.db'), ABP_MAX_WORKERS: String(units), ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_POLL_MS: '20' });
+    const app = await createApp(config);
+    const job = await app.orchestrator.createJob({
+      name: 'llm throughput',
+      user_intent: 'Label the item.',
+      enumerator_type: 'csv',
+      enumerator_config: { file_path: csv },
+      worker_type: 'http-llm',
+      worker_config: { api: 'openai', base_url: `${url}/v1`, model: 'gpt-4o-mini', api_key_env: null },
+      max_workers: units,
+    });
+    const executor = app.createExecutor({ idleExitMs: 0 });
+    const running = executor.run();
+    const started = performance.now();
+    await app.orchestrator.start(job.job_id, { skipTest: true });
+    const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
+    const seconds = (performance.now() - started) / 1000;
+    await executor.stop();
+    await running;
+    await app.close();
+    if (done.status !== 'COMPLETED') throw new Error(`http-llm bench: job ended ${done.status} (${done.failed} failed)`);
+    return units / seconds;
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** 500 concurrent http-llm units against a mock that answers each request after 1 s: the ideal is 500 units/s. */
+export async function httpThroughput(units = 500, delayMs = 1000): Promise<BenchRow> {
+  const mock = await startMockProcess(delayMs);
+  const rates: number[] = [];
+  try {
+    for (let i = 0; i < RUNS; i++) rates.push(await httpRun(units, mock.url));
+  } finally {
+    mock.stop();
+  }
+  const ideal = units / (delayMs / 1000);
+  return {
+    what: `http-llm, ${units} concurrent units, mock answers after ${delayMs / 1000} s`,
+    measure: 'units per second, start → COMPLETED (one executor, SQLite)',
+    figure: spread(rates, 0, ' units/s'),
+    anchor: `ideal: ${ideal} units/s (every request in flight at once)`,
+    ratio: median(rates) / ideal,
+    ratio_note: `measured ÷ ideal (${spread(rates.map((r) => r / ideal), 2, '×')})`,
+    raw: { rates },
+  };
+}
+
+export async function run(): Promise<BenchRow[]> {
+  return [await shellOverhead(), await httpThroughput()];
+}
+
+// `node dist/bench/workers.js --mock-llm MS`: the mock server process (used by httpThroughput).
+// `node dist/bench/workers.js`: runs this suite alone and prints its rows.
+if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
+  if (process.argv[2] === '--mock-llm') {
+    const delayMs = Number(process.argv[3] ?? 1000);
+    const mock = await startMockOpenAI(() => ({ type: 'text', text: 'label', delayMs, usage: { input_tokens: 40, output_tokens: 2 } }));
+    // Keep no log of requests: hundreds of thousands of bodies would only cost memory.
+    setInterval(() => mock.requests.splice(0), 1000).unref();
+    process.send?.(mock.url);
+  } else {
+    const rows = await run();
+    process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+  }
+}

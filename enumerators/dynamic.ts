@@ -1,0 +1,147 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { Enumerator, Item } from '../src/contracts/enumerator.js';
+import { AbpError } from '../src/domain/errors.js';
+import { RUNNER_SOURCE } from './dynamic-runner.js';
+
+const config = z.strictObject({
+  code: z
+    .string()
+    .min(1)
+    .max(1024 * 1024)
+    .describe(
+      'An ES module: `export default async function* enumerate(ctx) { yield {...} }`, or a default function that returns an array. Runs in a separate Node process only after a person approves its sha256.',
+    ),
+  timeout_seconds: z.number().positive().max(3600).default(60).describe('Wall-clock limit for the whole enumeration; the process is killed after it.'),
+  max_memory_mb: z.int().min(16).max(8192).default(256).describe('Heap cap for the code’s process (--max-old-space-size).'),
+  limit: z.int().positive().optional().describe('Stop after this many items.'),
+});
+type DynamicConfig = z.infer<typeof config>;
+
+export function codeSha256(code: string): string {
+  return createHash('sha256').update(code, 'utf8').digest('hex');
+}
+
+/** The child's whole environment: enough to run Node, and nothing that could be a secret. */
+function minimalEnv(home: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    HOME: home,
+    TMPDIR: home,
+    LANG: 'C.UTF-8',
+    TZ: process.env.TZ ?? 'UTC',
+  };
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+function tail(text: string, max = 1500): string {
+  const t = text.trim();
+  return t.length > max ? `…${t.slice(-max)}` : t;
+}
+
+export const dynamicEnumerator: Enumerator<DynamicConfig> = {
+  type: 'dynamic',
+  description:
+    'Items from JavaScript you supply, run in a separate Node process with a timeout, a heap cap and no inherited secrets. Needs a person’s approval of the code’s sha256 first.',
+  promptTemplate: 'generic',
+  configSchema: config,
+  approvalFor(cfg) {
+    return { code: cfg.code, code_sha256: codeSha256(cfg.code) };
+  },
+  async *enumerate(cfg, ctx) {
+    const sha = codeSha256(cfg.code);
+    if (ctx.approvedCodeSha256 !== sha) {
+      throw new AbpError(
+        'conflict',
+        `enumerator_config.code: this code (sha256 ${sha}) has not been approved${ctx.approvedCodeSha256 ? `; the approval names ${ctx.approvedCodeSha256}, so the code changed after it was approved` : ''}; a person must approve exactly this hash before it runs`,
+        { details: { code_sha256: sha } },
+      );
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'abp-dynamic-'));
+    const file = join(dir, 'enumerate.mjs');
+    writeFileSync(file, cfg.code, { mode: 0o600 });
+    const child = spawn(
+      process.execPath,
+      [`--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit)],
+      // Its own process group, so a timeout kills anything it spawned too.
+      { cwd: dir, env: minimalEnv(dir), detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    const keep = (chunk: Buffer) => {
+      output = (output + chunk.toString('utf8')).slice(-8000);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
+      child.on('close', (code, signal) => done({ code, signal }));
+      child.on('error', () => done({ code: null, signal: null }));
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, cfg.timeout_seconds * 1000);
+    const onAbort = () => killGroup(child.pid);
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const lines = createInterface({ input: child.stdio[3] as Readable, crlfDelay: Infinity });
+    let count = 0;
+    let ending: { done?: number; error?: string } | undefined;
+    try {
+      for await (const line of lines) {
+        let msg: { item?: unknown; done?: number; error?: string };
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          throw new AbpError('enumeration_failed', `dynamic code: unreadable output after item ${count}: ${JSON.stringify(line.slice(0, 200))}`);
+        }
+        if ('item' in msg) {
+          const value = msg.item;
+          const item: Item = value !== null && typeof value === 'object' && !Array.isArray(value) ? { ...(value as Record<string, unknown>) } : { value };
+          const id = item._id;
+          item._index = count;
+          item._id = typeof id === 'string' || typeof id === 'number' ? id : count;
+          count++;
+          yield item;
+        } else {
+          ending = msg;
+        }
+      }
+      const { code, signal } = await exited;
+      if (timedOut) {
+        throw new AbpError('enumeration_failed', `dynamic code: killed after enumerator_config.timeout_seconds (${cfg.timeout_seconds}s) with ${count} items; it never finished (an endless loop, or a promise that never settles?)`);
+      }
+      if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'dynamic enumeration was cancelled');
+      if (/heap out of memory|Allocation failed/i.test(output)) {
+        throw new AbpError('enumeration_failed', `dynamic code: ran out of memory (enumerator_config.max_memory_mb is ${cfg.max_memory_mb}) after ${count} items and was stopped`);
+      }
+      if (ending?.error !== undefined) {
+        throw new AbpError('enumeration_failed', `dynamic code threw after ${count} items: ${tail(ending.error)}`);
+      }
+      if (ending?.done === undefined || code !== 0) {
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        throw new AbpError('enumeration_failed', `dynamic code: its process ${how} after ${count} items${output ? `: ${tail(output)}` : ''}`);
+      }
+    } finally {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', onAbort);
+      lines.close();
+      // Stopping early (limit reached, or the consumer gave up) must not leave it running.
+      if (child.exitCode === null && child.signalCode === null) killGroup(child.pid);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { JobStatusWire } from '../../domain/wire.js';
+import { defineTool, jobId } from '../tool.js';
+
+const write = { readOnlyHint: false, destructiveHint: false, openWorldHint: false } as const;
+
+export const pauseJob = defineTool({
+  name: 'pause_job',
+  title: 'Pause a job',
+  description: 'Stops a RUNNING job from claiming new units; units already running finish. Resume it later with resume_job.',
+  input: { job_id: jobId },
+  output: JobStatusWire.shape,
+  annotations: { ...write, idempotentHint: false },
+  handler: async ({ job_id }, { app }) => app.orchestrator.pause(job_id),
+});
+
+export const resumeJob = defineTool({
+  name: 'resume_job',
+  title: 'Resume a job',
+  description: 'Resumes a PAUSED job, starting an executor if none is alive.',
+  input: { job_id: jobId },
+  output: JobStatusWire.shape,
+  annotations: { ...write, idempotentHint: false },
+  handler: async ({ job_id }, { app }) => app.orchestrator.resume(job_id),
+});
+
+export const cancelJob = defineTool({
+  name: 'cancel_job',
+  title: 'Cancel a job',
+  description: 'Cancels a job for good: pending units are dropped and running units’ processes are killed. Results so far are kept. Cannot be undone.',
+  input: { job_id: jobId },
+  output: JobStatusWire.shape,
+  annotations: { ...write, destructiveHint: true, idempotentHint: false },
+  handler: async ({ job_id }, { app }) => app.orchestrator.cancel(job_id),
+});
+
+export const retryFailed = defineTool({
+  name: 'retry_failed',
+  title: 'Retry failed units',
+  description: 'Gives every FAILED unit of a job a fresh set of retries; a FAILED job runs again. Check the errors with list_units first.',
+  input: { job_id: jobId },
+  output: { ...JobStatusWire.shape, retried: z.int().describe('How many failed units were queued again.') },
+  annotations: { ...write, idempotentHint: false },
+  handler: async ({ job_id }, { app }) => app.orchestrator.retryFailed(job_id),
+});
+
+export const controlTools = [pauseJob, resumeJob, cancelJob, retryFailed];

@@ -1,0 +1,129 @@
+import { writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { execa, type ResultPromise } from 'execa';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CLI, ROOT, Sandbox } from '../helpers/cli.js';
+import { call, driveCsvJob } from '../helpers/mcp.js';
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+  writeFileSync(sb.path('abc.csv'), 'id,text\na,alpha\nb,beta\nc,gamma\n');
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+describe('abp mcp over stdio', () => {
+  it('drives a whole job with the SDK’s StdioClientTransport, and exits on stdin EOF', async () => {
+    const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: { ...process.env, ...sb.env } as Record<string, string>, stderr: 'pipe' });
+    const client = new Client({ name: 'stdio-test', version: '1.0.0' });
+    await client.connect(transport);
+    const pid = transport.pid;
+    expect(pid).toBeGreaterThan(0);
+    await driveCsvJob(client, sb.path('abc.csv'));
+    await client.close();
+    // Closing stdin ends the server process; the executor it launched keeps its own life.
+    const deadline = Date.now() + 5000;
+    let alive = true;
+    while (alive && Date.now() < deadline) {
+      try {
+        process.kill(pid as number, 0);
+        await new Promise((r) => setTimeout(r, 50));
+      } catch {
+        alive = false;
+      }
+    }
+    expect(alive).toBe(false);
+  });
+
+  it('works with the MCP Inspector CLI as an external client', async () => {
+    const inspector = join(ROOT, 'node_modules', '.bin', 'mcp-inspector');
+    const run = (args: string[]) =>
+      execa(inspector, ['--cli', process.execPath, CLI, 'mcp', '-e', `ABP_HOME=${sb.home}`, '-e', `ABP_DB=${sb.env.ABP_DB}`, ...args], { reject: false, timeout: 60_000 });
+    const listed = await run(['--method', 'tools/list']);
+    expect(listed.exitCode, String(listed.stderr)).toBe(0);
+    const names = JSON.parse(String(listed.stdout)).tools.map((t: { name: string }) => t.name);
+    expect(names).toEqual(expect.arrayContaining(['list_enumerators', 'create_job', 'start_job', 'get_results']));
+
+    const enumerators = await run(['--method', 'tools/call', '--tool-name', 'list_enumerators']);
+    expect(JSON.parse(String(enumerators.stdout)).structuredContent.enumerators.map((e: { type: string }) => e.type)).toContain('csv');
+
+    const created = await run([
+      '--method', 'tools/call', '--tool-name', 'create_job',
+      '--tool-arg', 'name=from inspector', '--tool-arg', 'user_intent=echo', '--tool-arg', 'enumerator_type=csv',
+      '--tool-arg', `enumerator_config={"file_path": "${sb.path('abc.csv')}"}`,
+      '--tool-arg', 'worker_type=shell', '--tool-arg', 'worker_config={"command": "echo", "args": ["{{item.text}}"]}',
+      '--tool-arg', 'max_workers=2',
+    ]);
+    expect(created.exitCode, String(created.stdout)).toBe(0);
+    expect(JSON.parse(String(created.stdout)).structuredContent).toMatchObject({ status: 'CREATED', total: 3, max_workers: 2, name: 'from inspector' });
+    expect((await sb.ok(['list'])).map((j: { name: string }) => j.name)).toEqual(['from inspector']);
+  });
+});
+
+describe('abp serve: MCP over Streamable HTTP', () => {
+  let server: ResultPromise;
+  let url: string;
+  const KEY = 'test-key-0123456789';
+
+  beforeEach(async () => {
+    server = execa(process.execPath, [CLI, 'serve', '--port', '0'], { env: { ...sb.env, ABP_API_KEY: KEY, ABP_CORS_ORIGINS: 'http://allowed.example' }, reject: false });
+    url = await new Promise<string>((resolve, reject) => {
+      let seen = '';
+      server.stderr?.on('data', (chunk: Buffer) => {
+        seen += chunk.toString();
+        const m = /listening on (http:\/\/[^\s]+)/.exec(seen);
+        if (m) resolve(m[1] as string);
+      });
+      setTimeout(() => reject(new Error(`abp serve did not start: ${seen}`)), 20_000);
+    });
+  });
+  afterEach(async () => {
+    server.kill('SIGTERM');
+    await server;
+  });
+
+  function raw(path: string, headers: Record<string, string>, method = 'GET'): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+    const u = new URL(path, url);
+    return new Promise((resolve, reject) => {
+      const req = request({ host: u.hostname, port: u.port, path: u.pathname, method, headers }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it('drives a whole job with the SDK’s Streamable HTTP client', async () => {
+    const transport = new StreamableHTTPClientTransport(new URL('/mcp', url), { requestInit: { headers: { authorization: `Bearer ${KEY}` } } });
+    const client = new Client({ name: 'http-test', version: '1.0.0' });
+    await client.connect(transport);
+    expect((await call(client, 'list_enumerators')).enumerators.length).toBeGreaterThan(1);
+    await driveCsvJob(client, sb.path('abc.csv'));
+    await client.close();
+  });
+
+  it('refuses a missing or wrong key, a foreign Host and a foreign Origin', async () => {
+    const port = new URL(url).port;
+    expect((await raw('/health', { host: `127.0.0.1:${port}` })).status).toBe(200);
+    const noKey = await raw('/mcp', { host: `127.0.0.1:${port}` }, 'POST');
+    expect(noKey.status).toBe(401);
+    expect(noKey.body).toContain('missing or wrong API key');
+    expect((await raw('/mcp', { host: `127.0.0.1:${port}`, authorization: 'Bearer nope' }, 'POST')).status).toBe(401);
+    const rebinding = await raw('/mcp', { host: `evil.example:${port}`, authorization: `Bearer ${KEY}` }, 'POST');
+    expect(rebinding.status).toBe(403);
+    expect(JSON.parse(rebinding.body).error.message).toContain('host "evil.example');
+    const origin = await raw('/mcp', { host: `localhost:${port}`, origin: 'http://evil.example', authorization: `Bearer ${KEY}` }, 'POST');
+    expect(origin.status).toBe(403);
+    const preflight = await raw('/mcp', { host: `localhost:${port}`, origin: 'http://allowed.example' }, 'OPTIONS');
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBe('http://allowed.example');
+  });
+});

@@ -1,0 +1,257 @@
+import { execa } from 'execa';
+import { z } from 'zod';
+import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
+import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
+import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
+import { agentCwd } from './unit-values.js';
+import { which } from './which.js';
+
+const PERMISSION_MODES = ['default', 'acceptEdits', 'plan', 'dontAsk', 'auto', 'manual', 'bypassPermissions'] as const;
+
+const config = z
+  .strictObject({
+    command: z.string().min(1).default('claude').describe('The Claude Code binary, looked up on PATH unless it has a slash.'),
+    model: z.string().min(1).optional().describe('--model, e.g. "sonnet" or a full model id.'),
+    max_turns: z.int().positive().optional().describe('--max-turns: agentic turns before the run stops (the unit then fails).'),
+    allowed_tools: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('Tools the agent may use without asking, e.g. ["Read", "Bash(git log:*)"] (--allowedTools). Nothing else is granted.'),
+    disallowed_tools: z.array(z.string().min(1)).default([]).describe('Tools the agent may never use (--disallowedTools).'),
+    tools: z
+      .array(z.string())
+      .optional()
+      .describe('Built-in tools to make available (--tools). Default: the tool names in allowed_tools, so an empty allowed_tools means no tools.'),
+    permission_mode: z.enum(PERMISSION_MODES).optional().describe('--permission-mode.'),
+    add_dirs: z.array(z.string().min(1)).default([]).describe('More directories the agent may access (--add-dir).'),
+    append_system_prompt: z.string().min(1).optional().describe('--append-system-prompt.'),
+    mcp_config: z.string().min(1).optional().describe('--mcp-config: a file or JSON string; other MCP servers are ignored (--strict-mcp-config).'),
+    env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables; an empty value removes one (e.g. ANTHROPIC_API_KEY: "").'),
+    cwd: z.string().optional().describe("Working directory (placeholders allowed); default: the item's folder for file items, else a work dir per job."),
+    dangerously_skip_permissions: z
+      .boolean()
+      .default(false)
+      .describe('Pass --dangerously-skip-permissions. Off unless the job asks; a job that asks says so in its events and status.'),
+    cli_retries: z
+      .boolean()
+      .default(false)
+      .describe('Let the CLI retry 429/529 itself. Off: the run is stopped at the first rate-limit retry and the executor cools the worker type down.'),
+  })
+  .refine((c) => c.permission_mode !== 'bypassPermissions' || c.dangerously_skip_permissions, {
+    path: ['permission_mode'],
+    message: 'bypassPermissions turns every permission check off; set dangerously_skip_permissions: true to ask for it explicitly',
+  });
+type ClaudeConfig = z.infer<typeof config>;
+
+/** A tool rule's name: "Bash(git log:*)" → "Bash". */
+const toolName = (rule: string) => rule.replace(/\(.*$/s, '').trim();
+
+/** The argv after the command. The prompt goes on stdin, never on the command line. */
+export function claudeArgs(cfg: ClaudeConfig): string[] {
+  const args = ['-p', '--output-format', 'stream-json', '--verbose'];
+  if (cfg.model) args.push('--model', cfg.model);
+  if (cfg.max_turns !== undefined) args.push('--max-turns', String(cfg.max_turns));
+  if (cfg.permission_mode) args.push('--permission-mode', cfg.permission_mode);
+  // Only the granted built-ins exist for the agent at all; MCP tools come from mcp_config alone.
+  const builtIns = cfg.tools ?? [...new Set(cfg.allowed_tools.map(toolName).filter((t) => t && !t.startsWith('mcp__')))];
+  args.push('--tools', builtIns.join(','));
+  if (cfg.allowed_tools.length > 0) args.push('--allowedTools', ...cfg.allowed_tools);
+  if (cfg.disallowed_tools.length > 0) args.push('--disallowedTools', ...cfg.disallowed_tools);
+  if (cfg.add_dirs.length > 0) args.push('--add-dir', ...cfg.add_dirs);
+  if (cfg.append_system_prompt) args.push('--append-system-prompt', cfg.append_system_prompt);
+  if (cfg.mcp_config) args.push('--mcp-config', cfg.mcp_config);
+  args.push('--strict-mcp-config');
+  if (cfg.dangerously_skip_permissions) args.push('--dangerously-skip-permissions');
+  return args;
+}
+
+const LOGIN_HELP =
+  'Log in with `claude /login` (or `claude setup-token` for a long-lived token), or set ANTHROPIC_API_KEY in the environment of abp (or in worker_config.env).';
+
+const DANGER = 'worker_config.dangerously_skip_permissions is true: Claude Code runs with --dangerously-skip-permissions, every permission check off';
+
+function usageOf(raw: any): TokenUsage | undefined {
+  if (!raw || typeof raw !== 'object') return undefined;
+  return {
+    input_tokens: Number(raw.input_tokens ?? 0),
+    output_tokens: Number(raw.output_tokens ?? 0),
+    cache_read_tokens: Number(raw.cache_read_input_tokens ?? 0),
+    cache_write_tokens: Number(raw.cache_creation_input_tokens ?? 0),
+  };
+}
+
+const clip = (text: string, n = 500) => (text.length > n ? `${text.slice(0, n)}…` : text);
+
+export const claudeWorker: Worker<ClaudeConfig> = {
+  type: 'claude',
+  description: 'Runs Claude Code (`claude -p`, stream-json) per unit in its own process group, with only the tools the job grants.',
+  configSchema: config as unknown as z.ZodType<ClaudeConfig>,
+  healthProbes: [{ label: 'claude', config: {} }],
+
+  async run(unit, cfg, ctx): Promise<UnitOutcome> {
+    const started = Date.now();
+    let sessionId: string | undefined;
+    let result: Record<string, any> | undefined;
+    let assistantError: { error: string; text: string } | undefined;
+    let rateLimit: Record<string, any> | undefined;
+    let linger: NodeJS.Timeout | undefined;
+    const proc = runAgentProcess({
+      command: cfg.command,
+      args: claudeArgs(cfg),
+      cwd: agentCwd(unit, cfg.cwd),
+      env: agentEnv(cfg.env),
+      input: unit.prompt,
+      signal: ctx.signal,
+      onProcess: ctx.onProcess,
+      onLine(line) {
+        const ev = parseJsonLine(line);
+        if (!ev) {
+          ctx.onEvent({ kind: 'stdout', data: clip(line, 2000) });
+          return;
+        }
+        switch (ev.type) {
+          case 'system':
+            if (ev.subtype === 'init') {
+              sessionId = ev.session_id;
+              // The init event lists every slash command and plugin; keep what explains the run.
+              const { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } = ev;
+              ctx.onEvent({ kind: 'init', data: { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } });
+            } else if (ev.subtype === 'api_retry') {
+              ctx.onEvent({ kind: 'api_retry', data: ev });
+              const limited = ev.error_status === 429 || ev.error_status === 529 || /rate_limit|overloaded/i.test(String(ev.error ?? ''));
+              if (limited && !cfg.cli_retries && !rateLimit) {
+                // Stop here, so the executor cools the whole worker type down instead of each CLI retrying alone.
+                rateLimit = ev;
+                proc.stop();
+              }
+            } else {
+              ctx.onEvent({ kind: 'system', data: ev });
+            }
+            return;
+          case 'assistant':
+            ctx.onEvent({ kind: 'assistant', data: ev.message });
+            if (ev.error) {
+              const text = (ev.message?.content ?? []).map((b: any) => (typeof b?.text === 'string' ? b.text : '')).join(' ');
+              assistantError = { error: String(ev.error), text };
+            }
+            return;
+          case 'user':
+            ctx.onEvent({ kind: 'user', data: ev.message });
+            return;
+          case 'result': {
+            result = ev;
+            // The run is over; a CLI that lingers (a stuck MCP server, a hook) is stopped rather than waited on until the timeout.
+            linger ??= setTimeout(() => proc.stop(), 5000);
+            sessionId ??= ev.session_id;
+            const { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason } = ev;
+            ctx.onEvent({ kind: 'result', data: { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason, result: ev.result } });
+            return;
+          }
+          default:
+            ctx.onEvent({ kind: String(ev.type ?? 'event'), data: ev });
+        }
+      },
+    });
+    const ended = await proc.done;
+    clearTimeout(linger);
+
+    const common = {
+      ...(sessionId ? { session_id: sessionId } : {}),
+      ...(typeof result?.total_cost_usd === 'number' ? { cost_usd: result.total_cost_usd } : {}),
+      ...(usageOf(result?.usage) ? { usage: usageOf(result?.usage) } : {}),
+      exit_code: ended.exitCode,
+      stderr_tail: ended.stderrTail,
+      duration_ms: typeof result?.duration_ms === 'number' ? result.duration_ms : Date.now() - started,
+    };
+    if (ctx.signal.aborted) {
+      const reason = String(ctx.signal.reason);
+      const what = `killed process group ${ended.pid}`;
+      if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; ${what}` };
+      return { ...common, status: 'cancelled', error: `stopped (${reason}); ${what}` };
+    }
+    if (rateLimit) {
+      return {
+        ...common,
+        status: 'failed',
+        kind: 'rate_limited',
+        error: `rate limited: HTTP ${rateLimit.error_status ?? '?'} (${rateLimit.error ?? 'rate_limit'})`,
+        ...(typeof rateLimit.retry_delay_ms === 'number' ? { retry_after_ms: rateLimit.retry_delay_ms } : {}),
+      };
+    }
+    if (ended.spawnError) {
+      const code = ended.spawnError.code;
+      return {
+        ...common,
+        status: 'failed',
+        kind: code === 'ENOENT' ? 'permanent' : 'retryable',
+        error: code === 'ENOENT' ? `command not found: ${cfg.command} (install @anthropic-ai/claude-code, or set worker_config.command)` : `could not start ${cfg.command}: ${ended.spawnError.message}`,
+      };
+    }
+    if (result && !result.is_error && result.subtype === 'success') {
+      return {
+        ...common,
+        status: 'succeeded',
+        output: typeof result.result === 'string' ? result.result : JSON.stringify(result.result ?? ''),
+        ...(result.structured_output !== undefined ? { structured_output: result.structured_output } : {}),
+      };
+    }
+
+    const said = [assistantError?.error, assistantError?.text, typeof result?.result === 'string' ? result.result : '', ended.stderrTail].filter(Boolean).join('\n');
+    const kind = classifyAgentFailure(said, typeof result?.api_error_status === 'number' ? result.api_error_status : null);
+    const summary = clip(assistantError?.text || (typeof result?.result === 'string' ? result.result : '') || ended.stderrTail.trim().split('\n').slice(-3).join(' | '));
+    switch (kind) {
+      case 'auth_failed':
+        return { ...common, status: 'failed', kind, error: `Claude Code is not logged in, or its key was refused (${summary}). ${LOGIN_HELP}` };
+      case 'quota_exhausted': {
+        const resets = quotaResetAt(said);
+        return { ...common, status: 'failed', kind, error: `usage limit reached: ${summary}`, ...(resets !== undefined ? { resets_at: resets } : {}) };
+      }
+      case 'rate_limited':
+        return { ...common, status: 'failed', kind, error: `rate limited: ${summary}` };
+      default:
+        break;
+    }
+    if (result?.subtype === 'error_max_turns') {
+      return { ...common, status: 'failed', kind: 'permanent', error: `reached max_turns (${cfg.max_turns ?? '?'}) after ${result.num_turns} turns without finishing` };
+    }
+    if (result?.subtype === 'error_max_budget_usd') {
+      return { ...common, status: 'failed', kind: 'permanent', error: `reached the CLI's budget limit: ${summary}` };
+    }
+    if (result) {
+      return { ...common, status: 'failed', kind: 'retryable', error: `claude reported an error (${result.subtype}): ${summary}` };
+    }
+    const how = ended.signal ? `was killed by ${ended.signal}` : `exited with code ${ended.exitCode}`;
+    return { ...common, status: 'failed', kind: 'retryable', error: `claude ${how} without a result${summary ? `: ${summary}` : ''}` };
+  },
+
+  async health(cfg): Promise<WorkerHealth> {
+    const env = agentEnv(cfg.env);
+    const found = await which(cfg.command, env.PATH ?? '');
+    if (!found) {
+      return { status: 'down', details: `${cfg.command} is not an executable file on PATH; install it with npm install -g @anthropic-ai/claude-code, or set worker_config.command` };
+    }
+    const warnings = cfg.dangerously_skip_permissions ? [DANGER] : [];
+    const version = await execa(found, ['--version'], { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
+    if (version.exitCode !== 0) {
+      return { status: 'down', details: `${found} --version failed: ${String(version.stderr || version.stdout).trim().slice(0, 300)}`, warnings };
+    }
+    const features = ['stream-json', `version ${String(version.stdout).trim()}`];
+    // `claude auth status` answers from local state, so the check spends no tokens.
+    const auth = await execa(found, ['auth', 'status'], { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
+    const status = parseJsonLine(String(auth.stdout).trim());
+    if (!status || typeof status.loggedIn !== 'boolean') {
+      return { status: 'degraded', features, details: `could not read \`claude auth status\` (exit ${auth.exitCode}): ${String(auth.stderr || auth.stdout).trim().slice(0, 300)}`, warnings };
+    }
+    if (!status.loggedIn) {
+      return {
+        status: 'auth_failed',
+        features,
+        details: `Claude Code is not logged in (claude auth status: loggedIn false, authMethod ${status.authMethod ?? 'none'}). ${LOGIN_HELP}`,
+        warnings,
+      };
+    }
+    features.push(`auth ${status.authMethod}${status.apiKeySource ? ` (${status.apiKeySource})` : ''}`);
+    if (cfg.dangerously_skip_permissions) features.push('dangerously_skip_permissions');
+    return { status: 'ok', features, details: `${found} ${String(version.stdout).trim()}, logged in with ${status.authMethod}`, warnings };
+  },
+};

@@ -1,0 +1,90 @@
+import { access, constants } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { Piscina } from 'piscina';
+import { z } from 'zod';
+import type { UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
+
+const config = z.strictObject({
+  module: z
+    .string()
+    .min(1)
+    // Resolved once, when the job is created, so executors started elsewhere find the same file.
+    .transform((p) => resolve(p))
+    .describe('Path to a JS module (ESM or CommonJS); relative paths are resolved when the job is created.'),
+  export_name: z.string().min(1).default('default').describe('The export to call: default, or a named export.'),
+  max_threads: z.int().positive().max(256).optional().describe('Worker threads for this module (default: the number of CPUs).'),
+});
+type FunctionConfig = z.infer<typeof config>;
+
+/** What the function receives: one argument, the unit. */
+export interface FunctionTask {
+  item: Record<string, unknown>;
+  prompt: string;
+  unit_id: number;
+  job_id: number;
+  attempt: number;
+  work_dir: string;
+}
+
+/** One thread pool per module, shared by every job that uses it in this executor. */
+const pools = new Map<string, Piscina>();
+
+function poolFor(cfg: FunctionConfig): Piscina {
+  const key = `${cfg.module}#${cfg.max_threads ?? ''}`;
+  let pool = pools.get(key);
+  if (!pool) {
+    const max = cfg.max_threads ?? availableParallelism();
+    pool = new Piscina({ filename: cfg.module, minThreads: 0, maxThreads: max, idleTimeout: 30_000 });
+    pools.set(key, pool);
+  }
+  return pool;
+}
+
+function isAbort(err: unknown): boolean {
+  return (err as { name?: string } | null)?.name === 'AbortError';
+}
+
+export const functionWorker: Worker<FunctionConfig> = {
+  type: 'function',
+  description: "Calls a JS module's export per unit on piscina worker threads (CPU-bound work); a throw fails the unit with its message.",
+  configSchema: config as unknown as z.ZodType<FunctionConfig>,
+  healthProbes: [],
+
+  async run(unit, cfg, ctx): Promise<UnitOutcome> {
+    const started = Date.now();
+    const task: FunctionTask = { item: unit.item, prompt: unit.prompt, unit_id: unit.unit_id, job_id: unit.job_id, attempt: unit.attempt, work_dir: unit.work_dir };
+    try {
+      // On abort piscina terminates the thread running the task, so even a busy loop stops.
+      const value: unknown = await poolFor(cfg).run(task, { name: cfg.export_name, signal: ctx.signal });
+      const duration_ms = Date.now() - started;
+      if (typeof value === 'string') return { status: 'succeeded', output: value, duration_ms };
+      if (value === undefined) return { status: 'succeeded', output: '', duration_ms };
+      return { status: 'succeeded', output: JSON.stringify(value), structured_output: value, duration_ms };
+    } catch (err) {
+      const duration_ms = Date.now() - started;
+      if (ctx.signal.aborted || isAbort(err)) {
+        const reason = String(ctx.signal.reason);
+        if (reason === 'timeout') return { status: 'timed_out', error: 'timed out; its worker thread was terminated', duration_ms };
+        return { status: 'cancelled', error: `stopped (${reason}); its worker thread was terminated`, duration_ms };
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      return { status: 'failed', kind: 'retryable', error: message, duration_ms, stderr_tail: err instanceof Error && err.stack ? err.stack.slice(0, 2000) : '' };
+    }
+  },
+
+  async health(cfg): Promise<WorkerHealth> {
+    try {
+      await access(cfg.module, constants.R_OK);
+    } catch {
+      return { status: 'down', details: `worker_config.module: ${cfg.module} is not a readable file` };
+    }
+    return { status: 'ok', features: ['piscina', `threads ${cfg.max_threads ?? availableParallelism()}`], details: `${cfg.module} (export ${cfg.export_name})` };
+  },
+
+  async close() {
+    const all = [...pools.values()];
+    pools.clear();
+    await Promise.all(all.map((p) => p.destroy().catch(() => undefined)));
+  },
+};

@@ -24,7 +24,7 @@ export interface App {
 
 /** The composition root: the one place that wires concrete pieces together. */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const repo = await openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs });
+  const repo = await openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config);
   const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher });

@@ -6,7 +6,7 @@ import { AbpError } from './domain/errors.js';
 export interface AbpConfig {
   /** Where the database, logs and work directories live. */
   readonly home: string;
-  /** A SQLite file path (the default) — later a postgres:// URL. */
+  /** A SQLite file path (the default) or a postgres:// URL. */
   readonly db: string;
   readonly skipTest: boolean;
   /** Units one executor runs at once, across all jobs. */
@@ -19,6 +19,10 @@ export interface AbpConfig {
   readonly retryMaxMs: number;
   readonly shutdownGraceMs: number;
   readonly busyTimeoutMs: number;
+  /** PostgreSQL only: connections in this process's pool. */
+  readonly pgPoolSize: number;
+  /** Apply pending migrations on open; off means operators run `abp migrate`. */
+  readonly autoMigrate: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -54,6 +58,9 @@ export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConf
     retryMaxMs: number(env, 'ABP_RETRY_MAX_MS', 60_000, 0),
     shutdownGraceMs: number(env, 'ABP_SHUTDOWN_GRACE_SECONDS', 10, 0) * 1000,
     busyTimeoutMs: number(env, 'ABP_BUSY_TIMEOUT_MS', 30_000, 0),
+    // Two at least: migrations hold one connection for their advisory lock while running on another.
+    pgPoolSize: Math.floor(number(env, 'ABP_PG_POOL_SIZE', 10, 2)),
+    autoMigrate: env.ABP_AUTO_MIGRATE === undefined || env.ABP_AUTO_MIGRATE === '' || truthy(env.ABP_AUTO_MIGRATE),
     ...overrides,
   });
 }

@@ -198,7 +198,8 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
         return { duration_ms, status: 'failed', kind: 'auth_failed', error: `${what}. Check the key in ${keyEnv ?? '(no api_key_env)'}` };
       }
       if (res.status === 429 && /insufficient_quota|quota|billing|credit/i.test(message)) {
-        return { duration_ms, status: 'failed', kind: 'quota_exhausted', error: what };
+        // A Retry-After on a quota error is when the quota resets: the job may resume by itself then.
+        return { duration_ms, status: 'failed', kind: 'quota_exhausted', error: what, ...(wait !== undefined ? { resets_at: Date.now() + wait } : {}) };
       }
       if (res.status === 429 || res.status === 529) return { ...common, status: 'failed', kind: 'rate_limited', error: what };
       if (res.status >= 500 || res.status === 408 || res.status === 409) return { ...common, status: 'failed', kind: 'retryable', error: what };

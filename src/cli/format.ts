@@ -13,6 +13,12 @@ export function statusBlock(s: JobStatus): string {
     `  enumerator ${s.enumerator_type}, worker ${s.worker_type}, max_workers ${s.max_workers}, max_retries ${s.max_retries}, timeout ${s.timeout_seconds}s`,
     `  created ${s.created_at}${s.started_at ? `, started ${s.started_at}` : ''}${s.finished_at ? `, finished ${s.finished_at}` : ''}`,
     ...(s.rate_per_second ? [`  rate ${s.rate_per_second}/s${s.eta_seconds !== null ? `, ETA ${formatSeconds(s.eta_seconds)}` : ''}`] : []),
+    ...(s.estimate
+      ? [
+          `  projected (${s.estimate.basis === 'test_unit' ? 'from the test unit' : 'from the observed rate'}): ${formatSeconds(s.estimate.projected_seconds)} to go${s.estimate.projected_cost_usd !== null ? `, $${s.estimate.projected_cost_usd.toFixed(4)} in all` : ''}`,
+        ]
+      : []),
+    ...(s.budget ? [`  budget $${s.budget.max_cost_usd}: spent $${s.budget.spent_usd.toFixed(4)}, reserved $${s.budget.reserved_usd.toFixed(4)}`] : []),
   ].join('\n');
 }
 
@@ -34,14 +40,4 @@ export function table(rows: Record<string, unknown>[], columns: string[]): strin
 function clip(text: string, max = 60): string {
   const flat = text.replace(/\s+/g, ' ');
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
-}
-
-/** RFC 4180 quoting. */
-export function csvRow(values: unknown[]): string {
-  return values
-    .map((v) => {
-      const text = v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v);
-      return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-    })
-    .join(',');
 }

@@ -8,6 +8,7 @@ import { usage } from './command.js';
 import { cancel, pause, resume, retry } from './commands/control.js';
 import { approve } from './commands/approve.js';
 import { create } from './commands/create.js';
+import { dashboard } from './commands/dashboard.js';
 import { doctor } from './commands/doctor.js';
 import { enumeratorsCommand } from './commands/enumerators.js';
 import { preview } from './commands/preview.js';
@@ -18,12 +19,14 @@ import { results } from './commands/results.js';
 import { serve } from './commands/serve.js';
 import { start } from './commands/start.js';
 import { status } from './commands/status.js';
+import { sync } from './commands/sync.js';
 import { unit } from './commands/unit.js';
 import { units } from './commands/units.js';
 import { update } from './commands/update.js';
 import { watch } from './commands/watch.js';
+import { migrate } from './commands/migrate.js';
 
-const COMMANDS: Command[] = [create, preview, approve, enumeratorsCommand, start, status, watch, list, units, unit, results, pause, resume, cancel, retry, update, executor, mcp, serve, doctor];
+const COMMANDS: Command[] = [create, preview, approve, enumeratorsCommand, start, status, watch, list, units, unit, results, pause, resume, cancel, retry, update, sync, executor, mcp, serve, dashboard, doctor, migrate];
 
 const GLOBAL = {
   json: { type: 'boolean' },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { AbpError } from './errors.js';
+import { SyncPair, withSyncDefaults } from './sync-pair.js';
 
 const config = z.record(z.string(), z.unknown());
 
@@ -25,12 +26,21 @@ export const JobSpec = z
     timeout_seconds: z.number().positive().max(7 * 24 * 3600).default(600).describe('Wall-clock limit for one attempt of one unit.'),
     output_schema: config.optional().describe('A JSON Schema the output of each unit should follow; the prompt asks for it.'),
     max_cost_usd: z.number().positive().optional().describe('A spending cap for the whole job, in US dollars.'),
-    post_processing_prompt: z.string().min(1).optional().describe('A prompt for one synthesis step over all outputs.'),
+    post_processing_prompt: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Runs one synthesis unit after the units finish, over a manifest of every output; its output is the job’s result.'),
+    allow_partial: z.boolean().default(false).describe('Run the synthesis step even when some units failed.'),
+    auto_resume: z.boolean().default(false).describe('When a worker’s quota is exhausted, resume the job by itself once the quota resets.'),
     prompt_template: z
       .string()
       .min(1)
       .optional()
       .describe('Replaces the synthesized prompt template. Placeholders: {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}}.'),
+    sync: SyncPair.optional().describe(
+      'Makes this a sync job: keep target in step with source. enumerator_type, worker_type, name and user_intent may then be left out.',
+    ),
   })
   .describe('A batch job: one instruction applied to every enumerated item.');
 
@@ -58,5 +68,5 @@ export function parseWith<S extends z.ZodType>(schema: S, value: unknown, prefix
 }
 
 export function parseJobSpec(value: unknown): JobSpec {
-  return parseWith(JobSpec, value);
+  return parseWith(JobSpec, withSyncDefaults(value));
 }

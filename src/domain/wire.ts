@@ -71,3 +71,25 @@ export const ResultLineWire = z.looseObject({
   error: z.string().nullable(),
   cost_usd: z.number().nullable(),
 });
+
+/** What a client sends to record a progress checkpoint on a job (POST /jobs/{id}/checkpoints). */
+export const CheckpointInput = z
+  .strictObject({
+    type: z.string().trim().min(1).max(100).describe('What kind of checkpoint, e.g. "phase" or "reviewed".'),
+    data: z.unknown().optional().describe('Any JSON the client wants to keep with it.'),
+  })
+  .describe('A progress checkpoint, recorded as an event on the job');
+
+export const EVENT_TYPES = ['hello', 'status', 'unit', 'checkpoint', 'log', 'end'] as const;
+
+/** One server-sent event of GET /jobs/{id}/events; `seq` is also the SSE id. */
+export const EventWire = z
+  .looseObject({
+    seq: z.int().nullable().describe('The events-table seq (the SSE id); null for hello and end, which are not stored'),
+    job_id: z.int(),
+    type: z.enum(EVENT_TYPES),
+    kind: z.string().describe('The stored event type: status, unit, checkpoint, health, updated, ...'),
+    data: z.unknown(),
+    at: z.string().describe('ISO 8601 time'),
+  })
+  .describe('An event of a job’s event stream');

@@ -25,6 +25,14 @@ export class CoolDowns {
     return ms;
   }
 
+  /**
+   * A cool-down another executor started (shared through the database): this
+   * executor waits it out too, without counting a strike of its own.
+   */
+  adopt(key: string, until: number): void {
+    if (until > (this.until.get(key) ?? 0)) this.until.set(key, until);
+  }
+
   /** A success ends the escalation (the active cool-down still runs out). */
   recovered(key: string): void {
     this.strikes.delete(key);

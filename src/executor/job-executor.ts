@@ -60,16 +60,24 @@ export class JobExecutor {
     await repo.registerExecutor({ id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: now, heartbeat_at: now });
     this.lastHeartbeat = now;
     this.log(`started (max ${config.maxWorkers} units at once, lease ${config.leaseMs} ms)`);
+    // Work appearing anywhere in the cluster (PostgreSQL NOTIFY) ends the wait early; polling stays the fallback.
+    const unlisten = await repo.onWork(() => this.pool.wakeNow());
     let idleSince: number | undefined;
+    let failures = 0;
     try {
       while (!this.stopping) {
         let busy: boolean;
         try {
           busy = await this.tick();
+          if (failures > 0) this.log(`database reachable again after ${failures} failed passes`);
+          failures = 0;
         } catch (err) {
-          // The database may be locked or briefly unreachable: keep the running units, try again.
-          this.log(`tick failed: ${errorMessage(err)}`);
+          // The database may be locked or unreachable: claim nothing, keep the running
+          // units (their outcomes wait in the pool), and try again, backing off.
+          failures++;
+          if (failures <= 3 || failures % 20 === 0) this.log(`tick failed (${failures}): ${errorMessage(err)}`);
           busy = true;
+          if (!this.stopping) await this.pool.waitForChange(Math.min(config.pollMs * 2 ** failures, 5000));
         }
         if (busy) idleSince = undefined;
         else {
@@ -82,6 +90,7 @@ export class JobExecutor {
         if (!this.stopping) await this.pool.waitForChange(config.pollMs);
       }
     } finally {
+      await unlisten();
       await this.shutdown();
     }
   }
@@ -130,6 +139,12 @@ export class JobExecutor {
         }
         work = true;
         if (job.pending > 0) claimable.push(job);
+      } else if (job.status === 'PAUSED' && job.auto_resume && job.resume_at !== null) {
+        // A quota pause that the user allowed to end by itself: stay alive until the reset.
+        work = true;
+        if (Number(job.resume_at) <= now) {
+          await repo.moveJob(job.id, 'resume', { reason: `auto_resumed: quota reset at ${new Date(Number(job.resume_at)).toISOString()}`, patch: { resume_at: null } }).catch(() => undefined);
+        }
       } else if (job.status === 'TESTING' && job.test_unit_id !== null) {
         const test = await repo.getUnit(job.test_unit_id);
         if (test && (test.status === 'PENDING' || test.status === 'RUNNING')) {
@@ -139,6 +154,8 @@ export class JobExecutor {
       }
     }
     if (this.stopping || claimable.length === 0) return work;
+    // Rate limits other executors hit hold this one back as well.
+    for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
 
     // Round-robin the starting job so that one large job cannot starve the others.
     this.rotation = (this.rotation + 1) % claimable.length;

@@ -18,6 +18,8 @@ export interface Decision {
   write: OutcomeWrite;
   /** Set when the outcome should pause the whole job instead of burning its units. */
   pauseJob?: string;
+  /** When a quota resets: a job that allowed auto-resume resumes then. */
+  resumeAt?: number;
 }
 
 /**
@@ -106,6 +108,7 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
               error_kind: outcome.kind,
             },
             pauseJob: `${outcome.kind}: ${outcome.error}${resets}`,
+            ...(outcome.resets_at !== undefined ? { resumeAt: outcome.resets_at } : {}),
           };
         }
         default:

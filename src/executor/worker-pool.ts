@@ -12,6 +12,7 @@ import type { JobRow, UnitRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';
 import { checkOutput, feedbackSection } from './output-schema.js';
 import { backoffMs, decide } from './retry-policy.js';
+import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
 
 export interface WorkerPoolDeps {
@@ -36,6 +37,7 @@ export class WorkerPool {
   private readonly jobConfigs = new Map<string, unknown>();
   private readonly workDirs = new Set<number>();
   private wake: (() => void) | undefined;
+  private woken = false;
   /** Rate-limit cool-downs per worker type, shared by every job in this executor. */
   readonly coolDowns: CoolDowns;
   /** RPM/TPM limits per worker type, shared by every job in this executor. */
@@ -59,6 +61,11 @@ export class WorkerPool {
 
   /** Resolves when any running unit finishes, or after `ms`. */
   async waitForChange(ms: number): Promise<void> {
+    // A wake-up (a work notification) that came while the executor was busy.
+    if (this.woken) {
+      this.woken = false;
+      return;
+    }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
       this.wake = () => {
@@ -69,8 +76,10 @@ export class WorkerPool {
     this.wake = undefined;
   }
 
+  /** Ends the current (or, if none, the next) waitForChange at once. */
   wakeNow(): void {
-    this.wake?.();
+    if (this.wake) this.wake();
+    else this.woken = true;
   }
 
   runningJobIds(): Set<number> {
@@ -130,8 +139,15 @@ export class WorkerPool {
     let timer: NodeJS.Timeout | undefined;
     try {
       const worker = this.deps.workers.get(job.worker_type);
-      const item = JSON.parse(unit.payload) as Item;
-      prompt = synthesizer.render(job.prompt_template, { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: outputSchema }, item);
+      let item = JSON.parse(unit.payload) as Item;
+      if (unit.kind === 'synthesis') {
+        // The gather step: every unit's outcome, by file path, plus a summary in the prompt.
+        const gathered = await writeManifest(repo, job, this.workDir(job));
+        item = { ...gathered };
+        prompt = synthesizer.renderSynthesis(job, gathered);
+      } else {
+        prompt = synthesizer.render(job.prompt_template, { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: outputSchema }, item);
+      }
       if (unit.error_kind === 'invalid_output' && unit.error) prompt += feedbackSection(unit.error, unit.output);
       // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
       await this.coolDowns.wait(job.worker_type, controller.signal);
@@ -156,7 +172,7 @@ export class WorkerPool {
           throttle: this.throttle,
         },
       );
-      if (outputSchema) outcome = checkOutput(outcome, outputSchema);
+      if (outputSchema && unit.kind !== 'synthesis') outcome = checkOutput(outcome, outputSchema);
     } catch (err) {
       if (controller.signal.aborted) {
         // Aborted while waiting for a cool-down or the throttle: the unit goes back unspent.
@@ -171,6 +187,8 @@ export class WorkerPool {
     await events.close();
     if (outcome.status === 'failed' && outcome.kind === 'rate_limited') {
       const ms = this.coolDowns.hit(job.worker_type, outcome.retry_after_ms);
+      // Every executor on the database holds this worker type back too.
+      await repo.shareCoolDown(job.worker_type, Date.now() + ms).catch(() => undefined);
       outcome = { ...outcome, retry_after_ms: ms };
       this.deps.log(`worker type ${job.worker_type} rate limited (unit ${unit.id}): cooling down ${ms} ms`);
       await repo.appendEvent(job.id, 'cool_down', { worker_type: job.worker_type, unit_id: unit.id, ms, error: outcome.error.slice(0, 300) }).catch(() => undefined);
@@ -185,12 +203,40 @@ export class WorkerPool {
     if (decision.pauseJob) {
       const current = await repo.getJob(job.id);
       if (current?.status === 'RUNNING') {
-        await repo.moveJob(job.id, 'pause', { reason: decision.pauseJob }).catch(() => undefined);
+        const patch = decision.resumeAt !== undefined ? { resume_at: decision.resumeAt } : {};
+        await repo.moveJob(job.id, 'pause', { reason: decision.pauseJob, patch }).catch(() => undefined);
       } else {
         decision.write = { ...decision.write, next: 'FAILED', spent: true };
       }
     }
-    await repo.recordOutcome(unit, owner, { ...decision.write, prompt });
+    await this.writeOutcome(unit, () => repo.recordOutcome(unit, owner, { ...decision.write, prompt }));
+  }
+
+  /**
+   * Writes an outcome, retrying with backoff while the database is unreachable:
+   * the unit keeps its slot (so the executor claims nothing new) and its lease is
+   * extended again as soon as heartbeats get through. After a lease's worth of
+   * trying (and at least a minute) it gives up and lets the lease expire: another
+   * executor then runs the unit again, and a late write would be fenced out anyway.
+   */
+  private async writeOutcome(unit: UnitRow, write: () => Promise<boolean>): Promise<void> {
+    const giveUpAt = Date.now() + Math.max(60_000, 4 * this.deps.config.leaseMs);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const written = await write();
+        if (!written) this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} lost its lease; its outcome was refused`);
+        if (attempt > 1) this.deps.log(`unit ${unit.id}: outcome written after ${attempt} tries`);
+        return;
+      } catch (err) {
+        if (Date.now() >= giveUpAt) {
+          this.deps.log(`unit ${unit.id}: giving up on its outcome (${errorMessage(err)}); its lease will expire and it runs again`);
+          return;
+        }
+        const wait = Math.min(100 * 2 ** attempt, 5000);
+        if (attempt === 1 || wait === 5000) this.deps.log(`unit ${unit.id}: cannot write its outcome (${errorMessage(err)}); retrying`);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 }
 

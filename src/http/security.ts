@@ -2,6 +2,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { HttpError } from './errors.js';
 
 export interface SecurityOptions {
   apiKey: string;
@@ -23,54 +24,52 @@ export function loadApiKey(home: string, env: Record<string, string | undefined>
   return { key: readFileSync(file, 'utf8').trim(), source: file };
 }
 
-function sameSecret(given: string, expected: string): boolean {
+/** Constant-time comparison: the time taken says nothing about how much of the key matched. */
+export function sameSecret(given: string, expected: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(expected);
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function deny(res: ServerResponse, status: number, message: string, extra: Record<string, string> = {}): false {
-  res.writeHead(status, { 'content-type': 'application/json', ...extra });
-  res.end(JSON.stringify({ error: { code: status === 401 ? 'unauthorized' : 'forbidden', message } }));
-  return false;
+/** The key a request carries, as `Authorization: Bearer` or `x-api-key`. */
+export function presentedKey(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  const header = req.headers['x-api-key'];
+  return typeof header === 'string' ? header : undefined;
 }
 
 /**
- * Host and Origin checks, CORS, and the API key, in that order. Returns false
- * when it has answered the request itself.
+ * Host and Origin checks, and CORS. The Host must name the bind address (or an
+ * ABP_ALLOWED_HOSTS entry), so a DNS-rebound name is refused. An Origin is
+ * accepted when it is this server itself (the dashboard) or listed in
+ * ABP_CORS_ORIGINS; only the listed ones get CORS headers. Returns whether the
+ * request came from the server's own origin.
  */
-export function guard(req: IncomingMessage, res: ServerResponse, options: SecurityOptions, { requireKey }: { requireKey: boolean }): boolean {
-  const host = req.headers.host ?? '';
-  if (!options.allowedHosts.includes(host.toLowerCase())) {
-    return deny(res, 403, `host ${JSON.stringify(host)} is not allowed; set ABP_ALLOWED_HOSTS to add it`);
+export function checkHostAndOrigin(req: IncomingMessage, res: ServerResponse, options: SecurityOptions): { origin: 'none' | 'self' | 'cors' } {
+  const host = (req.headers.host ?? '').toLowerCase();
+  if (!options.allowedHosts.includes(host)) {
+    throw new HttpError(403, 'forbidden_host', `host ${JSON.stringify(req.headers.host ?? '')} is not allowed; set ABP_ALLOWED_HOSTS to add it`, { host: req.headers.host ?? null });
   }
   const origin = req.headers.origin;
-  if (origin !== undefined) {
-    if (!options.allowedOrigins.includes(origin)) {
-      return deny(res, 403, `origin ${JSON.stringify(origin)} is not allowed; set ABP_CORS_ORIGINS to add it`);
-    }
-    res.setHeader('access-control-allow-origin', origin);
-    res.setHeader('vary', 'Origin');
-    res.setHeader('access-control-allow-headers', 'authorization, x-api-key, content-type, mcp-session-id, mcp-protocol-version, last-event-id');
-    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS');
-    res.setHeader('access-control-expose-headers', 'mcp-session-id');
+  if (origin === undefined) return { origin: 'none' };
+  if (origin.toLowerCase() === `http://${host}`) return { origin: 'self' };
+  if (!options.allowedOrigins.includes(origin)) {
+    throw new HttpError(403, 'forbidden_origin', `origin ${JSON.stringify(origin)} is not allowed; set ABP_CORS_ORIGINS to add it`, { origin });
   }
-  if (req.method === 'OPTIONS') {
-    res.writeHead(204);
-    res.end();
-    return false;
-  }
-  if (!requireKey) return true;
-  const auth = req.headers.authorization;
-  const given = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : (req.headers['x-api-key'] as string | undefined);
-  if (!given || !sameSecret(given, options.apiKey)) {
-    return deny(res, 401, 'missing or wrong API key: send Authorization: Bearer <key> (the key is in ABP_API_KEY or $ABP_HOME/api-key)', {
-      'www-authenticate': 'Bearer',
-    });
-  }
-  return true;
+  res.setHeader('access-control-allow-origin', origin);
+  res.setHeader('vary', 'Origin');
+  res.setHeader('access-control-allow-headers', 'authorization, x-api-key, content-type, mcp-session-id, mcp-protocol-version, last-event-id');
+  res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS');
+  res.setHeader('access-control-expose-headers', 'mcp-session-id, retry-after, location');
+  return { origin: 'cors' };
 }
 
 export function defaultHosts(port: number, extra: string[] = []): string[] {
   return [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, ...extra.map((h) => h.toLowerCase())];
+}
+
+/** Loopback binds are reachable from this machine only; anything else needs a deliberate key. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

@@ -1,9 +1,18 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { App } from '../app.js';
-import { errorMessage } from '../domain/errors.js';
+import { readJson, DEFAULT_MAX_BODY } from './body.js';
+import { dashboardRoutes, NEEDS_LOGIN, sendPage } from './dashboard.js';
+import { HttpError, sendError, sendJson } from './errors.js';
+import { eventRoutes } from './events-stream.js';
 import { McpEndpoint } from './mcp-endpoint.js';
-import { defaultHosts, guard, type SecurityOptions } from './security.js';
+import { Metrics } from './metrics.js';
+import { RateLimiter } from './rate-limit.js';
+import { Router } from './router.js';
+import { jobRoutes } from './routes-jobs.js';
+import { schemaRoutes } from './schemas.js';
+import { checkHostAndOrigin, defaultHosts, presentedKey, sameSecret, type SecurityOptions } from './security.js';
+import { SessionStore } from './sessions.js';
 
 export interface HttpOptions {
   host: string;
@@ -11,6 +20,14 @@ export interface HttpOptions {
   apiKey: string;
   allowedHosts?: string[];
   allowedOrigins?: string[];
+  /** Request bodies over this many bytes get 413. */
+  maxBodyBytes?: number;
+  /** Requests per minute per caller (API key or dashboard session); 0 turns the limit off. */
+  rateLimitPerMinute?: number;
+  /** How often event streams poll the events table. */
+  ssePollMs?: number;
+  /** How often an idle event stream sends a keep-alive comment. */
+  sseKeepAliveMs?: number;
 }
 
 export interface RunningHttp {
@@ -19,67 +36,113 @@ export interface RunningHttp {
   close(): Promise<void>;
 }
 
-const MAX_BODY = 4 * 1024 * 1024;
+const SAFE_METHODS = ['GET', 'HEAD', 'OPTIONS'];
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  if (req.method !== 'POST') return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw Object.assign(new Error(`request body over ${MAX_BODY} bytes`), { status: 413 });
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw Object.assign(new Error(`request body is not JSON: ${errorMessage(err)}`), { status: 400 });
-  }
-}
-
-/** `abp serve`: the HTTP front end. It listens on loopback unless told otherwise. */
+/** `abp serve`: REST, server-sent events, metrics, schemas, the dashboard and MCP. It listens on loopback unless told otherwise. */
 export async function startHttpServer(app: App, options: HttpOptions): Promise<RunningHttp> {
   const mcp = new McpEndpoint(app);
+  const metrics = new Metrics(app);
+  const sessions = new SessionStore();
+  const limiter = new RateLimiter(options.rateLimitPerMinute ?? 600);
+  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const router = new Router();
+  jobRoutes(router);
+  eventRoutes(router, { pollMs: options.ssePollMs ?? 250, keepAliveMs: options.sseKeepAliveMs ?? 15_000 });
+  schemaRoutes(router);
+  dashboardRoutes(router, sessions);
   let security: SecurityOptions | undefined;
 
-  const handler = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = new URL(req.url ?? '/', 'http://local').pathname;
-    const open = path === '/health';
-    if (!guard(req, res, security as SecurityOptions, { requireKey: !open })) return;
-    if (path === '/health') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: 'ok' }));
+  /** Who is calling: the API key holder, or a dashboard session. Throws 401/403 otherwise. */
+  const authenticate = (req: IncomingMessage, origin: 'none' | 'self' | 'cors'): string | undefined => {
+    const key = presentedKey(req);
+    if (key !== undefined) {
+      if (!sameSecret(key, (security as SecurityOptions).apiKey)) throw unauthorized();
+      return 'api-key';
+    }
+    const session = sessions.from(req);
+    if (session === undefined) return undefined;
+    // A cookie rides along on any request the browser makes; a change must come from the dashboard's own page.
+    if (!SAFE_METHODS.includes(req.method ?? 'GET') && origin !== 'self') {
+      throw new HttpError(403, 'forbidden_origin', 'a dashboard session may change things only from the dashboard itself (same Origin)');
+    }
+    return `session:${session}`;
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, label: { route: string }) => {
+    const url = new URL(req.url ?? '/', 'http://local');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    const { origin } = checkHostAndOrigin(req, res, security as SecurityOptions);
+    if (method === 'OPTIONS') {
+      label.route = 'preflight';
+      res.writeHead(204);
+      res.end();
       return;
+    }
+    if (path === '/health') {
+      label.route = '/health';
+      sendJson(res, 200, { status: 'ok' });
+      return;
+    }
+    if (path === '/ready') {
+      label.route = '/ready';
+      const ready = await app.orchestrator.monitor.readiness();
+      sendJson(res, ready.ready ? 200 : 503, { status: ready.ready ? 'ready' : 'not_ready', ...ready });
+      return;
+    }
+    const caller = authenticate(req, origin);
+    if (caller === undefined && path !== '/login') {
+      if (path === '/' && method === 'GET') {
+        label.route = '/';
+        sendPage(res, 401, 'abp dashboard: sign in', NEEDS_LOGIN);
+        return;
+      }
+      throw unauthorized();
+    }
+    // Login attempts are limited per client address: guessing tokens is as limited as anything else.
+    const allowed = limiter.take(caller ?? `login:${req.socket.remoteAddress}`);
+    if (!allowed.ok) {
+      throw new HttpError(429, 'rate_limited', `too many requests; retry in ${allowed.retryAfterSeconds} s (the limit is ABP_RATE_LIMIT per minute)`, { retry_after_seconds: allowed.retryAfterSeconds }, {
+        'retry-after': String(allowed.retryAfterSeconds),
+      });
     }
     if (path === '/mcp') {
-      await mcp.handle(req, res, await readJson(req));
+      label.route = '/mcp';
+      await mcp.handle(req, res, method === 'POST' ? await readJson(req, maxBody) : undefined);
       return;
     }
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ error: { code: 'not_found', message: `no route for ${req.method} ${path}` } }));
+    if (path === '/metrics' && method === 'GET') {
+      label.route = '/metrics';
+      const text = await metrics.scrape();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType, 'cache-control': 'no-store' });
+      res.end(text);
+      return;
+    }
+    const match = router.match(method, path);
+    if (!match) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
+    label.route = match.route.pattern;
+    let body: Promise<unknown> | undefined;
+    await match.route.handler({ req, res, url, params: match.params, app, body: () => (body ??= readJson(req, maxBody)) });
   };
 
   const server: Server = createServer((req, res) => {
-    handler(req, res).catch((err: Error & { status?: number }) => {
-      if (!res.headersSent) {
-        res.writeHead(err.status ?? 500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { code: err.status ? 'bad_request' : 'internal', message: errorMessage(err) } }));
-      } else res.end();
-    });
+    const stop = metrics.http.startTimer();
+    const label = { route: 'unmatched' };
+    res.once('close', () => stop({ method: req.method ?? 'GET', route: label.route, status: String(res.statusCode) }));
+    handle(req, res, label).catch((err) => sendError(res, err));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
+  const shownHost = options.host.includes(':') ? `[${options.host}]` : options.host;
   security = {
     apiKey: options.apiKey,
-    allowedHosts: defaultHosts(port, options.allowedHosts),
+    // The bind address itself is always a valid Host, e.g. when bound to a LAN address.
+    allowedHosts: [...new Set([...defaultHosts(port, options.allowedHosts), `${shownHost.toLowerCase()}:${port}`])],
     allowedOrigins: options.allowedOrigins ?? [],
   };
-  const shownHost = options.host.includes(':') ? `[${options.host}]` : options.host;
   return {
     url: `http://${shownHost}:${port}`,
     port,
@@ -89,4 +152,14 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+function unauthorized(): HttpError {
+  return new HttpError(
+    401,
+    'unauthorized',
+    'missing or wrong API key: send Authorization: Bearer <key> or x-api-key (the key is in ABP_API_KEY or $ABP_HOME/api-key)',
+    {},
+    { 'www-authenticate': 'Bearer' },
+  );
 }

@@ -5,6 +5,7 @@ import { registerResources } from './resources.js';
 import { register } from './tool.js';
 import { approvalTools } from './tools/approval.js';
 import { controlTools } from './tools/control.js';
+import { dashboardUrl } from './tools/dashboard.js';
 import { discoverTools } from './tools/discover.js';
 import { inspectTools } from './tools/inspect.js';
 import { jobTools } from './tools/jobs.js';
@@ -20,7 +21,7 @@ export function createMcpServer(app: App): McpServer {
     { name: 'abp', version: VERSION },
     { capabilities: { logging: {} }, instructions: INSTRUCTIONS },
   );
-  register(server, app, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools]);
+  register(server, app, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools, dashboardUrl]);
   registerResources(server, app);
   return server;
 }

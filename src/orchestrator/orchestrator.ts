@@ -11,7 +11,11 @@ import { compileOutputSchema } from '../executor/output-schema.js';
 import { PENDING_APPROVAL, type Repository, type UnitDraft } from '../store/repository.js';
 import type { JobRow, UnitRow } from '../store/schema.js';
 import type { PromptSynthesizer } from './prompt-synthesizer.js';
+import { Monitor } from './monitor.js';
 import { SkipLog } from './skip-log.js';
+import { isSyncSpec, SyncJobs } from '../sync/sync-jobs.js';
+import { exportResults, type ExportFormat } from './exports.js';
+import { parseSinkSpec, writeSink } from '../sinks/index.js';
 import { jobDetail, jobStatus, resultLine, unitDetail, unitSummary, type JobStatus } from './views.js';
 
 export interface OrchestratorDeps {
@@ -50,6 +54,20 @@ const UNIT_DONE: readonly UnitState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 export class Orchestrator {
   constructor(private readonly deps: OrchestratorDeps) {}
 
+  #monitor: Monitor | undefined;
+
+  #sync: SyncJobs | undefined;
+
+  /** The sync job type: plans at creation, the pair's state when a run ends (src/sync/). */
+  get sync(): SyncJobs {
+    return (this.#sync ??= new SyncJobs(this.deps.repo));
+  }
+
+  /** Events, checkpoints, readiness, metric inputs and dashboard links (the HTTP front end's reads). */
+  get monitor(): Monitor {
+    return (this.#monitor ??= new Monitor(this.deps.repo, this.deps.config));
+  }
+
   /** Validates a spec against the registries and returns it parsed, with every default filled in. */
   validate(input: unknown): { spec: JobSpec; enumerator: Enumerator<any>; enumeratorConfig: unknown; worker: Worker<any>; workerConfig: unknown; template: string } {
     const spec = parseJobSpec(input);
@@ -70,6 +88,8 @@ export class Orchestrator {
    * which hash to approve (see approveCode).
    */
   async createJob(input: unknown, signal: AbortSignal = new AbortController().signal) {
+    // A sync job's enumeration is its plan (health, snapshots, baselines, guardrails).
+    if (isSyncSpec(input)) return this.sync.createJob(parseJobSpec(input), signal);
     const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
     const row = jobRow(spec, enumeratorConfig, workerConfig, template);
     const request = enumerator.approvalFor?.(enumeratorConfig);
@@ -137,6 +157,7 @@ export class Orchestrator {
    * the answer carries the hash to approve instead.
    */
   async preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}) {
+    if (isSyncSpec(input)) return this.sync.preview(parseJobSpec(input), options.signal);
     const { spec, enumerator, enumeratorConfig, template } = this.validate(input);
     const sample = Math.max(0, options.sample ?? 5);
     const base = { name: spec.name, enumerator_type: spec.enumerator_type, worker_type: spec.worker_type };
@@ -179,9 +200,29 @@ export class Orchestrator {
   }
 
   /** Edits the prompt or intent of a CREATED job (e.g. after rejecting its test unit). */
-  async updateJob(id: number, fields: { prompt_template?: string; user_intent?: string; name?: string }) {
-    if (fields.prompt_template !== undefined) this.deps.synthesizer.validate(fields.prompt_template);
-    const job = await this.deps.repo.updateJobFields(id, ['CREATED'], fields);
+  /**
+   * Edits a job. The prompt, intent and name only while CREATED; the budget and
+   * auto-resume on any job that has not ended (raise the budget, then resume).
+   */
+  async updateJob(
+    id: number,
+    fields: { prompt_template?: string; user_intent?: string; name?: string; max_cost_usd?: number | null; auto_resume?: boolean },
+  ) {
+    const { prompt_template, user_intent, name, max_cost_usd, auto_resume } = fields;
+    if (prompt_template !== undefined) this.deps.synthesizer.validate(prompt_template);
+    if (max_cost_usd !== undefined && max_cost_usd !== null && !(max_cost_usd > 0)) {
+      throw new AbpError('invalid_input', `max_cost_usd: expected a positive number, got ${max_cost_usd}`);
+    }
+    const text = Object.fromEntries(Object.entries({ prompt_template, user_intent, name }).filter(([, v]) => v !== undefined));
+    let job = await this.deps.repo.requireJob(id);
+    if (Object.keys(text).length > 0) job = await this.deps.repo.updateJobFields(id, ['CREATED'], text);
+    const spending = {
+      ...(max_cost_usd !== undefined ? { max_cost_usd } : {}),
+      ...(auto_resume !== undefined ? { auto_resume: auto_resume ? 1 : 0 } : {}),
+    };
+    if (Object.keys(spending).length > 0) {
+      job = await this.deps.repo.updateJobFields(id, ['CREATED', 'TESTING', 'RUNNING', 'PAUSED'], spending);
+    }
     return jobDetail(job);
   }
 
@@ -357,15 +398,28 @@ export class Orchestrator {
     return unitDetail(unit, await this.deps.repo.unitEvents(unitId));
   }
 
+  /** Every item unit's outcome, streamed in id order (the synthesis unit is the job's result instead). */
   async *results(id: number, filter: { status?: UnitState[] } = {}) {
     await this.deps.repo.requireJob(id);
-    for await (const unit of this.deps.repo.iterateUnits(id, filter)) yield resultLine(unit);
+    for await (const unit of this.deps.repo.iterateUnits(id, { ...filter, kind: 'item' })) yield resultLine(unit);
   }
 
   /** One page of results, for front ends that page instead of streaming. */
   async resultsPage(id: number, filter: { status?: UnitState[] } = {}, page = { limit: 50, offset: 0 }) {
     await this.deps.repo.requireJob(id);
-    return (await this.deps.repo.listUnits(id, filter, page)).map(resultLine);
+    return (await this.deps.repo.listUnits(id, { ...filter, kind: 'item' }, page)).map(resultLine);
+  }
+
+  /** The results in an export format (jsonl, json, csv with structured outputs as columns, markdown), streamed as text chunks. */
+  async *exportResults(id: number, format: ExportFormat, filter: { status?: UnitState[] } = {}): AsyncGenerator<string> {
+    const job = await this.getJob(id);
+    yield* exportResults(job, () => this.results(id, filter), format);
+  }
+
+  /** Writes the results to a sink (a folder, a table, a JSONL file). Idempotent: a re-run rewrites, never duplicates. */
+  async writeSink(id: number, spec: unknown) {
+    const job = await this.getJob(id);
+    return writeSink(parseSinkSpec(spec), job, () => this.results(id));
   }
 
   /** The state of the whole installation: live executors and jobs by status. */
@@ -438,6 +492,8 @@ function jobRow(spec: JobSpec, enumeratorConfig: unknown, workerConfig: unknown,
     output_schema: spec.output_schema ? JSON.stringify(spec.output_schema) : null,
     max_cost_usd: spec.max_cost_usd ?? null,
     post_processing_prompt: spec.post_processing_prompt ?? null,
+    allow_partial: spec.allow_partial ? 1 : 0,
+    auto_resume: spec.auto_resume ? 1 : 0,
     prompt_template: template,
   };
 }

@@ -23,7 +23,7 @@ export interface PromptContext {
 export class PromptSynthesizer {
   private readonly cache = new Map<string, string>();
 
-  template(kind: 'file' | 'generic'): string {
+  template(kind: 'file' | 'generic' | 'synthesis'): string {
     let text = this.cache.get(kind);
     if (text === undefined) {
       text = readFileSync(join(PACKAGE_ROOT, 'prompts', `${kind}.md`), 'utf8');
@@ -41,6 +41,20 @@ export class PromptSynthesizer {
         `prompt_template: unknown placeholder ${unknown.map((p) => `{{${p}}}`).join(', ')}; use {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}} or {{output_instructions}}`,
       );
     }
+  }
+
+  /** The synthesis unit's prompt: the job's intent, its post-processing instructions and the gathered outputs. */
+  renderSynthesis(
+    job: { id: number; name: string; user_intent: string; post_processing_prompt: string | null },
+    gathered: { manifest_path: string; summary: string },
+  ): string {
+    return render(this.template('synthesis'), {
+      job: { id: job.id, name: job.name },
+      intent: job.user_intent,
+      instructions: job.post_processing_prompt ?? '',
+      summary: gathered.summary,
+      manifest_path: gathered.manifest_path,
+    });
   }
 
   render(template: string, ctx: PromptContext, item: Item): string {

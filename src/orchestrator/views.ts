@@ -36,6 +36,9 @@ export function jobStatus(job: JobRow) {
     eta_seconds: rate && job.status === 'RUNNING' ? Math.round(remaining / rate) : null,
     cost_usd: job.cost_usd,
     tokens: { input: Number(job.input_tokens), output: Number(job.output_tokens) },
+    budget: job.max_cost_usd === null ? null : { max_cost_usd: job.max_cost_usd, spent_usd: job.cost_usd, reserved_usd: job.reserved_usd },
+    estimate: estimate(job, rate),
+    synthesis_unit_id: job.synthesis_unit_id,
     test_unit_id: job.test_unit_id,
     enumerator_type: job.enumerator_type,
     worker_type: job.worker_type,
@@ -50,6 +53,28 @@ export function jobStatus(job: JobRow) {
 }
 export type JobStatus = ReturnType<typeof jobStatus>;
 
+/**
+ * Projected total cost and remaining time. Right after the test unit they come
+ * from it and the job's concurrency; once more units have finished, from the
+ * running mean cost and the observed rate.
+ */
+function estimate(job: JobRow, rate: number | null) {
+  const finished = job.succeeded + job.failed;
+  if (finished === 0) return null;
+  const remaining = job.pending + job.running;
+  const meanCost = job.costed_units > 0 ? job.cost_usd / job.costed_units : null;
+  const basis = finished === 1 && job.test_unit_id !== null ? 'test_unit' : 'observed';
+  const meanSeconds = Number(job.unit_ms_total) / finished / 1000;
+  const seconds = basis === 'observed' && rate ? remaining / rate : meanSeconds * Math.ceil(remaining / Math.max(1, job.max_workers));
+  return {
+    basis,
+    projected_cost_usd: meanCost === null ? null : round(job.cost_usd + meanCost * remaining),
+    projected_seconds: Math.round(seconds * 10) / 10,
+  };
+}
+
+const round = (n: number) => Math.round(n * 1e6) / 1e6;
+
 /** The job with its full spec, for get_job. */
 export function jobDetail(job: JobRow) {
   return {
@@ -60,6 +85,10 @@ export function jobDetail(job: JobRow) {
     output_schema: parseJson(job.output_schema),
     max_cost_usd: job.max_cost_usd,
     post_processing_prompt: job.post_processing_prompt,
+    allow_partial: job.allow_partial === 1,
+    auto_resume: job.auto_resume === 1,
+    resume_at: iso(job.resume_at),
+    result: job.result,
     prompt_template: job.prompt_template,
   };
 }
@@ -68,6 +97,7 @@ export function unitSummary(unit: UnitRow) {
   return {
     unit_id: unit.id,
     job_id: unit.job_id,
+    kind: unit.kind,
     item_id: unit.item_id,
     status: unit.status,
     attempt: unit.attempt,

@@ -1,22 +1,91 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, Migrator, SqliteDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet } from 'kysely';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { migrationProvider } from './migrations.js';
-import { Repository } from './repository.js';
+import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.js';
+import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
 
 export interface StoreOptions {
-  /** A SQLite file path. */
+  /** A SQLite file path, or a postgres:// URL. */
   db: string;
   busyTimeoutMs: number;
+  /** PostgreSQL: connections in the pool. */
+  pgPoolSize?: number;
+  /** Apply pending migrations on open (the default); off refuses to open a database that needs them. */
+  autoMigrate?: boolean;
+  log?: (message: string) => void;
 }
 
-/** Opens the database, applies the pragmas that make it safe to share, and runs pending migrations. */
+const stderrLog = (m: string) => process.stderr.write(`${new Date().toISOString()} abp store: ${m}\n`);
+
+/** Opens the database (SQLite file or PostgreSQL URL) and runs pending migrations. */
 export async function openRepository(options: StoreOptions): Promise<Repository> {
-  if (/^postgres(ql)?:\/\//.test(options.db)) {
-    throw new AbpError('invalid_input', 'ABP_DB: PostgreSQL is not supported by this build yet; use a SQLite file path');
+  const { db, backend, where } = openKysely(options);
+  try {
+    if (options.autoMigrate === false) await requireMigrated(db, where);
+    else await migrate(db, where, backend);
+  } catch (err) {
+    await db.destroy().catch(() => undefined);
+    throw err;
+  }
+  return new Repository(db, backend);
+}
+
+/** What `abp migrate` reports: every migration, and whether this run applied it. */
+export interface MigrationStatus {
+  database: string;
+  applied: string[];
+  migrations: { name: string; executed_at: string | null }[];
+}
+
+/** Applies pending migrations (for operators: `abp migrate`), then lists them all. */
+export async function migrateDatabase(options: StoreOptions): Promise<MigrationStatus> {
+  const { db, backend, where } = openKysely(options);
+  try {
+    const results = await migrate(db, where, backend);
+    const all = await new Migrator({ db, provider: migrationProvider }).getMigrations();
+    return {
+      database: where,
+      applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName),
+      migrations: all.map((m) => ({ name: m.name, executed_at: m.executedAt?.toISOString() ?? null })),
+    };
+  } finally {
+    await db.destroy().catch(() => undefined);
+  }
+}
+
+function openKysely(options: StoreOptions): { db: Kysely<Database>; backend: StoreBackend; where: string } {
+  const log = options.log ?? stderrLog;
+  if (isPostgresUrl(options.db)) {
+    const url = options.db;
+    const pool = createPool(url, options.pgPoolSize ?? 10, log);
+    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const backend: StoreBackend = {
+      kind: 'postgres',
+      async listen(onWork) {
+        const listener = new WorkListener(url, onWork, log);
+        await listener.start();
+        return () => listener.close();
+      },
+      // Migrations of several processes at once queue on this session lock instead of racing.
+      async exclusive(fn) {
+        const client = await pool.connect();
+        try {
+          await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK]);
+          try {
+            return await fn();
+          } finally {
+            await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+          }
+        } finally {
+          client.release();
+        }
+      },
+    };
+    return { db, backend, where: redactUrl(url) };
   }
   const path = options.db.replace(/^sqlite:(\/\/)?/, '');
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -31,29 +100,83 @@ export async function openRepository(options: StoreOptions): Promise<Repository>
     throw new AbpError('store_error', `cannot open the database ${path}: ${errorMessage(err)}`, { cause: err });
   }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
-  await migrate(db, path);
-  return new Repository(db);
+  const backend: StoreBackend = {
+    kind: 'sqlite',
+    // One file has no notification channel: executors poll.
+    listen: async () => async () => undefined,
+    exclusive: (fn) => fn(),
+  };
+  return { db, backend, where: path };
 }
 
-async function migrate(db: Kysely<Database>, path: string): Promise<void> {
+/** An arbitrary constant key for pg_advisory_lock: "abp" migrations. */
+const MIGRATION_LOCK = 0x61627001;
+
+/** A network fault worth retrying, as opposed to a bad URL, bad credentials or a missing database. */
+function transient(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EAI_AGAIN' || code === '57P03' || /timeout|terminated|Connection terminated/i.test(errorMessage(err));
+}
+
+/**
+ * Whether every migration this build knows has run, by one cheap read. Every CLI
+ * call and executor opens the store; on PostgreSQL the full Migrator (lock table,
+ * advisory lock, several round trips) would cost each of them for nothing.
+ */
+async function upToDate(db: Kysely<Database>): Promise<boolean> {
+  try {
+    const rows = await (db as unknown as Kysely<{ kysely_migration: { name: string } }>).selectFrom('kysely_migration').select('name').execute();
+    const done = new Set(rows.map((r) => r.name));
+    const known = Object.keys(await migrationProvider.getMigrations());
+    // Extra names (a newer abp wrote them) go the slow way, which explains the problem.
+    return rows.length === known.length && known.every((name) => done.has(name));
+  } catch {
+    return false; // no migration table yet: a fresh database
+  }
+}
+
+async function migrate(db: Kysely<Database>, where: string, backend: StoreBackend): Promise<MigrationResultSet['results']> {
+  if (await upToDate(db)) return [];
   const migrator = new Migrator({ db, provider: migrationProvider });
   // Two processes may open a fresh file at once; the loser of the race sees the
-  // winner's tables on the next try.
+  // winner's tables on the next try. A database server that is still starting
+  // (or briefly unreachable) gets a few more tries.
   for (let attempt = 1; ; attempt++) {
-    const { error, results } = await migrator.migrateToLatest();
-    if (!error) return;
+    let error: unknown;
+    let results: MigrationResultSet['results'];
+    try {
+      ({ error, results } = await backend.exclusive(() => migrator.migrateToLatest()));
+    } catch (err) {
+      error = err;
+    }
+    if (!error) return results;
     const message = errorMessage(error);
     if (/previously executed migration .* is missing/i.test(message)) {
       throw new AbpError(
         'store_error',
-        `the database ${path} was written by a newer version of abp (${message}); upgrade abp or point ABP_DB elsewhere`,
+        `the database ${where} was written by a newer version of abp (${message}); upgrade abp or point ABP_DB elsewhere`,
         { cause: error },
       );
     }
-    if (attempt >= 5) {
-      const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
-      throw new AbpError('store_error', `migration ${failed} failed on ${path}: ${message}`, { cause: error });
+    const limit = transient(error) ? 8 : 5;
+    if (attempt >= limit) {
+      const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+      const what = failed ? `migration ${failed} failed on ${where}` : `cannot open the database ${where}`;
+      throw new AbpError('store_error', `${what}: ${message}`, { cause: error });
     }
-    await new Promise((r) => setTimeout(r, 50 * attempt));
+    await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 3000)));
+  }
+}
+
+async function requireMigrated(db: Kysely<Database>, where: string): Promise<void> {
+  let pending: string[];
+  try {
+    const all = await new Migrator({ db, provider: migrationProvider }).getMigrations();
+    pending = all.filter((m) => m.executedAt === undefined).map((m) => m.name);
+  } catch (err) {
+    throw new AbpError('store_error', `cannot open the database ${where}: ${errorMessage(err)}`, { cause: err });
+  }
+  if (pending.length > 0) {
+    throw new AbpError('store_error', `the database ${where} needs migrations ${pending.join(', ')}; run abp migrate (ABP_AUTO_MIGRATE is off)`);
   }
 }

@@ -1,4 +1,27 @@
-import { type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { PostgresAdapter, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+/*
+ * Every migration runs on SQLite and on PostgreSQL, so column types are the ones
+ * both understand the same way, plus the two helpers below for what differs.
+ */
+
+function isPostgres(db: Kysely<any>): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+/** An auto-numbered integer primary key: INTEGER AUTOINCREMENT on SQLite, serial on PostgreSQL. */
+function idColumn(db: Kysely<any>, name = 'id') {
+  return (table: CreateTableBuilder<any, any>): CreateTableBuilder<any, any> =>
+    isPostgres(db)
+      ? table.addColumn(name, 'serial', (c) => c.primaryKey())
+      : table.addColumn(name, 'integer', (c) => c.primaryKey().autoIncrement());
+}
+
+/**
+ * Floating point. PostgreSQL's `real` has 4 bytes (6 digits: wrong for money);
+ * `double precision` is 8 bytes there and has REAL affinity on SQLite.
+ */
+const REAL = 'double precision';
 
 /**
  * Numbered migrations, run on open. Never edit a migration that has shipped:
@@ -9,7 +32,7 @@ const migrations: Record<string, Migration> = {
     async up(db: Kysely<any>) {
       await db.schema
         .createTable('jobs')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(idColumn(db))
         .addColumn('type', 'text', (c) => c.notNull().defaultTo('batch'))
         .addColumn('name', 'text', (c) => c.notNull())
         .addColumn('status', 'text', (c) => c.notNull())
@@ -21,9 +44,9 @@ const migrations: Record<string, Migration> = {
         .addColumn('worker_config', 'text', (c) => c.notNull())
         .addColumn('max_workers', 'integer', (c) => c.notNull())
         .addColumn('max_retries', 'integer', (c) => c.notNull())
-        .addColumn('timeout_seconds', 'real', (c) => c.notNull())
+        .addColumn('timeout_seconds', REAL, (c) => c.notNull())
         .addColumn('output_schema', 'text')
-        .addColumn('max_cost_usd', 'real')
+        .addColumn('max_cost_usd', REAL)
         .addColumn('post_processing_prompt', 'text')
         .addColumn('prompt_template', 'text', (c) => c.notNull())
         .addColumn('test_unit_id', 'integer')
@@ -33,7 +56,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('succeeded', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('failed', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('cancelled', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('cost_usd', 'real', (c) => c.notNull().defaultTo(0))
+        .addColumn('cost_usd', REAL, (c) => c.notNull().defaultTo(0))
         .addColumn('input_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
         .addColumn('output_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
         .addColumn('created_at', 'bigint', (c) => c.notNull())
@@ -45,7 +68,7 @@ const migrations: Record<string, Migration> = {
 
       await db.schema
         .createTable('work_units')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(idColumn(db))
         .addColumn('job_id', 'integer', (c) => c.notNull().references('jobs.id'))
         .addColumn('seq', 'integer', (c) => c.notNull())
         .addColumn('item_id', 'text', (c) => c.notNull())
@@ -64,7 +87,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('error_kind', 'text')
         .addColumn('exit_code', 'integer')
         .addColumn('stderr_tail', 'text')
-        .addColumn('cost_usd', 'real')
+        .addColumn('cost_usd', REAL)
         .addColumn('input_tokens', 'bigint')
         .addColumn('output_tokens', 'bigint')
         .addColumn('usage', 'text')
@@ -78,7 +101,7 @@ const migrations: Record<string, Migration> = {
 
       await db.schema
         .createTable('unit_events')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(idColumn(db))
         .addColumn('unit_id', 'integer', (c) => c.notNull())
         .addColumn('job_id', 'integer', (c) => c.notNull())
         .addColumn('attempt', 'integer', (c) => c.notNull())
@@ -90,7 +113,7 @@ const migrations: Record<string, Migration> = {
 
       await db.schema
         .createTable('events')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(idColumn(db, 'seq'))
         .addColumn('job_id', 'integer')
         .addColumn('type', 'text', (c) => c.notNull())
         .addColumn('data', 'text', (c) => c.notNull())
@@ -115,13 +138,123 @@ const migrations: Record<string, Migration> = {
     async up(db: Kysely<any>) {
       await db.schema
         .createTable('code_approvals')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(idColumn(db))
         .addColumn('code_sha256', 'text', (c) => c.notNull())
         .addColumn('job_id', 'integer')
         .addColumn('approved_by', 'text', (c) => c.notNull())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('code_approvals_sha').on('code_approvals').columns(['code_sha256']).execute();
+    },
+  },
+  // Sync pairs (src/sync/): per-pair baselines, tombstones and item health, the
+  // runs that planned writes, and each run's staged baseline changes, which are
+  // applied only once the run's job has ended (a dry run stages nothing).
+  '003-sync': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('sync_pairs')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('mode', 'text', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('target', 'text', (c) => c.notNull())
+        .addColumn('last_job_id', 'integer')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('sync_baselines')
+        .addColumn('pair_id', 'text', (c) => c.notNull())
+        .addColumn('side', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        // 0 when the entry comes from a confirmed add that no snapshot has shown yet (the phantom guard).
+        .addColumn('observed', 'integer', (c) => c.notNull().defaultTo(1))
+        .addPrimaryKeyConstraint('sync_baselines_pk', ['pair_id', 'side', 'key'])
+        .execute();
+      await db.schema
+        .createTable('sync_tombstones')
+        .addColumn('pair_id', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('side', 'text', (c) => c.notNull())
+        .addColumn('deleted_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sync_tombstones_pk', ['pair_id', 'key'])
+        .execute();
+      await db.schema
+        .createTable('sync_items')
+        .addColumn('pair_id', 'text', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('failures', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('quarantined_until', 'bigint')
+        .addColumn('phantoms', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('last_error', 'text')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sync_items_pk', ['pair_id', 'key'])
+        .execute();
+      await db.schema
+        .createTable('sync_runs')
+        .addColumn('job_id', 'integer', (c) => c.primaryKey())
+        .addColumn('pair_id', 'text', (c) => c.notNull())
+        .addColumn('plan', 'text', (c) => c.notNull())
+        .addColumn('committed_at', 'bigint')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('sync_runs_pair').on('sync_runs').columns(['pair_id', 'committed_at']).execute();
+      await db.schema
+        .createTable('sync_stage')
+        .addColumn('job_id', 'integer', (c) => c.notNull())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('source_hash', 'text')
+        .addColumn('target_hash', 'text')
+        .addColumn('op', 'text')
+        .addColumn('side', 'text')
+        .addColumn('phantom', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex('sync_stage_job').on('sync_stage').columns(['job_id']).execute();
+    },
+  },
+  '004-spending-and-synthesis': {
+    async up(db: Kysely<any>) {
+      // Budgets: what running units have reserved, and how many finished units reported a cost.
+      await db.schema.alterTable('jobs').addColumn('reserved_usd', REAL, (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('jobs').addColumn('costed_units', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      // Estimates: the summed duration of finished units.
+      await db.schema.alterTable('jobs').addColumn('unit_ms_total', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+      // Scatter-gather-synthesize.
+      await db.schema.alterTable('jobs').addColumn('allow_partial', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('jobs').addColumn('synthesis_unit_id', 'integer').execute();
+      await db.schema.alterTable('jobs').addColumn('result', 'text').execute();
+      // Quota pauses that resume on their own.
+      await db.schema.alterTable('jobs').addColumn('auto_resume', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('jobs').addColumn('resume_at', 'bigint').execute();
+      await db.schema.alterTable('work_units').addColumn('kind', 'text', (c) => c.notNull().defaultTo('item')).execute();
+      await db.schema.alterTable('work_units').addColumn('reserved_usd', REAL, (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
+  // One-time dashboard links: `abp serve`, `abp dashboard` and the MCP dashboard_url
+  // tool mint them, the HTTP server consumes them. Only the token's sha256 is kept.
+  '005-dashboard-tokens': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('dashboard_tokens')
+        .addColumn('token_sha256', 'text', (c) => c.primaryKey())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .execute();
+    },
+  },
+  // Rate-limit cool-downs shared by every executor on the database: a 429 seen on
+  // one host holds back that worker type on all of them until it runs out.
+  '006-shared-cool-downs': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('cool_downs')
+        .addColumn('worker_type', 'text', (c) => c.primaryKey())
+        .addColumn('until', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
     },
   },
 };

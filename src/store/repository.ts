@@ -10,6 +10,7 @@ import {
   type UnitMove,
   type UnitState,
 } from '../domain/states.js';
+import { WORK_CHANNEL } from './postgres.js';
 import type { Database, EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
 
 /** A database handle, possibly inside a transaction. Opaque outside store/. */
@@ -43,6 +44,12 @@ export interface OutcomeWrite {
   duration_ms?: number | null;
 }
 
+/** Units by state, and by kind: 'item' leaves out the synthesis unit. */
+export interface UnitFilter {
+  status?: UnitState[];
+  kind?: 'item' | 'synthesis';
+}
+
 export interface Page {
   limit: number;
   offset: number;
@@ -59,14 +66,46 @@ export interface JobEventDraft {
   data: unknown;
 }
 
+/** What differs between the two databases, below the repository. */
+export interface StoreBackend {
+  readonly kind: 'sqlite' | 'postgres';
+  /** Calls `onWork` when another process signals runnable units; resolves to an unsubscribe. */
+  listen(onWork: (jobId: number) => void): Promise<() => Promise<void>>;
+  /** Runs `fn` while holding a database-wide lock (migrations). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+const SQLITE: StoreBackend = { kind: 'sqlite', listen: async () => async () => undefined, exclusive: (fn) => fn() };
+
+/** PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again. */
+const RETRYABLE_TX = new Set(['40P01', '40001']);
+
 /**
  * The only place with SQL. Every unit move changes the job's counters in the same
  * transaction, so a status read is one row.
+ *
+ * On PostgreSQL, claims and job moves lock the job row first (lockJob): that makes
+ * the running counter, and so max_workers, exact across executors. Outcome writes,
+ * the hot path, update their unit first and the job's counters last, so the job
+ * row stays locked only briefly. The rare deadlock of an outcome write with a job
+ * move that touches the same units (pause, cancel) is detected by the server, and
+ * tx() runs the losing transaction again.
  */
 export class Repository {
   private closed = false;
+  private readonly pg: boolean;
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly backend: StoreBackend = SQLITE,
+  ) {
+    this.pg = backend.kind === 'postgres';
+  }
+
+  /** Which database this is, for messages only; code paths must not branch on it outside store/. */
+  get dialect(): StoreBackend['kind'] {
+    return this.backend.kind;
+  }
 
   async close(): Promise<void> {
     if (this.closed) return;
@@ -75,10 +114,45 @@ export class Repository {
   }
 
   /**
-   * A write transaction that takes the write lock up front (BEGIN IMMEDIATE), so
+   * Calls `onWork` when a job gets runnable units somewhere in the cluster
+   * (PostgreSQL LISTEN/NOTIFY). On SQLite it never fires: executors poll.
+   * Resolves to an idempotent unsubscribe.
+   */
+  async onWork(onWork: (jobId: number) => void): Promise<() => Promise<void>> {
+    return this.backend.listen(onWork);
+  }
+
+  /** Tells listening executors that `jobId` has runnable units, once the transaction commits. */
+  private async notifyWork(t: Db, jobId: number): Promise<void> {
+    if (this.pg) await sql`select pg_notify(${WORK_CHANNEL}, ${String(jobId)})`.execute(t);
+  }
+
+  /** Reads a job inside a transaction, locking its row on PostgreSQL (see the class comment). */
+  private async lockJob(t: Db, id: number): Promise<JobRow> {
+    let q = t.selectFrom('jobs').selectAll().where('id', '=', id);
+    if (this.pg) q = q.forUpdate();
+    const job = await q.executeTakeFirst();
+    if (!job) throw new AbpError('not_found', `job ${id} does not exist`);
+    return job;
+  }
+
+  /**
+   * A write transaction. SQLite takes the write lock up front (BEGIN IMMEDIATE), so
    * concurrent executors wait on busy_timeout instead of failing on lock upgrade.
+   * PostgreSQL runs a READ COMMITTED transaction with row locks (lockJob), and runs
+   * it again if the server picked it as a deadlock victim.
    */
   async tx<T>(fn: (t: Db) => Promise<T>): Promise<T> {
+    if (this.pg) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.db.transaction().execute(fn);
+        } catch (err) {
+          if (attempt >= 5 || !RETRYABLE_TX.has((err as { code?: string }).code ?? '')) throw err;
+          await new Promise((r) => setTimeout(r, 10 * attempt + Math.random() * 20));
+        }
+      }
+    }
     return this.db.connection().execute(async (conn) => {
       await sql`begin immediate`.execute(conn);
       try {
@@ -169,7 +243,7 @@ export class Repository {
     finalEvents: () => JobEventDraft[] = () => [],
   ): Promise<JobRow> {
     return this.tx(async (t) => {
-      const job = await this.requireJob(id, t);
+      const job = await this.lockJob(t, id);
       if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
         throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; only a job pending approval can be approved`);
       }
@@ -226,10 +300,10 @@ export class Repository {
   async updateJobFields(
     id: number,
     allowed: JobState[],
-    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name'>>,
+    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name' | 'max_cost_usd' | 'auto_resume'>>,
   ): Promise<JobRow> {
     return this.tx(async (t) => {
-      const job = await this.requireJob(id, t);
+      const job = await this.lockJob(t, id);
       if (!allowed.includes(job.status)) {
         throw new AbpError('conflict', `job ${id} is ${job.status}; only a ${allowed.join(' or ')} job can be edited`);
       }
@@ -252,12 +326,12 @@ export class Repository {
     move: JobMove,
     options: {
       reason?: string | null;
-      patch?: Partial<Pick<JobRow, 'test_unit_id'>>;
+      patch?: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at'>>;
       effects?: (t: Db, job: JobRow) => Promise<void>;
     } = {},
   ): Promise<JobRow> {
     return this.tx(async (t) => {
-      const job = await this.requireJob(id, t);
+      const job = await this.lockJob(t, id);
       await this.moveJobIn(t, job, move, options.reason ?? null, options.effects, options.patch);
       return this.requireJob(id, t);
     });
@@ -269,7 +343,7 @@ export class Repository {
     move: JobMove,
     reason: string | null,
     effects?: (t: Db, job: JobRow) => Promise<void>,
-    patch: Partial<Pick<JobRow, 'test_unit_id'>> = {},
+    patch: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at'>> = {},
   ): Promise<void> {
     const to = assertJobMove(job.id, job.status, move);
     const now = Date.now();
@@ -288,6 +362,7 @@ export class Repository {
       .where('id', '=', job.id)
       .execute();
     if (effects) await effects(t, job);
+    if (to === 'RUNNING' || to === 'TESTING') await this.notifyWork(t, job.id);
     await this.event(t, job.id, 'status', { status: to, from: job.status, move, reason });
   }
 
@@ -311,6 +386,7 @@ export class Repository {
     const result = await q.executeTakeFirst();
     const moved = Number(result.numUpdatedRows);
     if (moved > 0) {
+      if (rule.to === 'PENDING') await this.notifyWork(t, jobId);
       const after = await this.countsIn(t, jobId);
       await t
         .updateTable('jobs')
@@ -338,7 +414,8 @@ export class Repository {
     return counts;
   }
 
-  private async bump(t: Db, jobId: number, deltas: Partial<Record<UnitState, number>>, extra: Record<string, unknown> = {}) {
+  /** Moves a job's counters by deltas; returns the job as it is after. */
+  private async bump(t: Db, jobId: number, deltas: Partial<Record<UnitState, number>>, extra: Record<string, unknown> = {}): Promise<JobRow> {
     const set: Record<string, unknown> = { updated_at: Date.now(), ...extra };
     for (const state of UNIT_STATES) {
       const d = deltas[state];
@@ -347,11 +424,12 @@ export class Repository {
         set[col] = sql`${sql.ref(col)} + ${d}`;
       }
     }
-    await t
+    return t
       .updateTable('jobs')
       .set(set as never)
       .where('id', '=', jobId)
-      .execute();
+      .returningAll()
+      .executeTakeFirstOrThrow();
   }
 
   // ---- units: the executor's path ---------------------------------------------
@@ -362,9 +440,16 @@ export class Repository {
    */
   async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: UnitRow[] }> {
     return this.tx(async (t) => {
-      const job = await this.requireJob(jobId, t);
+      // The job row lock makes the running counter, and so max_workers, exact across executors.
+      const job = await this.lockJob(t, jobId);
       if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
-      const room = Math.min(want, job.max_workers - job.running);
+      const { take, expected, exhausted } = budgetRoom(job, Math.min(want, job.max_workers - job.running));
+      if (exhausted && job.status === 'RUNNING' && job.pending > 0) {
+        // Spent plus reserved would pass the cap: stop claiming and say why.
+        await this.moveJobIn(t, job, 'pause', exhausted);
+        return { job: await this.requireJob(jobId, t), units: [] };
+      }
+      const room = take;
       if (room <= 0) return { job, units: [] };
       const now = Date.now();
       let candidates = t
@@ -383,11 +468,16 @@ export class Repository {
           lease_expires_at: now + leaseMs,
           started_at: now,
           worker_pid: null,
+          reserved_usd: expected,
         })
-        .where('id', 'in', candidates.orderBy('id').limit(room))
+        // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
+        .where('id', 'in', this.pg ? candidates.orderBy('id').limit(room).forUpdate().skipLocked() : candidates.orderBy('id').limit(room))
         .returningAll()
         .execute();
-      if (units.length > 0) await this.bump(t, jobId, { PENDING: -units.length, RUNNING: units.length });
+      if (units.length > 0) {
+        const reserve = expected > 0 ? { reserved_usd: sql`reserved_usd + ${expected * units.length}` } : {};
+        await this.bump(t, jobId, { PENDING: -units.length, RUNNING: units.length }, reserve);
+      }
       return { job, units };
     });
   }
@@ -401,6 +491,10 @@ export class Repository {
     return this.tx(async (t) => {
       const now = Date.now();
       const { next, spent, available_at, ...fields } = w;
+      // Everything before the counters' bump runs without the job row's lock, so
+      // that concurrent outcomes of one job serialise only on that last update.
+      // (Fixed by the claim; read first because the fenced update below clears it.)
+      const reserved = await t.selectFrom('work_units').select('reserved_usd').where('id', '=', unit.id).executeTakeFirst();
       const result = await t
         .updateTable('work_units')
         .set({
@@ -412,6 +506,7 @@ export class Repository {
           lease_expires_at: null,
           worker_pid: null,
           finished_at: next === 'PENDING' ? null : now,
+          reserved_usd: 0,
         } as never)
         .where('id', '=', unit.id)
         .where('attempt', '=', unit.attempt)
@@ -420,25 +515,63 @@ export class Repository {
         .executeTakeFirst();
       if (Number(result.numUpdatedRows) === 0) return false;
       const extra: Record<string, unknown> = {};
+      if (reserved?.reserved_usd) extra.reserved_usd = sql`reserved_usd - ${reserved.reserved_usd}`;
+      if (w.cost_usd !== undefined && w.cost_usd !== null) extra.costed_units = sql`costed_units + 1`;
+      if (w.duration_ms && next !== 'PENDING') extra.unit_ms_total = sql`unit_ms_total + ${w.duration_ms}`;
       if (w.cost_usd) extra.cost_usd = sql`cost_usd + ${w.cost_usd}`;
       if (w.input_tokens) extra.input_tokens = sql`input_tokens + ${w.input_tokens}`;
       if (w.output_tokens) extra.output_tokens = sql`output_tokens + ${w.output_tokens}`;
-      await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 }, extra);
       await this.event(t, unit.job_id, 'unit', {
         unit_id: unit.id,
         attempt: unit.attempt,
         status: next,
         ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
       });
-      await this.finishIfDone(t, unit.job_id);
+      // A unit handed back for now (not after a backoff) can run elsewhere at once.
+      if (next === 'PENDING' && (available_at ?? 0) <= now) await this.notifyWork(t, unit.job_id);
+      const job = await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 }, extra);
+      if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.finishIfDone(t, unit.job_id);
       return true;
     });
   }
 
-  /** A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any unit failed. */
+  /**
+   * A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any
+   * unit failed. A job with a post_processing_prompt first gets one synthesis unit
+   * (when every unit succeeded, or with allow_partial); its outcome decides the end.
+   */
   async finishIfDone(t: Db, jobId: number): Promise<JobRow | undefined> {
-    const job = await this.requireJob(jobId, t);
+    const job = await this.lockJob(t, jobId);
     if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return undefined;
+    if (job.post_processing_prompt !== null) {
+      if (job.synthesis_unit_id === null) {
+        if (job.failed === 0 || job.allow_partial) {
+          const unit = await t
+            .insertInto('work_units')
+            .values({ job_id: jobId, seq: job.total, item_id: '_synthesis', payload: '{}', status: 'PENDING', kind: 'synthesis' })
+            .returning('id')
+            .executeTakeFirstOrThrow();
+          await t
+            .updateTable('jobs')
+            .set({ synthesis_unit_id: unit.id, total: sql`total + 1`, pending: sql`pending + 1`, updated_at: Date.now() } as never)
+            .where('id', '=', jobId)
+            .execute();
+          await this.event(t, jobId, 'synthesis', { unit_id: unit.id, failed_units: job.failed });
+          await this.notifyWork(t, jobId);
+          return this.requireJob(jobId, t);
+        }
+      } else {
+        const synthesis = await t.selectFrom('work_units').selectAll().where('id', '=', job.synthesis_unit_id).executeTakeFirstOrThrow();
+        if (synthesis.status === 'SUCCEEDED') {
+          await t.updateTable('jobs').set({ result: synthesis.output }).where('id', '=', jobId).execute();
+          const partial = job.failed > 0 ? `partial: ${job.failed} of ${job.total - 1} units failed` : null;
+          await this.moveJobIn(t, job, 'complete', partial);
+        } else {
+          await this.moveJobIn(t, job, 'fail', `synthesis_failed: ${synthesis.error ?? synthesis.status}`);
+        }
+        return this.requireJob(jobId, t);
+      }
+    }
     if (job.failed > 0) {
       await this.moveJobIn(t, job, 'fail', `units_failed: ${job.failed} of ${job.total} units failed`);
     } else {
@@ -478,21 +611,33 @@ export class Repository {
    * caller can reap process groups left behind on this host.
    */
   async reclaimExpired(now = Date.now()): Promise<UnitRow[]> {
+    // Every executor asks on every pass; most of the time there is nothing, and then no transaction.
+    const any = await this.db
+      .selectFrom('work_units')
+      .select('id')
+      .where('status', '=', 'RUNNING')
+      .where('lease_expires_at', '<', now)
+      .limit(1)
+      .executeTakeFirst();
+    if (!any) return [];
     return this.tx(async (t) => {
       const expired = await t
         .selectFrom('work_units')
         .selectAll()
         .where('status', '=', 'RUNNING')
         .where('lease_expires_at', '<', now)
+        .orderBy('job_id')
         .limit(500)
         .execute();
       const jobs = new Map<number, JobRow>();
+      const reclaimed: UnitRow[] = [];
       for (const unit of expired) {
-        const job = jobs.get(unit.job_id) ?? (await this.requireJob(unit.job_id, t));
+        // Jobs are locked in id order (the units are sorted by job), before their units.
+        const job = jobs.get(unit.job_id) ?? (await this.lockJob(t, unit.job_id));
         jobs.set(job.id, job);
         const failures = unit.failures + 1;
         const next: UnitState = failures > job.max_retries ? 'FAILED' : 'PENDING';
-        await t
+        const moved = await t
           .updateTable('work_units')
           .set({
             status: next,
@@ -503,15 +648,26 @@ export class Repository {
             error: `lease expired: executor ${unit.lease_owner} stopped answering during attempt ${unit.attempt}`,
             error_kind: 'retryable',
             finished_at: next === 'FAILED' ? now : null,
+            reserved_usd: 0,
           })
           .where('id', '=', unit.id)
           .where('attempt', '=', unit.attempt)
-          .execute();
-        await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 });
+          .where('status', '=', 'RUNNING')
+          .executeTakeFirst();
+        // Another executor reclaimed it, or its outcome landed, since the read above.
+        if (Number(moved.numUpdatedRows) === 0) continue;
+        reclaimed.push(unit);
+        if (next === 'PENDING') await this.notifyWork(t, unit.job_id);
+        await this.bump(
+          t,
+          unit.job_id,
+          { RUNNING: -1, [next]: 1 },
+          unit.reserved_usd ? { reserved_usd: sql`reserved_usd - ${unit.reserved_usd}` } : {},
+        );
         await this.event(t, unit.job_id, 'unit', { unit_id: unit.id, attempt: unit.attempt, status: next, error: 'lease expired' });
       }
       for (const jobId of jobs.keys()) await this.finishIfDone(t, jobId);
-      return expired;
+      return reclaimed;
     });
   }
 
@@ -523,18 +679,20 @@ export class Repository {
     return this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).orderBy('id').limit(1).executeTakeFirst();
   }
 
-  async listUnits(jobId: number, filter: { status?: UnitState[] }, page: Page): Promise<UnitRow[]> {
+  async listUnits(jobId: number, filter: UnitFilter, page: Page): Promise<UnitRow[]> {
     let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId);
     if (filter.status?.length) q = q.where('status', 'in', filter.status);
+    if (filter.kind) q = q.where('kind', '=', filter.kind);
     return q.orderBy('id').limit(page.limit).offset(page.offset).execute();
   }
 
   /** Every unit of a job in id order, read a page at a time so memory stays flat. */
-  async *iterateUnits(jobId: number, filter: { status?: UnitState[] } = {}, pageSize = 1000): AsyncGenerator<UnitRow> {
+  async *iterateUnits(jobId: number, filter: UnitFilter = {}, pageSize = 1000): AsyncGenerator<UnitRow> {
     let after = 0;
     for (;;) {
       let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).where('id', '>', after);
       if (filter.status?.length) q = q.where('status', 'in', filter.status);
+      if (filter.kind) q = q.where('kind', '=', filter.kind);
       const rows = await q.orderBy('id').limit(pageSize).execute();
       for (const row of rows) yield row;
       if (rows.length < pageSize) return;
@@ -575,6 +733,29 @@ export class Repository {
       .execute();
   }
 
+  // ---- rate-limit cool-downs, shared by every executor ------------------------
+
+  /** Holds `workerType` back on every executor until `until` (never shortens a longer one). */
+  async shareCoolDown(workerType: string, until: number): Promise<void> {
+    const now = Date.now();
+    await this.db
+      .insertInto('cool_downs')
+      .values({ worker_type: workerType, until, updated_at: now })
+      .onConflict((oc) =>
+        oc
+          .column('worker_type')
+          .doUpdateSet({ until, updated_at: now })
+          .where('cool_downs.until', '<', until),
+      )
+      .execute();
+  }
+
+  /** Cool-downs still running, by worker type: epoch ms when each ends. */
+  async activeCoolDowns(now = Date.now()): Promise<Map<string, number>> {
+    const rows = await this.db.selectFrom('cool_downs').select(['worker_type', 'until']).where('until', '>', now).execute();
+    return new Map(rows.map((r) => [r.worker_type, r.until]));
+  }
+
   // ---- executors ------------------------------------------------------------
 
   async registerExecutor(row: ExecutorRow): Promise<void> {
@@ -604,4 +785,116 @@ export class Repository {
       .where('heartbeat_at', '<', Date.now() - staleMs)
       .execute();
   }
+
+  // ---- the HTTP front end: events, readiness, metrics, dashboard links --------
+
+  /** Appends an event and returns its seq (for checkpoints, whose callers want the id). */
+  async recordEvent(jobId: number, type: string, data: unknown): Promise<EventRow> {
+    return this.db
+      .insertInto('events')
+      .values({ job_id: jobId, type, data: JSON.stringify(data), created_at: Date.now() })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  }
+
+  /** Events of every job after a seq, optionally of some types only: the metrics tail. */
+  async eventsAfter(afterSeq: number, types: string[], limit: number): Promise<EventRow[]> {
+    let q = this.db.selectFrom('events').selectAll().where('seq', '>', afterSeq);
+    if (types.length > 0) q = q.where('type', 'in', types);
+    return q.orderBy('seq').limit(limit).execute();
+  }
+
+  async unitDurations(ids: number[]): Promise<{ id: number; duration_ms: number | null }[]> {
+    if (ids.length === 0) return [];
+    return this.db.selectFrom('work_units').select(['id', 'duration_ms']).where('id', 'in', ids).execute();
+  }
+
+  /** Unit counters, cost and tokens summed over every job: one aggregate over the jobs table. */
+  async totals(): Promise<Counts & { cost_usd: number; input_tokens: number; output_tokens: number }> {
+    const row = await this.db
+      .selectFrom('jobs')
+      .select((eb) => [
+        eb.fn.sum<number>('pending').as('pending'),
+        eb.fn.sum<number>('running').as('running'),
+        eb.fn.sum<number>('succeeded').as('succeeded'),
+        eb.fn.sum<number>('failed').as('failed'),
+        eb.fn.sum<number>('cancelled').as('cancelled'),
+        eb.fn.sum<number>('cost_usd').as('cost_usd'),
+        eb.fn.sum<number>('input_tokens').as('input_tokens'),
+        eb.fn.sum<number>('output_tokens').as('output_tokens'),
+      ])
+      .executeTakeFirst();
+    const n = (v: unknown) => Number(v ?? 0);
+    return {
+      pending: n(row?.pending),
+      running: n(row?.running),
+      succeeded: n(row?.succeeded),
+      failed: n(row?.failed),
+      cancelled: n(row?.cancelled),
+      cost_usd: n(row?.cost_usd),
+      input_tokens: n(row?.input_tokens),
+      output_tokens: n(row?.output_tokens),
+    };
+  }
+
+  /** Every registered executor, fresh or stale (the heartbeat age is the metric). */
+  async executors(): Promise<ExecutorRow[]> {
+    return this.db.selectFrom('executors').selectAll().execute();
+  }
+
+  /** When each finished unit of a job ended, and what it cost: the dashboard's charts. */
+  async unitFinishes(jobId: number): Promise<{ finished_at: number | null; status: UnitState; cost_usd: number | null }[]> {
+    return this.db
+      .selectFrom('work_units')
+      .select(['finished_at', 'status', 'cost_usd'])
+      .where('job_id', '=', jobId)
+      .where('finished_at', 'is not', null)
+      .orderBy('finished_at')
+      .execute();
+  }
+
+  /** The names of the migrations this database has run; a failed query means it is unreachable. */
+  async executedMigrations(): Promise<string[]> {
+    const rows = await this.db
+      .withTables<{ kysely_migration: { name: string } }>()
+      .selectFrom('kysely_migration')
+      .select('name')
+      .execute();
+    return rows.map((r) => r.name);
+  }
+
+  async insertDashboardToken(tokenSha256: string, expiresAt: number): Promise<void> {
+    await this.db.insertInto('dashboard_tokens').values({ token_sha256: tokenSha256, created_at: Date.now(), expires_at: expiresAt, used_at: null }).execute();
+  }
+
+  /** Spends a one-time token: true for exactly one caller, and only before it expires. */
+  async consumeDashboardToken(tokenSha256: string, now = Date.now()): Promise<boolean> {
+    const result = await this.db
+      .updateTable('dashboard_tokens')
+      .set({ used_at: now })
+      .where('token_sha256', '=', tokenSha256)
+      .where('used_at', 'is', null)
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    // Spent and expired tokens are useless; dropping them keeps the table small.
+    await this.db.deleteFrom('dashboard_tokens').where('expires_at', '<', now - 24 * 3600 * 1000).execute();
+    return Number(result.numUpdatedRows) === 1;
+  }
+}
+
+/**
+ * How many units a job may claim within its budget. Each claim reserves the
+ * expected cost of a unit: the running mean of the units that reported one (at
+ * first, the test unit's). With no cost known yet, one unit at a time probes it.
+ */
+export function budgetRoom(job: JobRow, room: number): { take: number; expected: number; exhausted: string | null } {
+  if (job.max_cost_usd === null || room <= 0) return { take: Math.max(0, room), expected: 0, exhausted: null };
+  const expected = job.costed_units > 0 ? job.cost_usd / job.costed_units : 0;
+  const left = job.max_cost_usd - job.cost_usd - job.reserved_usd;
+  const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise it (abp update ${job.id} --max-cost N) and resume`;
+  if (left <= 0) return { take: 0, expected, exhausted: why };
+  if (expected === 0) return { take: job.running > 0 ? 0 : Math.min(room, 1), expected, exhausted: null };
+  const fits = Math.floor(left / expected + 1e-9);
+  if (fits <= 0) return { take: 0, expected, exhausted: why };
+  return { take: Math.min(room, fits), expected, exhausted: null };
 }

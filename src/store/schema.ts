@@ -38,6 +38,17 @@ export interface JobsTable {
   updated_at: Millis;
   started_at: Millis | null;
   finished_at: Millis | null;
+  /** Budget: the expected cost of the units running now. */
+  reserved_usd: Defaulted<number>;
+  /** How many finished units reported a cost: the running mean is cost_usd / costed_units. */
+  costed_units: Defaulted<number>;
+  unit_ms_total: Defaulted<number>;
+  allow_partial: Defaulted<number>;
+  synthesis_unit_id: number | null;
+  /** The synthesis unit's output: the job's result. */
+  result: string | null;
+  auto_resume: Defaulted<number>;
+  resume_at: Millis | null;
 }
 
 export interface WorkUnitsTable {
@@ -70,6 +81,9 @@ export interface WorkUnitsTable {
   duration_ms: number | null;
   started_at: Millis | null;
   finished_at: Millis | null;
+  /** 'item', or 'synthesis' for the one unit that gathers every output. */
+  kind: Defaulted<string>;
+  reserved_usd: Defaulted<number>;
 }
 
 export interface UnitEventsTable {
@@ -109,6 +123,14 @@ export interface CodeApprovalsTable {
   created_at: Millis;
 }
 
+/** A one-time dashboard link, by the sha256 of its token; `used_at` is set when it is spent. */
+export interface DashboardTokensTable {
+  token_sha256: string;
+  created_at: Millis;
+  expires_at: Millis;
+  used_at: Millis | null;
+}
+
 export interface Database {
   jobs: JobsTable;
   work_units: WorkUnitsTable;
@@ -116,6 +138,15 @@ export interface Database {
   events: EventsTable;
   executors: ExecutorsTable;
   code_approvals: CodeApprovalsTable;
+  dashboard_tokens: DashboardTokensTable;
+  cool_downs: CoolDownsTable;
+}
+
+/** A worker type that hit a rate limit, and until when every executor holds it back. */
+export interface CoolDownsTable {
+  worker_type: string;
+  until: Millis;
+  updated_at: Millis;
 }
 
 export type JobRow = Selectable<JobsTable>;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
+import { createTestDatabaseSync, dropTestDatabase, queryPostgres, TEST_BACKEND } from './postgres.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -15,18 +16,25 @@ export interface CliResult {
 }
 
 /**
- * A fresh ABP_HOME (and so a fresh SQLite file) per test, the CLI spawned as a
- * real process, and cleanup that kills every executor the test started.
+ * A fresh ABP_HOME per test, with a fresh database: a SQLite file in it, or, when
+ * the run is the PostgreSQL project (ABP_TEST_DB=postgres), a fresh database on the
+ * run's PostgreSQL server. The CLI is spawned as a real process, and cleanup kills
+ * every executor the test started.
  */
 export class Sandbox {
   readonly home: string;
   readonly env: Record<string, string>;
+  /** Which database this sandbox's ABP_DB is. */
+  readonly backend = TEST_BACKEND;
+  /** The PostgreSQL database this sandbox created, dropped by cleanup. */
+  private readonly pgDatabase: string | undefined;
 
   constructor(env: Record<string, string> = {}) {
     this.home = mkdtempSync(join(tmpdir(), 'abp-test-'));
+    this.pgDatabase = this.backend === 'postgres' ? createTestDatabaseSync() : undefined;
     this.env = {
       ABP_HOME: this.home,
-      ABP_DB: join(this.home, 'abp.db'),
+      ABP_DB: this.pgDatabase ?? join(this.home, 'abp.db'),
       ABP_EXECUTOR_IDLE_SECONDS: '3',
       ABP_POLL_MS: '50',
       ABP_RETRY_BASE_MS: '50',
@@ -90,29 +98,37 @@ export class Sandbox {
     return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
   }
 
-  /** Opens the test's SQLite file directly, read-only, to check ground truth. */
-  db(): Database.Database {
-    return new Database(this.env.ABP_DB as string, { readonly: true, fileMustExist: true });
-  }
-
-  /** COUNT(*) of units by state, straight from the table. */
-  counts(job: number): Record<string, number> {
-    const db = this.db();
+  /**
+   * Runs one read-only query straight against the test's database, bypassing abp,
+   * to check ground truth. `?` placeholders work on both backends; counts and sums
+   * come back as numbers on both.
+   */
+  async query<T = Record<string, any>>(text: string, ...params: unknown[]): Promise<T[]> {
+    if (this.backend === 'postgres') return queryPostgres<T>(this.env.ABP_DB as string, text, params);
+    const db = new Database(this.env.ABP_DB as string, { readonly: true, fileMustExist: true });
     try {
-      const rows = db.prepare('select status, count(*) n from work_units where job_id = ? group by status').all(job) as { status: string; n: number }[];
-      const out: Record<string, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
-      for (const r of rows) out[r.status.toLowerCase()] = r.n;
-      return out;
+      return db.prepare(text).all(...params) as T[];
     } finally {
       db.close();
     }
   }
 
+  /** The first row of `query`, or undefined. */
+  async queryOne<T = Record<string, any>>(text: string, ...params: unknown[]): Promise<T | undefined> {
+    return (await this.query<T>(text, ...params))[0];
+  }
+
+  /** COUNT(*) of units by state, straight from the table. */
+  async counts(job: number): Promise<Record<string, number>> {
+    const rows = await this.query<{ status: string; n: number }>('select status, count(*) n from work_units where job_id = ? group by status', job);
+    const out: Record<string, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const r of rows) out[r.status.toLowerCase()] = r.n;
+    return out;
+  }
+
   async cleanup(): Promise<void> {
     try {
-      const db = this.db();
-      const pids = (db.prepare('select pid from executors').all() as { pid: number }[]).map((r) => r.pid);
-      db.close();
+      const pids = (await this.query<{ pid: number }>('select pid from executors')).map((r) => r.pid);
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -123,6 +139,7 @@ export class Sandbox {
     } catch {
       // no database was created
     }
+    if (this.pgDatabase) await dropTestDatabase(this.pgDatabase).catch(() => undefined);
     rmSync(this.home, { recursive: true, force: true });
   }
 }

@@ -80,7 +80,8 @@ export async function startPostgres(): Promise<PostgresServer> {
     try {
       exec('pg_ctl', [
         'start', '-w', '-t', '30', '-D', pgdata, '-l', join(dataDir, 'server.log'),
-        '-o', `-p ${port} -h 127.0.0.1 -k ${dataDir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off`,
+        // Room for many executors' pools at once (the distributed test runs four, beside other tests).
+        '-o', `-p ${port} -h 127.0.0.1 -k ${dataDir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400`,
       ]);
     } catch (err) {
       if (attempt < 3) continue;
@@ -111,9 +112,73 @@ export function testPostgresUrl(): string {
   return url;
 }
 
+/**
+ * Which database abp's own store uses in this test run: the vitest project
+ * `postgres` sets ABP_TEST_DB=postgres, and then every Sandbox (and every test
+ * that opens the store in-process) gets a fresh PostgreSQL database instead of a
+ * SQLite file.
+ */
+export const TEST_BACKEND: 'sqlite' | 'postgres' = process.env.ABP_TEST_DB === 'postgres' ? 'postgres' : 'sqlite';
+
+function newDatabaseName(): string {
+  return `abp_test_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function databaseUrl(adminUrl: string, name: string): string {
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/**
+ * createTestDatabase for synchronous callers (the Sandbox constructor), through
+ * psql: one CREATE DATABASE, a few tens of milliseconds.
+ */
+export function createTestDatabaseSync(adminUrl = testPostgresUrl()): string {
+  const name = newDatabaseName();
+  try {
+    execFileSync(join(postgresBinDir(), 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', adminUrl, '-c', `CREATE DATABASE ${name}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    const e = err as { stderr?: Buffer; message: string };
+    throw new Error(`CREATE DATABASE ${name} failed: ${e.message}
+${e.stderr ?? ''}`);
+  }
+  return databaseUrl(adminUrl, name);
+}
+
+/** Drops a test database, closing whatever connections executors left open. */
+export async function dropTestDatabase(url: string, adminUrl = testPostgresUrl()): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  if (!/^abp_test_\w+$/.test(name)) throw new Error(`refusing to drop ${name}: not a test database`);
+  await pgExec(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+/** int8 (COUNT, bigint columns) and numeric (SUM) as JS numbers, as abp's own store reads them. */
+const numberTypes = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === 20 || oid === 1700) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format as 'text');
+  },
+} as pg.CustomTypesConfig;
+
+/** One query with `?` placeholders (SQLite style, as tests write them) against a database URL. */
+export async function queryPostgres<T>(url: string, text: string, params: unknown[] = []): Promise<T[]> {
+  let n = 0;
+  const client = new pg.Client({ connectionString: url, types: numberTypes });
+  await client.connect();
+  try {
+    const result = await client.query(text.replace(/\?/g, () => `$${++n}`), params);
+    return result.rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
 /** A fresh, empty database on the test server; returns its URL. */
 export async function createTestDatabase(adminUrl = testPostgresUrl()): Promise<string> {
-  const name = `abp_test_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+  const name = newDatabaseName();
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {

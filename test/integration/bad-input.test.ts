@@ -26,9 +26,7 @@ describe('bad input gets a clear error and loses nothing', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/csv .*bad\.csv: .*line 2502/);
     expect(await jobCount()).toBe(0);
-    const db = sb.db();
-    expect((db.prepare('select count(*) n from work_units').get() as { n: number }).n).toBe(0);
-    db.close();
+    expect((await sb.queryOne<{ n: number }>('select count(*) n from work_units'))?.n).toBe(0);
   });
 
   it('a missing file, a directory and a pattern that matches nothing are named', async () => {

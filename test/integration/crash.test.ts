@@ -43,11 +43,9 @@ it('kill -9 of the executor at random points: the job still completes, each unit
     await sleep(300 + Math.floor(Math.random() * 900));
     executor.kill('SIGKILL');
     await executor;
-    const db = sb.db();
     const succeeded = new Set(
-      (db.prepare("select item_id from work_units where job_id = ? and status = 'SUCCEEDED'").all(id) as { item_id: string }[]).map((r) => r.item_id),
+      (await sb.query<{ item_id: string }>("select item_id from work_units where job_id = ? and status = 'SUCCEEDED'", id)).map((r) => r.item_id),
     );
-    db.close();
     frozen.push({ succeeded, runs: runCounts(log) });
     executor = sb.executor();
   }
@@ -74,10 +72,8 @@ it('kill -9 of the executor at random points: the job still completes, each unit
 
   // The counters equal a COUNT(*) of unit states.
   const status = await sb.status(id);
-  expect(status.counts).toEqual(sb.counts(id));
+  expect(status.counts).toEqual(await sb.counts(id));
   expect(status.counts).toEqual({ pending: 0, running: 0, succeeded: N, failed: 0, cancelled: 0 });
-  const db = sb.db();
-  const leftovers = db.prepare('select count(*) n from work_units where lease_owner is not null').get() as { n: number };
-  db.close();
-  expect(leftovers.n).toBe(0);
+  const leftovers = await sb.queryOne<{ n: number }>('select count(*) n from work_units where lease_owner is not null');
+  expect(leftovers?.n).toBe(0);
 });

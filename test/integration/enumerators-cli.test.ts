@@ -17,13 +17,8 @@ const spec = (type: string, config: Record<string, unknown>) => {
   return path;
 };
 
-function jobCount(): number {
-  const db = sb.db();
-  try {
-    return (db.prepare('select count(*) n from jobs').get() as { n: number }).n;
-  } finally {
-    db.close();
-  }
+async function jobCount(): Promise<number> {
+  return (await sb.queryOne<{ n: number }>('select count(*) n from jobs'))!.n;
 }
 
 describe('abp enumerators, preview and approve', () => {
@@ -51,7 +46,7 @@ describe('abp enumerators, preview and approve', () => {
     ]);
     expect(p.first_prompt).toContain('summarise {{item.x}} literally');
     expect(p.first_prompt).toContain('"x": "{{item.id}}"');
-    expect(jobCount()).toBe(0);
+    expect(await jobCount()).toBe(0);
     // Flags work as for create, and errors are the same as create's.
     const bad = await sb.cli(['preview', '--name', 'n', '--intent', 'i', '--enumerator', 'json', '-e', `file_path=${sb.path('missing.json')}`, '--worker', 'shell', '-w', 'command=true']);
     expect(bad.exitCode).toBe(2);
@@ -63,9 +58,7 @@ describe('abp enumerators, preview and approve', () => {
     const job = await sb.ok(['create', '--spec', spec('csv', { file_path: sb.path('rows.csv'), on_error: 'skip' })]);
     expect(job.total).toBe(2);
     expect(job.skipped.count).toBe(2);
-    const db = sb.db();
-    const events = db.prepare("select data from events where job_id = ? and type = 'enumeration_skipped'").all(job.job_id) as { data: string }[];
-    db.close();
+    const events = await sb.query<{ data: string }>("select data from events where job_id = ? and type = 'enumeration_skipped'", job.job_id);
     expect(events).toHaveLength(1);
     const data = JSON.parse(events[0]!.data);
     expect(data.count).toBe(2);
@@ -141,9 +134,7 @@ describe('abp enumerators, preview and approve', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/^abp: dynamic code threw after 1 items: Error: flaky source/);
     expect(await sb.status(created.job_id)).toMatchObject({ status: 'CREATED', status_reason: 'pending_approval', total: 0 });
-    const db = sb.db();
-    expect((db.prepare('select count(*) n from code_approvals').get() as { n: number }).n).toBe(0);
-    expect((db.prepare('select count(*) n from work_units').get() as { n: number }).n).toBe(0);
-    db.close();
+    expect((await sb.queryOne<{ n: number }>('select count(*) n from code_approvals'))?.n).toBe(0);
+    expect((await sb.queryOne<{ n: number }>('select count(*) n from work_units'))?.n).toBe(0);
   });
 });

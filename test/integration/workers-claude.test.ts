@@ -106,7 +106,7 @@ describe('claude worker, end to end against the real Claude Code CLI and a mock 
     expect((await sb.status(id)).status).toBe('CREATED');
     await sleep(500);
     expect(mock.requests).toHaveLength(0);
-    expect(sb.counts(id)).toMatchObject({ pending: 1, running: 0, succeeded: 0, failed: 0 });
+    expect(await sb.counts(id)).toMatchObject({ pending: 1, running: 0, succeeded: 0, failed: 0 });
   });
 
   it('429 and 529 cool the worker type down and recover without spending an attempt', async () => {
@@ -128,15 +128,10 @@ describe('claude worker, end to end against the real Claude Code CLI and a mock 
     expect(unit.attempt).toBe(3);
     expect(unit.conversation.filter((e: { kind: string }) => e.kind === 'api_retry').map((e: any) => e.data.error_status)).toEqual([429, 529]);
 
-    const db = sb.db();
-    try {
-      const coolDowns = db.prepare("select data from events where job_id = ? and type = 'cool_down' order by seq").all(id) as { data: string }[];
-      expect(coolDowns).toHaveLength(2);
-      // The first honours the server's Retry-After (1 s, as the CLI reports it).
-      expect(JSON.parse(coolDowns[0]!.data).ms).toBeGreaterThanOrEqual(1000);
-    } finally {
-      db.close();
-    }
+    const coolDowns = await sb.query<{ data: string }>("select data from events where job_id = ? and type = 'cool_down' order by seq", id);
+    expect(coolDowns).toHaveLength(2);
+    // The first honours the server's Retry-After (1 s, as the CLI reports it).
+    expect(JSON.parse(coolDowns[0]!.data).ms).toBeGreaterThanOrEqual(1000);
     // No request went out before the 429's Retry-After ran out.
     expect(mock.requests[1]!.at - mock.requests[0]!.at).toBeGreaterThanOrEqual(1000);
   });
@@ -148,13 +143,8 @@ describe('claude worker, end to end against the real Claude Code CLI and a mock 
     let pid: number | null = null;
     const deadline = Date.now() + 30_000;
     while (pid === null && Date.now() < deadline) {
-      const db = sb.db();
-      try {
-        const row = db.prepare('select worker_pid from work_units where job_id = ?').get(id) as { worker_pid: number | null } | undefined;
-        pid = row?.worker_pid ?? null;
-      } finally {
-        db.close();
-      }
+      const row = await sb.queryOne<{ worker_pid: number | null }>('select worker_pid from work_units where job_id = ?', id);
+      pid = row?.worker_pid ?? null;
       if (pid === null) await sleep(100);
     }
     expect(pid).not.toBeNull();
@@ -177,12 +167,7 @@ describe('claude worker, end to end against the real Claude Code CLI and a mock 
     expect(started.job.status_reason).toMatch(/^warning: .*--dangerously-skip-permissions/);
     // The run itself may succeed, or fail where the CLI refuses the flag (it does for root); either way it ends.
     await sb.waitFor(id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
-    const db = sb.db();
-    try {
-      const health = db.prepare("select data from events where job_id = ? and type = 'health'").get(id) as { data: string };
-      expect(JSON.parse(health.data)).toMatchObject({ status: 'ok', features: expect.arrayContaining(['dangerously_skip_permissions']) });
-    } finally {
-      db.close();
-    }
+    const health = await sb.queryOne<{ data: string }>("select data from events where job_id = ? and type = 'health'", id);
+    expect(JSON.parse(health!.data)).toMatchObject({ status: 'ok', features: expect.arrayContaining(['dangerously_skip_permissions']) });
   });
 });

@@ -115,15 +115,10 @@ describe('http-llm worker against a mock OpenAI Chat Completions API', () => {
     for (const r of after) expect(r.at - limited!.at).toBeGreaterThanOrEqual(2000);
     const results = await s.results(id);
     for (const r of results) expect(r.status).toBe('SUCCEEDED');
-    const db = s.db();
-    try {
-      const failures = db.prepare('select sum(failures) n from work_units where job_id = ?').get(id) as { n: number };
-      expect(failures.n).toBe(0);
-      const cool = db.prepare("select count(*) n from events where job_id = ? and type = 'cool_down'").get(id) as { n: number };
-      expect(cool.n).toBe(1);
-    } finally {
-      db.close();
-    }
+    const failures = await s.queryOne<{ n: number }>('select sum(failures) n from work_units where job_id = ?', id);
+    expect(failures?.n).toBe(0);
+    const cool = await s.queryOne<{ n: number }>("select count(*) n from events where job_id = ? and type = 'cool_down'", id);
+    expect(cool?.n).toBe(1);
     // Unpriced local model: no cost, not a made-up one.
     expect(done.cost_usd).toBe(0);
   });

@@ -70,6 +70,8 @@ export function specFromFlags(ctx: CommandContext): Record<string, unknown> {
   set('timeout_seconds', numberFlag(ctx, 'timeout'));
   set('max_cost_usd', numberFlag(ctx, 'max-cost'));
   set('post_processing_prompt', v['post-processing-prompt']);
+  if (v['allow-partial']) set('allow_partial', true);
+  if (v['auto-resume']) set('auto_resume', true);
   if (v['prompt-file']) set('prompt_template', readText('prompt-file', String(v['prompt-file'])));
   if (v['output-schema']) set('output_schema', readJsonFile('output-schema', String(v['output-schema'])));
   for (const [field, jsonFlag, kvFlag] of [
@@ -99,7 +101,7 @@ export const create: Command = {
            [--enumerator TYPE] [-e KEY=VALUE | -e KEY:=JSON ...] [--enumerator-config JSON]
            [--worker TYPE] [-w KEY=VALUE | -w KEY:=JSON ...] [--worker-config JSON]
            [--max-workers N] [--max-retries N] [--timeout SECONDS] [--max-cost USD]
-           [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [-q]`,
+           [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [--allow-partial] [--auto-resume] [-q]`,
   options: {
     spec: { type: 'string' },
     name: { type: 'string' },
@@ -117,6 +119,8 @@ export const create: Command = {
     'prompt-file': { type: 'string' },
     'output-schema': { type: 'string' },
     'post-processing-prompt': { type: 'string' },
+    'allow-partial': { type: 'boolean' },
+    'auto-resume': { type: 'boolean' },
     quiet: { type: 'boolean', short: 'q' },
   },
   async run(ctx) {

@@ -1,36 +1,50 @@
 import { UNIT_STATES } from '../../domain/states.js';
-import type { ResultLine } from '../../orchestrator/views.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../../orchestrator/exports.js';
 import type { Command } from '../command.js';
 import { enumFlag, jobIdArg, usage } from '../command.js';
-import { csvRow } from '../format.js';
-
-const FORMATS = ['jsonl', 'json', 'csv'] as const;
-const CSV_COLUMNS = ['unit_id', 'item_id', 'status', 'attempt', 'output', 'error', 'cost_usd', 'duration_ms', 'payload'] as const;
 
 function write(text: string): Promise<void> {
-  return new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
+  return new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', () => resolve())));
+}
+
+/** `dir:PATH`, `jsonl:PATH`, `table:CONNECTION#TABLE`, or a JSON sink spec. */
+export function sinkFromFlag(raw: string, create: boolean): unknown {
+  if (raw.trim().startsWith('{')) {
+    try {
+      return JSON.parse(raw);
+    } catch (err) {
+      throw usage(`--sink: not valid JSON: ${(err as Error).message}`);
+    }
+  }
+  const colon = raw.indexOf(':');
+  const type = raw.slice(0, colon);
+  const rest = raw.slice(colon + 1);
+  if (colon <= 0 || !rest) throw usage(`--sink: expected dir:PATH, jsonl:PATH or table:CONNECTION#TABLE, got ${JSON.stringify(raw)}`);
+  if (type === 'table') {
+    const hash = rest.lastIndexOf('#');
+    if (hash <= 0) throw usage(`--sink: a table sink is table:CONNECTION#TABLE, got ${JSON.stringify(raw)}`);
+    return { type, connection_string: rest.slice(0, hash), table: rest.slice(hash + 1), create };
+  }
+  return { type, path: rest };
 }
 
 export const results: Command = {
   name: 'results',
-  summary: 'Print every unit’s outcome, streamed: JSON Lines (default), a JSON array, or CSV.',
-  usage: 'abp results JOB [--format jsonl|json|csv] [--status STATE[,STATE]]',
-  options: { format: { type: 'string' }, status: { type: 'string', multiple: true } },
+  summary: 'Print every unit’s outcome, streamed (JSONL, JSON, CSV with structured outputs as columns, Markdown), or write them to a sink.',
+  usage: 'abp results JOB [--format jsonl|json|csv|markdown] [--status STATE[,STATE]] [--sink dir:PATH | jsonl:PATH | table:CONNECTION#TABLE [--create-table]]',
+  options: { format: { type: 'string' }, status: { type: 'string', multiple: true }, sink: { type: 'string', multiple: true }, 'create-table': { type: 'boolean' } },
   async run(ctx) {
     const id = jobIdArg(ctx);
-    const format = (ctx.values.format as string | undefined) ?? (ctx.json ? 'json' : 'jsonl');
-    if (!(FORMATS as readonly string[]).includes(format)) throw usage(`--format: expected one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
     const app = await ctx.app();
-    const lines = app.orchestrator.results(id, { status: enumFlag(ctx, 'status', UNIT_STATES) });
-    let first = true;
-    if (format === 'csv') await write(`${CSV_COLUMNS.join(',')}\n`);
-    if (format === 'json') await write('[');
-    for await (const line of lines) {
-      if (format === 'jsonl') await write(`${JSON.stringify(line)}\n`);
-      else if (format === 'json') await write(`${first ? '\n' : ',\n'}${JSON.stringify(line)}`);
-      else await write(`${csvRow(CSV_COLUMNS.map((c) => line[c as keyof ResultLine]))}\n`);
-      first = false;
+    const sinks = (ctx.values.sink as string[] | undefined) ?? [];
+    if (sinks.length > 0) {
+      const reports = [];
+      for (const raw of sinks) reports.push(await app.orchestrator.writeSink(id, sinkFromFlag(raw, Boolean(ctx.values['create-table']))));
+      ctx.print(reports.map((r) => `${r.sink} ${r.target}: ${r.written} written, ${r.skipped} skipped`).join('\n'), reports);
+      return;
     }
-    if (format === 'json') await write(first ? ']\n' : '\n]\n');
+    const format = ((ctx.values.format as string | undefined) ?? (ctx.json ? 'json' : 'jsonl')) as ExportFormat;
+    if (!EXPORT_FORMATS.includes(format)) throw usage(`--format: expected one of ${EXPORT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+    for await (const chunk of app.orchestrator.exportResults(id, format, { status: enumFlag(ctx, 'status', UNIT_STATES) })) await write(chunk);
   },
 };

@@ -1,20 +1,39 @@
-import { loadApiKey } from '../../http/security.js';
+import { truthy } from '../../config.js';
+import { AbpError } from '../../domain/errors.js';
+import { DEFAULT_MAX_BODY } from '../../http/body.js';
+import { isLoopback, loadApiKey } from '../../http/security.js';
+import { dashboardLink, removeServeRecord, writeServeRecord } from '../../http/serve-record.js';
 import { startHttpServer } from '../../http/server.js';
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
 
 const list = (raw: string | undefined) => (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
+function envNumber(name: string, fallback: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min) throw new AbpError('invalid_input', `${name}: expected a number >= ${min}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
 export const serve: Command = {
   name: 'serve',
-  summary: 'Serve the HTTP API (MCP over Streamable HTTP at /mcp), protected by an API key.',
-  usage: 'abp serve [--host 127.0.0.1] [--port 7070]',
-  options: { host: { type: 'string' }, port: { type: 'string' } },
+  summary: 'Serve the HTTP API, event streams, metrics and dashboard (and MCP at /mcp), protected by an API key.',
+  usage: 'abp serve [--host 127.0.0.1] [--port 7070] [--force]',
+  options: { host: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' } },
   async run(ctx) {
-    const app = await ctx.app();
     const env = process.env;
-    const port = intFlag(ctx, 'port', 0) ?? Number(env.ABP_HTTP_PORT ?? 7070);
+    const port = intFlag(ctx, 'port', 0) ?? envNumber('ABP_HTTP_PORT', 7070, 0);
     const host = (ctx.values.host as string | undefined) ?? env.ABP_HTTP_HOST ?? '127.0.0.1';
+    // A generated key file is fine on loopback; beyond it, the operator must choose the key on purpose.
+    if (!isLoopback(host) && !env.ABP_API_KEY && !ctx.values.force && !truthy(env.ABP_SERVE_FORCE)) {
+      throw new AbpError(
+        'invalid_input',
+        `--host ${host}: binding beyond loopback needs ABP_API_KEY set to a key you chose; pass --force (or ABP_SERVE_FORCE=1) to use the generated key anyway`,
+      );
+    }
+    const app = await ctx.app();
     const { key, source } = loadApiKey(app.config.home);
     const http = await startHttpServer(app, {
       host,
@@ -22,13 +41,20 @@ export const serve: Command = {
       apiKey: key,
       allowedHosts: list(env.ABP_ALLOWED_HOSTS),
       allowedOrigins: list(env.ABP_CORS_ORIGINS),
+      maxBodyBytes: envNumber('ABP_MAX_BODY_BYTES', DEFAULT_MAX_BODY, 1),
+      rateLimitPerMinute: envNumber('ABP_RATE_LIMIT', 600, 0),
+      sseKeepAliveMs: envNumber('ABP_SSE_KEEPALIVE_SECONDS', 15, 0.05) * 1000,
     });
+    writeServeRecord(app.config.home, http.url);
     process.stderr.write(`abp serve: listening on ${http.url} (MCP at ${http.url}/mcp; API key from ${source})\n`);
+    const link = await dashboardLink(app.orchestrator, app.config.home, http.url);
+    process.stderr.write(`abp serve: dashboard (one-time link, valid 15 minutes): ${link.url}\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGTERM', resolve);
       process.once('SIGINT', resolve);
     });
     process.stderr.write('abp serve: shutting down\n');
+    removeServeRecord(app.config.home);
     await http.close();
   },
 };

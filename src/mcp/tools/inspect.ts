@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { JOB_STATES, UNIT_STATES } from '../../domain/states.js';
 import { JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../../domain/wire.js';
-import { defineTool, jobId, page } from '../tool.js';
+import { EXPORT_FORMATS, exportResults } from '../../orchestrator/exports.js';
+import { defineTool, jobId, jsonObject, page, toObject } from '../tool.js';
 
 const read = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
 const jobStates = z.array(z.enum(JOB_STATES)).optional().describe('Only jobs in these states.');
@@ -70,14 +71,51 @@ export const getUnit = defineTool({
 export const getResults = defineTool({
   name: 'get_results',
   title: 'Get a job’s results',
-  description: 'Returns a page of unit outcomes: payload, output (structured outputs as JSON), error and cost. Page through large jobs with offset.',
-  input: { job_id: jobId, status: unitStates, ...page },
-  output: { job_id: z.int(), results: z.array(ResultLineWire), next_offset: z.int().nullable() },
+  description:
+    'Returns a page of unit outcomes: payload, output (structured outputs as JSON), error and cost. Page through large jobs with offset. ' +
+    'With format, the page also comes rendered as JSONL, CSV (structured outputs as columns) or Markdown.',
+  input: {
+    job_id: jobId,
+    status: unitStates,
+    format: z.enum(EXPORT_FORMATS).optional().describe('Also render the page as jsonl, json, csv or markdown, in `formatted`.'),
+    ...page,
+  },
+  output: {
+    job_id: z.int(),
+    result: z.string().nullable().describe('The synthesis step’s output, when the job has one.'),
+    results: z.array(ResultLineWire),
+    next_offset: z.int().nullable(),
+    formatted: z.string().optional(),
+  },
   annotations: read,
-  async handler({ job_id, status, limit = 50, offset = 0 }, { app }) {
+  async handler({ job_id, status, format, limit = 50, offset = 0 }, { app }) {
     const results = await app.orchestrator.resultsPage(job_id, { status }, { limit, offset });
-    return { job_id, results, next_offset: nextOffset(offset, results.length, limit) };
+    const job = await app.orchestrator.getJob(job_id);
+    let formatted: string | undefined;
+    if (format) {
+      formatted = '';
+      for await (const chunk of exportResults(job, async function* () {
+        yield* results;
+      }, format)) formatted += chunk;
+    }
+    return { job_id, result: job.result, results, next_offset: nextOffset(offset, results.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
   },
 });
 
-export const inspectTools = [getJob, getJobStatus, listJobs, listUnits, getUnit, getResults];
+export const writeResults = defineTool({
+  name: 'write_results',
+  title: 'Write a job’s results to a sink',
+  description:
+    'Writes every unit’s result to a folder (one file per unit, named from the item), a SQLite or PostgreSQL table (one row per unit, structured output fields as columns) or a JSONL file. Re-running replaces what it wrote; it never duplicates.',
+  input: {
+    job_id: jobId,
+    sink: jsonObject('{"type": "dir", "path": …} | {"type": "jsonl", "path": …} | {"type": "table", "connection_string": …, "table": …, "create": true}.'),
+  },
+  output: { sink: z.string(), target: z.string(), written: z.int(), skipped: z.int() },
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  async handler({ job_id, sink }, { app }) {
+    return app.orchestrator.writeSink(job_id, toObject(sink, 'sink'));
+  },
+});
+
+export const inspectTools = [getJob, getJobStatus, listJobs, listUnits, getUnit, getResults, writeResults];

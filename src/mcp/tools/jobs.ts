@@ -12,9 +12,10 @@ const count = (d: string) => z.coerce.number().int().optional().describe(d);
 export const specInput = {
   name: field.name,
   user_intent: field.user_intent,
-  enumerator_type: field.enumerator_type,
+  // Optional so that a sync job (job type sync: the `sync` section) can leave it out; a batch job still needs it.
+  enumerator_type: field.enumerator_type.optional(),
   enumerator_config: jsonObject("The enumerator's settings, e.g. {\"base_directory\": \"docs\", \"pattern\": \"**/*.md\"} for file; see list_enumerators.").optional(),
-  worker_type: field.worker_type,
+  worker_type: field.worker_type.optional(),
   worker_config: jsonObject("The worker's settings, e.g. {\"command\": \"wc\", \"args\": [\"{{item.file_path}}\"]} for shell.").optional(),
   max_workers: count('Units of this job that may run at once (default 4).'),
   max_retries: count('Retries of a failed unit before it is FAILED (default 3).'),
@@ -22,14 +23,24 @@ export const specInput = {
   output_schema: jsonObject('A JSON Schema each unit’s answer should follow.').optional(),
   max_cost_usd: z.coerce.number().positive().optional().describe(field.max_cost_usd.description ?? ''),
   post_processing_prompt: field.post_processing_prompt,
+  allow_partial: flag('Run the synthesis step even when some units failed.'),
+  auto_resume: flag('Resume by itself when a worker’s quota resets.'),
   prompt_template: field.prompt_template,
+  sync: jsonObject(
+    'Makes this a sync job (job type sync): {source, target, mode: one-way|two-way, options, transform?}. Providers: ' +
+      '{type: dir, path} | {type: jsonl|json, path, id_field} | {type: csv, path, id_column} | {type: sqlite, path, table} | {type: postgres, url, table}. ' +
+      'enumerator_type and worker_type are then left out; preview_job shows the plan (a dry run); the first chunk of writes is the test unit.',
+  ).optional(),
 };
 
 /** Tool arguments back into a JobSpec: drops absent fields, parses JSON strings. */
 export function toSpec(args: Record<string, unknown>): Record<string, unknown> {
   const spec: Record<string, unknown> = Object.fromEntries(Object.entries(args).filter(([, v]) => v !== undefined));
-  for (const key of ['enumerator_config', 'worker_config', 'output_schema'] as const) {
+  for (const key of ['enumerator_config', 'worker_config', 'output_schema', 'sync'] as const) {
     if (spec[key] !== undefined) spec[key] = toObject(spec[key], key);
+  }
+  for (const key of ['allow_partial', 'auto_resume'] as const) {
+    if (spec[key] !== undefined) spec[key] = truthy(spec[key] as boolean | 'true' | 'false');
   }
   return spec;
 }
@@ -40,7 +51,8 @@ export const createJob = defineTool({
   description:
     'Creates a job that applies one instruction (user_intent) to every item an enumerator yields, e.g. every file matching a glob or every CSV row. ' +
     'Use preview_job first when unsure of the config. The job starts in CREATED; call start_job next to run one test unit. ' +
-    'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash (approve_code).',
+    'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash (approve_code). ' +
+    'With a `sync` section instead of an enumerator, it creates a sync job that keeps a target inventory in step with a source (the plan is made now; its units are the writes).',
   input: specInput,
   output: { ...JobDetailWire.shape, approval: z.looseObject({ status: z.string() }).optional() },
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
@@ -179,18 +191,23 @@ export const updateJob = defineTool({
   name: 'update_job',
   title: 'Edit a CREATED job',
   description:
-    'Changes the prompt template, intent or name of a job that is CREATED (new, or after its test unit was rejected). Then call start_job to test again.',
+    'Changes the prompt template, intent or name of a job that is CREATED (new, or after its test unit was rejected), then call start_job to test again; or raises the budget of any job that has not ended.',
   input: {
     job_id: jobId,
     prompt_template: z.string().min(1).optional().describe('The new prompt template; placeholders {{intent}}, {{item.FIELD}}, {{item_data}}, {{job.name}}.'),
     user_intent: z.string().min(1).optional().describe('The new instruction applied to every item.'),
     name: z.string().min(1).optional().describe('A new name.'),
+    max_cost_usd: z.coerce.number().positive().optional().describe('A new budget, on any job that has not ended; then resume_job a job paused for budget_exhausted.'),
+    auto_resume: flag('Resume by itself when a worker’s quota resets.'),
   },
   output: JobDetailWire.shape,
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
   async handler(args, { app }) {
-    const { job_id, ...fields } = args;
-    return app.orchestrator.updateJob(job_id, Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
+    const { job_id, auto_resume, ...fields } = args;
+    return app.orchestrator.updateJob(job_id, {
+      ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)),
+      ...(auto_resume !== undefined ? { auto_resume: truthy(auto_resume) } : {}),
+    });
   },
 });
 

@@ -1,0 +1,14 @@
+import { dashboardLink } from '../../http/serve-record.js';
+import type { Command } from '../command.js';
+
+export const dashboard: Command = {
+  name: 'dashboard',
+  summary: 'Print a one-time link that opens the dashboard of the running `abp serve`.',
+  usage: 'abp dashboard [--json]',
+  options: {},
+  async run(ctx) {
+    const app = await ctx.app();
+    const link = await dashboardLink(app.orchestrator, app.config.home);
+    ctx.print(`${link.url}\n(works once, until ${link.expires_at}; it signs this browser in to ${link.dashboard})`, link);
+  },
+};

@@ -1,0 +1,61 @@
+import type { HealthStatus } from './worker.js';
+
+/**
+ * A sync inventory: something that can be read whole (snapshot) and written a key
+ * at a time. Snapshots are light (key → hash), so a million items fit in memory;
+ * full items are read only for the keys a chunk writes.
+ */
+
+/** One item in a snapshot: a content hash and, when the provider knows it, the last-modified time. */
+export interface SnapshotEntry {
+  hash: string;
+  /** Epoch ms. */
+  updated_at?: number;
+}
+
+/** Items keyed by their canonical key. */
+export type Snapshot = Map<string, SnapshotEntry>;
+
+/** A full item, as read from or written to a provider. Records are plain JSON objects; dir items are {key, content, encoding}. */
+export type ProviderRecord = Record<string, unknown>;
+
+export interface ProviderItem {
+  key: string;
+  data: ProviderRecord;
+}
+
+export const WRITE_STATUSES = ['confirmed', 'skipped', 'unresolved'] as const;
+export type WriteStatus = (typeof WRITE_STATUSES)[number];
+
+/** What happened to one key of a write. Outcomes are values: a write never throws for one bad item. */
+export type WriteOutcome =
+  | { key: string; status: 'confirmed'; /** The hash a snapshot will show for what was written. */ hash: string }
+  | { key: string; status: 'skipped' | 'unresolved'; reason: string };
+
+export interface ProviderHealth {
+  status: HealthStatus;
+  details: string;
+}
+
+export interface Provider {
+  readonly type: string;
+  /** ok, down (unreachable: no writes) or auth_failed (the pair is skipped). Never throws. */
+  health(): Promise<ProviderHealth>;
+  /** Every item's key and hash. Throws AbpError('enumeration_failed') when the inventory cannot be read whole. */
+  snapshot(signal: AbortSignal): Promise<Snapshot>;
+  /** Full items for these keys; keys that are gone are absent from the map. */
+  read(keys: readonly string[]): Promise<Map<string, ProviderRecord>>;
+  /** Adds (or overwrites, so a retried chunk is harmless) each item. */
+  add(items: readonly ProviderItem[]): Promise<WriteOutcome[]>;
+  update(items: readonly ProviderItem[]): Promise<WriteOutcome[]>;
+  remove(keys: readonly string[]): Promise<WriteOutcome[]>;
+  /** Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A provider type: its name and how to open one from a parsed config. */
+export interface ProviderFactory<C> {
+  readonly type: string;
+  readonly description: string;
+  open(config: C): Provider;
+}

@@ -1,0 +1,156 @@
+import { once } from 'node:events';
+import { z } from 'zod';
+import { AbpError } from '../domain/errors.js';
+import { CheckpointInput } from '../domain/wire.js';
+import type { UnitState } from '../domain/states.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../orchestrator/exports.js';
+import { sendJson } from './errors.js';
+import { idParam, JobListQuery, nextOffset, paging, parseBody, parseQuery, UnitListQuery } from './params.js';
+import type { RouteContext, Router } from './router.js';
+
+const CreateQuery = z.strictObject({
+  mode: z.enum(['plan', 'create']).default('create').describe('plan: preview only, nothing is created'),
+  sample: z.coerce.number().int().min(0).max(100).optional(),
+});
+
+const StartBody = z.strictObject({
+  approve: z.boolean().optional(),
+  reject: z.boolean().optional(),
+  skip_test: z.boolean().optional(),
+  wait_seconds: z.number().min(0).max(50).optional(),
+});
+
+const Empty = z.strictObject({});
+
+/** How each export format goes over the wire. */
+const EXPORT_WIRE: Record<ExportFormat, { type: string; ext: string }> = {
+  jsonl: { type: 'application/x-ndjson; charset=utf-8', ext: 'jsonl' },
+  json: { type: 'application/json; charset=utf-8', ext: 'json' },
+  csv: { type: 'text/csv; charset=utf-8', ext: 'csv' },
+  markdown: { type: 'text/markdown; charset=utf-8', ext: 'md' },
+};
+
+/**
+ * Without `format`, a page of results in the JSON envelope. With `format` (one of
+ * the export formats the CLI's `abp results --format` writes), the whole job's
+ * results as a download, streamed with backpressure, so memory stays flat.
+ */
+async function sendResults(ctx: RouteContext, jobId: number, query: z.infer<typeof ResultsQuery>): Promise<void> {
+  const filter = query.status ? { status: query.status as UnitState[] } : {};
+  if (query.format === undefined) {
+    const page = { limit: query.limit, offset: query.offset };
+    const results = await ctx.app.orchestrator.resultsPage(jobId, filter, page);
+    sendJson(ctx.res, 200, { job_id: jobId, results, next_offset: nextOffset(page.offset, results.length, page.limit) });
+    return;
+  }
+  const format = query.format;
+  const chunks = ctx.app.orchestrator.exportResults(jobId, format, filter)[Symbol.asyncIterator]();
+  // The first chunk is read before the headers go out, so a missing job is still a 404.
+  let next = await chunks.next();
+  ctx.res.writeHead(200, {
+    'content-type': EXPORT_WIRE[format].type,
+    'content-disposition': `attachment; filename="job-${jobId}-results.${EXPORT_WIRE[format].ext}"`,
+    'cache-control': 'no-store',
+  });
+  while (!next.done) {
+    if (!ctx.res.write(next.value)) await once(ctx.res, 'drain');
+    next = await chunks.next();
+  }
+  ctx.res.end();
+}
+
+const ResultsQuery = z.strictObject({
+  status: UnitListQuery.shape.status,
+  ...paging,
+  format: z.enum(EXPORT_FORMATS).optional(),
+});
+
+/** Jobs, units, results and job control. Every handler goes through the Orchestrator. */
+export function jobRoutes(router: Router): void {
+  router.add('POST', '/jobs', async (ctx) => {
+    const query = parseQuery(ctx.url, CreateQuery);
+    const spec = await ctx.body();
+    const orchestrator = ctx.app.orchestrator;
+    if (query.mode === 'plan') {
+      sendJson(ctx.res, 200, await orchestrator.preview(spec, query.sample === undefined ? {} : { sample: query.sample }));
+      return;
+    }
+    const job = await orchestrator.createJob(spec);
+    sendJson(ctx.res, 201, job, { location: `/jobs/${job.job_id}` });
+  });
+
+  router.add('GET', '/jobs', async (ctx) => {
+    const { status, limit, offset } = parseQuery(ctx.url, JobListQuery);
+    const jobs = await ctx.app.orchestrator.listJobs(status ? { status } : {}, { limit, offset });
+    sendJson(ctx.res, 200, { jobs, next_offset: nextOffset(offset, jobs.length, limit) });
+  });
+
+  router.add('GET', '/jobs/:id', async (ctx) => {
+    parseQuery(ctx.url, Empty);
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.getJob(idParam(ctx.params, 'id')));
+  });
+
+  router.add('DELETE', '/jobs/:id', async (ctx) => {
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.cancel(idParam(ctx.params, 'id')));
+  });
+
+  router.add('GET', '/jobs/:id/units', async (ctx) => {
+    const id = idParam(ctx.params, 'id');
+    const { status, limit, offset } = parseQuery(ctx.url, UnitListQuery);
+    const units = await ctx.app.orchestrator.listUnits(id, status ? { status } : {}, { limit, offset });
+    sendJson(ctx.res, 200, { job_id: id, units, next_offset: nextOffset(offset, units.length, limit) });
+  });
+
+  router.add('GET', '/jobs/:id/units/:unit_id', async (ctx) => {
+    const id = idParam(ctx.params, 'id');
+    const unitId = idParam(ctx.params, 'unit_id');
+    const unit = await ctx.app.orchestrator.unit(unitId);
+    // A unit id under another job's path is not this job's unit.
+    if (unit.job_id !== id) throw new AbpError('not_found', `unit ${unitId} does not belong to job ${id}`);
+    sendJson(ctx.res, 200, unit);
+  });
+
+  router.add('GET', '/jobs/:id/results', async (ctx) => {
+    const id = idParam(ctx.params, 'id');
+    await sendResults(ctx, id, parseQuery(ctx.url, ResultsQuery));
+  });
+
+  router.add('GET', '/jobs/:id/timeline', async (ctx) => {
+    const { buckets } = parseQuery(ctx.url, z.strictObject({ buckets: z.coerce.number().int().min(1).max(500).default(60) }));
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.monitor.timeline(idParam(ctx.params, 'id'), buckets));
+  });
+
+  router.add('POST', '/jobs/:id/start', async (ctx) => {
+    const id = idParam(ctx.params, 'id');
+    const body = parseBody(await ctx.body(), StartBody);
+    const result = await ctx.app.orchestrator.start(id, {
+      approve: body.approve ?? false,
+      reject: body.reject ?? false,
+      skipTest: body.skip_test ?? false,
+      ...(body.wait_seconds === undefined ? {} : { waitSeconds: body.wait_seconds }),
+    });
+    sendJson(ctx.res, 200, result);
+  });
+
+  const control = (move: 'pause' | 'resume' | 'retry') =>
+    router.add('POST', `/jobs/:id/${move}`, async (ctx) => {
+      const id = idParam(ctx.params, 'id');
+      parseBody(await ctx.body(), Empty);
+      const o = ctx.app.orchestrator;
+      sendJson(ctx.res, 200, move === 'pause' ? await o.pause(id) : move === 'resume' ? await o.resume(id) : await o.retryFailed(id));
+    });
+  control('pause');
+  control('resume');
+  control('retry');
+
+  router.add('POST', '/jobs/:id/checkpoints', async (ctx) => {
+    const id = idParam(ctx.params, 'id');
+    const { type, data } = parseBody(await ctx.body(), CheckpointInput);
+    const event = await ctx.app.orchestrator.monitor.checkpoint(id, type, data ?? null);
+    sendJson(ctx.res, 201, event);
+  });
+
+  router.add('GET', '/overview', async (ctx) => {
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.overview());
+  });
+}

@@ -1,0 +1,131 @@
+import { hash } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat, writeFile, rename, rmdir } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import type { z } from 'zod';
+import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import { errorMessage } from '../../domain/errors.js';
+import type { DirProviderConfig } from '../../domain/sync-pair.js';
+import { down, ok, snapshotFailed } from './records.js';
+
+type Config = z.infer<typeof DirProviderConfig>;
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Text stays text (so a transform worker can read it); anything else travels as base64. */
+function toItem(key: string, bytes: Buffer): ProviderRecord {
+  try {
+    return { key, content: decoder.decode(bytes), encoding: 'utf8' };
+  } catch {
+    return { key, content: bytes.toString('base64'), encoding: 'base64' };
+  }
+}
+
+function bytesOf(data: ProviderRecord): Buffer {
+  const content = typeof data.content === 'string' ? data.content : '';
+  return data.encoding === 'base64' ? Buffer.from(content, 'base64') : Buffer.from(content, 'utf8');
+}
+
+/** A key must stay inside the folder: no absolute paths, no `..` segments. */
+function inside(root: string, key: string): string | undefined {
+  const full = resolve(root, key);
+  const rel = relative(root, full);
+  return rel === '' || rel.startsWith('..') || isAbsolute(rel) ? undefined : full;
+}
+
+/** The files under a folder: key = the path relative to it (with /), hash = sha256 of the bytes, updated_at = mtime. */
+export const dirProvider: ProviderFactory<Config> = {
+  type: 'dir',
+  description: 'The files under a folder; key = relative path, hash = content sha256.',
+  open(cfg): Provider {
+    const root = resolve(cfg.path);
+    const wanted = (name: string) => !cfg.extensions || cfg.extensions.some((e) => name.endsWith(e));
+    const write = async (items: readonly ProviderItem[]): Promise<WriteOutcome[]> => {
+      const out: WriteOutcome[] = [];
+      for (const item of items) {
+        const file = inside(root, item.key);
+        if (!file) {
+          out.push({ key: item.key, status: 'unresolved', reason: 'the key leaves the folder' });
+          continue;
+        }
+        try {
+          const bytes = bytesOf(item.data);
+          await mkdir(dirname(file), { recursive: true });
+          const tmp = `${file}.abp-${process.pid}.tmp`;
+          await writeFile(tmp, bytes);
+          await rename(tmp, file);
+          out.push({ key: item.key, status: 'confirmed', hash: hash('sha256', bytes) });
+        } catch (err) {
+          out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
+        }
+      }
+      return out;
+    };
+    return {
+      type: 'dir',
+      async health() {
+        if (!existsSync(root)) return down(`${root} does not exist`);
+        return statSync(root).isDirectory() ? ok(`${root} is a folder`) : down(`${root} is not a folder`);
+      },
+      async snapshot(signal) {
+        const snapshot: Snapshot = new Map();
+        try {
+          const walk = async (dir: string): Promise<void> => {
+            for (const entry of await readdir(dir, { withFileTypes: true })) {
+              signal.throwIfAborted();
+              const full = join(dir, entry.name);
+              if (entry.isDirectory()) await walk(full);
+              else if (entry.isFile() && wanted(entry.name) && !entry.name.endsWith('.tmp')) {
+                const [bytes, info] = await Promise.all([readFile(full), stat(full)]);
+                snapshot.set(relative(root, full).split(sep).join('/'), { hash: hash('sha256', bytes), updated_at: Math.floor(info.mtimeMs) });
+              }
+            }
+          };
+          await walk(root);
+        } catch (err) {
+          throw snapshotFailed(`dir ${root}`, err);
+        }
+        return snapshot;
+      },
+      async read(keys) {
+        const out = new Map<string, ProviderRecord>();
+        for (const key of keys) {
+          const file = inside(root, key);
+          if (!file) continue;
+          try {
+            out.set(key, toItem(key, await readFile(file)));
+          } catch {
+            // Gone since the plan: the caller reports it as skipped.
+          }
+        }
+        return out;
+      },
+      add: write,
+      update: write,
+      async remove(keys) {
+        const out: WriteOutcome[] = [];
+        for (const key of keys) {
+          const file = inside(root, key);
+          if (!file) {
+            out.push({ key, status: 'unresolved', reason: 'the key leaves the folder' });
+            continue;
+          }
+          if (!existsSync(file)) {
+            out.push({ key, status: 'skipped', reason: 'not present' });
+            continue;
+          }
+          try {
+            await rm(file);
+            // Leave no empty folders behind, up to the root.
+            for (let d = dirname(file); d !== root && d.startsWith(root); d = dirname(d)) await rmdir(d).catch(() => undefined);
+            out.push({ key, status: 'confirmed', hash: '' });
+          } catch (err) {
+            out.push({ key, status: 'unresolved', reason: errorMessage(err) });
+          }
+        }
+        return out;
+      },
+      async close() {},
+    };
+  },
+};

@@ -1,0 +1,109 @@
+import { hash } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { ProviderHealth, ProviderRecord, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
+import { AbpError, errorMessage } from '../../domain/errors.js';
+
+/**
+ * Helpers shared by the record providers (jsonl, json, csv, sqlite, postgres):
+ * one hash for a record whatever holds it, so a CSV row and a table row with the
+ * same values compare equal.
+ */
+
+function scalar(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value instanceof Date) return value.toISOString();
+  if (Buffer.isBuffer(value)) return value.toString('base64');
+  return canonicalJson(value);
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/**
+ * sha256 over the record's fields in key order, every value as text and null
+ * fields left out: a CSV's "5" equals a table's 5, and a NULL column one side
+ * lacks does not make two equal records differ. Built by concatenation, with
+ * control characters as separators, because this runs once per item of every
+ * snapshot (a million-item pair plans in seconds).
+ */
+export function recordHash(record: ProviderRecord): string {
+  const keys = Object.keys(record);
+  let sorted = true;
+  for (let i = 1; i < keys.length; i++) {
+    if ((keys[i - 1] as string) > (keys[i] as string)) {
+      sorted = false;
+      break;
+    }
+  }
+  if (!sorted) keys.sort();
+  let text = '';
+  for (const k of keys) {
+    const raw = record[k];
+    const v = typeof raw === 'string' ? raw : scalar(raw);
+    if (v !== null) text += `${k}\u0000${v}\u0001`;
+  }
+  // base64, not hex: a million-item snapshot keeps a million of these in memory.
+  return hash('sha256', text, 'base64');
+}
+
+export function parseTime(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isFinite(value)) return value;
+  if (value instanceof Date) return value.getTime();
+  if (typeof value === 'string' && value.trim() !== '') {
+    const n = Number(value);
+    if (Number.isFinite(n)) return n;
+    const t = Date.parse(value);
+    return Number.isNaN(t) ? undefined : t;
+  }
+  return undefined;
+}
+
+export function entryOf(record: ProviderRecord, updatedAtField: string | undefined): SnapshotEntry {
+  const updated = updatedAtField === undefined ? undefined : parseTime(record[updatedAtField]);
+  return updated === undefined ? { hash: recordHash(record) } : { hash: recordHash(record), updated_at: updated };
+}
+
+/** A record's key as text; records without one are an error that names the field and the position. */
+export function keyOf(record: ProviderRecord, field: string, where: () => string): string {
+  const value = record[field];
+  if (value === null || value === undefined || value === '') {
+    throw new AbpError('enumeration_failed', `${where()}: the item has no ${field} (the key field)`);
+  }
+  return typeof value === 'string' ? value : String(value);
+}
+
+/** Writes through a temporary file and a rename, so a reader never sees half a file. */
+export function writeFileAtomic(path: string, text: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+}
+
+/** Every key of a failed whole-file write is unresolved, with the same reason. */
+export function allUnresolved(keys: readonly string[], err: unknown): WriteOutcome[] {
+  const reason = errorMessage(err);
+  return keys.map((key) => ({ key, status: 'unresolved' as const, reason }));
+}
+
+export function ok(details: string): ProviderHealth {
+  return { status: 'ok', details };
+}
+
+export function down(details: string): ProviderHealth {
+  return { status: 'down', details };
+}
+
+export function snapshotFailed(what: string, err: unknown): AbpError {
+  if (err instanceof AbpError) return err;
+  return new AbpError('enumeration_failed', `${what}: snapshot failed: ${errorMessage(err)}`, { cause: err });
+}

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import type { z } from 'zod';
+import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import { AbpError, errorMessage } from '../../domain/errors.js';
+import type { SqliteProviderConfig } from '../../domain/sync-pair.js';
+import { down, entryOf, ok, recordHash, snapshotFailed } from './records.js';
+import { bindable, chunks, jsonRow, quoteIdent } from './table.js';
+
+type Config = z.infer<typeof SqliteProviderConfig>;
+
+/** A SQLite table; key = its primary key (or key_column). */
+export const sqliteProvider: ProviderFactory<Config> = {
+  type: 'sqlite',
+  description: 'A SQLite table; key = the primary key.',
+  open(cfg): Provider {
+    const path = resolve(cfg.path);
+    const table = quoteIdent(cfg.table);
+    let db: BetterSqlite3.Database | undefined;
+    let keyCol: string | undefined;
+    const conn = () => {
+      if (!db) {
+        db = new BetterSqlite3(path, { fileMustExist: true });
+        db.pragma('busy_timeout = 5000');
+      }
+      return db;
+    };
+    const columns = () => (conn().pragma(`table_info(${table})`) as { name: string; pk: number }[]);
+    const key = (): string => {
+      if (keyCol) return keyCol;
+      const cols = columns();
+      if (cols.length === 0) throw new AbpError('enumeration_failed', `sqlite ${path}: table ${cfg.table} does not exist`);
+      const pk = cfg.key_column ?? cols.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk)[0]?.name;
+      if (!pk) throw new AbpError('invalid_input', `sync provider sqlite ${cfg.table}: the table has no primary key; set key_column`);
+      if (!cols.some((c) => c.name === pk)) throw new AbpError('invalid_input', `sync provider sqlite ${cfg.table}: key_column ${JSON.stringify(pk)} is not a column`);
+      return (keyCol = pk);
+    };
+    const readOne = (k: string): ProviderRecord | undefined => {
+      const row = conn().prepare(`select * from ${table} where ${quoteIdent(key())} = ?`).get(k) as Record<string, unknown> | undefined;
+      return row ? jsonRow(row) : undefined;
+    };
+    const upsert = async (items: readonly ProviderItem[]): Promise<WriteOutcome[]> => {
+      const out: WriteOutcome[] = [];
+      for (const item of items) {
+        try {
+          const k = key();
+          const data = { ...item.data, [k]: item.data[k] ?? item.key };
+          const cols = Object.keys(data);
+          const updates = cols.filter((c) => c !== k).map((c) => `${quoteIdent(c)} = excluded.${quoteIdent(c)}`);
+          const sql = `insert into ${table} (${cols.map(quoteIdent).join(', ')}) values (${cols.map(() => '?').join(', ')}) on conflict(${quoteIdent(k)}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`;
+          conn().prepare(sql).run(...cols.map((c) => bindable(data[c], true)));
+          const stored = readOne(item.key);
+          out.push(stored ? { key: item.key, status: 'confirmed', hash: recordHash(stored) } : { key: item.key, status: 'unresolved', reason: 'written, but not found under its key' });
+        } catch (err) {
+          out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
+        }
+      }
+      return out;
+    };
+    return {
+      type: 'sqlite',
+      async health() {
+        if (!existsSync(path)) return down(`${path} does not exist`);
+        try {
+          if (columns().length === 0) return down(`${path}: table ${cfg.table} does not exist`);
+          key();
+          return ok(`${path} table ${cfg.table}, key ${key()}`);
+        } catch (err) {
+          return down(`${path}: ${errorMessage(err)}`);
+        }
+      },
+      async snapshot(signal) {
+        try {
+          const k = key();
+          const snapshot: Snapshot = new Map();
+          for (const row of conn().prepare(`select * from ${table}`).iterate() as IterableIterator<Record<string, unknown>>) {
+            const record = jsonRow(row);
+            const value = record[k];
+            if (value === null || value === undefined) continue;
+            snapshot.set(String(value), entryOf(record, cfg.updated_at_column));
+            if (snapshot.size % 10_000 === 0) signal.throwIfAborted();
+          }
+          return snapshot;
+        } catch (err) {
+          throw snapshotFailed(`sqlite ${path} ${cfg.table}`, err);
+        }
+      },
+      async read(keys) {
+        const k = key();
+        const out = new Map<string, ProviderRecord>();
+        for (const batch of chunks(keys, 500)) {
+          const rows = conn()
+            .prepare(`select * from ${table} where ${quoteIdent(k)} in (${batch.map(() => '?').join(', ')})`)
+            .all(...batch) as Record<string, unknown>[];
+          for (const row of rows) out.set(String(row[k]), jsonRow(row));
+        }
+        return out;
+      },
+      add: upsert,
+      update: upsert,
+      async remove(keys) {
+        const out: WriteOutcome[] = [];
+        for (const k of keys) {
+          try {
+            const result = conn().prepare(`delete from ${table} where ${quoteIdent(key())} = ?`).run(k);
+            out.push(result.changes > 0 ? { key: k, status: 'confirmed', hash: '' } : { key: k, status: 'skipped', reason: 'not present' });
+          } catch (err) {
+            out.push({ key: k, status: 'unresolved', reason: errorMessage(err) });
+          }
+        }
+        return out;
+      },
+      async close() {
+        db?.close();
+        db = undefined;
+      },
+    };
+  },
+};

@@ -1,0 +1,101 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createApp } from '../../src/app.js';
+import { resolveConfig } from '../../src/config.js';
+import { createMcpServer } from '../../src/mcp/server.js';
+import { Sandbox } from '../helpers/cli.js';
+import { call, pollStatus } from '../helpers/mcp.js';
+import { numberedFiles } from './sync-support.js';
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+function files(folder: string, contents: Record<string, string>): string {
+  const root = sb.path(folder);
+  mkdirSync(root, { recursive: true });
+  for (const [name, text] of Object.entries(contents)) writeFileSync(`${root}/${name}`, text);
+  return root;
+}
+
+describe('sync jobs from every front end', () => {
+  it('abp sync: plan (dry run), then run → TESTING on the first chunk → approve → COMPLETED, then status', async () => {
+    const src = files('src', numberedFiles(5));
+    files('dst', {});
+    const flags = ['--source', `dir:${src}`, '--target', `dir:${sb.path('dst')}`, '-o', 'apply_chunk_size=2', '--pair', 'docs'];
+
+    const plan = await sb.ok(['sync', 'plan', ...flags]);
+    expect(plan.sync).toMatchObject({ dry_run: true, counts: { adds: 5 } });
+    const listed = await sb.ok(['list']);
+    expect(Array.isArray(listed) ? listed : listed.jobs).toHaveLength(0);
+
+    const created = await sb.ok(['sync', 'run', ...flags, '--start', '--wait', '30']);
+    expect(created).toMatchObject({ type: 'sync', units: 3, job: { status: 'TESTING' }, test_unit: { status: 'SUCCEEDED' } });
+    expect(created.test_unit.structured_output.outcomes).toHaveLength(2);
+    const id = created.job_id as number;
+
+    const approved = await sb.ok(['start', String(id), '--approve', '--wait']);
+    expect(approved.job.status).toBe('COMPLETED');
+    const status = await sb.ok(['sync', 'status', 'docs']);
+    expect(status).toMatchObject({ pair_id: 'docs', baseline: { source: 5, target: 5 } });
+    expect(status.runs[0]).toMatchObject({ job_id: id, committed: true });
+    const human = await sb.cli(['sync', 'status', 'docs']);
+    expect(human.stdout).toMatch(/docs \(one-way\): baseline 5 source \/ 5 target items, 0 tombstones/);
+  });
+
+  it('abp create --spec with a sync section, and abp preview on the same spec', async () => {
+    const src = files('src', numberedFiles(3));
+    files('dst', {});
+    const spec = sb.path('sync.json');
+    writeFileSync(spec, JSON.stringify({ name: 'docs mirror', sync: { source: { type: 'dir', path: src }, target: { type: 'dir', path: sb.path('dst') } } }));
+    const preview = await sb.ok(['preview', '--spec', spec]);
+    expect(preview).toMatchObject({ count: 3, enumerator_type: 'sync-plan', worker_type: 'sync-apply' });
+    const job = await sb.ok(['create', '--spec', spec]);
+    expect(job).toMatchObject({ type: 'sync', name: 'docs mirror', total: 1, status: 'CREATED' });
+    const done = await sb.ok(['start', String(job.job_id), '--skip-test', '--wait']);
+    expect(done.job.status).toBe('COMPLETED');
+  });
+
+  it('bad sync specs are refused with the field named', async () => {
+    const r = await sb.cli(['sync', 'run', '--source', 'dir:/tmp', '--target', 'jsonl:/tmp/x.jsonl', '--json']);
+    expect(r.exitCode).toBe(2);
+    expect(r.json.error.message).toMatch(/sync\.target\.type: a dir provider pairs only with another dir provider/);
+    const mode = await sb.cli(['sync', 'run', '--source', 'dir:/tmp', '--target', 'dir:/tmp/b', '--mode', 'both-ways', '--json']);
+    expect(mode.exitCode).toBe(2);
+    expect(mode.json.error.message).toMatch(/sync\.mode/);
+  });
+
+  it('MCP create_job with job type sync runs through start_job like any job', async () => {
+    const src = files('src', numberedFiles(4));
+    files('dst', {});
+    const app = await createApp(resolveConfig(sb.env));
+    const server = createMcpServer(app);
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+    await server.connect(serverSide);
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    await client.connect(clientSide);
+    try {
+      const preview = await call(client, 'preview_job', { name: 'p', user_intent: 'mirror', sync: { source: { type: 'dir', path: src }, target: { type: 'dir', path: sb.path('dst') } } });
+      expect(preview).toMatchObject({ count: 4 });
+      const job = await call(client, 'create_job', {
+        name: 'mirror',
+        user_intent: 'mirror the folder',
+        sync: JSON.stringify({ source: { type: 'dir', path: src }, target: { type: 'dir', path: sb.path('dst') }, options: { apply_chunk_size: 2 } }),
+      });
+      expect(job).toMatchObject({ type: 'sync', total: 2, status: 'CREATED' });
+      const started = await call(client, 'start_job', { job_id: job.job_id, skip_test: true, wait_seconds: 20 });
+      expect(['RUNNING', 'COMPLETED']).toContain(started.job.status);
+      // A detached executor is spawned for it; on a busy machine it can take a while to start.
+      await pollStatus(client, job.job_id, (s) => s.status === 'COMPLETED', 90_000);
+    } finally {
+      await client.close();
+      await app.close();
+    }
+  }, 120_000);
+});

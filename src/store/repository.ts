@@ -487,14 +487,12 @@ export class Repository {
    * an attempt that lost its lease can never overwrite a newer one. Returns false
    * when the write was fenced out.
    */
-  async recordOutcome(unit: Pick<UnitRow, 'id' | 'job_id' | 'attempt'>, owner: string, w: OutcomeWrite): Promise<boolean> {
+  async recordOutcome(unit: Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'reserved_usd'>, owner: string, w: OutcomeWrite): Promise<boolean> {
     return this.tx(async (t) => {
       const now = Date.now();
       const { next, spent, available_at, ...fields } = w;
       // Everything before the counters' bump runs without the job row's lock, so
       // that concurrent outcomes of one job serialise only on that last update.
-      // (Fixed by the claim; read first because the fenced update below clears it.)
-      const reserved = await t.selectFrom('work_units').select('reserved_usd').where('id', '=', unit.id).executeTakeFirst();
       const result = await t
         .updateTable('work_units')
         .set({
@@ -515,7 +513,8 @@ export class Repository {
         .executeTakeFirst();
       if (Number(result.numUpdatedRows) === 0) return false;
       const extra: Record<string, unknown> = {};
-      if (reserved?.reserved_usd) extra.reserved_usd = sql`reserved_usd - ${reserved.reserved_usd}`;
+      // The claim that this fenced write belongs to reserved it (it came back with the claimed row).
+      if (unit.reserved_usd) extra.reserved_usd = sql`reserved_usd - ${unit.reserved_usd}`;
       if (w.cost_usd !== undefined && w.cost_usd !== null) extra.costed_units = sql`costed_units + 1`;
       if (w.duration_ms && next !== 'PENDING') extra.unit_ms_total = sql`unit_ms_total + ${w.duration_ms}`;
       if (w.cost_usd) extra.cost_usd = sql`cost_usd + ${w.cost_usd}`;

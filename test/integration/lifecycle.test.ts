@@ -136,7 +136,8 @@ describe('abp CLI: a job from creation to results', () => {
   });
 
   it('pause stops new claims, and resume finishes the job', async () => {
-    const id = await createShellJob(rowsCsv(20), ['sleep', '0.3'], ['--max-workers', '2']);
+    // 30 units of 0.5 s on 2 workers: 7.5 s of work, so the pause lands well before the end even on a loaded machine.
+    const id = await createShellJob(rowsCsv(30), ['sleep', '0.5'], ['--max-workers', '2']);
     await sb.ok(['start', String(id), '--skip-test']);
     await sb.waitFor(id, (s) => s.counts.succeeded >= 2);
     const paused = await sb.ok(['pause', String(id)]);
@@ -151,7 +152,7 @@ describe('abp CLI: a job from creation to results', () => {
 
     await sb.ok(['resume', String(id)]);
     const done = await sb.waitFor(id, (s) => s.status === 'COMPLETED');
-    expect(done.counts.succeeded).toBe(20);
+    expect(done.counts.succeeded).toBe(30);
   });
 
   it('cancel kills running subprocesses and leaves no orphan process group', async () => {

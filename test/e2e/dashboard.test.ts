@@ -90,7 +90,8 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     await page.waitForFunction(() => document.querySelector('main [data-testid="state"]')?.textContent === 'COMPLETED');
     expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
     await page.waitForFunction(() => document.querySelector('[data-testid="chart-completed-last"]')?.textContent === '12');
-    expect(await page.locator('[data-testid="events"] [data-type="unit"]').count()).toBe(12);
+    // The COMPLETED status can render before the last unit event arrives over SSE: wait for all 12, never more.
+    await expect.poll(() => page.locator('[data-testid="events"] [data-type="unit"]').count()).toBe(12);
     await expect.poll(() => page.locator('#live').textContent()).toBe('job finished');
     await shot('2-job-completed');
 

@@ -1,8 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { PACKAGE_ROOT } from '../src/package-root.js';
+import { timeInProcessJob } from './in-process.js';
 import { median, spread, type BenchRow } from './table.js';
 
 const CREATE_JOB = fileURLToPath(new URL('./create-job.js', import.meta.url));
@@ -53,7 +56,52 @@ export async function jobCreation(rows = 100_000): Promise<BenchRow> {
   };
 }
 
+const ECHO = join(PACKAGE_ROOT, 'test', 'fixtures', 'functions', 'echo-thread.mjs');
+
+/** Units per second, start → COMPLETED, of near no-op function units through one in-process executor on SQLite. */
+async function abpFunctionRate(units: number, slots: number): Promise<number> {
+  const ms = await timeInProcessJob(units, slots, { name: 'in-process dispatch', user_intent: 'nothing', worker_type: 'function', worker_config: { module: ECHO } });
+  return units / (ms / 1000);
+}
+
+/** The same tasks straight through a piscina pool on the same module, with as many in flight: no abp at all. */
+async function piscinaRate(units: number, slots: number): Promise<number> {
+  const pool = new Piscina({ filename: ECHO, minThreads: 0, maxThreads: availableParallelism(), idleTimeout: 30_000 });
+  let next = 0;
+  const started = performance.now();
+  const lane = async () => {
+    while (next < units) {
+      const k = ++next;
+      await pool.run({ item: { id: String(k), text: 't' }, prompt: '', unit_id: k, job_id: 1, attempt: 1, work_dir: tmpdir() });
+    }
+  };
+  await Promise.all(Array.from({ length: slots }, lane));
+  const seconds = (performance.now() - started) / 1000;
+  await pool.destroy();
+  return units / seconds;
+}
+
+/** In-process dispatch: claim, run on a thread, record the outcome (fenced), against piscina alone. */
+export async function inProcessDispatch(units = 20_000, slots = 256): Promise<BenchRow> {
+  const abp: number[] = [];
+  const bare: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    abp.push(await abpFunctionRate(units, slots));
+    bare.push(await piscinaRate(units, slots));
+  }
+  return {
+    what: `in-process dispatch, ${units.toLocaleString('en')} no-op function units`,
+    measure: `units/s start → COMPLETED, one executor, SQLite, ${slots} slots, piscina threads = cores`,
+    figure: spread(abp, 0, ' units/s'),
+    anchor: `the same tasks through piscina alone, ${slots} in flight: ${spread(bare, 0, ' tasks/s')}`,
+    ratio: median(abp) / median(bare),
+    ratio_note: 'abp ÷ piscina alone',
+    target: '≥ 5,000 units/s',
+    raw: { abp_units_per_s: abp, piscina_tasks_per_s: bare },
+  };
+}
+
 export async function run(): Promise<BenchRow[]> {
-  return [await jobCreation()];
+  return [await jobCreation(), await inProcessDispatch()];
 }
 

@@ -21,3 +21,12 @@ export function median(values: number[]): number {
 export function spread(values: number[], digits = 2, unit = ''): string {
   return `${median(values).toFixed(digits)}${unit} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}, n=${values.length})`;
 }
+
+/**
+ * How long a job ran, by its own clock: RUNNING (started_at) to its end
+ * (finished_at). Polling for the end would add up to one poll interval.
+ */
+export function jobMs(job: { started_at: number | null; finished_at: number | null }): number {
+  if (job.started_at === null || job.finished_at === null) throw new Error('bench: the job has not both started and finished');
+  return Number(job.finished_at) - Number(job.started_at);
+}

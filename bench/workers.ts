@@ -4,13 +4,9 @@
  * concurrent http-llm units against a loopback mock that answers after 1 s.
  */
 import { execFileSync, fork, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createApp } from '../src/app.js';
-import { resolveConfig } from '../src/config.js';
 import { startMockOpenAI } from '../test/fixtures/mock-openai.js';
+import { timeInProcessJob } from './in-process.js';
 import { median, spread, type BenchRow } from './table.js';
 
 const RUNS = Number(process.env.ABP_BENCH_RUNS ?? 3);
@@ -29,36 +25,8 @@ function ensureParallel(): string {
   return String(again.stdout).split('\n')[0] ?? 'GNU parallel';
 }
 
-async function abpShell(units: number, concurrency: number): Promise<number> {
-  const home = mkdtempSync(join(tmpdir(), 'abp-bench-shell-'));
-  try {
-    const csv = join(home, 'items.csv');
-    writeFileSync(csv, ['id', ...Array.from({ length: units }, (_, k) => String(k + 1))].join('\n'));
-    const config = resolveConfig({ ABP_HOME: home, ABP_DB: join(home, 'abp.db'), ABP_MAX_WORKERS: String(concurrency), ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_POLL_MS: '20' });
-    const app = await createApp(config);
-    const job = await app.orchestrator.createJob({
-      name: 'shell overhead',
-      user_intent: 'nothing',
-      enumerator_type: 'csv',
-      enumerator_config: { file_path: csv },
-      worker_type: 'shell',
-      worker_config: { command: 'true', args: ['{{item.id}}'] },
-      max_workers: concurrency,
-    });
-    const executor = app.createExecutor({ idleExitMs: 0 });
-    const running = executor.run();
-    const started = performance.now();
-    await app.orchestrator.start(job.job_id, { skipTest: true });
-    const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
-    const ms = performance.now() - started;
-    await executor.stop();
-    await running;
-    await app.close();
-    if (done.status !== 'COMPLETED') throw new Error(`shell overhead bench: job ended ${done.status}`);
-    return ms;
-  } finally {
-    rmSync(home, { recursive: true, force: true });
-  }
+function abpShell(units: number, concurrency: number): Promise<number> {
+  return timeInProcessJob(units, concurrency, { name: 'shell overhead', user_intent: 'nothing', worker_type: 'shell', worker_config: { command: 'true', args: ['{{item.id}}'] } });
 }
 
 function gnuParallel(units: number, concurrency: number): number {
@@ -70,7 +38,7 @@ function gnuParallel(units: number, concurrency: number): number {
 }
 
 /** The shell worker's overhead per unit against GNU parallel, same command, same items, same run. */
-export async function shellOverhead(units = 2000, concurrency = 8): Promise<BenchRow> {
+export async function shellOverhead(units = 5000, concurrency = 8): Promise<BenchRow> {
   const version = ensureParallel();
   const abp: number[] = [];
   const par: number[] = [];
@@ -88,12 +56,13 @@ export async function shellOverhead(units = 2000, concurrency = 8): Promise<Benc
     anchor: `${version}, \`parallel -j${concurrency} true ::: items\`: ${spread(par.map((x) => x / 1000), 2, ' s')}`,
     ratio: median(ratios),
     ratio_note: `abp ÷ parallel (${spread(ratios, 2, '×')})`,
+    target: '≤ 1.0×',
     raw: { abp_ms: abp, parallel_ms: par, overhead_ms_per_unit: overheadMs },
   };
 }
 
 /** Runs the 1-second mock in its own process, so it does not share the executor's event loop. */
-async function startMockProcess(delayMs: number): Promise<{ url: string; stop: () => void }> {
+export async function startMockProcess(delayMs: number): Promise<{ url: string; stop: () => void }> {
   const child = fork(SELF, ['--mock-llm', String(delayMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((resolve, reject) => {
     child.once('message', (m) => resolve(String(m)));
@@ -103,35 +72,13 @@ async function startMockProcess(delayMs: number): Promise<{ url: string; stop: (
 }
 
 async function httpRun(units: number, url: string): Promise<number> {
-  const home = mkdtempSync(join(tmpdir(), 'abp-bench-llm-'));
-  try {
-    const csv = join(home, 'items.csv');
-    writeFileSync(csv, ['id,text', ...Array.from({ length: units }, (_, k) => `${k + 1},item ${k + 1}`)].join('\n'));
-    const config = resolveConfig({ ABP_HOME: home, ABP_DB: join(home, 'abp.db'), ABP_MAX_WORKERS: String(units), ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_POLL_MS: '20' });
-    const app = await createApp(config);
-    const job = await app.orchestrator.createJob({
-      name: 'llm throughput',
-      user_intent: 'Label the item.',
-      enumerator_type: 'csv',
-      enumerator_config: { file_path: csv },
-      worker_type: 'http-llm',
-      worker_config: { api: 'openai', base_url: `${url}/v1`, model: 'gpt-4o-mini', api_key_env: null },
-      max_workers: units,
-    });
-    const executor = app.createExecutor({ idleExitMs: 0 });
-    const running = executor.run();
-    const started = performance.now();
-    await app.orchestrator.start(job.job_id, { skipTest: true });
-    const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
-    const seconds = (performance.now() - started) / 1000;
-    await executor.stop();
-    await running;
-    await app.close();
-    if (done.status !== 'COMPLETED') throw new Error(`http-llm bench: job ended ${done.status} (${done.failed} failed)`);
-    return units / seconds;
-  } finally {
-    rmSync(home, { recursive: true, force: true });
-  }
+  const ms = await timeInProcessJob(units, units, {
+    name: 'llm throughput',
+    user_intent: 'Label the item.',
+    worker_type: 'http-llm',
+    worker_config: { api: 'openai', base_url: `${url}/v1`, model: 'gpt-4o-mini', api_key_env: null },
+  });
+  return units / (ms / 1000);
 }
 
 /** 500 concurrent http-llm units against a mock that answers each request after 1 s: the ideal is 500 units/s. */
@@ -151,6 +98,7 @@ export async function httpThroughput(units = 500, delayMs = 1000): Promise<Bench
     anchor: `ideal: ${ideal} units/s (every request in flight at once)`,
     ratio: median(rates) / ideal,
     ratio_note: `measured ÷ ideal (${spread(rates.map((r) => r / ideal), 2, '×')})`,
+    target: '≥ 0.8×',
     raw: { rates },
   };
 }

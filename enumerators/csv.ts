@@ -99,7 +99,8 @@ export const csvEnumerator: Enumerator<CsvConfig> = {
         const row: Item = Array.isArray(record)
           ? Object.fromEntries(record.map((v, i) => [`column_${i + 1}`, v]))
           : { ...(record as Record<string, unknown>) };
-        if (cfg.id_column !== undefined && !(cfg.id_column in row)) {
+        // Own columns only: `in` would also find toString and constructor on every row.
+        if (cfg.id_column !== undefined && !Object.hasOwn(row, cfg.id_column)) {
           throw new AbpError(
             'invalid_input',
             `enumerator_config.id_column: ${JSON.stringify(cfg.id_column)} is not a column of ${path} (columns: ${Object.keys(row).join(', ')})`,

@@ -39,6 +39,12 @@ function minimalEnv(home: string): Record<string, string> {
   };
 }
 
+/** Room for Node itself (code, young generation, native heap) beside max_memory_mb of heap. */
+const NODE_OVERHEAD_MB = 192;
+
+/** One protocol line (an item); past this it cannot be a valid item (at most 1 MiB), so it is not buffered further. */
+const MAX_LINE_BYTES = 2 * 1024 * 1024;
+
 function killGroup(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
@@ -74,9 +80,12 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
     const dir = mkdtempSync(join(tmpdir(), 'abp-dynamic-'));
     const file = join(dir, 'enumerate.mjs');
     writeFileSync(file, cfg.code, { mode: 0o600 });
+    // The heap cap does not cover Buffers and typed arrays: a data-segment limit (ulimit -d)
+    // on top caps all of the process's memory, with room for Node itself.
+    const dataKb = (cfg.max_memory_mb + NODE_OVERHEAD_MB) * 1024;
     const child = spawn(
-      process.execPath,
-      [`--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit)],
+      '/bin/sh',
+      ['-c', `ulimit -d ${dataKb} 2>/dev/null; unset PWD OLDPWD; exec "$0" "$@"`, process.execPath, `--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit)],
       // Its own process group, so a timeout kills anything it spawned too.
       { cwd: dir, env: minimalEnv(dir), detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
     );
@@ -97,11 +106,25 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
     }, cfg.timeout_seconds * 1000);
     const onAbort = () => killGroup(child.pid);
     ctx.signal.addEventListener('abort', onAbort, { once: true });
+    // One line is one item: a line past MAX_LINE_BYTES stops the process before it is buffered whole.
+    let lineBytes = 0;
+    let oversized = false;
+    (child.stdio[3] as Readable).on('data', (chunk: Buffer) => {
+      const newline = chunk.lastIndexOf(10);
+      lineBytes = newline === -1 ? lineBytes + chunk.length : chunk.length - newline - 1;
+      if (lineBytes > MAX_LINE_BYTES && !oversized) {
+        oversized = true;
+        killGroup(child.pid);
+      }
+    });
+    const tooLarge = () =>
+      new AbpError('enumeration_failed', `dynamic code: item ${count} is over ${MAX_LINE_BYTES} bytes of JSON (one item may be at most 1 MiB); the process was stopped`);
     const lines = createInterface({ input: child.stdio[3] as Readable, crlfDelay: Infinity });
     let count = 0;
     let ending: { done?: number; error?: string } | undefined;
     try {
       for await (const line of lines) {
+        if (oversized) throw tooLarge();
         let msg: { item?: unknown; done?: number; error?: string };
         try {
           msg = JSON.parse(line);
@@ -121,11 +144,12 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
         }
       }
       const { code, signal } = await exited;
+      if (oversized) throw tooLarge();
       if (timedOut) {
         throw new AbpError('enumeration_failed', `dynamic code: killed after enumerator_config.timeout_seconds (${cfg.timeout_seconds}s) with ${count} items; it never finished (an endless loop, or a promise that never settles?)`);
       }
       if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'dynamic enumeration was cancelled');
-      if (/heap out of memory|Allocation failed/i.test(output)) {
+      if (/out of memory|allocation failed/i.test(`${output}\n${ending?.error ?? ''}`)) {
         throw new AbpError('enumeration_failed', `dynamic code: ran out of memory (enumerator_config.max_memory_mb is ${cfg.max_memory_mb}) after ${count} items and was stopped`);
       }
       if (ending?.error !== undefined) {

@@ -66,11 +66,36 @@ function at(root: unknown, path: string): unknown {
   return node;
 }
 
+/**
+ * How deep an item may nest. JSON.parse takes any depth, but storing, rendering and
+ * serving an item recurse once per level and run out of stack near 5,000.
+ */
+const MAX_DEPTH = 1000;
+
+/** Whether arrays and objects in `value` nest more than `limit` deep; a loop, so any depth is safe to ask about. */
+function nestsDeeper(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [node, depth] = next;
+    if (node === null || typeof node !== 'object') continue;
+    if (depth >= limit) return true;
+    for (const child of Object.values(node)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** Text shorter than two characters per level cannot nest that deep, so most items skip the walk. */
+function assertShallow(value: unknown, textLength: number, where: string, details: Record<string, unknown>): void {
+  if (textLength > 2 * MAX_DEPTH && nestsDeeper(value, MAX_DEPTH)) {
+    throw new AbpError('enumeration_failed', `${where}: nested more than ${MAX_DEPTH} levels deep; an item must be flatter than that to be stored and rendered`, { details });
+  }
+}
+
 function toItem(value: unknown, index: number, idField: string | undefined, where: string): Item {
   const item: Item = value !== null && typeof value === 'object' && !Array.isArray(value) ? { ...(value as Record<string, unknown>) } : { value };
   let id: string | number = index;
   if (idField !== undefined) {
-    const raw = item[idField];
+    const raw = Object.hasOwn(item, idField) ? item[idField] : undefined;
     if (typeof raw !== 'string' && typeof raw !== 'number') {
       throw new AbpError('invalid_input', `enumerator_config.id_field: ${where} has no string or number ${JSON.stringify(idField)} (got ${raw === undefined ? 'nothing' : kind(raw)})`);
     }
@@ -112,6 +137,7 @@ async function* jsonLines(path: string, cfg: JsonConfig, signal: AbortSignal): A
           details: { line: lineNo },
         });
       }
+      assertShallow(value, line.length, `json ${path}: line ${lineNo}`, { line: lineNo });
       yield toItem(value, index, cfg.id_field, `line ${lineNo}`);
       index++;
       if (cfg.limit !== undefined && index >= cfg.limit) break;
@@ -151,7 +177,10 @@ async function* jsonDocument(path: string, cfg: JsonConfig): AsyncGenerator<Item
     throw new AbpError('invalid_input', `enumerator_config.items_path: ${where} of ${path} is ${kind(items)}, not an array of items${keys}`);
   }
   const end = cfg.limit === undefined ? items.length : Math.min(cfg.limit, items.length);
-  for (let i = 0; i < end; i++) yield toItem(items[i], i, cfg.id_field, `item ${i}`);
+  for (let i = 0; i < end; i++) {
+    assertShallow(items[i], text.length, `json ${path}: item ${i}`, { item: i });
+    yield toItem(items[i], i, cfg.id_field, `item ${i}`);
+  }
 }
 
 export const jsonEnumerator: Enumerator<JsonConfig> = {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { EnumerateContext, Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
 import { requireFile } from './fs-checks.js';
+import { refuseNonQueryPostgres } from './sql-guard.js';
 import { namedToPositional } from './sql-params.js';
 
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
@@ -145,6 +146,7 @@ function pgError(err: unknown): AbpError {
 }
 
 async function* fromPostgres(url: string, cfg: SqlConfig, ctx: EnumerateContext): AsyncGenerator<Item> {
+  refuseNonQueryPostgres(cfg.query);
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 15_000, application_name: 'abp-enumerator' });
   try {
     await client.connect();

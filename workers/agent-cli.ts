@@ -4,6 +4,8 @@ import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contr
 import { lookup } from '../src/domain/template.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
 import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
+import { NOT_A_FLAG, notAFlag } from './cli-args.js';
+import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd, fillFor } from './unit-values.js';
 import { which } from './which.js';
 
@@ -73,13 +75,13 @@ const config = z
     command: z.string().min(1).optional().describe('The program (required without a preset).'),
     args: z.array(z.string()).optional().describe('Arguments with {{placeholders}}; replaces the preset arguments.'),
     extra_args: z.array(z.string()).default([]).describe('Appended after the (preset) arguments, e.g. ["--sandbox", "read-only"].'),
-    model: z.string().min(1).optional().describe('Passed as --model by the presets.'),
+    model: z.string().min(1).refine(notAFlag, NOT_A_FLAG).optional().describe('Passed as --model by the presets.'),
     stdin: z.string().nullable().optional().describe('Text on stdin (placeholders allowed); default "{{prompt}}"; null = none.'),
     output: z.enum(OUTPUTS).optional().describe('text: stdout is the answer; json: one JSON document; jsonl: one JSON event per line.'),
     result_path: z.string().min(1).optional().describe('json/jsonl: dot path of the answer; for jsonl the last event that has it wins. Unset: the whole document / last event.'),
     result_when: z.record(z.string(), z.string()).optional().describe('jsonl: only events whose fields equal these values carry the answer.'),
     session_path: z.string().min(1).optional().describe('json/jsonl: dot path of a session id.'),
-    env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables; an empty value removes one.'),
+    env: secretFreeRecord().default({}).describe('Extra environment variables; an empty value removes one, and a secret is named, not stored: "{{env.NAME}}".'),
     cwd: z.string().optional().describe("Working directory; default: the item's folder for file items, else a work dir per job."),
   })
   .refine((c) => c.preset !== undefined || c.command !== undefined, { path: ['command'], message: 'required when no preset is given' });

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
+import { resolveEnvRefs } from './secret-refs.js';
 
 const STDERR_TAIL = 4000;
 
@@ -99,12 +100,17 @@ export function parseJsonLine(line: string): Record<string, any> | undefined {
   }
 }
 
-/** The environment for an agent CLI: ours, plus the job's `env`, where an empty value removes a variable. */
+/**
+ * The environment for an agent CLI: ours, plus the job's `env`, where an empty
+ * value removes a variable and {{env.NAME}} reads ours. abp's own HTTP key is
+ * never handed to an agent.
+ */
 export function agentEnv(extra: Record<string, string>): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env };
+  delete env.ABP_API_KEY;
   for (const [k, v] of Object.entries(extra)) {
     if (v === '') delete env[k];
-    else env[k] = v;
+    else env[k] = resolveEnvRefs(v);
   }
   return env;
 }

@@ -3,6 +3,8 @@ import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
 import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
+import { NOT_A_FLAG, notAFlag } from './cli-args.js';
+import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd } from './unit-values.js';
 import { which } from './which.js';
 
@@ -11,22 +13,24 @@ const PERMISSION_MODES = ['default', 'acceptEdits', 'plan', 'dontAsk', 'auto', '
 const config = z
   .strictObject({
     command: z.string().min(1).default('claude').describe('The Claude Code binary, looked up on PATH unless it has a slash.'),
-    model: z.string().min(1).optional().describe('--model, e.g. "sonnet" or a full model id.'),
+    model: z.string().min(1).refine(notAFlag, NOT_A_FLAG).optional().describe('--model, e.g. "sonnet" or a full model id.'),
     max_turns: z.int().positive().optional().describe('--max-turns: agentic turns before the run stops (the unit then fails).'),
     allowed_tools: z
-      .array(z.string().min(1))
+      .array(z.string().min(1).refine(notAFlag, NOT_A_FLAG))
       .default([])
       .describe('Tools the agent may use without asking, e.g. ["Read", "Bash(git log:*)"] (--allowedTools). Nothing else is granted.'),
-    disallowed_tools: z.array(z.string().min(1)).default([]).describe('Tools the agent may never use (--disallowedTools).'),
+    disallowed_tools: z.array(z.string().min(1).refine(notAFlag, NOT_A_FLAG)).default([]).describe('Tools the agent may never use (--disallowedTools).'),
     tools: z
-      .array(z.string())
+      .array(z.string().refine(notAFlag, NOT_A_FLAG))
       .optional()
       .describe('Built-in tools to make available (--tools). Default: the tool names in allowed_tools, so an empty allowed_tools means no tools.'),
     permission_mode: z.enum(PERMISSION_MODES).optional().describe('--permission-mode.'),
-    add_dirs: z.array(z.string().min(1)).default([]).describe('More directories the agent may access (--add-dir).'),
+    add_dirs: z.array(z.string().min(1).refine(notAFlag, NOT_A_FLAG)).default([]).describe('More directories the agent may access (--add-dir).'),
     append_system_prompt: z.string().min(1).optional().describe('--append-system-prompt.'),
-    mcp_config: z.string().min(1).optional().describe('--mcp-config: a file or JSON string; other MCP servers are ignored (--strict-mcp-config).'),
-    env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables; an empty value removes one (e.g. ANTHROPIC_API_KEY: "").'),
+    mcp_config: z.string().min(1).refine(notAFlag, NOT_A_FLAG).optional().describe('--mcp-config: a file or JSON string; other MCP servers are ignored (--strict-mcp-config).'),
+    env: secretFreeRecord()
+      .default({})
+      .describe('Extra environment variables; an empty value removes one (e.g. ANTHROPIC_API_KEY: ""), and a secret is named, not stored: "{{env.NAME}}".'),
     cwd: z.string().optional().describe("Working directory (placeholders allowed); default: the item's folder for file items, else a work dir per job."),
     dangerously_skip_permissions: z
       .boolean()

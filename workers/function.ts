@@ -69,6 +69,10 @@ export const functionWorker: Worker<FunctionConfig> = {
         return { status: 'cancelled', error: `stopped (${reason}); its worker thread was terminated`, duration_ms };
       }
       const message = err instanceof Error ? err.message : String(err);
+      // piscina's own words for a missing export; no retry can fix it.
+      if (message.startsWith('No handler function exported from')) {
+        return { status: 'failed', kind: 'permanent', error: `worker_config.export_name: ${cfg.module} has no function export ${JSON.stringify(cfg.export_name)}`, duration_ms };
+      }
       return { status: 'failed', kind: 'retryable', error: message, duration_ms, stderr_tail: err instanceof Error && err.stack ? err.stack.slice(0, 2000) : '' };
     }
   },

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { costOf, Price, priceOf } from './llm-prices.js';
+import { referencedValues, resolveEnvRecord, secretFreeRecord } from './secret-refs.js';
+import { postJson, type PostResponse } from './http-post.js';
 
 const API_DEFAULTS = {
   openai: { base_url: 'https://api.openai.com/v1', api_key_env: 'OPENAI_API_KEY' },
@@ -29,7 +31,9 @@ const config = z.strictObject({
   rpm: z.int().positive().optional().describe('Requests per minute, shared by every http-llm unit in the executor.'),
   tpm: z.int().positive().optional().describe('Tokens per minute (input + output), shared the same way.'),
   prices: Price.optional().describe('Overrides the built-in price table for this model (USD per million tokens).'),
-  headers: z.record(z.string(), z.string()).default({}).describe('Extra HTTP headers (e.g. OpenRouter attribution).'),
+  headers: secretFreeRecord()
+    .default({})
+    .describe('Extra HTTP headers (e.g. OpenRouter attribution). A credential is named, not stored: "api-key": "{{env.AZURE_OPENAI_KEY}}".'),
 });
 type HttpLlmConfig = z.infer<typeof config>;
 
@@ -125,6 +129,11 @@ function parseBody(api: HttpLlmConfig['api'], body: any): Parsed | string {
   };
 }
 
+/** The text with every (non-trivial) secret in it replaced by ***. */
+function scrub(text: string, secrets: (string | undefined)[]): string {
+  return secrets.reduce<string>((t, s) => (s && s.length >= 4 ? t.split(s).join('***') : t), text);
+}
+
 /** The API's own error message, from either API's error shape. */
 function apiMessage(text: string): string {
   try {
@@ -157,6 +166,7 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
       return { status: 'failed', kind: 'auth_failed', error: `${keyEnv} is not set: export ${keyEnv}=… where abp runs (worker_config.api_key_env names the variable)` };
     }
     const { url, body } = request(cfg, unit.prompt, unit.output_schema);
+    const headers = resolveEnvRecord(cfg.headers);
     const price = priceOf(cfg.model, cfg.prices);
     const aborted = (): UnitOutcome => {
       const reason = String(ctx.signal.reason);
@@ -171,16 +181,9 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
       return aborted();
     }
     ctx.onEvent({ kind: 'request', data: { api: cfg.api, url, model: cfg.model, structured: 'response_format' in body || 'output_config' in body } });
-    let res: Response;
-    let text: string;
+    let res: PostResponse;
     try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...authHeaders(cfg, key), ...cfg.headers },
-        body: JSON.stringify(body),
-        signal: ctx.signal,
-      });
-      text = await res.text();
+      res = await postJson(url, { 'content-type': 'application/json', ...authHeaders(cfg, key), ...headers }, JSON.stringify(body), ctx.signal);
     } catch (err) {
       ticket.settle(0);
       if (ctx.signal.aborted) return aborted();
@@ -188,9 +191,11 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
       return { status: 'failed', kind: 'retryable', error: `request to ${url} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`, duration_ms: Date.now() - started };
     }
     const duration_ms = Date.now() - started;
+    const text = res.text;
     if (!res.ok) {
       ticket.settle(0);
-      const message = apiMessage(text);
+      // An API may echo the key it refused; the error is stored, the key never is.
+      const message = apiMessage(scrub(text, [key, ...referencedValues(cfg.headers)]));
       const wait = retryAfterMs(res.headers);
       const common = { duration_ms, ...(wait !== undefined ? { retry_after_ms: wait } : {}) };
       const what = `HTTP ${res.status} from ${url}: ${message}`;
@@ -210,7 +215,7 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
       json = JSON.parse(text);
     } catch (err) {
       ticket.settle(0);
-      return { duration_ms, status: 'failed', kind: 'retryable', error: `malformed JSON from ${url} (HTTP ${res.status}): ${(err as Error).message}; body starts ${JSON.stringify(text.slice(0, 120))}` };
+      return { duration_ms, status: 'failed', kind: 'retryable', error: `malformed JSON from ${url} (HTTP ${res.status}): ${(err as Error).message}; body starts ${JSON.stringify(scrub(text, [key, ...referencedValues(cfg.headers)]).slice(0, 120))}` };
     }
     const parsed = parseBody(cfg.api, json);
     if (typeof parsed === 'string') {
@@ -235,7 +240,7 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
     }
     const url = cfg.api === 'openai' ? `${base}/models` : `${base}/v1/models`;
     try {
-      const res = await fetch(url, { headers: { ...authHeaders(cfg, key), ...cfg.headers }, signal: AbortSignal.timeout(5000) });
+      const res = await fetch(url, { headers: { ...authHeaders(cfg, key), ...resolveEnvRecord(cfg.headers) }, signal: AbortSignal.timeout(5000) });
       await res.body?.cancel();
       if (res.status === 401 || res.status === 403) return { status: 'auth_failed', features, details: `${url} refused the key in ${keyEnv} (HTTP ${res.status})` };
       if (res.status >= 500) return { status: 'degraded', features, details: `${url} answered HTTP ${res.status}` };

@@ -1,8 +1,9 @@
-import { execa } from 'execa';
 import { z } from 'zod';
 import type { UnitInput, UnitOutcome, Worker } from '../src/contracts/worker.js';
-import { fillFor } from './unit-values.js';
+import { renderWithEnv, secretFreeRecord } from './secret-refs.js';
+import { fillFor, unitValues } from './unit-values.js';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
+import { ForkServers } from './fork-server.js';
 import { which } from './which.js';
 
 const config = z.strictObject({
@@ -12,7 +13,9 @@ const config = z.strictObject({
     .default([])
     .describe('Arguments; {{item.FIELD}}, {{prompt}}, {{item_json}}, {{unit.id}} and {{job.id}} are filled in per unit.'),
   cwd: z.string().optional().describe('Working directory (placeholders allowed); default: a scratch folder per unit.'),
-  env: z.record(z.string(), z.string()).default({}).describe('Extra environment variables (placeholders allowed).'),
+  env: secretFreeRecord()
+    .default({})
+    .describe('Extra environment variables (placeholders allowed). A secret is named, not stored: "TOKEN": "{{env.TOKEN}}" reads the executor\'s environment.'),
   stdin: z.string().optional().describe('Text sent on stdin, e.g. "{{prompt}}"; default: nothing.'),
   shell: z.boolean().default(false).describe('Run through /bin/sh. Off by default: arguments are never shell-parsed.'),
   max_output_bytes: z.int().positive().default(10 * 1024 * 1024).describe('A unit whose stdout grows past this fails.'),
@@ -23,6 +26,9 @@ const STDERR_TAIL = 2000;
 
 const fill = (template: string, unit: UnitInput) => fillFor(unit)(template);
 
+/** Every shell unit of this process starts through these (see fork-server.ts for why). */
+const forkServer = new ForkServers();
+
 export const shellWorker: Worker<ShellConfig> = {
   type: 'shell',
   healthProbes: [{ label: 'shell (sh)', config: { command: 'sh' } }],
@@ -31,47 +37,57 @@ export const shellWorker: Worker<ShellConfig> = {
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();
-    const subprocess = execa(cfg.command, cfg.args.map((a) => fill(a, unit)), {
-      cwd: cfg.cwd === undefined ? unit.work_dir : fill(cfg.cwd, unit),
-      env: Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v, unit)])),
-      extendEnv: true,
-      ...(cfg.stdin === undefined ? { stdin: 'ignore' as const } : { input: fill(cfg.stdin, unit) }),
-      shell: cfg.shell,
-      detached: true, // its own process group, so timeout and cancel reach every descendant
-      reject: false,
-      stripFinalNewline: true,
-      maxBuffer: { stdout: cfg.max_output_bytes, stderr: 1024 * 1024 },
-    });
-    if (subprocess.pid !== undefined) ctx.onProcess(subprocess.pid);
-    const unwatch = watchAbort(ctx.signal, subprocess.pid);
-    const result = await subprocess;
+    let pid: number | undefined;
+    let unwatch = () => undefined as void;
+    const result = await forkServer.run(
+      {
+        file: cfg.command,
+        args: cfg.args.map((a) => fill(a, unit)),
+        cwd: cfg.cwd === undefined ? unit.work_dir : fill(cfg.cwd, unit),
+        env: Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, renderWithEnv(v, unitValues(unit))])),
+        ...(cfg.stdin === undefined ? {} : { input: fill(cfg.stdin, unit) }),
+        shell: cfg.shell,
+        maxStdout: cfg.max_output_bytes,
+        maxStderr: STDERR_TAIL,
+      },
+      (started) => {
+        // Its own process group, so timeout and cancel reach every descendant.
+        pid = started;
+        ctx.onProcess(started);
+        unwatch = watchAbort(ctx.signal, started);
+      },
+    );
     unwatch();
     // Reap anything the command left running in its group.
-    if (subprocess.pid !== undefined) killGroup(subprocess.pid, 'SIGKILL');
+    if (pid !== undefined) killGroup(pid, 'SIGKILL');
 
     const common = {
-      exit_code: result.exitCode ?? null,
-      stderr_tail: String(result.stderr ?? '').slice(-STDERR_TAIL),
+      exit_code: result.exitCode,
+      stderr_tail: result.stderr,
       duration_ms: Date.now() - started,
     };
-    const stdout = String(result.stdout ?? '');
+    const stdout = result.stdout.replace(/\r?\n$/, '');
     if (ctx.signal.aborted) {
       const reason = String(ctx.signal.reason);
-      if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; killed process group ${subprocess.pid}`, output: stdout };
-      return { ...common, status: 'cancelled', error: `stopped (${reason}); killed process group ${subprocess.pid}` };
+      if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; killed process group ${pid}`, output: stdout };
+      return { ...common, status: 'cancelled', error: `stopped (${reason}); killed process group ${pid}` };
     }
-    if (!result.failed) return { ...common, status: 'succeeded', output: stdout };
-    const code = (result as { code?: string }).code;
-    if (code === 'ENOENT') {
+    if (result.errorCode === 'ENOENT') {
       return { ...common, status: 'failed', kind: 'permanent', error: `command not found: ${cfg.command}` };
     }
-    if (result.isMaxBuffer) {
+    if (result.errorCode) {
+      return { ...common, status: 'failed', kind: 'retryable', error: `could not start ${cfg.command}: ${result.errorMessage}` };
+    }
+    if (result.overflow) {
       return { ...common, status: 'failed', kind: 'permanent', error: `stdout exceeded max_output_bytes (${cfg.max_output_bytes})` };
     }
+    if (result.exitCode === 0) return { ...common, status: 'succeeded', output: stdout };
     const why = result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`;
     const tail = common.stderr_tail.trim().split('\n').slice(-3).join(' | ');
     return { ...common, status: 'failed', kind: 'retryable', error: tail ? `${why}: ${tail}` : why, output: stdout };
   },
+
+  close: () => forkServer.close(),
 
   async health(cfg) {
     const found = await which(cfg.command);

@@ -143,7 +143,9 @@ export function withSyncDefaults(input: unknown): unknown {
   if (spec.sync === undefined || spec.sync === null) return input;
   type Side = { type?: unknown; path?: unknown; table?: unknown } | undefined;
   const sync = spec.sync as { source?: Side; target?: Side; pair?: unknown };
-  const name = (s: Side) => (s ? `${String(s.type ?? '?')} ${String(s.path ?? s.table ?? '')}`.trim() : '?');
+  // Only scalars go into the default name: String() throws on {"toString": 0}, and the schema, not this, must refuse a bad side.
+  const text = (v: unknown, fallback: string) => (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : fallback);
+  const name = (s: Side) => (s ? `${text(s.type, '?')} ${text(s.path ?? s.table, '')}`.trim() : '?');
   return {
     name: `sync ${typeof sync.pair === 'string' ? sync.pair : `${name(sync.source)} → ${name(sync.target)}`}`.slice(0, 200),
     user_intent: `Keep ${name(sync.target)} in step with ${name(sync.source)}.`,

@@ -34,7 +34,9 @@ export function render(template: string, values: TemplateValues): string {
 
 /** A fenced block that no content can close early: the fence is longer than any backtick run inside. */
 export function fence(content: string, info = ''): string {
-  const longest = Math.max(0, ...[...content.matchAll(/`+/g)].map((m) => m[0].length));
+  // A loop, not Math.max(...runs): a big item can hold more runs than a call can take arguments.
+  let longest = 0;
+  for (const m of content.matchAll(/`+/g)) longest = Math.max(longest, m[0].length);
   const bar = '`'.repeat(Math.max(3, longest + 1));
   return `${bar}${info}\n${content}\n${bar}`;
 }

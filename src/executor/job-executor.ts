@@ -6,7 +6,7 @@ import { errorMessage } from '../domain/errors.js';
 import type { AbpConfig } from '../config.js';
 import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
-import type { JobRow, UnitRow } from '../store/schema.js';
+import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup } from '../util/process-group.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -29,8 +29,12 @@ export class JobExecutor {
   private readonly pool: WorkerPool;
   private readonly log: (message: string) => void;
   private stopping = false;
+  private hurry = false;
   private loop: Promise<void> | undefined;
   private lastHeartbeat = 0;
+  private lastReclaim = 0;
+  private lastPrune = 0;
+  private startedAt = 0;
   private rotation = 0;
 
   constructor(private readonly deps: JobExecutorDeps) {
@@ -54,10 +58,19 @@ export class JobExecutor {
     await this.loop;
   }
 
+  /** stop() without the grace period: running units are stopped and given back now. */
+  async stopNow(): Promise<void> {
+    this.stopping = true;
+    this.hurry = true;
+    this.pool.abortAll('shutdown');
+    await this.stop();
+  }
+
   private async runLoop(): Promise<void> {
     const { repo, config } = this.deps;
     const now = Date.now();
-    await repo.registerExecutor({ id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: now, heartbeat_at: now });
+    this.startedAt = now;
+    await repo.registerExecutor(this.registration(now));
     this.lastHeartbeat = now;
     this.log(`started (max ${config.maxWorkers} units at once, lease ${config.leaseMs} ms)`);
     // Work appearing anywhere in the cluster (PostgreSQL NOTIFY) ends the wait early; polling stays the fallback.
@@ -95,11 +108,15 @@ export class JobExecutor {
     }
   }
 
+  private registration(now: number): ExecutorRow {
+    return { id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: this.startedAt, heartbeat_at: now };
+  }
+
   private async shutdown(): Promise<void> {
     const { repo, config } = this.deps;
     if (this.pool.size > 0) {
       this.log(`stopping: waiting up to ${config.shutdownGraceMs} ms for ${this.pool.size} running units`);
-      const drained = await this.pool.drain(config.shutdownGraceMs);
+      const drained = !this.hurry && (await this.pool.drain(config.shutdownGraceMs));
       if (!drained) {
         this.pool.abortAll('shutdown');
         await this.pool.drain(5000);
@@ -116,11 +133,23 @@ export class JobExecutor {
     const { repo, config } = this.deps;
     const now = Date.now();
     if (now - this.lastHeartbeat >= config.heartbeatMs) {
-      await repo.heartbeat(this.id);
+      // A row pruned while this executor was cut off (a long stall) comes back.
+      if (!(await repo.heartbeat(this.id))) await repo.registerExecutor(this.registration(now));
       await repo.extendLeases(this.id, config.leaseMs);
       this.lastHeartbeat = now;
+      if (now - this.lastPrune >= config.leaseMs) {
+        // Killed executors never unregister: their rows go once they are stale
+        // for three leases (their units were reclaimed long before).
+        await repo.pruneExecutors(3 * config.leaseMs);
+        this.lastPrune = now;
+      }
     }
-    this.reap(await repo.reclaimExpired(now));
+    // Expired leases are rare; looking for them once a second (or per heartbeat, if
+    // sooner) is enough, and keeps a busy executor's passes to what claiming needs.
+    if (now - this.lastReclaim >= Math.min(config.heartbeatMs, 1000)) {
+      this.reap(await repo.reclaimExpired(now));
+      this.lastReclaim = now;
+    }
 
     const jobs = await repo.activeJobs();
     const byId = new Map(jobs.map((j) => [j.id, j]));

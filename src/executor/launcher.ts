@@ -34,7 +34,8 @@ export class Launcher {
       const child = spawn(process.execPath, [CLI_ENTRY, 'executor'], {
         detached: true, // its own session: it outlives the CLI, the MCP server or the terminal
         stdio: ['ignore', fd, fd],
-        env: { ...process.env, ABP_HOME: this.config.home, ABP_DB: this.config.db },
+        // abp's own HTTP key stays with the server: executors and their workers never need it.
+        env: { ...process.env, ABP_API_KEY: undefined, ABP_HOME: this.config.home, ABP_DB: this.config.db },
       });
       child.unref();
       return { started: true, pid: child.pid, log };

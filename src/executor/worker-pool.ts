@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Item } from '../contracts/enumerator.js';
 import type { Registry } from '../contracts/registry.js';
-import type { ConversationEvent, UnitOutcome, Worker } from '../contracts/worker.js';
+import type { UnitOutcome, Worker } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
 import { parseWith } from '../domain/job-spec.js';
 import type { AbpConfig } from '../config.js';
@@ -14,6 +14,7 @@ import { checkOutput, feedbackSection } from './output-schema.js';
 import { backoffMs, decide } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
+import { WriteBatch } from './write-batch.js';
 
 export interface WorkerPoolDeps {
   repo: Repository;
@@ -42,12 +43,15 @@ export class WorkerPool {
   readonly coolDowns: CoolDowns;
   /** RPM/TPM limits per worker type, shared by every job in this executor. */
   readonly throttle = new SlidingWindowThrottle();
+  /** Outcomes and pids, committed together. */
+  private readonly writes: WriteBatch;
 
   constructor(
     private readonly deps: WorkerPoolDeps,
     readonly capacity: number,
   ) {
     const { retryBaseMs, retryMaxMs } = deps.config;
+    this.writes = new WriteBatch(deps.repo, deps.owner);
     this.coolDowns = new CoolDowns((strikes) => backoffMs(strikes, { baseMs: retryBaseMs, maxMs: retryMaxMs }));
   }
 
@@ -108,7 +112,8 @@ export class WorkerPool {
       .catch((err) => this.deps.log(`unit ${unit.id}: could not record its outcome: ${errorMessage(err)}`))
       .finally(() => {
         this.running.delete(unit.id);
-        this.wake?.();
+        // A slot is free: claim again now, even if the executor is mid-pass.
+        this.wakeNow();
       });
     this.running.set(unit.id, { unit, controller, done });
   }
@@ -131,12 +136,12 @@ export class WorkerPool {
   }
 
   private async execute(unit: UnitRow, job: JobRow, controller: AbortController): Promise<void> {
-    const { repo, synthesizer, config, owner } = this.deps;
-    const events = new EventBuffer(repo, unit);
+    const { repo, synthesizer, config } = this.deps;
     const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let prompt: string | null = null;
     let outcome: UnitOutcome;
     let timer: NodeJS.Timeout | undefined;
+    let started = false;
     try {
       const worker = this.deps.workers.get(job.worker_type);
       let item = JSON.parse(unit.payload) as Item;
@@ -167,8 +172,19 @@ export class WorkerPool {
         this.workerConfig(worker, job),
         {
           signal: controller.signal,
-          onProcess: (pid) => void repo.setWorkerPid(unit.id, unit.attempt, pid).catch(() => undefined),
-          onEvent: (event) => events.push(event),
+          onProcess: (pid) => {
+            // The timeout covers the process's own run, not its wait to be started (the
+            // shell worker's fork server queues spawns under load): it restarts with the
+            // first process. Without this, a loaded host timed out units that ran for 10 ms.
+            if (!started) {
+              started = true;
+              clearTimeout(timer);
+              if (!controller.signal.aborted) timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
+            }
+            this.writes.pid(unit.id, unit.attempt, pid);
+          },
+          onEvent: (event) =>
+            this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, kind: event.kind, data: JSON.stringify(event.data), created_at: Date.now() }),
           throttle: this.throttle,
         },
       );
@@ -184,7 +200,6 @@ export class WorkerPool {
     } finally {
       clearTimeout(timer);
     }
-    await events.close();
     if (outcome.status === 'failed' && outcome.kind === 'rate_limited') {
       const ms = this.coolDowns.hit(job.worker_type, outcome.retry_after_ms);
       // Every executor on the database holds this worker type back too.
@@ -209,7 +224,7 @@ export class WorkerPool {
         decision.write = { ...decision.write, next: 'FAILED', spent: true };
       }
     }
-    await this.writeOutcome(unit, () => repo.recordOutcome(unit, owner, { ...decision.write, prompt }));
+    await this.writeOutcome(unit, () => this.writes.outcome(unit, { ...decision.write, prompt }));
   }
 
   /**
@@ -237,41 +252,5 @@ export class WorkerPool {
         await new Promise((r) => setTimeout(r, wait));
       }
     }
-  }
-}
-
-/** Appends a unit's conversation events as they happen, a small batch at a time. */
-class EventBuffer {
-  private rows: { unit_id: number; job_id: number; attempt: number; kind: string; data: string; created_at: number }[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly repo: Repository,
-    private readonly unit: UnitRow,
-  ) {}
-
-  push(event: ConversationEvent): void {
-    this.rows.push({
-      unit_id: this.unit.id,
-      job_id: this.unit.job_id,
-      attempt: this.unit.attempt,
-      kind: event.kind,
-      data: JSON.stringify(event.data),
-      created_at: Date.now(),
-    });
-    this.timer ??= setInterval(() => void this.flush(), 250);
-  }
-
-  private flush(): Promise<void> {
-    const rows = this.rows;
-    this.rows = [];
-    this.flushing = this.flushing.then(() => this.repo.appendUnitEvents(rows)).catch(() => undefined);
-    return this.flushing;
-  }
-
-  async close(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.flush();
   }
 }

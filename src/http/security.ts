@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
@@ -24,11 +24,14 @@ export function loadApiKey(home: string, env: Record<string, string | undefined>
   return { key: readFileSync(file, 'utf8').trim(), source: file };
 }
 
-/** Constant-time comparison: the time taken says nothing about how much of the key matched. */
+/**
+ * Constant-time comparison: the time taken says nothing about how much of the key
+ * matched, nor how long it is (both sides are hashed to 32 bytes first).
+ */
 export function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b) && given === expected;
 }
 
 /** The key a request carries, as `Authorization: Bearer` or `x-api-key`. */

@@ -3,19 +3,18 @@ import type { App } from '../app.js';
 import { createMcpServer } from './server.js';
 
 /**
- * Serves MCP on stdin/stdout until the client goes away (stdin EOF) or a signal
- * arrives. stdout belongs to the protocol; logs go to stderr. Executors are
- * separate processes and keep running after this returns.
+ * Serves MCP on stdin/stdout until the client goes away (stdin EOF) or `stop`
+ * resolves (the command's SIGTERM/SIGINT). stdout belongs to the protocol; logs go
+ * to stderr. Executors are separate processes and keep running after this returns.
  */
-export async function serveStdio(app: App): Promise<void> {
+export async function serveStdio(app: App, stop: Promise<unknown>): Promise<void> {
   const server = createMcpServer(app);
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();
     process.stdin.once('end', () => resolve());
     process.stdin.once('close', () => resolve());
-    process.once('SIGTERM', () => resolve());
-    process.once('SIGINT', () => resolve());
+    void stop.then(() => resolve());
   });
   await server.connect(transport);
   process.stderr.write('abp mcp: serving on stdio\n');

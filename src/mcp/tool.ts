@@ -67,7 +67,8 @@ export function register(server: McpServer, app: App, tools: ToolDef<any, any>[]
       {
         title: tool.title,
         description: tool.description,
-        inputSchema: tool.input,
+        // Strict: a misspelt argument is an error that names it, as on the CLI and over HTTP, not silently dropped.
+        inputSchema: z.strictObject(tool.input),
         // Loose: clients validate structuredContent, and fields may be added later.
         outputSchema: z.looseObject(tool.output),
         annotations: { title: tool.title, ...tool.annotations },

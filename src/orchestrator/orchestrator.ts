@@ -5,7 +5,9 @@ import type { Worker, WorkerHealth } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
+import { redactUrlPasswords } from '../domain/redact.js';
 import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
+import { placeholdersOf } from '../domain/template.js';
 import type { Launcher, LaunchResult } from '../executor/launcher.js';
 import { compileOutputSchema } from '../executor/output-schema.js';
 import { PENDING_APPROVAL, type Repository, type UnitDraft } from '../store/repository.js';
@@ -103,7 +105,8 @@ export class Orchestrator {
       onSkip: skipped.add,
       ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
     });
-    const job = await this.deps.repo.createJob(row, drafts(items, spec.enumerator_type), () => skipped.events());
+    const checks = { input: inputOf(spec.enumerator_type, enumeratorConfig), outcome: 'no job was created', refs: itemRefs(template, workerConfig, spec.post_processing_prompt) };
+    const job = await this.deps.repo.createJob(row, drafts(items, spec.enumerator_type, checks), () => skipped.events());
     return { ...jobDetail(job), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
   }
 
@@ -133,7 +136,8 @@ export class Orchestrator {
     }
     const skipped = new SkipLog();
     const items = enumerator.enumerate(config, { signal, onSkip: skipped.add, approvedCodeSha256: hash });
-    const filled = await this.deps.repo.fillPendingJob(id, { code_sha256: hash, approved_by: approvedBy }, drafts(items, job.enumerator_type), () =>
+    const checks = { input: inputOf(job.enumerator_type, config), outcome: 'the job stays pending approval', refs: itemRefs(job.prompt_template, JSON.parse(job.worker_config), job.post_processing_prompt) };
+    const filled = await this.deps.repo.fillPendingJob(id, { code_sha256: hash, approved_by: approvedBy }, drafts(items, job.enumerator_type, checks), () =>
       skipped.events(),
     );
     return { ...jobDetail(filled), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
@@ -158,7 +162,7 @@ export class Orchestrator {
    */
   async preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}) {
     if (isSyncSpec(input)) return this.sync.preview(parseJobSpec(input), options.signal);
-    const { spec, enumerator, enumeratorConfig, template } = this.validate(input);
+    const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
     const sample = Math.max(0, options.sample ?? 5);
     const base = { name: spec.name, enumerator_type: spec.enumerator_type, worker_type: spec.worker_type };
     const request = enumerator.approvalFor?.(enumeratorConfig);
@@ -180,7 +184,8 @@ export class Orchestrator {
     });
     let count = 0;
     const items: Item[] = [];
-    for await (const draft of drafts(stream, spec.enumerator_type)) {
+    const checks = { input: inputOf(spec.enumerator_type, enumeratorConfig), outcome: 'no job would be created', refs: itemRefs(template, workerConfig, spec.post_processing_prompt) };
+    for await (const draft of drafts(stream, spec.enumerator_type, checks)) {
       count++;
       if (items.length < Math.max(1, sample)) items.push(JSON.parse(draft.payload) as Item);
     }
@@ -271,7 +276,7 @@ export class Orchestrator {
       // Starting again is harmless: it makes sure an executor is alive.
       executor = await launcher.ensureExecutor();
     } else {
-      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; ${startHint(job)}`, {
+      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; cannot start: ${startHint(job)}`, {
         details: { job_id: id, status: job.status, move: 'start' },
       });
     }
@@ -483,7 +488,7 @@ function jobRow(spec: JobSpec, enumeratorConfig: unknown, workerConfig: unknown,
     name: spec.name,
     user_intent: spec.user_intent,
     enumerator_type: spec.enumerator_type,
-    enumerator_config: JSON.stringify(enumeratorConfig),
+    enumerator_config: JSON.stringify(enumeratorConfig, redactUrlPasswords),
     worker_type: spec.worker_type,
     worker_config: JSON.stringify(workerConfig),
     max_workers: spec.max_workers,
@@ -508,11 +513,54 @@ function approvalView(jobId: number, request: CodeApprovalRequest) {
   };
 }
 
-async function* drafts(items: AsyncIterable<Item>, type: string): AsyncGenerator<UnitDraft> {
+/** A `{{item.FIELD}}` reference, and the spec field that holds it. */
+interface ItemRef {
+  field: string;
+  where: 'prompt_template' | 'worker_config';
+}
+
+/** The synthesis unit's own item fields (see executor/synthesis.ts): a worker config may name them. */
+const SYNTHESIS_FIELDS = ['manifest_path', 'summary', 'units'];
+
+/** The item fields a prompt template and a worker config refer to. */
+function itemRefs(template: string, workerConfig: unknown, postProcessing: string | null | undefined): ItemRef[] {
+  const refs = (text: string, where: ItemRef['where']) =>
+    placeholdersOf(text)
+      .filter((p) => p.startsWith('item.'))
+      .map((p) => ({ field: p.split('.')[1] as string, where }))
+      .filter((r) => !(postProcessing && SYNTHESIS_FIELDS.includes(r.field)));
+  return [...refs(template, 'prompt_template'), ...refs(JSON.stringify(workerConfig ?? {}), 'worker_config')];
+}
+
+/** The input an enumeration reads, as errors name it: "csv data/rows.csv". */
+function inputOf(type: string, config: unknown): string {
+  const c = (config ?? {}) as Record<string, unknown>;
+  const path = c.file_path ?? c.base_directory;
+  if (typeof path === 'string') return `${type} ${path}`;
+  if (typeof c.query === 'string') return `${type} query ${JSON.stringify(c.query.length > 80 ? `${c.query.slice(0, 80)}…` : c.query)}`;
+  return `the ${type} enumerator`;
+}
+
+/**
+ * Checked while the items stream: an enumeration that yields nothing, and a
+ * `{{item.FIELD}}` that no item has (it would render empty in every unit), are
+ * errors that name the input or the field. `outcome` says what the error means here.
+ */
+interface DraftChecks {
+  input: string;
+  outcome: string;
+  refs: ItemRef[];
+}
+
+async function* drafts(items: AsyncIterable<Item>, type: string, checks: DraftChecks): AsyncGenerator<UnitDraft> {
   let index = 0;
+  const unseen = new Map(checks.refs.map((r) => [r.field, r]));
+  let firstKeys: string[] = [];
   try {
     for await (const item of items) {
       index++;
+      if (index === 1) firstKeys = Object.keys(item);
+      for (const field of unseen.keys()) if (Object.hasOwn(item, field)) unseen.delete(field);
       const payload = JSON.stringify(item);
       const bytes = Buffer.byteLength(payload);
       const id = item._id ?? index;
@@ -528,12 +576,20 @@ async function* drafts(items: AsyncIterable<Item>, type: string): AsyncGenerator
     if (err instanceof AbpError) throw err;
     throw new AbpError('enumeration_failed', `${type} enumerator failed after ${index} items: ${errorMessage(err)}`, { cause: err });
   }
+  if (index === 0) throw new AbpError('enumeration_failed', `${checks.input}: the enumeration produced no items; ${checks.outcome}`);
+  const [missing] = unseen.values();
+  if (missing) {
+    throw new AbpError(
+      'invalid_input',
+      `${missing.where}: {{item.${missing.field}}} names a field that no item has (item 1 has ${firstKeys.join(', ')}); ${checks.outcome}`,
+    );
+  }
 }
 
 function startHint(job: JobRow): string {
   if (job.status === 'PAUSED') return `resume it instead (abp resume ${job.id})`;
   if (job.status === 'FAILED') return `retry its failed units instead (abp retry ${job.id})`;
-  return 'it has ended and cannot start again';
+  return 'it has ended';
 }
 
 function nextStep(job: JobRow, testStatus: UnitState | undefined): string {

@@ -1,9 +1,10 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet, type SqliteDatabase } from 'kysely';
 import { AbpError, errorMessage } from '../domain/errors.js';
-import { migrationProvider } from './migrations.js';
+import { PACKAGE_ROOT } from '../package-root.js';
+import { LATEST_MIGRATION, migrationProvider } from './migrations.js';
 import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.js';
 import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
@@ -99,7 +100,7 @@ function openKysely(options: StoreOptions): { db: Kysely<Database>; backend: Sto
   } catch (err) {
     throw new AbpError('store_error', `cannot open the database ${path}: ${errorMessage(err)}`, { cause: err });
   }
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: reusingStatements(sqlite) }) });
   const backend: StoreBackend = {
     kind: 'sqlite',
     // One file has no notification channel: executors poll.
@@ -107,6 +108,34 @@ function openKysely(options: StoreOptions): { db: Kysely<Database>; backend: Sto
     exclusive: (fn) => fn(),
   };
   return { db, backend, where: path };
+}
+
+/**
+ * Kysely prepares every query afresh; compiling the SQL cost more than running it on
+ * the executor's hot path. Queries of one shape have one SQL text (values are
+ * parameters), so statements are kept by their text, the least recently used
+ * dropped past `size`. A statement still iterating a result (a streamed read) is
+ * busy, and the caller gets a fresh one.
+ */
+function reusingStatements(sqlite: BetterSqlite3.Database, size = 200): SqliteDatabase {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(text) {
+      const cached = cache.get(text);
+      if (cached && !cached.busy) {
+        cache.delete(text);
+        cache.set(text, cached);
+        return cached;
+      }
+      const stmt = sqlite.prepare(text);
+      if (!cached) {
+        cache.set(text, stmt);
+        if (cache.size > size) cache.delete(cache.keys().next().value as string);
+      }
+      return stmt;
+    },
+  };
 }
 
 /** An arbitrary constant key for pg_advisory_lock: "abp" migrations. */
@@ -135,8 +164,40 @@ async function upToDate(db: Kysely<Database>): Promise<boolean> {
   }
 }
 
+/** A migration's number, its schema version: 6 for 006-shared-cool-downs. */
+function schemaVersion(name: string): number {
+  return Number(/^\d+/.exec(name)?.[0] ?? NaN);
+}
+
+/**
+ * Refuses a database that a newer abp migrated: it ran migrations this build does
+ * not know, so this build cannot tell what its tables mean, and writing to them
+ * could corrupt the newer abp's data. The message names both schema versions and
+ * what to do. A fresh database (no migration table) passes.
+ */
+async function refuseNewer(db: Kysely<Database>, where: string): Promise<void> {
+  let names: string[];
+  try {
+    const rows = await (db as unknown as Kysely<{ kysely_migration: { name: string } }>).selectFrom('kysely_migration').select('name').execute();
+    names = rows.map((r) => r.name);
+  } catch {
+    return; // no migration table yet: a fresh database
+  }
+  const known = Object.keys(await migrationProvider.getMigrations());
+  const unknown = names.filter((n) => !known.includes(n)).sort();
+  if (unknown.length === 0) return;
+  const newest = unknown.at(-1) as string;
+  const version = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version as string;
+  throw new AbpError(
+    'store_error',
+    `the database ${where} is at schema version ${schemaVersion(newest)} (${newest}), but this abp ${version} knows schema versions up to ${schemaVersion(LATEST_MIGRATION)} (${LATEST_MIGRATION}): ` +
+      `a newer abp migrated it (unknown migrations: ${unknown.join(', ')}). Upgrade abp to the version that wrote it, or point ABP_DB (or --db) at another database; abp never downgrades a schema.`,
+  );
+}
+
 async function migrate(db: Kysely<Database>, where: string, backend: StoreBackend): Promise<MigrationResultSet['results']> {
   if (await upToDate(db)) return [];
+  await refuseNewer(db, where);
   const migrator = new Migrator({ db, provider: migrationProvider });
   // Two processes may open a fresh file at once; the loser of the race sees the
   // winner's tables on the next try. A database server that is still starting
@@ -169,6 +230,7 @@ async function migrate(db: Kysely<Database>, where: string, backend: StoreBacken
 }
 
 async function requireMigrated(db: Kysely<Database>, where: string): Promise<void> {
+  await refuseNewer(db, where);
   let pending: string[];
   try {
     const all = await new Migrator({ db, provider: migrationProvider }).getMigrations();

@@ -57,6 +57,46 @@ export interface Page {
 
 const INSERT_BATCH = 1000;
 
+/** What a batch of written outcomes changes on one job's row. */
+class OutcomeTally {
+  readonly deltas: Partial<Record<UnitState, number>> = {};
+  handedBack = false;
+  private reserved = 0;
+  private costed = 0;
+  private unitMs = 0;
+  private cost = 0;
+  private inputTokens = 0;
+  private outputTokens = 0;
+
+  add(unit: OutcomeUnit, w: OutcomeWrite, now: number): void {
+    this.deltas.RUNNING = (this.deltas.RUNNING ?? 0) - 1;
+    this.deltas[w.next] = (this.deltas[w.next] ?? 0) + 1;
+    if (w.next === 'PENDING' && (w.available_at ?? 0) <= now) this.handedBack = true;
+    // The claim that this fenced write belongs to reserved it (it came back with the claimed row).
+    this.reserved += unit.reserved_usd ?? 0;
+    if (w.cost_usd !== undefined && w.cost_usd !== null) this.costed++;
+    if (w.duration_ms && w.next !== 'PENDING') this.unitMs += w.duration_ms;
+    this.cost += w.cost_usd ?? 0;
+    this.inputTokens += w.input_tokens ?? 0;
+    this.outputTokens += w.output_tokens ?? 0;
+  }
+
+  /** Column updates beside the state counters, only for what changed. */
+  extra(): Record<string, unknown> {
+    const extra: Record<string, unknown> = {};
+    if (this.reserved) extra.reserved_usd = sql`reserved_usd - ${this.reserved}`;
+    if (this.costed) extra.costed_units = sql`costed_units + ${this.costed}`;
+    if (this.unitMs) extra.unit_ms_total = sql`unit_ms_total + ${this.unitMs}`;
+    if (this.cost) extra.cost_usd = sql`cost_usd + ${this.cost}`;
+    if (this.inputTokens) extra.input_tokens = sql`input_tokens + ${this.inputTokens}`;
+    if (this.outputTokens) extra.output_tokens = sql`output_tokens + ${this.outputTokens}`;
+    return extra;
+  }
+}
+
+/** What an outcome write needs of the claimed unit: its fencing token and its reservation. */
+export type OutcomeUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'reserved_usd'>;
+
 /** The status_reason of a CREATED job whose code waits for a person's approval. */
 export const PENDING_APPROVAL = 'pending_approval';
 
@@ -487,51 +527,84 @@ export class Repository {
    * an attempt that lost its lease can never overwrite a newer one. Returns false
    * when the write was fenced out.
    */
-  async recordOutcome(unit: Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'reserved_usd'>, owner: string, w: OutcomeWrite): Promise<boolean> {
+  async recordOutcome(unit: OutcomeUnit, owner: string, w: OutcomeWrite): Promise<boolean> {
+    const [written] = await this.recordOutcomes([{ unit, owner, write: w }]);
+    return written === true;
+  }
+
+  /**
+   * Several outcomes (with the pids of units just started and the conversation
+   * events of running ones) in one transaction: an
+   * executor finishing many short units pays for one commit, and one counter
+   * update per job, not one each. Each outcome is fenced on its own; the result
+   * says which were written.
+   */
+  async recordOutcomes(
+    outcomes: { unit: OutcomeUnit; owner: string; write: OutcomeWrite }[],
+    pids: { unit_id: number; attempt: number; pid: number }[] = [],
+    unitEvents: Omit<UnitEventRow, 'id'>[] = [],
+  ): Promise<boolean[]> {
     return this.tx(async (t) => {
+      for (const p of pids) await this.setWorkerPid(p.unit_id, p.attempt, p.pid, t);
+      for (let i = 0; i < unitEvents.length; i += 500) await t.insertInto('unit_events').values(unitEvents.slice(i, i + 500)).execute();
       const now = Date.now();
-      const { next, spent, available_at, ...fields } = w;
-      // Everything before the counters' bump runs without the job row's lock, so
-      // that concurrent outcomes of one job serialise only on that last update.
-      const result = await t
-        .updateTable('work_units')
-        .set({
-          ...fields,
-          status: next,
-          failures: spent ? sql`failures + 1` : sql`failures`,
-          available_at: available_at ?? 0,
-          lease_owner: null,
-          lease_expires_at: null,
-          worker_pid: null,
-          finished_at: next === 'PENDING' ? null : now,
-          reserved_usd: 0,
-        } as never)
-        .where('id', '=', unit.id)
-        .where('attempt', '=', unit.attempt)
-        .where('status', '=', 'RUNNING')
-        .where('lease_owner', '=', owner)
-        .executeTakeFirst();
-      if (Number(result.numUpdatedRows) === 0) return false;
-      const extra: Record<string, unknown> = {};
-      // The claim that this fenced write belongs to reserved it (it came back with the claimed row).
-      if (unit.reserved_usd) extra.reserved_usd = sql`reserved_usd - ${unit.reserved_usd}`;
-      if (w.cost_usd !== undefined && w.cost_usd !== null) extra.costed_units = sql`costed_units + 1`;
-      if (w.duration_ms && next !== 'PENDING') extra.unit_ms_total = sql`unit_ms_total + ${w.duration_ms}`;
-      if (w.cost_usd) extra.cost_usd = sql`cost_usd + ${w.cost_usd}`;
-      if (w.input_tokens) extra.input_tokens = sql`input_tokens + ${w.input_tokens}`;
-      if (w.output_tokens) extra.output_tokens = sql`output_tokens + ${w.output_tokens}`;
-      await this.event(t, unit.job_id, 'unit', {
-        unit_id: unit.id,
-        attempt: unit.attempt,
-        status: next,
-        ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
-      });
-      // A unit handed back for now (not after a backoff) can run elsewhere at once.
-      if (next === 'PENDING' && (available_at ?? 0) <= now) await this.notifyWork(t, unit.job_id);
-      const job = await this.bump(t, unit.job_id, { RUNNING: -1, [next]: 1 }, extra);
-      if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.finishIfDone(t, unit.job_id);
-      return true;
+      const written: boolean[] = [];
+      const tallies = new Map<number, OutcomeTally>();
+      const events: { job_id: number; type: string; data: string; created_at: number }[] = [];
+      // Every unit row first, without the job rows' locks, so that concurrent
+      // outcomes of one job serialise only on the counters' update at the end.
+      for (const { unit, owner, write: w } of outcomes) {
+        const ok = await this.fencedOutcome(t, unit, owner, w, now);
+        written.push(ok);
+        if (!ok) continue;
+        let tally = tallies.get(unit.job_id);
+        if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
+        tally.add(unit, w, now);
+        events.push({
+          job_id: unit.job_id,
+          type: 'unit',
+          created_at: now,
+          data: JSON.stringify({
+            unit_id: unit.id,
+            attempt: unit.attempt,
+            status: w.next,
+            ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
+          }),
+        });
+      }
+      for (let i = 0; i < events.length; i += 500) await t.insertInto('events').values(events.slice(i, i + 500)).execute();
+      for (const [jobId, tally] of [...tallies].sort(([a], [b]) => a - b)) {
+        // A unit handed back for now (not after a backoff) can run elsewhere at once.
+        if (tally.handedBack) await this.notifyWork(t, jobId);
+        const job = await this.bump(t, jobId, tally.deltas, tally.extra());
+        if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.finishIfDone(t, jobId);
+      }
+      return written;
     });
+  }
+
+  /** The unit row of one outcome, fenced by attempt and lease owner; false if fenced out. */
+  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: string, w: OutcomeWrite, now: number): Promise<boolean> {
+    const { next, spent, available_at, ...fields } = w;
+    const result = await t
+      .updateTable('work_units')
+      .set({
+        ...fields,
+        status: next,
+        failures: spent ? sql`failures + 1` : sql`failures`,
+        available_at: available_at ?? 0,
+        lease_owner: null,
+        lease_expires_at: null,
+        worker_pid: null,
+        finished_at: next === 'PENDING' ? null : now,
+        reserved_usd: 0,
+      } as never)
+      .where('id', '=', unit.id)
+      .where('attempt', '=', unit.attempt)
+      .where('status', '=', 'RUNNING')
+      .where('lease_owner', '=', owner)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   /**
@@ -594,8 +667,8 @@ export class Repository {
     return Number(result.numUpdatedRows);
   }
 
-  async setWorkerPid(unitId: number, attempt: number, pid: number): Promise<void> {
-    await this.db
+  async setWorkerPid(unitId: number, attempt: number, pid: number, t: Db = this.db): Promise<void> {
+    await t
       .updateTable('work_units')
       .set({ worker_pid: pid })
       .where('id', '=', unitId)
@@ -701,11 +774,6 @@ export class Repository {
 
   // ---- conversations and events ---------------------------------------------
 
-  async appendUnitEvents(rows: Omit<UnitEventRow, 'id'>[]): Promise<void> {
-    if (rows.length === 0) return;
-    await this.db.insertInto('unit_events').values(rows).execute();
-  }
-
   async unitEvents(unitId: number): Promise<UnitEventRow[]> {
     return this.db.selectFrom('unit_events').selectAll().where('unit_id', '=', unitId).orderBy('id').execute();
   }
@@ -761,8 +829,10 @@ export class Repository {
     await this.db.insertInto('executors').values(row).execute();
   }
 
-  async heartbeat(id: string): Promise<void> {
-    await this.db.updateTable('executors').set({ heartbeat_at: Date.now() }).where('id', '=', id).execute();
+  /** Returns false when the executor has no row (it was pruned as stale). */
+  async heartbeat(id: string): Promise<boolean> {
+    const result = await this.db.updateTable('executors').set({ heartbeat_at: Date.now() }).where('id', '=', id).executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   async unregisterExecutor(id: string): Promise<void> {

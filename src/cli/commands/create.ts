@@ -56,8 +56,10 @@ function keyValues(flag: string, pairs: string[]): Record<string, unknown> {
 /** Builds a JobSpec from --spec and the flags; flags win over the file. */
 export function specFromFlags(ctx: CommandContext): Record<string, unknown> {
   const v = ctx.values;
-  const spec: Record<string, unknown> = v.spec ? { ...(readJsonFile('spec', String(v.spec)) as Record<string, unknown>) } : {};
-  if (v.spec && (spec === null || typeof spec !== 'object' || Array.isArray(spec))) throw usage('--spec: expected a JSON object');
+  const file = v.spec ? readJsonFile('spec', String(v.spec)) : {};
+  // Checked before the spread: spreading an array or a string would turn it into an object of indexes.
+  if (file === null || typeof file !== 'object' || Array.isArray(file)) throw usage(`--spec: expected a JSON object, got ${Array.isArray(file) ? 'an array' : file === null ? 'null' : `a ${typeof file}`}`);
+  const spec: Record<string, unknown> = { ...(file as Record<string, unknown>) };
   const set = (field: string, value: unknown) => {
     if (value !== undefined) spec[field] = value;
   };

@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
+import { shutdownSignals } from '../signals.js';
 
 export const executor: Command = {
   name: 'executor',
@@ -7,19 +8,34 @@ export const executor: Command = {
   usage: 'abp executor [--max-workers N] [--idle-seconds N (0 = never exit)]',
   options: { 'max-workers': { type: 'string' }, 'idle-seconds': { type: 'string' } },
   async run(ctx) {
-    const app = await ctx.app();
     const maxWorkers = intFlag(ctx, 'max-workers', 1);
     const idle = intFlag(ctx, 'idle-seconds', 0);
-    const exec = app.createExecutor({
-      ...(maxWorkers !== undefined ? { maxWorkers } : {}),
-      ...(idle !== undefined ? { idleExitMs: idle * 1000 } : {}),
+    // The first signal drains: no new claims, running units get the grace period
+    // (ABP_SHUTDOWN_GRACE_SECONDS), then they are stopped and given back. Another
+    // signal stops them at once. Either way the leases are released and it exits 0.
+    let stopNow: (() => Promise<void>) | undefined;
+    const signals = shutdownSignals((signal) => {
+      process.stderr.write(`executor: ${signal} received again; stopping the running units now\n`);
+      void stopNow?.();
     });
-    const stop = (signal: string) => {
-      process.stderr.write(`executor: ${signal} received; draining\n`);
-      void exec.stop();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    await exec.run();
+    try {
+      const app = await ctx.app();
+      if (signals.first) {
+        process.stderr.write(`executor: ${signals.first} received while starting; exiting\n`);
+        return;
+      }
+      const exec = app.createExecutor({
+        ...(maxWorkers !== undefined ? { maxWorkers } : {}),
+        ...(idle !== undefined ? { idleExitMs: idle * 1000 } : {}),
+      });
+      stopNow = () => exec.stopNow();
+      void signals.received.then((signal) => {
+        process.stderr.write(`executor: ${signal} received; draining (up to ${app.config.shutdownGraceMs / 1000} s; send it again to stop the running units now)\n`);
+        return exec.stop();
+      });
+      await exec.run();
+    } finally {
+      signals.dispose();
+    }
   },
 };

@@ -1,5 +1,6 @@
 import { serveStdio } from '../../mcp/stdio.js';
 import type { Command } from '../command.js';
+import { shutdownSignals } from '../signals.js';
 
 export const mcp: Command = {
   name: 'mcp',
@@ -7,6 +8,13 @@ export const mcp: Command = {
   usage: 'abp mcp',
   options: {},
   async run(ctx) {
-    await serveStdio(await ctx.app());
+    // Installed before the database opens: a signal while starting still ends in a clean exit 0.
+    const signals = shutdownSignals();
+    try {
+      const app = await ctx.app();
+      if (!signals.first) await serveStdio(app, signals.received);
+    } finally {
+      signals.dispose();
+    }
   },
 };

@@ -4,8 +4,9 @@ import { DEFAULT_MAX_BODY } from '../../http/body.js';
 import { isLoopback, loadApiKey } from '../../http/security.js';
 import { dashboardLink, removeServeRecord, writeServeRecord } from '../../http/serve-record.js';
 import { startHttpServer } from '../../http/server.js';
-import type { Command } from '../command.js';
+import type { Command, CommandContext } from '../command.js';
 import { intFlag } from '../command.js';
+import { shutdownSignals, type ShutdownSignals } from '../signals.js';
 
 const list = (raw: string | undefined) => (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -33,28 +34,37 @@ export const serve: Command = {
         `--host ${host}: binding beyond loopback needs ABP_API_KEY set to a key you chose; pass --force (or ABP_SERVE_FORCE=1) to use the generated key anyway`,
       );
     }
-    const app = await ctx.app();
-    const { key, source } = loadApiKey(app.config.home);
-    const http = await startHttpServer(app, {
-      host,
-      port,
-      apiKey: key,
-      allowedHosts: list(env.ABP_ALLOWED_HOSTS),
-      allowedOrigins: list(env.ABP_CORS_ORIGINS),
-      maxBodyBytes: envNumber('ABP_MAX_BODY_BYTES', DEFAULT_MAX_BODY, 1),
-      rateLimitPerMinute: envNumber('ABP_RATE_LIMIT', 600, 0),
-      sseKeepAliveMs: envNumber('ABP_SSE_KEEPALIVE_SECONDS', 15, 0.05) * 1000,
-    });
-    writeServeRecord(app.config.home, http.url);
-    process.stderr.write(`abp serve: listening on ${http.url} (MCP at ${http.url}/mcp; API key from ${source})\n`);
-    const link = await dashboardLink(app.orchestrator, app.config.home, http.url);
-    process.stderr.write(`abp serve: dashboard (one-time link, valid 15 minutes): ${link.url}\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGTERM', resolve);
-      process.once('SIGINT', resolve);
-    });
-    process.stderr.write('abp serve: shutting down\n');
-    removeServeRecord(app.config.home);
-    await http.close();
+    // Installed before anything opens, so a signal while starting still ends in a clean exit 0.
+    const signals = shutdownSignals();
+    try {
+      await serveUntilSignalled(ctx, signals, host, port);
+    } finally {
+      signals.dispose();
+    }
   },
 };
+
+async function serveUntilSignalled(ctx: CommandContext, signals: ShutdownSignals, host: string, port: number): Promise<void> {
+  const env = process.env;
+  const app = await ctx.app();
+  if (signals.first) return;
+  const { key, source } = loadApiKey(app.config.home);
+  const http = await startHttpServer(app, {
+    host,
+    port,
+    apiKey: key,
+    allowedHosts: list(env.ABP_ALLOWED_HOSTS),
+    allowedOrigins: list(env.ABP_CORS_ORIGINS),
+    maxBodyBytes: envNumber('ABP_MAX_BODY_BYTES', DEFAULT_MAX_BODY, 1),
+    rateLimitPerMinute: envNumber('ABP_RATE_LIMIT', 600, 0),
+    sseKeepAliveMs: envNumber('ABP_SSE_KEEPALIVE_SECONDS', 15, 0.05) * 1000,
+  });
+  writeServeRecord(app.config.home, http.url);
+  process.stderr.write(`abp serve: listening on ${http.url} (MCP at ${http.url}/mcp; API key from ${source})\n`);
+  const link = await dashboardLink(app.orchestrator, app.config.home, http.url);
+  process.stderr.write(`abp serve: dashboard (one-time link, valid 15 minutes): ${link.url}\n`);
+  const signal = await signals.received;
+  process.stderr.write(`abp serve: ${signal} received; shutting down\n`);
+  removeServeRecord(app.config.home);
+  await http.close();
+}

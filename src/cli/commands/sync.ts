@@ -104,6 +104,29 @@ function planLine(p: { text?: string; first_run?: boolean }): string {
   return `${p.text ?? ''}${p.first_run ? ' (first run: no removes)' : ''}`;
 }
 
+type GuardEvent = { guard: string; side?: string; count: number; items?: number; max_delete_ratio?: number; previous?: number; current?: number };
+
+/** Why a guard held writes back, and what lets a deletion you mean through. */
+function guardLine(g: GuardEvent): string {
+  const letThrough = '-o allow_mass_delete=true lets a deletion you mean through';
+  switch (g.guard) {
+    case 'mass_delete':
+      return `guard mass_delete: ${g.count} of the ${g.items} items in the ${g.side} would be removed, over max_delete_ratio ${g.max_delete_ratio}; none is removed (${letThrough})`;
+    case 'suspect_snapshot':
+      return `guard suspect_snapshot: the ${g.side} shrank from ${g.previous} to ${g.current} items, which looks like a broken read; its ${g.count} removes are held (${letThrough})`;
+    case 'provider_down':
+      return `guard provider_down: the ${g.side} is down, so its ${g.count} writes stay unresolved until a run finds it up`;
+    case 'quarantine':
+      return `guard quarantine: ${g.count} items failed quarantine_after runs in a row and are skipped until their cool-down ends`;
+    case 'phantom':
+      return `guard phantom: ${g.count} adds were confirmed but never appeared, and are not tried again`;
+    case 'tombstone':
+      return `guard tombstone: ${g.count} stale copies of deleted items stay deleted`;
+    default:
+      return `guard ${g.guard}: ${g.count} writes held`;
+  }
+}
+
 export const sync: Command = {
   name: 'sync',
   summary: 'Sync two inventories (files, JSONL/JSON/CSV, SQLite or PostgreSQL tables): run, plan (dry run) or status.',
@@ -137,7 +160,7 @@ export const sync: Command = {
   },
   async run(ctx) {
     const sub = ctx.positionals[0];
-    if (!sub || !(SUBCOMMANDS as readonly string[]).includes(sub)) throw usage(`abp sync: expected one of ${SUBCOMMANDS.join(', ')}, got ${JSON.stringify(sub ?? '')}`);
+    if (!sub || !(SUBCOMMANDS as readonly string[]).includes(sub)) throw usage(`sync: expected a subcommand, one of ${SUBCOMMANDS.join(', ')}; got ${JSON.stringify(sub ?? '')}`);
     const app = await ctx.app();
     const { orchestrator } = app;
     if (sub === 'status') {
@@ -162,10 +185,11 @@ export const sync: Command = {
     const spec = syncSpecFromFlags(ctx);
     if (sub === 'plan') {
       const p = await orchestrator.preview(spec);
-      const s = (p as { sync: { text?: string; first_run?: boolean; writes: { op: string; side: string; key: string }[]; blocked: { key: string; guard: string }[] } }).sync;
+      const s = (p as { sync: { text?: string; first_run?: boolean; guards: GuardEvent[]; writes: { op: string; side: string; key: string }[]; blocked: { key: string; guard: string }[] } }).sync;
       ctx.print(
         [
           `dry run, nothing written: ${planLine(s)}`,
+          ...s.guards.map(guardLine),
           ...s.writes.map((w) => `  ${w.op} ${w.side} ${w.key}`),
           ...s.blocked.map((b) => `  blocked (${b.guard}) ${b.key}`),
         ].join('\n'),
@@ -173,8 +197,8 @@ export const sync: Command = {
       );
       return;
     }
-    const job = (await orchestrator.createJob(spec)) as { job_id: number; status: string; units?: number; sync?: { text?: string; first_run?: boolean } };
-    const lines = [`created sync job ${job.job_id}: ${planLine(job.sync ?? {})}, ${job.units ?? 0} units`];
+    const job = (await orchestrator.createJob(spec)) as { job_id: number; status: string; units?: number; sync?: { text?: string; first_run?: boolean; guards?: GuardEvent[] } };
+    const lines = [`created sync job ${job.job_id}: ${planLine(job.sync ?? {})}, ${job.units ?? 0} units`, ...(job.sync?.guards ?? []).map(guardLine)];
     let final: unknown = job;
     const wait = intFlag(ctx, 'wait', 0) ?? 600;
     if (job.status === 'CREATED' && (ctx.values.start || ctx.values['skip-test'])) {

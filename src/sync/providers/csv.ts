@@ -27,6 +27,10 @@ export const csvProvider: ProviderFactory<Config> = {
         } catch (err) {
           throw new AbpError('enumeration_failed', `${path}: not valid CSV: ${errorMessage(err)}`);
         }
+        const columns = rows[0] ? Object.keys(rows[0]) : [];
+        if (rows.length > 0 && !columns.includes(cfg.id_column)) {
+          throw new AbpError('invalid_input', `${path}: id_column ${JSON.stringify(cfg.id_column)} is not a column (columns: ${columns.join(', ')}); name the key column with id_column`);
+        }
         rows.forEach((record, i) => visit(keyOf(record, cfg.id_column, () => `${path} row ${i + 2}`), record as ProviderRecord));
       },
       serialise(records) {

@@ -1,0 +1,4 @@
+import { runRows } from './run-rows.js';
+
+// The catalogue's enumerator, worker and sync rows that go in through a spawned `abp`.
+runRows('cli-inputs');

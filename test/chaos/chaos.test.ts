@@ -1,0 +1,50 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { createTestDatabase, dropTestDatabase, TEST_BACKEND } from '../helpers/postgres.js';
+import { runChaos, summary } from './harness.js';
+
+/*
+ * The short chaos run, in the suite: a few hundred units with every fault kind
+ * while executors are killed, stopped and restarted and the database is locked.
+ * `npm run chaos` runs the long one (see docs/chaos.md).
+ */
+let home: string | undefined;
+let pgDb: string | undefined;
+afterEach(async () => {
+  if (pgDb) await dropTestDatabase(pgDb).catch(() => undefined);
+  if (home) rmSync(home, { recursive: true, force: true });
+  home = pgDb = undefined;
+});
+
+it('chaos: faulty workers, killed executors and a locked database lose nothing and run nothing twice', { timeout: 300_000 }, async () => {
+  home = mkdtempSync(join(tmpdir(), 'abp-chaos-'));
+  pgDb = TEST_BACKEND === 'postgres' ? await createTestDatabase() : undefined;
+  const seed = Math.floor(Math.random() * 2 ** 31);
+  const report = await runChaos({
+    home,
+    db: pgDb ?? join(home, 'abp.db'),
+    durationMs: 40_000,
+    jobs: 'once',
+    shellUnits: 160,
+    httpUnits: 80,
+    maxExecutors: 2,
+    actionEveryMs: 1500,
+    leaseSeconds: 3,
+    settleMs: 120_000,
+    seed,
+    log: () => undefined,
+  });
+  const text = summary(report);
+  process.stderr.write(`${text}\n`);
+  expect(report.units, text).toBe(240);
+  expect(report.violations, text).toEqual([]);
+  expect(report, text).toMatchObject({ duplicates: 0, lost: 0, wrong_outcomes: 0, counter_mismatches: 0, leftover_leases: 0, executor_rows: 0, orphans: 0, bad_exits: 0 });
+  // The run really was chaotic: executors died mid-run, and faults of every kind fired.
+  expect(report.executor_kills + report.executor_terms, text).toBeGreaterThan(0);
+  expect(report.db_locks, text).toBeGreaterThan(0);
+  for (const kind of ['shell fail', 'shell crash', 'shell garbage', 'http r429', 'http e500']) expect(report.faults[kind] ?? 0, `${kind}\n${text}`).toBeGreaterThan(0);
+  expect(report.succeeded + report.failed).toBe(report.units);
+  if (TEST_BACKEND === 'sqlite') expect(report.integrity).toBe('ok');
+});

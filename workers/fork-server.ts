@@ -1,0 +1,221 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+
+/**
+ * A small helper process that starts the shell worker's commands.
+ *
+ * Starting a process from Node forks the caller first, and a fork costs time in
+ * proportion to the caller's memory: an executor holding a database, a job's
+ * configs and hundreds of in-flight units pays several milliseconds per spawn, on
+ * its main thread. The fork server is a bare Node process (no modules beyond
+ * child_process), so each fork is cheap, and it runs beside the executor instead
+ * of blocking it. It only starts processes and collects their output; the worker
+ * still owns timeouts and cancellation and signals the process group itself.
+ *
+ * One server forks about as fast as one core allows, so the shell worker keeps one
+ * per core and sends each unit to the least busy (see `ForkServers`).
+ *
+ * If the executor dies, the server sees its IPC channel close, kills every
+ * process group it started and exits, so nothing it started outlives its owner.
+ */
+const SERVER_SOURCE = String.raw`
+const { spawn } = require('node:child_process');
+const groups = new Set();
+const reapAll = () => {
+  for (const pid of groups) { try { process.kill(-pid, 'SIGKILL'); } catch {} }
+  process.exit(0);
+};
+// A send can fail (EPIPE) when the executor died a moment ago, before 'disconnect'
+// arrives: that too means the owner is gone, and nothing it started may outlive it.
+const send = (m) => { if (process.connected) process.send(m, (err) => { if (err) reapAll(); }); };
+process.on('disconnect', reapAll);
+process.on('message', (m) => {
+  let child;
+  try {
+    child = spawn(m.file, m.args, {
+      cwd: m.cwd,
+      env: Object.assign({}, process.env, m.env),
+      shell: m.shell,
+      detached: true,
+      stdio: [m.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+  } catch (err) {
+    send({ id: m.id, done: true, errorCode: err.code || 'ESPAWN', errorMessage: String(err.message) });
+    return;
+  }
+  let finished = false;
+  let spawnError;
+  const out = [];
+  let outBytes = 0;
+  let overflow = false;
+  let errTail = Buffer.alloc(0);
+  if (child.pid !== undefined) {
+    groups.add(child.pid);
+    send({ id: m.id, pid: child.pid });
+  }
+  child.stdout.on('data', (chunk) => {
+    if (overflow) return;
+    outBytes += chunk.length;
+    if (outBytes > m.maxStdout) {
+      overflow = true;
+      try { process.kill(-child.pid, 'SIGKILL'); } catch {}
+      return;
+    }
+    out.push(chunk);
+  });
+  child.stderr.on('data', (chunk) => {
+    errTail = Buffer.concat([errTail, chunk]);
+    if (errTail.length > m.maxStderr) errTail = errTail.subarray(errTail.length - m.maxStderr);
+  });
+  if (child.stdin) {
+    child.stdin.on('error', () => {});
+    child.stdin.end(m.input);
+  }
+  const finish = (exitCode, signal) => {
+    if (finished) return;
+    finished = true;
+    if (child.pid !== undefined) groups.delete(child.pid);
+    send({
+      id: m.id,
+      done: true,
+      exitCode,
+      signal,
+      stdout: Buffer.concat(out).toString('utf8'),
+      stderr: errTail.toString('utf8'),
+      overflow,
+      errorCode: spawnError ? spawnError.code || 'ESPAWN' : undefined,
+      errorMessage: spawnError ? String(spawnError.message) : undefined,
+    });
+  };
+  child.on('error', (err) => {
+    spawnError = err;
+    if (child.pid === undefined) finish(null, null);
+  });
+  child.on('close', (code, signal) => finish(code, signal));
+});
+send({ ready: true });
+`;
+
+export interface SpawnRequest {
+  file: string;
+  args: string[];
+  cwd: string;
+  /** Added to the executor's environment. */
+  env: Record<string, string>;
+  /** Written to stdin, then closed; without it stdin is /dev/null. */
+  input?: string;
+  shell: boolean;
+  /** Past this many bytes of stdout the process group is killed and `overflow` is set. */
+  maxStdout: number;
+  /** Only the last this many bytes of stderr are kept. */
+  maxStderr: number;
+}
+
+export interface SpawnResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  /** The tail of stderr. */
+  stderr: string;
+  overflow: boolean;
+  /** Set when the process could not be started (e.g. ENOENT). */
+  errorCode?: string;
+  errorMessage?: string;
+}
+
+interface Pending {
+  onPid: (pid: number) => void;
+  resolve: (result: SpawnResult) => void;
+}
+
+type Reply = { ready: true } | ({ id: number } & ({ pid: number } | ({ done: true } & SpawnResult)));
+
+export class ForkServer {
+  private child: ChildProcess | undefined;
+  private ready: Promise<ChildProcess> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+
+  /** Requests in flight. */
+  get load(): number {
+    return this.pending.size;
+  }
+
+  /** Starts a process; `onPid` hears its pid (a process group id) as soon as it exists. */
+  async run(request: SpawnRequest, onPid: (pid: number) => void): Promise<SpawnResult> {
+    const child = await this.start();
+    const id = this.nextId++;
+    return new Promise<SpawnResult>((resolve) => {
+      this.pending.set(id, { onPid, resolve });
+      // Only a server with work in flight keeps the process alive.
+      if (this.pending.size === 1) child.channel?.ref();
+      child.send({ id, ...request });
+    });
+  }
+
+  /** Stops the server; processes it started are killed with it. */
+  async close(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    this.ready = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.ref();
+    await new Promise<void>((resolve) => {
+      // It exits when its channel closes; one that does not within a few seconds is killed.
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.disconnect();
+    });
+  }
+
+  private start(): Promise<ChildProcess> {
+    this.ready ??= new Promise<ChildProcess>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', SERVER_SOURCE], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      this.child = child;
+      child.unref();
+      child.on('message', (reply: Reply) => {
+        if ('ready' in reply) return resolve(child);
+        const p = this.pending.get(reply.id);
+        if (!p) return;
+        if ('pid' in reply) return p.onPid(reply.pid);
+        this.pending.delete(reply.id);
+        if (this.pending.size === 0) child.channel?.unref();
+        p.resolve(reply);
+      });
+      child.on('error', reject);
+      child.on('exit', (code, signal) => {
+        // Units in flight end as failed attempts (retryable); the next spawn starts a new server.
+        if (this.child === child) {
+          this.child = undefined;
+          this.ready = undefined;
+        }
+        const why = `the fork server exited (${signal ?? `code ${code}`})`;
+        for (const p of this.pending.values()) p.resolve({ exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, errorCode: 'ESERVER', errorMessage: why });
+        this.pending.clear();
+        reject(new Error(why));
+      });
+    });
+    return this.ready;
+  }
+}
+
+/** A few fork servers, one per core up to four; each request goes to the least busy. Each starts on first use. */
+export class ForkServers {
+  private readonly servers: ForkServer[];
+
+  constructor(count = Math.max(1, Math.min(4, availableParallelism()))) {
+    this.servers = Array.from({ length: count }, () => new ForkServer());
+  }
+
+  run(request: SpawnRequest, onPid: (pid: number) => void): Promise<SpawnResult> {
+    const idle = this.servers.reduce((best, s) => (s.load < best.load ? s : best));
+    return idle.run(request, onPid);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.close()));
+  }
+}

@@ -7,7 +7,7 @@ import type { AbpConfig } from '../config.js';
 import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
 import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
-import { killGroup } from '../util/process-group.js';
+import { killGroup, processAlive } from '../util/process-group.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface JobExecutorDeps {
@@ -212,14 +212,5 @@ export class JobExecutor {
       if (ownerPid && processAlive(Number(ownerPid))) continue;
       if (killGroup(unit.worker_pid, 'SIGKILL')) this.log(`reaped process group ${unit.worker_pid} of unit ${unit.id}`);
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AbpError } from '../domain/errors.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import { processAlive } from '../util/process-group.js';
 
 /**
  * `abp serve` writes its address to $ABP_HOME/serve.json, so that `abp dashboard`
@@ -37,19 +38,10 @@ function readRecord(home: string): ServeRecord | undefined {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The running server's record, or undefined when none runs (a record left by a dead server is ignored). */
 export function runningServer(home: string): ServeRecord | undefined {
   const record = readRecord(home);
-  return record && alive(record.pid) ? record : undefined;
+  return record && processAlive(record.pid) ? record : undefined;
 }
 
 /** A one-time dashboard link for the server running on this home. */

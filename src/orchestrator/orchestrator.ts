@@ -105,7 +105,7 @@ export class Orchestrator {
       onSkip: skipped.add,
       ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
     });
-    const checks = { input: inputOf(spec.enumerator_type, enumeratorConfig), outcome: 'no job was created', refs: itemRefs(template, workerConfig, spec.post_processing_prompt) };
+    const checks = draftChecks(spec.enumerator_type, enumeratorConfig, template, workerConfig, spec.post_processing_prompt, 'no job was created');
     const job = await this.deps.repo.createJob(row, drafts(items, spec.enumerator_type, checks), () => skipped.events());
     return { ...jobDetail(job), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
   }
@@ -136,7 +136,7 @@ export class Orchestrator {
     }
     const skipped = new SkipLog();
     const items = enumerator.enumerate(config, { signal, onSkip: skipped.add, approvedCodeSha256: hash });
-    const checks = { input: inputOf(job.enumerator_type, config), outcome: 'the job stays pending approval', refs: itemRefs(job.prompt_template, JSON.parse(job.worker_config), job.post_processing_prompt) };
+    const checks = draftChecks(job.enumerator_type, config, job.prompt_template, JSON.parse(job.worker_config), job.post_processing_prompt, 'the job stays pending approval');
     const filled = await this.deps.repo.fillPendingJob(id, { code_sha256: hash, approved_by: approvedBy }, drafts(items, job.enumerator_type, checks), () =>
       skipped.events(),
     );
@@ -184,7 +184,7 @@ export class Orchestrator {
     });
     let count = 0;
     const items: Item[] = [];
-    const checks = { input: inputOf(spec.enumerator_type, enumeratorConfig), outcome: 'no job would be created', refs: itemRefs(template, workerConfig, spec.post_processing_prompt) };
+    const checks = draftChecks(spec.enumerator_type, enumeratorConfig, template, workerConfig, spec.post_processing_prompt, 'no job would be created');
     for await (const draft of drafts(stream, spec.enumerator_type, checks)) {
       count++;
       if (items.length < Math.max(1, sample)) items.push(JSON.parse(draft.payload) as Item);
@@ -550,6 +550,10 @@ interface DraftChecks {
   input: string;
   outcome: string;
   refs: ItemRef[];
+}
+
+function draftChecks(type: string, enumeratorConfig: unknown, template: string, workerConfig: unknown, postProcessing: string | null | undefined, outcome: string): DraftChecks {
+  return { input: inputOf(type, enumeratorConfig), outcome, refs: itemRefs(template, workerConfig, postProcessing) };
 }
 
 async function* drafts(items: AsyncIterable<Item>, type: string, checks: DraftChecks): AsyncGenerator<UnitDraft> {

@@ -63,6 +63,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { CLI_ENTRY } from '../../src/executor/launcher.js';
 import { PACKAGE_ROOT } from '../../src/package-root.js';
+import { processAlive } from '../../src/util/process-group.js';
 import { queryPostgres } from '../helpers/postgres.js';
 
 const run = promisify(execFile);
@@ -948,15 +949,6 @@ function overlapping(lives: { start: number; end: number; label: string }[]): st
     if (cur.start < prev.end) return `${prev.label} (${prev.start}–${prev.end}) and ${cur.label} (${cur.start}–${cur.end}) were alive at the same time`;
   }
   return undefined;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

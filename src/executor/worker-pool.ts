@@ -224,7 +224,8 @@ export class WorkerPool {
         decision.write = { ...decision.write, next: 'FAILED', spent: true };
       }
     }
-    await this.writeOutcome(unit, () => this.writes.outcome(unit, { ...decision.write, prompt }));
+    decision.write.prompt = prompt;
+    await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write));
   }
 
   /**

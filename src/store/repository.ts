@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, sql, type Kysely } from 'kysely';
 import { AbpError } from '../domain/errors.js';
 import {
   assertJobMove,
@@ -43,6 +43,12 @@ export interface OutcomeWrite {
   session_id?: string | null;
   duration_ms?: number | null;
 }
+
+/** The columns an OutcomeWrite may set besides status, failures and available_at. */
+const OUTCOME_COLUMNS: ReadonlySet<string> = new Set([
+  'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
+  'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms',
+] satisfies (keyof OutcomeWrite)[]);
 
 /** Units by state, and by kind: 'item' leaves out the synthesis unit. */
 export interface UnitFilter {
@@ -134,6 +140,8 @@ const RETRYABLE_TX = new Set(['40P01', '40001']);
 export class Repository {
   private closed = false;
   private readonly pg: boolean;
+  /** fencedOutcome's SQL text by the outcome's shape. */
+  private readonly outcomeSql = new Map<string, string>();
 
   constructor(
     private readonly db: Db,
@@ -583,28 +591,39 @@ export class Repository {
     });
   }
 
-  /** The unit row of one outcome, fenced by attempt and lease owner; false if fenced out. */
+  /**
+   * The unit row of one outcome, fenced by attempt and lease owner; false if fenced out.
+   * This runs once per unit on the executor's hot path, where building the query with
+   * Kysely cost more than running it: the SQL text is built once per shape (the set of
+   * fields an outcome carries, a handful in all) and only the values change.
+   */
   private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: string, w: OutcomeWrite, now: number): Promise<boolean> {
-    const { next, spent, available_at, ...fields } = w;
-    const result = await t
-      .updateTable('work_units')
-      .set({
-        ...fields,
-        status: next,
-        failures: spent ? sql`failures + 1` : sql`failures`,
-        available_at: available_at ?? 0,
-        lease_owner: null,
-        lease_expires_at: null,
-        worker_pid: null,
-        finished_at: next === 'PENDING' ? null : now,
-        reserved_usd: 0,
-      } as never)
-      .where('id', '=', unit.id)
-      .where('attempt', '=', unit.attempt)
-      .where('status', '=', 'RUNNING')
-      .where('lease_owner', '=', owner)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) > 0;
+    const { next, spent, available_at } = w;
+    const columns: (keyof OutcomeWrite)[] = [];
+    for (const c in w) if (c !== 'next' && c !== 'spent' && c !== 'available_at' && w[c as keyof OutcomeWrite] !== undefined) columns.push(c as keyof OutcomeWrite);
+    const shape = columns.join(',');
+    let text = this.outcomeSql.get(shape);
+    if (text === undefined) {
+      for (const c of columns) if (!OUTCOME_COLUMNS.has(c)) throw new AbpError('store_error', `an outcome cannot set the column ${JSON.stringify(c)}`);
+      let n = 0;
+      const p = (): string => (this.pg ? `$${++n}` : '?');
+      const set = [
+        `"status" = ${p()}`,
+        `"failures" = "failures" + ${p()}`,
+        `"available_at" = ${p()}`,
+        `"finished_at" = ${p()}`,
+        '"lease_owner" = null',
+        '"lease_expires_at" = null',
+        '"worker_pid" = null',
+        '"reserved_usd" = 0',
+        ...columns.map((c) => `"${c}" = ${p()}`),
+      ];
+      text = `update "work_units" set ${set.join(', ')} where "id" = ${p()} and "attempt" = ${p()} and "status" = 'RUNNING' and "lease_owner" = ${p()}`;
+      this.outcomeSql.set(shape, text);
+    }
+    const values = [next, spent ? 1 : 0, available_at ?? 0, next === 'PENDING' ? null : now, ...columns.map((c) => w[c]), unit.id, unit.attempt, owner];
+    const result = await t.executeQuery(CompiledQuery.raw(text, values));
+    return Number(result.numAffectedRows ?? 0) > 0;
   }
 
   /**

@@ -71,8 +71,8 @@ export async function startMockProcess(delayMs: number): Promise<{ url: string; 
   return { url, stop: () => child.kill('SIGKILL') };
 }
 
-async function httpRun(units: number, url: string): Promise<number> {
-  const ms = await timeInProcessJob(units, units, {
+async function httpRun(units: number, concurrency: number, url: string): Promise<number> {
+  const ms = await timeInProcessJob(units, concurrency, {
     name: 'llm throughput',
     user_intent: 'Label the item.',
     worker_type: 'http-llm',
@@ -81,21 +81,25 @@ async function httpRun(units: number, url: string): Promise<number> {
   return units / (ms / 1000);
 }
 
-/** 500 concurrent http-llm units against a mock that answers each request after 1 s: the ideal is 500 units/s. */
-export async function httpThroughput(units = 500, delayMs = 1000): Promise<BenchRow> {
+/**
+ * http-llm units, 500 in flight, against a mock that answers each request after 1 s:
+ * the ideal is 500 units/s. Five waves of units, so that the figure is the executor's
+ * sustained rate (claim, request, record, claim again), not one cold start.
+ */
+export async function httpThroughput(units = 2500, concurrency = 500, delayMs = 1000): Promise<BenchRow> {
   const mock = await startMockProcess(delayMs);
   const rates: number[] = [];
   try {
-    for (let i = 0; i < RUNS; i++) rates.push(await httpRun(units, mock.url));
+    for (let i = 0; i < RUNS; i++) rates.push(await httpRun(units, concurrency, mock.url));
   } finally {
     mock.stop();
   }
-  const ideal = units / (delayMs / 1000);
+  const ideal = concurrency / (delayMs / 1000);
   return {
-    what: `http-llm, ${units} concurrent units, mock answers after ${delayMs / 1000} s`,
+    what: `http-llm, ${units.toLocaleString('en')} units, ${concurrency} in flight, mock answers after ${delayMs / 1000} s`,
     measure: 'units per second, start → COMPLETED (one executor, SQLite)',
     figure: spread(rates, 0, ' units/s'),
-    anchor: `ideal: ${ideal} units/s (every request in flight at once)`,
+    anchor: `ideal: ${ideal} units/s (${concurrency} requests always in flight, no overhead)`,
     ratio: median(rates) / ideal,
     ratio_note: `measured ÷ ideal (${spread(rates.map((r) => r / ideal), 2, '×')})`,
     target: '≥ 0.8×',

@@ -83,7 +83,7 @@ function request(cfg: HttpLlmConfig, prompt: string, schema: Record<string, unkn
 }
 
 /** Retry-After as milliseconds: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date. */
-export function retryAfterMs(headers: Headers, now = Date.now()): number | undefined {
+export function retryAfterMs(headers: Pick<Headers, 'get'>, now = Date.now()): number | undefined {
   const ms = headers.get('retry-after-ms');
   if (ms && Number.isFinite(Number(ms))) return Math.max(0, Number(ms));
   const raw = headers.get('retry-after');

@@ -15,28 +15,42 @@ const agents = {
 export interface PostResponse {
   status: number;
   ok: boolean;
-  headers: Headers;
+  /** Header lookup by name, case-insensitive (node:http lower-cases them). */
+  headers: Pick<Headers, 'get'>;
   text: string;
+}
+
+/** Parsed URLs by their text: every unit of a job posts to the same one. */
+const targets = new Map<string, URL>();
+
+function target(url: string): URL {
+  let parsed = targets.get(url);
+  if (!parsed) {
+    parsed = new URL(url);
+    if (targets.size >= 100) targets.clear();
+    targets.set(url, parsed);
+  }
+  return parsed;
 }
 
 /** Rejects with an Error whose `cause` is the network error, or with the signal's reason on abort. */
 export function postJson(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<PostResponse> {
   return new Promise<PostResponse>((resolve, reject) => {
-    const target = new URL(url);
-    const agent = target.protocol === 'https:' ? agents['https:'] : agents['http:'];
-    const send = target.protocol === 'https:' ? https.request : http.request;
-    const req = send(target, { method: 'POST', agent, signal, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+    const to = target(url);
+    const agent = to.protocol === 'https:' ? agents['https:'] : agents['http:'];
+    const send = to.protocol === 'https:' ? https.request : http.request;
+    const req = send(to, { method: 'POST', agent, signal, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', (err) => reject(new Error(`reading the response failed: ${err.message}`, { cause: err })));
       res.on('end', () => {
         const status = res.statusCode ?? 0;
-        const list: [string, string][] = [];
-        for (const [name, value] of Object.entries(res.headers)) {
-          if (Array.isArray(value)) for (const v of value) list.push([name, v]);
-          else if (value !== undefined) list.push([name, value]);
-        }
-        resolve({ status, ok: status >= 200 && status < 300, headers: new Headers(list), text: Buffer.concat(chunks).toString('utf8') });
+        const raw = res.headers;
+        const get = (name: string): string | null => {
+          const value = raw[name.toLowerCase()];
+          return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+        };
+        resolve({ status, ok: status >= 200 && status < 300, headers: { get }, text: Buffer.concat(chunks).toString('utf8') });
       });
     });
     req.on('error', (err) => reject(signal.aborted ? signal.reason : new Error(`request failed: ${err.message}`, { cause: err })));

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { SyncOptions } from '../src/domain/sync-pair.js';
 import { emptyState, type PairState } from '../src/sync/pair-state.js';
 import { plan } from '../src/sync/planner.js';
+import { snapshotBoth } from '../src/sync/sync-jobs.js';
 import { openProvider } from '../src/sync/providers/index.js';
 
 function peakRssMb(): number {
@@ -40,8 +41,9 @@ if (kind === 'steady') {
   (globalThis as { gc?: () => void }).gc?.();
 }
 const started = performance.now();
-const s = await src.snapshot(signal);
-const t = await dst.snapshot(signal);
+// As a sync run takes them: both sides at once.
+const { source: s, target: snap } = await snapshotBoth(src, dst, signal);
+const t = snap as NonNullable<typeof snap>;
 const snapshotMs = performance.now() - started;
 const result = plan({ mode, source: s, target: t, state, options: SyncOptions.parse({ allow_mass_delete: true }), transform: false, now: Date.now() });
 const ms = performance.now() - started;

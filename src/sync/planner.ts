@@ -67,6 +67,9 @@ export interface PlanInput {
   now: number;
 }
 
+/** One key's baseline entries, looked up once per key. */
+type Bases = { source: BaselineEntry | undefined; target: BaselineEntry | undefined };
+
 type Decision = { op: Op; side: Side; cause?: Side; phantom?: boolean; stale?: boolean } | 'observe' | 'none';
 
 const EVENT_KEYS = 20;
@@ -96,13 +99,19 @@ export function plan(input: PlanInput): Plan {
   const unresolved: HeldWrite[] = [];
   const counts: PlanCounts = { adds: 0, updates: 0, removes: 0, blocked: 0, unresolved: 0, unchanged: 0, source_items: source.size, target_items: targetDown ? 0 : target.size };
 
-  const visit = (key: string) => {
-    const s = source.get(key);
-    const t = target.get(key);
-    const d = decide(key, s, t, input, firstRun);
+  // Baseline keys seen while visiting the snapshots: when they account for a whole
+  // baseline, no key is left that only the baseline has, and its loop is skipped.
+  let seenBs = 0;
+  let seenBt = 0;
+  let seenT = 0;
+  const visit = (key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined) => {
+    const b = { source: bs.get(key), target: bt.get(key) };
+    if (b.source) seenBs++;
+    if (b.target) seenBt++;
+    const d = decide(key, s, t, b, input, firstRun);
     if (d === 'none') return;
     if (d === 'observe') {
-      if (!targetDown) observe(key, s, t, bs.get(key), bt.get(key), stage);
+      if (!targetDown) observe(key, s, t, b.source, b.target, stage);
       counts.unchanged++;
       return;
     }
@@ -113,9 +122,16 @@ export function plan(input: PlanInput): Plan {
     else if (d.op === 'remove' && d.cause && suspect[d.cause] && !options.allow_mass_delete) blocked.push({ key, side: d.side, op: d.op, guard: 'suspect_snapshot' });
     else writes.push(row);
   };
-  for (const key of source.keys()) visit(key);
-  for (const key of target.keys()) if (!source.has(key)) visit(key);
-  for (const base of [bs, bt]) for (const key of base.keys()) if (!source.has(key) && !target.has(key)) visit(key);
+  // Every key once: the source's, then the target's the source lacks (none, when the
+  // source's visits met every target key), then keys only a baseline still has.
+  for (const [key, s] of source) {
+    const t = target.get(key);
+    if (t) seenT++;
+    visit(key, s, t);
+  }
+  if (seenT < target.size) for (const [key, t] of target) if (!source.has(key)) visit(key, undefined, t);
+  if (seenBs < bs.size) for (const key of bs.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
+  if (seenBt < bt.size) for (const key of bt.keys()) if (!bs.has(key) && !source.has(key) && !target.has(key)) visit(key, undefined, undefined);
 
   // Mass-delete block: per written side, against that side's current size.
   const events: GuardEvent[] = [];
@@ -172,9 +188,8 @@ function baselineAsSnapshot(base: Map<string, BaselineEntry>): Snapshot {
 }
 
 /** One-way: the target follows the source; what only the target has is never removed. */
-function oneWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, input: PlanInput): Decision {
-  const bs = input.state.baseline.source.get(key);
-  const bt = input.state.baseline.target.get(key);
+function oneWay(_key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: Bases, input: PlanInput): Decision {
+  const { source: bs, target: bt } = b;
   if (s) {
     if (!t) return bt && !bt.observed ? { op: 'add', side: 'target', phantom: true } : { op: 'add', side: 'target' };
     const changed = input.transform ? !bs || bs.hash !== s.hash : s.hash !== t.hash;
@@ -189,10 +204,9 @@ function oneWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | un
  * deletion observed on one side propagates; a first run never deletes; a value
  * conflict goes to the newer updated_at, then to the configured winner.
  */
-function twoWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, input: PlanInput, firstRun: boolean): Decision {
+function twoWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: Bases, input: PlanInput, firstRun: boolean): Decision {
   const { state, options, now } = input;
-  const bs = state.baseline.source.get(key);
-  const bt = state.baseline.target.get(key);
+  const { source: bs, target: bt } = b;
   if (s && t) {
     if (s.hash === t.hash) return 'observe';
     const changedS = !bs || bs.hash !== s.hash;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ProviderHealth, Snapshot } from '../contracts/provider.js';
+import type { Provider, ProviderHealth, Snapshot } from '../contracts/provider.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { JobSpec } from '../domain/job-spec.js';
 import { isTerminalJob } from '../domain/states.js';
@@ -77,7 +77,7 @@ export class SyncJobs {
 
       let snapshots: { source: Snapshot; target: Snapshot | null };
       try {
-        snapshots = { source: await source.snapshot(signal), target: targetDown ? null : await target.snapshot(signal) };
+        snapshots = await snapshotBoth(source, targetDown ? null : target, signal);
       } catch (err) {
         await this.store.pairEvent('sync_failed', { pair: pairId, error: errorMessage(err) });
         throw new AbpError('enumeration_failed', `sync pair ${pairId}: ${errorMessage(err)}; no writes, and the baseline is unchanged`, { cause: err });
@@ -253,4 +253,25 @@ function view(spec: JobSpec, r: PlanResult, flags: { dry_run: boolean }) {
       mode: (spec.sync as SyncPair).mode,
     },
   };
+}
+
+/** Both sides' snapshots at once (null for a target that is down); the first to fail stops the other. */
+export async function snapshotBoth(source: Provider, target: Provider | null, signal: AbortSignal): Promise<{ source: Snapshot; target: Snapshot | null }> {
+  const both = new AbortController();
+  const stop = () => both.abort(signal.reason);
+  signal.addEventListener('abort', stop, { once: true });
+  const take = async (provider: Provider): Promise<Snapshot> => {
+    try {
+      return await provider.snapshot(both.signal);
+    } catch (err) {
+      both.abort('the other side failed');
+      throw err;
+    }
+  };
+  try {
+    const [s, t] = await Promise.all([take(source), target ? take(target) : null]);
+    return { source: s, target: t };
+  } finally {
+    signal.removeEventListener('abort', stop);
+  }
 }

@@ -1,10 +1,15 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ProviderConfig } from '../../src/domain/sync-pair.js';
+import type { SnapshotEntry } from '../../src/contracts/provider.js';
+import { csvFormat } from '../../src/sync/providers/csv.js';
 import { openProvider } from '../../src/sync/providers/index.js';
+import { jsonlFormat } from '../../src/sync/providers/jsonl.js';
+import { entryOf } from '../../src/sync/providers/records.js';
+import { THREAD_MIN_BYTES, updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat } from '../../src/sync/providers/whole-file.js';
 
 let dir: string;
 beforeEach(() => {
@@ -85,5 +90,63 @@ describe('sync providers on real files', () => {
     const a = await open({ type: 'csv', path: csv }).snapshot(signal);
     const b = await open({ type: 'sqlite', path: db, table: 't' }).snapshot(signal);
     expect(a.get('7')?.hash).toBe(b.get('7')?.hash);
+  });
+});
+
+describe('large files are snapshotted on a worker thread', () => {
+  /** The snapshot of a file as the provider's format reads it in this thread: what the thread must equal. */
+  function inline(config: FileProviderConfig, format: RecordFileFormat): Map<string, SnapshotEntry> {
+    const out = new Map<string, SnapshotEntry>();
+    format.parse(readFileSync(config.path, 'utf8'), config.path, (key, record) => out.set(key, entryOf(record, updatedAtFieldOf(config))));
+    return out;
+  }
+
+  /** n JSON records past THREAD_MIN_BYTES; every third has a time, some have unicode, one repeats a key. */
+  function bigRecords(): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (let i = 0, bytes = 0; bytes < THREAD_MIN_BYTES * 1.5; i++) {
+      const record = { id: i, title: `item ${i} ${i % 7 === 0 ? 'çé漢字🙂' : ''}`, body: 'x'.repeat(60), ...(i % 3 === 0 ? { at: 1_700_000_000_000 + i } : {}) };
+      out.push(record);
+      bytes += Buffer.byteLength(JSON.stringify(record)) + 1;
+    }
+    out.push({ id: 5, title: 'the later record with key 5 wins', body: '' });
+    return out;
+  }
+
+  it('jsonl (read in pieces) and csv (read whole) give the same entries as parsing in this thread', async () => {
+    const records = bigRecords();
+    const jsonl: FileProviderConfig = { type: 'jsonl', path: join(dir, 'big.jsonl'), id_field: 'id', updated_at_field: 'at' };
+    // Blank lines, and CRLF on one line, as files in the wild have them.
+    writeFileSync(jsonl.path, records.map((r, i) => `${JSON.stringify(r)}${i === 10 ? '\r\n\n' : '\n'}`).join(''));
+    const csv: FileProviderConfig = { type: 'csv', path: join(dir, 'big.csv'), id_column: 'id', updated_at_column: 'at' };
+    writeFileSync(csv.path, ['id,title,body,at', ...records.map((r) => [r.id, `"${String(r.title)}"`, r.body, r.at ?? ''].join(','))].join('\n'));
+    for (const [config, format] of [[jsonl, jsonlFormat(jsonl)], [csv, csvFormat(csv)]] as const) {
+      expect(statSync(config.path).size).toBeGreaterThanOrEqual(THREAD_MIN_BYTES);
+      const threaded = await openProvider(config).snapshot(signal);
+      const expected = inline(config, format);
+      expect(threaded.size).toBe(records.length - 1);
+      expect(threaded).toEqual(expected);
+      expect(threaded.get('3')?.updated_at).toBe(1_700_000_000_003);
+      // The later record with a repeated key wins, as it does read in this thread.
+      if (config.type === 'jsonl') expect(threaded.get('5')?.hash).toBe(entryOf(records.at(-1) as Record<string, unknown>, 'at').hash);
+    }
+  });
+
+  it('a malformed line deep in a large file fails the snapshot, naming that line', async () => {
+    const lines = bigRecords().map((r) => JSON.stringify(r));
+    const bad = lines.length - 3;
+    lines[bad - 1] = '{"id": 1, "title": "cut off';
+    const path = join(dir, 'bad-big.jsonl');
+    writeFileSync(path, `${lines.join('\n')}\n`);
+    await expect(open({ type: 'jsonl', path }).snapshot(signal)).rejects.toThrow(new RegExp(`bad-big\\.jsonl:${bad}: not valid JSON`));
+  });
+
+  it('an aborted snapshot stops its thread and says so', async () => {
+    const path = join(dir, 'big.jsonl');
+    writeFileSync(path, bigRecords().map((r) => `${JSON.stringify(r)}\n`).join(''));
+    const stop = new AbortController();
+    const taking = open({ type: 'jsonl', path }).snapshot(stop.signal);
+    stop.abort('test');
+    await expect(taking).rejects.toThrow(/snapshot was stopped \(test\)/);
   });
 });

@@ -4,7 +4,7 @@ import type { ProviderFactory, ProviderRecord } from '../../contracts/provider.j
 import { AbpError, errorMessage } from '../../domain/errors.js';
 import type { CsvProviderConfig } from '../../domain/sync-pair.js';
 import { keyOf } from './records.js';
-import { wholeFileProvider } from './whole-file.js';
+import { wholeFileProvider, type RecordFileFormat } from './whole-file.js';
 
 type Config = z.infer<typeof CsvProviderConfig>;
 
@@ -18,29 +18,33 @@ function cell(value: unknown): string {
 export const csvProvider: ProviderFactory<Config> = {
   type: 'csv',
   description: 'A CSV file with a header row; key = id_column.',
-  open: (cfg) =>
-    wholeFileProvider('csv', cfg.path, cfg.updated_at_column, {
-      parse(text, path, visit) {
-        let rows: Record<string, string>[];
-        try {
-          rows = parse(text, { columns: true, bom: true, skip_empty_lines: true }) as Record<string, string>[];
-        } catch (err) {
-          throw new AbpError('enumeration_failed', `${path}: not valid CSV: ${errorMessage(err)}`);
-        }
-        const columns = rows[0] ? Object.keys(rows[0]) : [];
-        if (rows.length > 0 && !columns.includes(cfg.id_column)) {
-          throw new AbpError('invalid_input', `${path}: id_column ${JSON.stringify(cfg.id_column)} is not a column (columns: ${columns.join(', ')}); name the key column with id_column`);
-        }
-        rows.forEach((record, i) => visit(keyOf(record, cfg.id_column, () => `${path} row ${i + 2}`), record as ProviderRecord));
-      },
-      serialise(records) {
-        // The union of every record's columns, in first-seen order, so no field is dropped.
-        const columns: string[] = [];
-        const seen = new Set<string>();
-        for (const r of records) for (const k of Object.keys(r)) if (!seen.has(k)) (seen.add(k), columns.push(k));
-        if (columns.length === 0) return '';
-        const lines = [columns.map(cell).join(','), ...records.map((r) => columns.map((c) => cell(r[c])).join(','))];
-        return `${lines.join('\n')}\n`;
-      },
-    }),
+  open: (cfg) => wholeFileProvider(cfg, csvFormat(cfg)),
 };
+
+/** How the file is read and written; also built in the snapshot thread (snapshot-thread.ts). */
+export function csvFormat(cfg: Config): RecordFileFormat {
+  return {
+    parse(text, path, visit) {
+      let rows: Record<string, string>[];
+      try {
+        rows = parse(text, { columns: true, bom: true, skip_empty_lines: true }) as Record<string, string>[];
+      } catch (err) {
+        throw new AbpError('enumeration_failed', `${path}: not valid CSV: ${errorMessage(err)}`);
+      }
+      const columns = rows[0] ? Object.keys(rows[0]) : [];
+      if (rows.length > 0 && !columns.includes(cfg.id_column)) {
+        throw new AbpError('invalid_input', `${path}: id_column ${JSON.stringify(cfg.id_column)} is not a column (columns: ${columns.join(', ')}); name the key column with id_column`);
+      }
+      rows.forEach((record, i) => visit(keyOf(record, cfg.id_column, () => `${path} row ${i + 2}`), record as ProviderRecord));
+    },
+    serialise(records) {
+      // The union of every record's columns, in first-seen order, so no field is dropped.
+      const columns: string[] = [];
+      const seen = new Set<string>();
+      for (const r of records) for (const k of Object.keys(r)) if (!seen.has(k)) (seen.add(k), columns.push(k));
+      if (columns.length === 0) return '';
+      const lines = [columns.map(cell).join(','), ...records.map((r) => columns.map((c) => cell(r[c])).join(','))];
+      return `${lines.join('\n')}\n`;
+    },
+  };
+}

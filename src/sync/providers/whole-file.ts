@@ -1,22 +1,51 @@
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import { AbpError, type ErrorCode } from '../../domain/errors.js';
+import type { ProviderConfig } from '../../domain/sync-pair.js';
+import { PACKAGE_ROOT } from '../../package-root.js';
 import { allUnresolved, down, entryOf, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
+
+/** The config of a provider over one file of records. */
+export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json' | 'csv' }>;
+
+/** Files from this size on are snapshotted on a worker thread. */
+export const THREAD_MIN_BYTES = 8 * 1024 * 1024;
+const SNAPSHOT_THREAD = join(PACKAGE_ROOT, 'dist', 'src', 'sync', 'providers', 'snapshot-thread.js');
+
+/** What the snapshot thread posts: batches of entries in file order, then done or an error. */
+export type SnapshotThreadMessage =
+  | { keys: string[]; hashes: string[]; updated: Float64Array }
+  | { done: true }
+  | { error: { code: ErrorCode; message: string } };
+
+export function updatedAtFieldOf(config: FileProviderConfig): string | undefined {
+  return config.type === 'csv' ? config.updated_at_column : config.updated_at_field;
+}
 
 /** How one file format reads and writes its records: the rest of a file provider is shared. */
 export interface RecordFileFormat {
-  /** Visits the records in file order, each with its key; throws on a malformed file, naming the line. */
-  parse(text: string, path: string, visit: (key: string, record: ProviderRecord) => void): void;
+  /**
+   * Visits the records in file order, each with its key; throws on a malformed file,
+   * naming the line. A format with one record per line (`lineBased`) may be given any
+   * run of whole lines, the first of which is line `firstLine + 1` of the file.
+   */
+  parse(text: string, path: string, visit: (key: string, record: ProviderRecord) => void, firstLine?: number): void;
   serialise(records: ProviderRecord[], path: string): string;
+  /** One record per line: the snapshot thread reads such a file in pieces, not whole. */
+  lineBased?: boolean;
 }
 
 /**
  * A provider over one file of records (jsonl, json, csv). Writes rewrite the
  * whole file atomically, so the sync job runs its chunks one at a time.
  */
-export function wholeFileProvider(type: string, rawPath: string, updatedAtField: string | undefined, format: RecordFileFormat): Provider {
-  const path = resolve(rawPath);
+export function wholeFileProvider(config: FileProviderConfig, format: RecordFileFormat): Provider {
+  const { type } = config;
+  const path = resolve(config.path);
+  const updatedAtField = updatedAtFieldOf(config);
   const load = async (): Promise<{ key: string; record: ProviderRecord }[]> => {
     if (!existsSync(path)) return [];
     const rows: { key: string; record: ProviderRecord }[] = [];
@@ -52,10 +81,13 @@ export function wholeFileProvider(type: string, rawPath: string, updatedAtField:
       if (existsSync(path)) return statSync(path).isFile() ? ok(`${path} is readable`) : down(`${path} is not a file`);
       return existsSync(dirname(path)) ? ok(`${path} does not exist yet; it is empty until the first write`) : down(`the folder of ${path} does not exist`);
     },
-    async snapshot(): Promise<Snapshot> {
+    async snapshot(signal): Promise<Snapshot> {
       try {
         const snapshot: Snapshot = new Map();
         if (!existsSync(path)) return snapshot;
+        // A large file is parsed and hashed on a thread of its own: both sides of a pair
+        // are read at once, and the event loop stays free meanwhile.
+        if (statSync(path).size >= THREAD_MIN_BYTES) return await snapshotInThread(config, signal);
         // Records are hashed as they are parsed and not kept: a million-line file fits in a snapshot.
         format.parse(await readFile(path, 'utf8'), path, (key, record) => snapshot.set(key, entryOf(record, updatedAtField)));
         return snapshot;
@@ -78,4 +110,39 @@ export function wholeFileProvider(type: string, rawPath: string, updatedAtField:
       ),
     async close() {},
   };
+}
+
+/**
+ * The snapshot of a large file, parsed and hashed by snapshot-thread.ts. Entries
+ * arrive in batches and go into the map while the thread goes on parsing.
+ */
+function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Promise<Snapshot> {
+  return new Promise<Snapshot>((resolvePromise, reject) => {
+    const snapshot: Snapshot = new Map();
+    const worker = new Worker(SNAPSHOT_THREAD, { workerData: { config } });
+    let settled = false;
+    const settle = (err?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener('abort', onAbort);
+      void worker.terminate();
+      if (err === undefined) resolvePromise(snapshot);
+      else reject(err);
+    };
+    const onAbort = (): void => settle(new AbpError('enumeration_failed', `the snapshot was stopped (${String(signal.reason)})`));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    worker.on('message', (m: SnapshotThreadMessage) => {
+      if ('error' in m) return settle(new AbpError(m.error.code, m.error.message));
+      if ('done' in m) return settle();
+      const { keys, hashes, updated } = m;
+      for (let i = 0; i < keys.length; i++) {
+        const at = updated[i] as number;
+        const hash = hashes[i] as string;
+        snapshot.set(keys[i] as string, Number.isNaN(at) ? { hash } : { hash, updated_at: at });
+      }
+    });
+    worker.on('error', (err) => settle(err));
+    worker.on('exit', (code) => settle(new AbpError('internal', `the snapshot thread exited (code ${code}) before it finished`)));
+  });
 }

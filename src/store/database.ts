@@ -147,21 +147,30 @@ function transient(err: unknown): boolean {
   return code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT' || code === 'EAI_AGAIN' || code === '57P03' || /timeout|terminated|Connection terminated/i.test(errorMessage(err));
 }
 
-/**
- * Whether every migration this build knows has run, by one cheap read. Every CLI
- * call and executor opens the store; on PostgreSQL the full Migrator (lock table,
- * advisory lock, several round trips) would cost each of them for nothing.
- */
-async function upToDate(db: Kysely<Database>): Promise<boolean> {
+/** The migrations a database has run (null for a fresh one, with no migration table) and those this build knows. */
+interface MigrationNames {
+  done: string[] | null;
+  known: string[];
+}
+
+async function migrationNames(db: Kysely<Database>): Promise<MigrationNames> {
+  const known = Object.keys(await migrationProvider.getMigrations());
   try {
     const rows = await (db as unknown as Kysely<{ kysely_migration: { name: string } }>).selectFrom('kysely_migration').select('name').execute();
-    const done = new Set(rows.map((r) => r.name));
-    const known = Object.keys(await migrationProvider.getMigrations());
-    // Extra names (a newer abp wrote them) go the slow way, which explains the problem.
-    return rows.length === known.length && known.every((name) => done.has(name));
+    return { done: rows.map((r) => r.name), known };
   } catch {
-    return false; // no migration table yet: a fresh database
+    return { done: null, known };
   }
+}
+
+/**
+ * Whether every migration this build knows has run. Every CLI call and executor
+ * opens the store; on PostgreSQL the full Migrator (lock table, advisory lock,
+ * several round trips) would cost each of them for nothing. Extra names (a newer
+ * abp wrote them) go the slow way, which explains the problem.
+ */
+function upToDate({ done, known }: MigrationNames): boolean {
+  return done !== null && done.length === known.length && known.every((name) => done.includes(name));
 }
 
 /** A migration's number, its schema version: 6 for 006-shared-cool-downs. */
@@ -173,18 +182,10 @@ function schemaVersion(name: string): number {
  * Refuses a database that a newer abp migrated: it ran migrations this build does
  * not know, so this build cannot tell what its tables mean, and writing to them
  * could corrupt the newer abp's data. The message names both schema versions and
- * what to do. A fresh database (no migration table) passes.
+ * what to do. A fresh database passes.
  */
-async function refuseNewer(db: Kysely<Database>, where: string): Promise<void> {
-  let names: string[];
-  try {
-    const rows = await (db as unknown as Kysely<{ kysely_migration: { name: string } }>).selectFrom('kysely_migration').select('name').execute();
-    names = rows.map((r) => r.name);
-  } catch {
-    return; // no migration table yet: a fresh database
-  }
-  const known = Object.keys(await migrationProvider.getMigrations());
-  const unknown = names.filter((n) => !known.includes(n)).sort();
+function refuseNewer({ done, known }: MigrationNames, where: string): void {
+  const unknown = (done ?? []).filter((n) => !known.includes(n)).sort();
   if (unknown.length === 0) return;
   const newest = unknown.at(-1) as string;
   const version = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version as string;
@@ -196,8 +197,9 @@ async function refuseNewer(db: Kysely<Database>, where: string): Promise<void> {
 }
 
 async function migrate(db: Kysely<Database>, where: string, backend: StoreBackend): Promise<MigrationResultSet['results']> {
-  if (await upToDate(db)) return [];
-  await refuseNewer(db, where);
+  const names = await migrationNames(db);
+  if (upToDate(names)) return [];
+  refuseNewer(names, where);
   const migrator = new Migrator({ db, provider: migrationProvider });
   // Two processes may open a fresh file at once; the loser of the race sees the
   // winner's tables on the next try. A database server that is still starting
@@ -230,7 +232,7 @@ async function migrate(db: Kysely<Database>, where: string, backend: StoreBacken
 }
 
 async function requireMigrated(db: Kysely<Database>, where: string): Promise<void> {
-  await refuseNewer(db, where);
+  refuseNewer(await migrationNames(db), where);
   let pending: string[];
   try {
     const all = await new Migrator({ db, provider: migrationProvider }).getMigrations();

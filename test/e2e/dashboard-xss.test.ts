@@ -1,11 +1,11 @@
 /// <reference lib="dom" />
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, Sandbox } from '../helpers/cli.js';
+import { launchChromium, type Browser } from '../helpers/chromium.js';
 import { TEST_BACKEND } from '../helpers/postgres.js';
 import { call, startServe, waitForStatus, type Served } from '../helpers/serve.js';
 
@@ -30,7 +30,7 @@ const PAYLOADS = [
 
 let sb: Sandbox;
 let srv: Served;
-let profile: string;
+let browser: Browser | undefined;
 let context: BrowserContext;
 let page: Page;
 const dialogs: string[] = [];
@@ -90,14 +90,8 @@ describe.skipIf(TEST_BACKEND === 'postgres')('7. the dashboard shows hostile dat
     for (const [kind, data] of events) insert.run(unit, jobId, kind, JSON.stringify(data), Date.now());
     db.close();
 
-    profile = mkdtempSync(join(tmpdir(), 'abp-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 900 },
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await launchChromium();
+    ({ context, page } = browser);
     page.on('dialog', (d) => {
       dialogs.push(d.message());
       void d.dismiss();
@@ -106,8 +100,7 @@ describe.skipIf(TEST_BACKEND === 'postgres')('7. the dashboard shows hostile dat
   });
 
   afterAll(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     await srv?.stop();
     await sb?.cleanup();
   });

@@ -1,10 +1,10 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ROOT, Sandbox, sleep } from '../helpers/cli.js';
+import { launchChromium, type Browser } from '../helpers/chromium.js';
 import { TEST_BACKEND } from '../helpers/postgres.js';
 import { call, slowJob, startServe, waitForStatus, type Served } from '../helpers/serve.js';
 
@@ -13,7 +13,7 @@ const ARTIFACTS = join(ROOT, 'test-artifacts', 'dashboard');
 
 let sb: Sandbox;
 let srv: Served;
-let profile: string;
+let browser: Browser | undefined;
 let context: BrowserContext;
 let page: Page;
 
@@ -33,14 +33,8 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     sb = new Sandbox();
     srv = await startServe(sb);
-    profile = mkdtempSync(join(tmpdir(), 'abp-chromium-'));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 900 },
-    });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await launchChromium();
+    ({ context, page } = browser);
     // The one-time link that `abp serve` printed signs this browser in.
     const landed = await page.goto(srv.login);
     expect(landed?.status()).toBe(200);
@@ -49,8 +43,7 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
   });
 
   afterAll(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
     await srv?.stop();
     await sb?.cleanup();
   });

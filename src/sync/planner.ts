@@ -174,10 +174,14 @@ export function plan(input: PlanInput): Plan {
   return { first_run: firstRun, stage, blocked, unresolved, events, counts };
 }
 
+/** Whether a baseline already says what a snapshot shows. */
+function unchanged(e: SnapshotEntry | undefined, b: BaselineEntry | undefined): boolean {
+  return e === undefined ? b === undefined : b !== undefined && b.observed && b.hash === e.hash;
+}
+
 /** Records a key both sides agree on (or both lost) when that changes the baseline. */
 function observe(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, bs: BaselineEntry | undefined, bt: BaselineEntry | undefined, stage: StageRow[]): void {
-  const same = (e: SnapshotEntry | undefined, b: BaselineEntry | undefined) => (e === undefined ? b === undefined : b !== undefined && b.observed && b.hash === e.hash);
-  if (same(s, bs) && same(t, bt)) return;
+  if (unchanged(s, bs) && unchanged(t, bt)) return;
   stage.push({ key, source_hash: s?.hash ?? null, target_hash: t?.hash ?? null, op: null, side: null, phantom: false });
 }
 

@@ -8,7 +8,8 @@ import type { SnapshotEntry } from '../../src/contracts/provider.js';
 import { csvFormat } from '../../src/sync/providers/csv.js';
 import { openProvider } from '../../src/sync/providers/index.js';
 import { jsonlFormat } from '../../src/sync/providers/jsonl.js';
-import { entryOf } from '../../src/sync/providers/records.js';
+import { createHash } from 'node:crypto';
+import { entryOf, recordHash } from '../../src/sync/providers/records.js';
 import { THREAD_MIN_BYTES, updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat } from '../../src/sync/providers/whole-file.js';
 
 let dir: string;
@@ -148,5 +149,39 @@ describe('large files are snapshotted on a worker thread', () => {
     const taking = open({ type: 'jsonl', path }).snapshot(stop.signal);
     stop.abort('test');
     await expect(taking).rejects.toThrow(/snapshot was stopped \(test\)/);
+  });
+});
+
+describe('recordHash', () => {
+  // The definition, written out: sha256 over "name NUL value SOH" in name order, null fields left out.
+  const reference = (r: Record<string, unknown>): string =>
+    createHash('sha256')
+      .update(
+        Object.keys(r)
+          .sort()
+          .filter((k) => r[k] !== null && r[k] !== undefined)
+          .map((k) => `${k}\u0000${String(r[k])}\u0001`)
+          .join(''),
+      )
+      .digest('base64');
+
+  it('is the same for the same fields in any order, as records of changing shapes come one after another', () => {
+    const records: Record<string, unknown>[] = [
+      { id: 1, title: 'a', body: 'b' },
+      { id: 2, title: 'c', body: 'd' },
+      { body: 'd', id: 2, title: 'c' },
+      { title: 'c', body: 'd', id: 2 },
+      { id: 3, title: 'e' },
+      { id: 3, title: 'e', extra: null },
+      { zeta: 'z', id: 4, alpha: true, body: 5 },
+      { id: 1, title: 'a', body: 'b' },
+    ];
+    const hashes = records.map(recordHash);
+    expect(hashes).toEqual(records.map(reference));
+    expect(hashes[2]).toBe(hashes[1]);
+    expect(hashes[3]).toBe(hashes[1]);
+    expect(hashes[5]).toBe(hashes[4]); // a null field is left out
+    expect(hashes[7]).toBe(hashes[0]);
+    expect(new Set(hashes).size).toBe(4);
   });
 });

@@ -6,7 +6,7 @@ import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, 
 import { AbpError, type ErrorCode } from '../../domain/errors.js';
 import type { ProviderConfig } from '../../domain/sync-pair.js';
 import { PACKAGE_ROOT } from '../../package-root.js';
-import { allUnresolved, down, entryOf, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
+import { allUnresolved, down, entryOf, HASH_CHARS, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
 
 /** The config of a provider over one file of records. */
 export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json' | 'csv' }>;
@@ -15,9 +15,12 @@ export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json
 export const THREAD_MIN_BYTES = 8 * 1024 * 1024;
 const SNAPSHOT_THREAD = join(PACKAGE_ROOT, 'dist', 'src', 'sync', 'providers', 'snapshot-thread.js');
 
-/** What the snapshot thread posts: batches of entries in file order, then done or an error. */
+/**
+ * What the snapshot thread posts: batches of entries in file order (the i-th
+ * hash is `hashes` from i × HASH_CHARS; an updated_at of NaN is none), then done or an error.
+ */
 export type SnapshotThreadMessage =
-  | { keys: string[]; hashes: string[]; updated: Float64Array }
+  | { keys: string[]; hashes: string; updated: Float64Array }
   | { done: true }
   | { error: { code: ErrorCode; message: string } };
 
@@ -138,7 +141,7 @@ function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Prom
       const { keys, hashes, updated } = m;
       for (let i = 0; i < keys.length; i++) {
         const at = updated[i] as number;
-        const hash = hashes[i] as string;
+        const hash = hashes.slice(i * HASH_CHARS, (i + 1) * HASH_CHARS);
         snapshot.set(keys[i] as string, Number.isNaN(at) ? { hash } : { hash, updated_at: at });
       }
     });

@@ -7,8 +7,8 @@ import { errorMessage } from '../domain/errors.js';
 import { parseWith } from '../domain/job-spec.js';
 import type { AbpConfig } from '../config.js';
 import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
-import type { Repository } from '../store/repository.js';
-import type { JobRow, UnitRow } from '../store/schema.js';
+import type { ClaimedUnit, Repository } from '../store/repository.js';
+import type { JobRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';
 import { checkOutput, feedbackSection } from './output-schema.js';
 import { backoffMs, decide } from './retry-policy.js';
@@ -27,7 +27,7 @@ export interface WorkerPoolDeps {
 }
 
 interface Running {
-  unit: UnitRow;
+  unit: ClaimedUnit;
   controller: AbortController;
   done: Promise<void>;
 }
@@ -106,7 +106,7 @@ export class WorkerPool {
     return Promise.race([all, timeout]);
   }
 
-  start(unit: UnitRow, job: JobRow): void {
+  start(unit: ClaimedUnit, job: JobRow): void {
     const controller = new AbortController();
     const done = this.execute(unit, job, controller)
       .catch((err) => this.deps.log(`unit ${unit.id}: could not record its outcome: ${errorMessage(err)}`))
@@ -135,7 +135,7 @@ export class WorkerPool {
     return dir;
   }
 
-  private async execute(unit: UnitRow, job: JobRow, controller: AbortController): Promise<void> {
+  private async execute(unit: ClaimedUnit, job: JobRow, controller: AbortController): Promise<void> {
     const { repo, synthesizer, config } = this.deps;
     const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let prompt: string | null = null;
@@ -235,7 +235,7 @@ export class WorkerPool {
    * trying (and at least a minute) it gives up and lets the lease expire: another
    * executor then runs the unit again, and a late write would be fenced out anyway.
    */
-  private async writeOutcome(unit: UnitRow, write: () => Promise<boolean>): Promise<void> {
+  private async writeOutcome(unit: ClaimedUnit, write: () => Promise<boolean>): Promise<void> {
     const giveUpAt = Date.now() + Math.max(60_000, 4 * this.deps.config.leaseMs);
     for (let attempt = 1; ; attempt++) {
       try {

@@ -1,4 +1,4 @@
-import { PostgresAdapter, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { PostgresAdapter, sql, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 /*
  * Every migration runs on SQLite and on PostgreSQL, so column types are the ones
@@ -255,6 +255,16 @@ const migrations: Record<string, Migration> = {
         .addColumn('until', 'bigint', (c) => c.notNull())
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();
+    },
+  },
+  // Only running units need finding by lease: a partial index holds just them, so a
+  // unit's claim and its outcome each touch it once, and the other moves not at all
+  // (the full (status, lease_expires_at) index changed with every move). Queries
+  // must say status = 'RUNNING' as a literal for either database to use it.
+  '007-running-units-index': {
+    async up(db: Kysely<any>) {
+      await db.schema.dropIndex('work_units_lease').execute();
+      await sql`create index work_units_running on work_units (lease_expires_at) where status = 'RUNNING'`.execute(db);
     },
   },
 };

@@ -103,6 +103,13 @@ class OutcomeTally {
 /** What an outcome write needs of the claimed unit: its fencing token and its reservation. */
 export type OutcomeUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'reserved_usd'>;
 
+/** A running unit, as a literal: the partial index work_units_running is used only then (migration 007). */
+const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
+
+/** What running a claimed unit needs of its row: the claim returns only these columns. */
+export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd'] as const;
+export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
+
 /** The status_reason of a CREATED job whose code waits for a person's approval. */
 export const PENDING_APPROVAL = 'pending_approval';
 
@@ -486,7 +493,7 @@ export class Repository {
    * Claims up to `want` runnable units of one job, within the job's cluster-wide
    * `max_workers` (its running counter). A TESTING job only ever hands out its test unit.
    */
-  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: UnitRow[] }> {
+  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
     return this.tx(async (t) => {
       // The job row lock makes the running counter, and so max_workers, exact across executors.
       const job = await this.lockJob(t, jobId);
@@ -520,7 +527,8 @@ export class Repository {
         })
         // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
         .where('id', 'in', this.pg ? candidates.orderBy('id').limit(room).forUpdate().skipLocked() : candidates.orderBy('id').limit(room))
-        .returningAll()
+        // Not returningAll: a row's every column, made into an object, cost a third of a claim.
+        .returning(CLAIMED_COLUMNS)
         .execute();
       if (units.length > 0) {
         const reserve = expected > 0 ? { reserved_usd: sql`reserved_usd + ${expected * units.length}` } : {};
@@ -681,7 +689,7 @@ export class Repository {
       .updateTable('work_units')
       .set({ lease_expires_at: Date.now() + leaseMs })
       .where('lease_owner', '=', owner)
-      .where('status', '=', 'RUNNING')
+      .where(RUNNING)
       .executeTakeFirst();
     return Number(result.numUpdatedRows);
   }
@@ -706,7 +714,7 @@ export class Repository {
     const any = await this.db
       .selectFrom('work_units')
       .select('id')
-      .where('status', '=', 'RUNNING')
+      .where(RUNNING)
       .where('lease_expires_at', '<', now)
       .limit(1)
       .executeTakeFirst();
@@ -715,7 +723,7 @@ export class Repository {
       const expired = await t
         .selectFrom('work_units')
         .selectAll()
-        .where('status', '=', 'RUNNING')
+        .where(RUNNING)
         .where('lease_expires_at', '<', now)
         .orderBy('job_id')
         .limit(500)

@@ -10,8 +10,7 @@ import { assertJobMove, canMoveJob, JOB_MOVES, JOB_STATES, UNIT_MOVES, type JobM
 import type { Launcher } from '../../src/executor/launcher.js';
 import { Orchestrator } from '../../src/orchestrator/orchestrator.js';
 import { PromptSynthesizer } from '../../src/orchestrator/prompt-synthesizer.js';
-import type { Repository } from '../../src/store/repository.js';
-import type { UnitRow } from '../../src/store/schema.js';
+import type { ClaimedUnit, Repository } from '../../src/store/repository.js';
 import { workers } from '../../workers/index.js';
 import { TEST_BACKEND } from '../helpers/postgres.js';
 import { createTestStore, type TestStore } from '../helpers/store.js';
@@ -127,7 +126,7 @@ interface Real {
   /** Unit ids in the order the model lists them (by id; a synthesis unit comes last). */
   unitIds: number[];
   /** Claims this fake executor holds, as the claim returned them. */
-  held: UnitRow[];
+  held: ClaimedUnit[];
 }
 
 const count = (m: Model, s: UnitState) => m.units.filter((u) => u.status === s).length;
@@ -313,7 +312,7 @@ const report = fc
     cmd(
       `executor reports ${next}${spent ? ' (spent)' : ''} for claim #${pick}`,
       async (m, r) => {
-        const [held] = r.held.splice(pick % r.held.length, 1) as [UnitRow];
+        const [held] = r.held.splice(pick % r.held.length, 1) as [ClaimedUnit];
         m.held = r.held.length;
         const spends = next === 'FAILED' || (next === 'PENDING' && spent);
         const written = await r.repo.recordOutcome(held, OWNER, { next, spent: spends, ...(next === 'FAILED' ? { error: 'fuzz' } : {}) });

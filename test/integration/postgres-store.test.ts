@@ -81,7 +81,8 @@ describe(`the store on ${TEST_BACKEND}`, () => {
     const reclaimed = await other.reclaimExpired();
     expect(reclaimed.map((u) => u.id)).toEqual([stalled.id]);
     const retry = (await other.claimUnits(job.id, 'exec-b', 1, 30_000)).units[0]!;
-    expect(retry).toMatchObject({ id: stalled.id, attempt: 2, lease_owner: 'exec-b' });
+    expect(retry).toMatchObject({ id: stalled.id, attempt: 2 });
+    expect(await other.getUnit(retry.id)).toMatchObject({ status: 'RUNNING', attempt: 2, lease_owner: 'exec-b' });
 
     // exec-a wakes up and tries to write its outcome: fenced out.
     expect(await store.repo.recordOutcome(stalled, 'exec-a', { next: 'SUCCEEDED', spent: false, output: 'late' })).toBe(false);

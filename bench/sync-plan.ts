@@ -7,6 +7,7 @@
  * Prints {ms, peak_rss_mb, source_items, target_items, counts} as JSON.
  */
 import { readFileSync } from 'node:fs';
+import type { Snapshot } from '../src/contracts/provider.js';
 import { SyncOptions } from '../src/domain/sync-pair.js';
 import { emptyState, type PairState } from '../src/sync/pair-state.js';
 import { plan } from '../src/sync/planner.js';
@@ -29,7 +30,7 @@ const dst = openProvider({ type: 'jsonl', path: target, id_field: 'id' });
 let state: PairState = emptyState();
 if (kind === 'steady') {
   // The baselines of the previous run: the target as it was (so the source's changes show).
-  let before: Map<string, { hash: string }> | undefined = await dst.snapshot(signal);
+  let before: Snapshot | undefined = await dst.snapshot(signal);
   state = emptyState();
   for (const [k, e] of before) {
     state.baseline.source.set(k, { hash: e.hash, observed: true });

@@ -13,8 +13,8 @@ export interface SnapshotEntry {
   updated_at?: number;
 }
 
-/** Items keyed by their canonical key. */
-export type Snapshot = Map<string, SnapshotEntry>;
+/** Items keyed by their canonical key: a Map, or a large file's PackedSnapshot. */
+export type Snapshot = ReadonlyMap<string, SnapshotEntry>;
 
 /** A full item, as read from or written to a provider. Records are plain JSON objects; dir items are {key, content, encoding}. */
 export type ProviderRecord = Record<string, unknown>;

@@ -124,12 +124,13 @@ export function plan(input: PlanInput): Plan {
   };
   // Every key once: the source's, then the target's the source lacks (none, when the
   // source's visits met every target key), then keys only a baseline still has.
-  for (const [key, s] of source) {
+  // forEach, not for-of: a PackedSnapshot's entries come faster that way than through an iterator.
+  source.forEach((s, key) => {
     const t = target.get(key);
     if (t) seenT++;
     visit(key, s, t);
-  }
-  if (seenT < target.size) for (const [key, t] of target) if (!source.has(key)) visit(key, undefined, t);
+  });
+  if (seenT < target.size) target.forEach((t, key) => !source.has(key) && visit(key, undefined, t));
   if (seenBs < bs.size) for (const key of bs.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
   if (seenBt < bt.size) for (const key of bt.keys()) if (!bs.has(key) && !source.has(key) && !target.has(key)) visit(key, undefined, undefined);
 
@@ -186,7 +187,7 @@ function observe(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | u
 }
 
 function baselineAsSnapshot(base: Map<string, BaselineEntry>): Snapshot {
-  const out: Snapshot = new Map();
+  const out = new Map<string, SnapshotEntry>();
   for (const [key, entry] of base) out.set(key, { hash: entry.hash });
   return out;
 }

@@ -9,7 +9,8 @@ import { csvFormat } from '../../src/sync/providers/csv.js';
 import { openProvider } from '../../src/sync/providers/index.js';
 import { jsonlFormat } from '../../src/sync/providers/jsonl.js';
 import { createHash } from 'node:crypto';
-import { entryOf, recordHash } from '../../src/sync/providers/records.js';
+import { PACKED_BATCH_MAX, PackedSnapshot } from '../../src/sync/providers/packed-snapshot.js';
+import { entryOf, HASH_CHARS, recordHash } from '../../src/sync/providers/records.js';
 import { THREAD_MIN_BYTES, updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat } from '../../src/sync/providers/whole-file.js';
 
 let dir: string;
@@ -126,7 +127,7 @@ describe('large files are snapshotted on a worker thread', () => {
       const threaded = await openProvider(config).snapshot(signal);
       const expected = inline(config, format);
       expect(threaded.size).toBe(records.length - 1);
-      expect(threaded).toEqual(expected);
+      expect(new Map(threaded)).toEqual(expected);
       expect(threaded.get('3')?.updated_at).toBe(1_700_000_000_003);
       // The later record with a repeated key wins, as it does read in this thread.
       if (config.type === 'jsonl') expect(threaded.get('5')?.hash).toBe(entryOf(records.at(-1) as Record<string, unknown>, 'at').hash);
@@ -183,5 +184,38 @@ describe('recordHash', () => {
     expect(hashes[5]).toBe(hashes[4]); // a null field is left out
     expect(hashes[7]).toBe(hashes[0]);
     expect(new Set(hashes).size).toBe(4);
+  });
+});
+
+describe('PackedSnapshot', () => {
+  const h = (c: string) => c.repeat(HASH_CHARS);
+
+  it('reads like the Map of its entries: a later key replaces an earlier one, in the first place it took', () => {
+    const packed = new PackedSnapshot();
+    packed.add(['a', 'b', 'c'], h('A') + h('B') + h('C'), Float64Array.from([Number.NaN, 5, Number.NaN]));
+    packed.add(['d', 'a'], h('D') + h('E'), Float64Array.from([7, Number.NaN]));
+    const expected = new Map([
+      ['a', { hash: h('E') }],
+      ['b', { hash: h('B'), updated_at: 5 }],
+      ['c', { hash: h('C') }],
+      ['d', { hash: h('D'), updated_at: 7 }],
+    ]);
+    expect(packed.size).toBe(4);
+    expect([...packed]).toEqual([...expected]);
+    expect([...packed.keys()]).toEqual(['a', 'b', 'c', 'd']);
+    expect([...packed.values()]).toEqual([...expected.values()]);
+    const seen: [string, unknown][] = [];
+    packed.forEach((entry, key) => seen.push([key, entry]));
+    expect(seen).toEqual([...expected]);
+    expect(packed.get('b')).toEqual({ hash: h('B'), updated_at: 5 });
+    expect(packed.get('c')).not.toHaveProperty('updated_at');
+    expect(packed.get('z')).toBeUndefined();
+    expect(packed.has('d')).toBe(true);
+    expect(packed.has('z')).toBe(false);
+  });
+
+  it('refuses a batch too large for its positions', () => {
+    const keys = Array.from({ length: PACKED_BATCH_MAX + 1 }, (_, i) => String(i));
+    expect(() => new PackedSnapshot().add(keys, '', new Float64Array(keys.length))).toThrow(/at most 65536/);
   });
 });

@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile, rename, rmdir } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { z } from 'zod';
-import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { errorMessage } from '../../domain/errors.js';
 import type { DirProviderConfig } from '../../domain/sync-pair.js';
 import { down, ok, snapshotFailed } from './records.js';
@@ -68,7 +68,7 @@ export const dirProvider: ProviderFactory<Config> = {
         return statSync(root).isDirectory() ? ok(`${root} is a folder`) : down(`${root} is not a folder`);
       },
       async snapshot(signal) {
-        const snapshot: Snapshot = new Map();
+        const snapshot = new Map<string, SnapshotEntry>();
         try {
           const walk = async (dir: string): Promise<void> => {
             for (const entry of await readdir(dir, { withFileTypes: true })) {

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { z } from 'zod';
-import type { Provider, ProviderFactory, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import type { Provider, ProviderFactory, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
 import type { PostgresProviderConfig } from '../../domain/sync-pair.js';
 import { entryOf, recordHash, snapshotFailed } from './records.js';
@@ -107,7 +107,7 @@ export const postgresProvider: ProviderFactory<Config> = {
         try {
           return await withClient(async (c) => {
             const k = await key(c);
-            const snapshot: Snapshot = new Map();
+            const snapshot = new Map<string, SnapshotEntry>();
             const r = await c.query(`select * from ${table}`);
             for (const row of r.rows as Record<string, unknown>[]) {
               const record = jsonRow(row);

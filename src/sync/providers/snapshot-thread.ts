@@ -16,7 +16,7 @@ import { jsonlFormat } from './jsonl.js';
 import { parseTime, recordHash } from './records.js';
 import { updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat, type SnapshotThreadMessage } from './whole-file.js';
 
-const BATCH = 20_000;
+const BATCH = 20_000; // at most PACKED_BATCH_MAX (packed-snapshot.ts)
 
 function formatOf(config: FileProviderConfig): RecordFileFormat {
   switch (config.type) {

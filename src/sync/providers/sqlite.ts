@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import type { z } from 'zod';
-import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
 import type { SqliteProviderConfig } from '../../domain/sync-pair.js';
 import { down, entryOf, ok, recordHash, snapshotFailed } from './records.js';
@@ -73,7 +73,7 @@ export const sqliteProvider: ProviderFactory<Config> = {
       async snapshot(signal) {
         try {
           const k = key();
-          const snapshot: Snapshot = new Map();
+          const snapshot = new Map<string, SnapshotEntry>();
           for (const row of conn().prepare(`select * from ${table}`).iterate() as IterableIterator<Record<string, unknown>>) {
             const record = jsonRow(row);
             const value = record[k];

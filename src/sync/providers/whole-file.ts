@@ -2,11 +2,12 @@ import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, WriteOutcome } from '../../contracts/provider.js';
+import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, type ErrorCode } from '../../domain/errors.js';
 import type { ProviderConfig } from '../../domain/sync-pair.js';
 import { PACKAGE_ROOT } from '../../package-root.js';
-import { allUnresolved, down, entryOf, HASH_CHARS, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
+import { PackedSnapshot } from './packed-snapshot.js';
+import { allUnresolved, down, entryOf, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
 
 /** The config of a provider over one file of records. */
 export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json' | 'csv' }>;
@@ -15,10 +16,7 @@ export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json
 export const THREAD_MIN_BYTES = 8 * 1024 * 1024;
 const SNAPSHOT_THREAD = join(PACKAGE_ROOT, 'dist', 'src', 'sync', 'providers', 'snapshot-thread.js');
 
-/**
- * What the snapshot thread posts: batches of entries in file order (the i-th
- * hash is `hashes` from i × HASH_CHARS; an updated_at of NaN is none), then done or an error.
- */
+/** What the snapshot thread posts: batches of entries in file order (see PackedSnapshot.add), then done or an error. */
 export type SnapshotThreadMessage =
   | { keys: string[]; hashes: string; updated: Float64Array }
   | { done: true }
@@ -86,7 +84,7 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
     },
     async snapshot(signal): Promise<Snapshot> {
       try {
-        const snapshot: Snapshot = new Map();
+        const snapshot = new Map<string, SnapshotEntry>();
         if (!existsSync(path)) return snapshot;
         // A large file is parsed and hashed on a thread of its own: both sides of a pair
         // are read at once, and the event loop stays free meanwhile.
@@ -117,11 +115,11 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
 
 /**
  * The snapshot of a large file, parsed and hashed by snapshot-thread.ts. Entries
- * arrive in batches and go into the map while the thread goes on parsing.
+ * arrive in batches and go into the snapshot while the thread goes on parsing.
  */
 function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Promise<Snapshot> {
   return new Promise<Snapshot>((resolvePromise, reject) => {
-    const snapshot: Snapshot = new Map();
+    const snapshot = new PackedSnapshot();
     const worker = new Worker(SNAPSHOT_THREAD, { workerData: { config } });
     let settled = false;
     const settle = (err?: unknown): void => {
@@ -138,12 +136,7 @@ function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Prom
     worker.on('message', (m: SnapshotThreadMessage) => {
       if ('error' in m) return settle(new AbpError(m.error.code, m.error.message));
       if ('done' in m) return settle();
-      const { keys, hashes, updated } = m;
-      for (let i = 0; i < keys.length; i++) {
-        const at = updated[i] as number;
-        const hash = hashes.slice(i * HASH_CHARS, (i + 1) * HASH_CHARS);
-        snapshot.set(keys[i] as string, Number.isNaN(at) ? { hash } : { hash, updated_at: at });
-      }
+      snapshot.add(m.keys, m.hashes, m.updated);
     });
     worker.on('error', (err) => settle(err));
     worker.on('exit', (code) => settle(new AbpError('internal', `the snapshot thread exited (code ${code}) before it finished`)));

@@ -33,8 +33,8 @@ if (kind === 'steady') {
   let before: Snapshot | undefined = await dst.snapshot(signal);
   state = emptyState();
   for (const [k, e] of before) {
-    state.baseline.source.set(k, { hash: e.hash, observed: true });
-    state.baseline.target.set(k, { hash: e.hash, observed: true });
+    state.baseline.set('source', k, { hash: e.hash, observed: true });
+    state.baseline.set('target', k, { hash: e.hash, observed: true });
   }
   before = undefined;
   void before;

@@ -31,12 +31,60 @@ export interface ItemState {
   phantoms: number;
 }
 
+/** One key's baselines: one entry per side that has one. */
+export interface BaselinePair {
+  source?: BaselineEntry;
+  target?: BaselineEntry;
+}
+
+/**
+ * Both sides' baselines in one map, so that planning looks each key up once,
+ * not once per side: in a million-item plan those lookups were a third of the time.
+ */
+export class Baselines {
+  private readonly pairs = new Map<string, BaselinePair>();
+  private readonly counts: Record<Side, number> = { source: 0, target: 0 };
+
+  set(side: Side, key: string, entry: BaselineEntry): void {
+    let pair = this.pairs.get(key);
+    if (!pair) this.pairs.set(key, (pair = {}));
+    if (!pair[side]) this.counts[side]++;
+    pair[side] = entry;
+  }
+
+  get(side: Side, key: string): BaselineEntry | undefined {
+    return this.pairs.get(key)?.[side];
+  }
+
+  pair(key: string): BaselinePair | undefined {
+    return this.pairs.get(key);
+  }
+
+  /** How many keys this side has a baseline for. */
+  size(side: Side): number {
+    return this.counts[side];
+  }
+
+  /** Every key with a baseline on either side, once. */
+  keys(): MapIterator<string> {
+    return this.pairs.keys();
+  }
+
+  /** One side's baselines. */
+  *entries(side: Side): Generator<[string, BaselineEntry]> {
+    for (const [key, pair] of this.pairs) {
+      const entry = pair[side];
+      if (entry) yield [key, entry];
+    }
+  }
+}
+
 export interface PairState {
-  baseline: Record<Side, Map<string, BaselineEntry>>;
+  baseline: Baselines;
   tombstones: Map<string, Tombstone>;
   items: Map<string, ItemState>;
 }
 
 export function emptyState(): PairState {
-  return { baseline: { source: new Map(), target: new Map() }, tombstones: new Map(), items: new Map() };
+  return { baseline: new Baselines(), tombstones: new Map(), items: new Map() };
 }

@@ -1,7 +1,7 @@
 import type { Snapshot, SnapshotEntry } from '../contracts/provider.js';
 import type { SyncMode, SyncOptions } from '../domain/sync-pair.js';
 import { exceedsDeleteRatio, isQuarantined, isStaleCopy, isSuspect, phantomBlocked, tombstoneLive, type Guard } from './guardrails.js';
-import { otherSide, type BaselineEntry, type Op, type PairState, type Side } from './pair-state.js';
+import { otherSide, type BaselineEntry, type BaselinePair, type Baselines, type Op, type PairState, type Side } from './pair-state.js';
 
 /**
  * One key's planned change to the pair's state. With `op` it is a write to `side`;
@@ -67,8 +67,8 @@ export interface PlanInput {
   now: number;
 }
 
-/** One key's baseline entries, looked up once per key. */
-type Bases = { source: BaselineEntry | undefined; target: BaselineEntry | undefined };
+/** What a key without baselines looks up. */
+const NO_BASELINE: BaselinePair = Object.freeze({});
 
 type Decision = { op: Op; side: Side; cause?: Side; phantom?: boolean; stale?: boolean } | 'observe' | 'none';
 
@@ -82,15 +82,16 @@ const EVENT_KEYS = 20;
 export function plan(input: PlanInput): Plan {
   const { mode, source, state, options, now } = input;
   const targetDown = input.target === null;
-  const target: Snapshot = input.target ?? baselineAsSnapshot(state.baseline.target);
-  const bs = state.baseline.source;
-  const bt = state.baseline.target;
-  const firstRun = bs.size === 0 && bt.size === 0;
+  const target: Snapshot = input.target ?? baselineAsSnapshot(state.baseline);
+  const base = state.baseline;
+  const bsSize = base.size('source');
+  const btSize = base.size('target');
+  const firstRun = bsSize === 0 && btSize === 0;
 
   const decide = mode === 'one-way' ? oneWay : twoWay;
   const suspect: Record<Side, boolean> = {
-    source: isSuspect(bs.size, source.size, options),
-    target: !targetDown && isSuspect(bt.size, target.size, options),
+    source: isSuspect(bsSize, source.size, options),
+    target: !targetDown && isSuspect(btSize, target.size, options),
   };
 
   const writes: (StageRow & { cause?: Side; stale?: boolean })[] = [];
@@ -105,7 +106,7 @@ export function plan(input: PlanInput): Plan {
   let seenBt = 0;
   let seenT = 0;
   const visit = (key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined) => {
-    const b = { source: bs.get(key), target: bt.get(key) };
+    const b = base.pair(key) ?? NO_BASELINE;
     if (b.source) seenBs++;
     if (b.target) seenBt++;
     const d = decide(key, s, t, b, input, firstRun);
@@ -131,8 +132,7 @@ export function plan(input: PlanInput): Plan {
     visit(key, s, t);
   });
   if (seenT < target.size) target.forEach((t, key) => !source.has(key) && visit(key, undefined, t));
-  if (seenBs < bs.size) for (const key of bs.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
-  if (seenBt < bt.size) for (const key of bt.keys()) if (!bs.has(key) && !source.has(key) && !target.has(key)) visit(key, undefined, undefined);
+  if (seenBs < bsSize || seenBt < btSize) for (const key of base.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
 
   // Mass-delete block: per written side, against that side's current size.
   const events: GuardEvent[] = [];
@@ -150,7 +150,7 @@ export function plan(input: PlanInput): Plan {
   for (const side of ['source', 'target'] as const) {
     if (suspect[side]) {
       const held = blocked.filter((b) => b.guard === 'suspect_snapshot' && b.side === otherSide(side));
-      const previous = (side === 'source' ? bs : bt).size;
+      const previous = base.size(side);
       events.push({ guard: 'suspect_snapshot', side, count: held.length, keys: held.slice(0, EVENT_KEYS).map((b) => b.key), previous, current: (side === 'source' ? source : target).size });
     }
   }
@@ -186,14 +186,14 @@ function observe(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | u
   stage.push({ key, source_hash: s?.hash ?? null, target_hash: t?.hash ?? null, op: null, side: null, phantom: false });
 }
 
-function baselineAsSnapshot(base: Map<string, BaselineEntry>): Snapshot {
+function baselineAsSnapshot(base: Baselines): Snapshot {
   const out = new Map<string, SnapshotEntry>();
-  for (const [key, entry] of base) out.set(key, { hash: entry.hash });
+  for (const [key, entry] of base.entries('target')) out.set(key, { hash: entry.hash });
   return out;
 }
 
 /** One-way: the target follows the source; what only the target has is never removed. */
-function oneWay(_key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: Bases, input: PlanInput): Decision {
+function oneWay(_key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: BaselinePair, input: PlanInput): Decision {
   const { source: bs, target: bt } = b;
   if (s) {
     if (!t) return bt && !bt.observed ? { op: 'add', side: 'target', phantom: true } : { op: 'add', side: 'target' };
@@ -209,7 +209,7 @@ function oneWay(_key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | u
  * deletion observed on one side propagates; a first run never deletes; a value
  * conflict goes to the newer updated_at, then to the configured winner.
  */
-function twoWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: Bases, input: PlanInput, firstRun: boolean): Decision {
+function twoWay(key: string, s: SnapshotEntry | undefined, t: SnapshotEntry | undefined, b: BaselinePair, input: PlanInput, firstRun: boolean): Decision {
   const { state, options, now } = input;
   const { source: bs, target: bt } = b;
   if (s && t) {

@@ -93,7 +93,7 @@ export class SyncJobs {
   private async loadState(pairId: string): Promise<PairState> {
     const raw = await this.store.loadState(pairId);
     const state = emptyState();
-    for (const b of raw.baseline) state.baseline[b.side as Side].set(b.key, { hash: b.hash, observed: Number(b.observed) === 1 });
+    for (const b of raw.baseline) state.baseline.set(b.side as Side, b.key, { hash: b.hash, observed: Number(b.observed) === 1 });
     for (const t of raw.tombstones) state.tombstones.set(t.key, { hash: t.hash, side: t.side as Side, deleted_at: Number(t.deleted_at) });
     for (const i of raw.items) state.items.set(i.key, { failures: i.failures, quarantined_until: i.quarantined_until === null ? null : Number(i.quarantined_until), phantoms: i.phantoms });
     return state;

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../../src/contracts/provider.js';
 import { SyncOptions } from '../../src/domain/sync-pair.js';
 import { exceedsDeleteRatio, isStaleCopy, isSuspect } from '../../src/sync/guardrails.js';
-import { emptyState, type PairState } from '../../src/sync/pair-state.js';
+import { Baselines, emptyState, type PairState } from '../../src/sync/pair-state.js';
 import { plan } from '../../src/sync/planner.js';
 import { chunkUnits } from '../../src/sync/chunks.js';
 
@@ -10,8 +10,8 @@ const options = SyncOptions.parse({});
 const snap = (entries: Record<string, string>): Snapshot => new Map(Object.entries(entries).map(([k, hash]) => [k, { hash }]));
 function stateOf(source: Record<string, string>, target: Record<string, string>): PairState {
   const s = emptyState();
-  for (const [k, hash] of Object.entries(source)) s.baseline.source.set(k, { hash, observed: true });
-  for (const [k, hash] of Object.entries(target)) s.baseline.target.set(k, { hash, observed: true });
+  for (const [k, hash] of Object.entries(source)) s.baseline.set('source', k, { hash, observed: true });
+  for (const [k, hash] of Object.entries(target)) s.baseline.set('target', k, { hash, observed: true });
   return s;
 }
 const many = (n: number, skip = 0) => Object.fromEntries(Array.from({ length: n - skip }, (_, i) => [`k${i + skip}`, `h${i + skip}`]));
@@ -75,5 +75,24 @@ describe('the sync planner (pure: snapshots and baselines in, a plan out)', () =
       ['add', 'source', ['e']],
       ['remove', 'target', ['f']],
     ]);
+  });
+});
+
+describe('Baselines', () => {
+  it('keeps both sides of a key together and counts each side', () => {
+    const b = new Baselines();
+    b.set('source', 'a', { hash: 'h1', observed: true });
+    b.set('target', 'a', { hash: 'h2', observed: false });
+    b.set('target', 'b', { hash: 'h3', observed: true });
+    b.set('source', 'a', { hash: 'h4', observed: true }); // replaces, does not count twice
+    expect(b.size('source')).toBe(1);
+    expect(b.size('target')).toBe(2);
+    expect(b.pair('a')).toEqual({ source: { hash: 'h4', observed: true }, target: { hash: 'h2', observed: false } });
+    expect(b.get('target', 'b')).toEqual({ hash: 'h3', observed: true });
+    expect(b.get('source', 'b')).toBeUndefined();
+    expect(b.pair('z')).toBeUndefined();
+    expect([...b.keys()]).toEqual(['a', 'b']);
+    expect([...b.entries('target')].map(([k]) => k)).toEqual(['a', 'b']);
+    expect([...b.entries('source')]).toEqual([['a', { hash: 'h4', observed: true }]]);
   });
 });

@@ -52,10 +52,6 @@ export class Baselines {
     pair[side] = entry;
   }
 
-  get(side: Side, key: string): BaselineEntry | undefined {
-    return this.pairs.get(key)?.[side];
-  }
-
   pair(key: string): BaselinePair | undefined {
     return this.pairs.get(key);
   }

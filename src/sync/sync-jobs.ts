@@ -259,7 +259,8 @@ function view(spec: JobSpec, r: PlanResult, flags: { dry_run: boolean }) {
 export async function snapshotBoth(source: Provider, target: Provider | null, signal: AbortSignal): Promise<{ source: Snapshot; target: Snapshot | null }> {
   const both = new AbortController();
   const stop = () => both.abort(signal.reason);
-  signal.addEventListener('abort', stop, { once: true });
+  if (signal.aborted) stop();
+  else signal.addEventListener('abort', stop, { once: true });
   const take = async (provider: Provider): Promise<Snapshot> => {
     try {
       return await provider.snapshot(both.signal);

@@ -88,8 +88,8 @@ describe('Baselines', () => {
     expect(b.size('source')).toBe(1);
     expect(b.size('target')).toBe(2);
     expect(b.pair('a')).toEqual({ source: { hash: 'h4', observed: true }, target: { hash: 'h2', observed: false } });
-    expect(b.get('target', 'b')).toEqual({ hash: 'h3', observed: true });
-    expect(b.get('source', 'b')).toBeUndefined();
+    expect(b.pair('b')?.target).toEqual({ hash: 'h3', observed: true });
+    expect(b.pair('b')?.source).toBeUndefined();
     expect(b.pair('z')).toBeUndefined();
     expect([...b.keys()]).toEqual(['a', 'b']);
     expect([...b.entries('target')].map(([k]) => k)).toEqual(['a', 'b']);

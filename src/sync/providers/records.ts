@@ -88,8 +88,13 @@ export function parseTime(value: unknown): number | undefined {
   return undefined;
 }
 
+/** A record's last-modified time from its updated_at field, if it has one. */
+export function updatedAtOf(record: ProviderRecord, updatedAtField: string | undefined): number | undefined {
+  return updatedAtField === undefined ? undefined : parseTime(record[updatedAtField]);
+}
+
 export function entryOf(record: ProviderRecord, updatedAtField: string | undefined): SnapshotEntry {
-  const updated = updatedAtField === undefined ? undefined : parseTime(record[updatedAtField]);
+  const updated = updatedAtOf(record, updatedAtField);
   return updated === undefined ? { hash: recordHash(record) } : { hash: recordHash(record), updated_at: updated };
 }
 

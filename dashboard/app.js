@@ -235,7 +235,12 @@ function jobPage(id) {
 
   function renderJob() {
     title.textContent = `Job #${job.job_id}: ${job.name}`;
-    fill(state, badge(job.status), job.status_reason ? h('span', { class: 'reason' }, ` ${job.status_reason}`) : null);
+    fill(
+      state,
+      badge(job.status),
+      job.status_reason ? h('span', { class: 'reason' }, ` ${job.status_reason}`) : null,
+      job.approved_by ? h('span', { class: 'reason', 'data-testid': 'approved-by' }, ` · approved by ${job.approved_by}`) : null,
+    );
     const done = job.counts.succeeded + job.counts.failed + job.counts.cancelled;
     fill(stats,
       h('div', {}, h('b', { 'data-testid': 'progress' }, fmt.pct(job.progress)), h('span', {}, 'progress'), progressBar(job)),

@@ -1,14 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { enumerators } from '../enumerators/index.js';
-import { workers } from '../workers/index.js';
 import { resolveConfig, type AbpConfig } from './config.js';
-import { JobExecutor } from './executor/job-executor.js';
-import { Launcher } from './executor/launcher.js';
-import { Orchestrator } from './orchestrator/orchestrator.js';
-import { PromptSynthesizer } from './orchestrator/prompt-synthesizer.js';
+import type { JobExecutor } from './executor/job-executor.js';
+import type { Orchestrator } from './orchestrator/orchestrator.js';
 import { PACKAGE_ROOT } from './package-root.js';
-import { openRepository } from './store/database.js';
 import type { Repository } from './store/repository.js';
 
 export const VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
@@ -22,9 +17,27 @@ export interface App {
   close(): Promise<void>;
 }
 
-/** The composition root: the one place that wires concrete pieces together. */
+/** The store alone, for reads that need no orchestration (`abp status`, `abp list`): no worker, enumerator or job spec loads. */
+export async function openStore(config: AbpConfig): Promise<Repository> {
+  const { openRepository } = await import('./store/database.js');
+  return openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
+}
+
+/**
+ * The composition root: the one place that wires concrete pieces together. Its
+ * pieces load here, not when this module does, so a CLI command that opens no
+ * store pays for none of them.
+ */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const repo = await openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
+  const [{ enumerators }, { workers }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }] = await Promise.all([
+    import('../enumerators/index.js'),
+    import('../workers/index.js'),
+    import('./executor/job-executor.js'),
+    import('./executor/launcher.js'),
+    import('./orchestrator/orchestrator.js'),
+    import('./orchestrator/prompt-synthesizer.js'),
+  ]);
+  const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config);
   const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher });

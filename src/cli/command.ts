@@ -1,5 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { App } from '../app.js';
+import type { Repository } from '../store/repository.js';
 import { AbpError } from '../domain/errors.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
@@ -11,12 +12,13 @@ export interface CommandContext {
   json: boolean;
   /** Opens the database on first use; commands that need none never pay for it. */
   app(): Promise<App>;
+  /** The store alone, for plain reads: none of the orchestrator, workers or enumerators load. */
+  repo(): Promise<Repository>;
   print(human: string, data: unknown): void;
 }
 
+/** One CLI command; its name and summary live in main.ts's table, so `abp --help` loads no command. */
 export interface Command {
-  name: string;
-  summary: string;
   usage: string;
   options: OptionSpec;
   run(ctx: CommandContext): Promise<number | void>;

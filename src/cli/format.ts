@@ -4,7 +4,8 @@ export function statusLine(s: JobStatus): string {
   const c = s.counts;
   const reason = s.status_reason ? ` (${s.status_reason})` : '';
   const cost = s.cost_usd ? ` $${s.cost_usd.toFixed(4)}` : '';
-  return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.pending} pending, ${c.cancelled} cancelled${cost}`;
+  const approved = s.approved_by ? `, approved by ${s.approved_by}` : '';
+  return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason}${approved} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.pending} pending, ${c.cancelled} cancelled${cost}`;
 }
 
 export function statusBlock(s: JobStatus): string {

@@ -1,32 +1,43 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { createApp, type App } from '../app.js';
+import type { App } from '../app.js';
+import type { Repository } from '../store/repository.js';
 import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
 import { usage } from './command.js';
-import { cancel, pause, resume, retry } from './commands/control.js';
-import { approve } from './commands/approve.js';
-import { create } from './commands/create.js';
-import { dashboard } from './commands/dashboard.js';
-import { doctor } from './commands/doctor.js';
-import { enumeratorsCommand } from './commands/enumerators.js';
-import { preview } from './commands/preview.js';
-import { executor } from './commands/executor.js';
-import { list } from './commands/list.js';
-import { mcp } from './commands/mcp.js';
-import { results } from './commands/results.js';
-import { serve } from './commands/serve.js';
-import { start } from './commands/start.js';
-import { status } from './commands/status.js';
-import { sync } from './commands/sync.js';
-import { unit } from './commands/unit.js';
-import { units } from './commands/units.js';
-import { update } from './commands/update.js';
-import { watch } from './commands/watch.js';
-import { migrate } from './commands/migrate.js';
+import { cliErrorText } from './hints.js';
 
-const COMMANDS: Command[] = [create, preview, approve, enumeratorsCommand, start, status, watch, list, units, unit, results, pause, resume, cancel, retry, update, sync, executor, mcp, serve, dashboard, doctor, migrate];
+/**
+ * Every command, in --help order. A command's module (and what it imports) loads
+ * only when that command runs, so `abp status` never pays for the MCP SDK or the
+ * HTTP server.
+ */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  create: { summary: 'Create a job from a spec file and/or flags; prints the job.', load: async () => (await import('./commands/create.js')).create },
+  preview: { summary: 'Show what a job spec would enumerate — the count, the first items, the first prompt — creating nothing.', load: async () => (await import('./commands/preview.js')).preview },
+  approve: { summary: 'Approve the code of a job pending approval, by its sha256; the code then runs and the units are created.', load: async () => (await import('./commands/approve.js')).approve },
+  enumerators: { summary: 'List the enumerator types, with each one’s config fields (--json: JSON Schemas).', load: async () => (await import('./commands/enumerators.js')).enumeratorsCommand },
+  start: { summary: 'Run the test unit, approve or reject it, or skip the test and run every unit.', load: async () => (await import('./commands/start.js')).start },
+  status: { summary: 'Show a job’s state, counts, cost, rate and ETA.', load: async () => (await import('./commands/status.js')).status },
+  watch: { summary: 'Follow a job until it settles: a live progress bar on a terminal, plain lines otherwise.', load: async () => (await import('./commands/watch.js')).watch },
+  list: { summary: 'List jobs, newest first.', load: async () => (await import('./commands/list.js')).list },
+  units: { summary: 'List a job’s units with their state, attempts and errors.', load: async () => (await import('./commands/units.js')).units },
+  unit: { summary: 'Show one unit: payload, rendered prompt, output, error, conversation.', load: async () => (await import('./commands/unit.js')).unit },
+  results: { summary: 'Print every unit’s outcome, streamed (JSONL, JSON, CSV with structured outputs as columns, Markdown), or write them to a sink.', load: async () => (await import('./commands/results.js')).results },
+  pause: { summary: 'Stop claiming new units; running units finish.', load: async () => (await import('./commands/control.js')).pause },
+  resume: { summary: 'Resume a paused job.', load: async () => (await import('./commands/control.js')).resume },
+  cancel: { summary: 'Cancel a job; running units’ processes are killed.', load: async () => (await import('./commands/control.js')).cancel },
+  retry: { summary: 'Give every failed unit a fresh set of retries.', load: async () => (await import('./commands/control.js')).retry },
+  update: { summary: 'Edit a CREATED job’s prompt, intent or name; raise any live job’s budget or allow auto-resume.', load: async () => (await import('./commands/update.js')).update },
+  sync: { summary: 'Sync two inventories (files, JSONL/JSON/CSV, SQLite or PostgreSQL tables): run, plan (dry run) or status.', load: async () => (await import('./commands/sync.js')).sync },
+  executor: { summary: 'Run an executor in the foreground: claim and run units until idle (SIGTERM drains).', load: async () => (await import('./commands/executor.js')).executor },
+  mcp: { summary: 'Serve the MCP tools on stdio, for Claude Code, Claude Desktop and other MCP clients.', load: async () => (await import('./commands/mcp.js')).mcp },
+  serve: { summary: 'Serve the HTTP API, event streams, metrics and dashboard (and MCP at /mcp), protected by an API key.', load: async () => (await import('./commands/serve.js')).serve },
+  dashboard: { summary: 'Print a one-time link that opens the dashboard of the running `abp serve`.', load: async () => (await import('./commands/dashboard.js')).dashboard },
+  doctor: { summary: 'Check every worker type: installed, reachable, logged in (how to fix it when not).', load: async () => (await import('./commands/doctor.js')).doctor },
+  migrate: { summary: 'Apply pending database migrations (SQLite or PostgreSQL) and list them all.', load: async () => (await import('./commands/migrate.js')).migrate },
+};
 
 const GLOBAL = {
   json: { type: 'boolean' },
@@ -36,13 +47,13 @@ const GLOBAL = {
 } as const;
 
 function help(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
   return [
     'abp — agentic batch processor: one instruction, applied to every item, in parallel.',
     '',
     'Usage: abp COMMAND [ARGS] [--json] [--home DIR] [--db PATH]',
     '',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
     'Every command takes --json (machine-readable output on stdout) and --help.',
     'Exit codes: 0 ok, 1 failure, 2 usage. Environment: ABP_HOME, ABP_DB, ABP_SKIP_TEST, ABP_MAX_WORKERS.',
@@ -60,11 +71,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const command = COMMANDS.find((c) => c.name === name);
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   const wantsJson = rest.includes('--json');
   let app: App | undefined;
+  let repo: Repository | undefined;
   try {
-    if (!command) throw usage(`unknown command ${JSON.stringify(name)}; run abp --help for the list`);
+    if (!entry) throw usage(`unknown command ${JSON.stringify(name)}; run abp --help for the list`);
+    const command = await entry.load();
     let parsed;
     try {
       parsed = parseArgs({ args: rest, options: { ...GLOBAL, ...command.options }, allowPositionals: true, strict: true });
@@ -73,7 +86,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const values = parsed.values as CommandContext['values'];
     if (values.help) {
-      process.stdout.write(`${command.summary}\n\nusage: ${command.usage}\n`);
+      process.stdout.write(`${entry.summary}\n\nusage: ${command.usage}\n`);
       return 0;
     }
     const env = { ...process.env };
@@ -84,7 +97,8 @@ async function main(argv: string[]): Promise<number> {
       values,
       positionals: parsed.positionals,
       json,
-      app: async () => (app ??= await createApp(resolveConfig(env))),
+      app: async () => (app ??= await (await import('../app.js')).createApp(resolveConfig(env))),
+      repo: async () => app?.repo ?? (repo ??= await (await import('../app.js')).openStore(resolveConfig(env))),
       print(human, data) {
         process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
       },
@@ -93,13 +107,14 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const abp = err instanceof AbpError ? err : undefined;
     const code = abp?.code ?? 'internal';
-    const message = abp ? abp.message : errorMessage(err);
+    const message = abp ? cliErrorText(abp.message, abp.details) : errorMessage(err);
     if (wantsJson) process.stdout.write(`${JSON.stringify({ error: { code, message, ...(abp?.details ?? {}) } }, null, 2)}\n`);
     process.stderr.write(`abp: ${message}\n`);
     if (!abp && process.env.ABP_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     return code === 'invalid_input' ? 2 : 1;
   } finally {
     await app?.close();
+    await repo?.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Item } from './enumerator.js';
 
 /** What a worker gets for one attempt of one unit. */
@@ -112,4 +112,10 @@ export interface Worker<C = unknown> {
   readonly healthProbes?: readonly { label: string; config: unknown }[];
   /** Releases what the worker keeps between units (thread pools). Idempotent. */
   close?(): Promise<void>;
+}
+
+/** What the MCP `list_workers` tool shows for one type: its config as JSON Schema. */
+export function workerInfo(w: Worker<any>): { type: string; description: string; config_schema: Record<string, unknown> } {
+  const { $schema: _ignored, ...schema } = z.toJSONSchema(w.configSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  return { type: w.type, description: w.description, config_schema: schema };
 }

@@ -29,6 +29,11 @@ export const JobStatusWire = z
     eta_seconds: z.number().nullable(),
     cost_usd: z.number(),
     test_unit_id: z.int().nullable(),
+    approved_by: z
+      .string()
+      .nullable()
+      .optional()
+      .describe('Who approved the test unit (or skipping it): "person (dialog)", "assistant (on the user\'s word)", "person (cli)", "api client (http)", "script (ABP_SKIP_TEST)"'),
     created_at: when,
     started_at: when,
     finished_at: when,

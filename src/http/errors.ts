@@ -1,5 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { AbpError, errorMessage, type ErrorCode } from '../domain/errors.js';
+import type { NextStep } from '../domain/next-step.js';
+import { httpHint } from './hints.js';
 
 /** HTTP-only failures (auth, limits, routing) that have no AbpError code. */
 export class HttpError extends Error {
@@ -41,7 +43,8 @@ export function sendError(res: ServerResponse, err: unknown): void {
   if (err instanceof HttpError) {
     sendJson(res, err.status, { error: { code: err.code, message: err.message, details: err.details } }, err.headers);
   } else if (err instanceof AbpError) {
-    sendJson(res, STATUS[err.code] ?? 500, { error: { code: err.code, message: err.message, details: err.details ?? {} } });
+    const next = err.details?.next as NextStep | undefined;
+    sendJson(res, STATUS[err.code] ?? 500, { error: { code: err.code, message: err.message, details: err.details ?? {}, ...(next ? { next: httpHint(next) } : {}) } });
   } else {
     sendJson(res, 500, { error: { code: 'internal', message: `internal error: ${errorMessage(err)}`, details: {} } });
   }

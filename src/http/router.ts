@@ -8,6 +8,8 @@ export interface RouteContext {
   url: URL;
   params: Record<string, string>;
   app: App;
+  /** Who is calling: "api-key", or "session:…" for a signed-in dashboard. */
+  caller: string;
   /** The parsed JSON body (undefined when empty), read once within the size cap. */
   body(): Promise<unknown>;
 }

@@ -5,6 +5,7 @@ import { CheckpointInput } from '../domain/wire.js';
 import type { UnitState } from '../domain/states.js';
 import { EXPORT_FORMATS, type ExportFormat } from '../orchestrator/exports.js';
 import { sendJson } from './errors.js';
+import { withHttpHint } from './hints.js';
 import { idParam, JobListQuery, nextOffset, paging, parseBody, parseQuery, UnitListQuery } from './params.js';
 import type { RouteContext, Router } from './router.js';
 
@@ -128,8 +129,9 @@ export function jobRoutes(router: Router): void {
       reject: body.reject ?? false,
       skipTest: body.skip_test ?? false,
       ...(body.wait_seconds === undefined ? {} : { waitSeconds: body.wait_seconds }),
+      approvedBy: ctx.caller.startsWith('session:') ? 'person (dashboard)' : 'api client (http)',
     });
-    sendJson(ctx.res, 200, result);
+    sendJson(ctx.res, 200, withHttpHint(result));
   });
 
   const control = (move: 'pause' | 'resume' | 'retry') =>

@@ -122,7 +122,7 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
     if (!match) throw new HttpError(404, 'not_found', `no route for ${method} ${path}`);
     label.route = match.route.pattern;
     let body: Promise<unknown> | undefined;
-    await match.route.handler({ req, res, url, params: match.params, app, body: () => (body ??= readJson(req, maxBody)) });
+    await match.route.handler({ req, res, url, params: match.params, app, caller: caller ?? 'anonymous', body: () => (body ??= readJson(req, maxBody)) });
   };
 
   const server: Server = createServer((req, res) => {

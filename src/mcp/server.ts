@@ -1,7 +1,9 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { App } from '../app.js';
 import { VERSION } from '../app.js';
+import { registerPrompts } from './prompts.js';
 import { registerResources } from './resources.js';
+import { installTasks, JobTaskStore, stdioOwner, TASK_CAPABILITIES } from './tasks.js';
 import { register } from './tool.js';
 import { approvalTools } from './tools/approval.js';
 import { controlTools } from './tools/control.js';
@@ -10,18 +12,24 @@ import { discoverTools } from './tools/discover.js';
 import { inspectTools } from './tools/inspect.js';
 import { jobTools } from './tools/jobs.js';
 
-const INSTRUCTIONS = `abp runs one instruction over many items (files, CSV rows, ...) in parallel, in a background executor that outlives this conversation.
-Typical flow: list_enumerators → preview the config → create_job → start_job (runs ONE test unit) → show the test output to the user →
-start_job with approve=true only once the user approved (or reject=true, update_job, start_job again) → get_job_status to follow → get_results.
-Never approve a test unit on the user's behalf.`;
+const INSTRUCTIONS = `abp runs one instruction over many items (files, CSV rows, records) in parallel, in a background executor that outlives this conversation.
+Flow: list_enumerators and list_workers → preview_job → create_job → start_job (runs ONE test unit) → show the test unit's output to the user →
+start_job {"job_id": N, "approve": true} only on the user's word (or reject=true, update_job, start_job again) → get_job_status to follow → get_results, passing each page's cursor back (or write_results for everything).
+Where the host can show a dialog, start_job asks the person directly; the job records who approved. Never approve a test unit, or skip it, on the user's behalf.`;
 
-/** The MCP server: every tool and resource, over whatever transport the caller connects. */
-export function createMcpServer(app: App): McpServer {
+/**
+ * The MCP server: every tool and resource, over whatever transport the caller connects.
+ * `owner` is whose tasks it sees (src/mcp/tasks.ts): the ABP_HOME over stdio, the API key over HTTP.
+ */
+export function createMcpServer(app: App, owner = stdioOwner(app)): McpServer {
+  const taskStore = new JobTaskStore(app, owner);
   const server = new McpServer(
     { name: 'abp', version: VERSION },
-    { capabilities: { logging: {} }, instructions: INSTRUCTIONS },
+    { capabilities: { logging: {}, tasks: TASK_CAPABILITIES }, instructions: INSTRUCTIONS, taskStore },
   );
   register(server, app, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools, dashboardUrl]);
   registerResources(server, app);
+  registerPrompts(server, app);
+  installTasks(server, app, taskStore);
   return server;
 }

@@ -4,6 +4,9 @@ import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations
 import { z } from 'zod';
 import type { App } from '../app.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
+import { nextStepFor, type NextStep } from '../domain/next-step.js';
+import type { JobState } from '../domain/states.js';
+import { mcpHint } from './hints.js';
 
 export type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
@@ -29,52 +32,100 @@ export function defineTool<I extends z.ZodRawShape, O extends z.ZodRawShape>(def
 
 /** Structured content plus the same data as text, for clients that only read text. */
 export function ok(data: Record<string, unknown>): CallToolResult {
-  return { content: [{ type: 'text', text: JSON.stringify(data, null, 2) }], structuredContent: data };
+  return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
 }
 
-/** Errors are tool results, and say what to do next. */
+/** Errors are tool results, and say what to do next in MCP's words: tools and their arguments. */
 export function fail(err: unknown): CallToolResult {
-  const message = err instanceof AbpError ? `${err.message}${nextStep(err)}` : `internal error: ${errorMessage(err)}`;
+  let message = `internal error: ${errorMessage(err)}`;
+  if (err instanceof AbpError) {
+    const next = advice(err);
+    message = next ? `${err.message.replace(/\.$/, '')}. ${next}` : err.message;
+  }
   return { isError: true, content: [{ type: 'text', text: message }] };
 }
 
-function nextStep(err: AbpError): string {
-  const status = err.details?.status;
-  const id = err.details?.job_id;
-  if (err.code === 'not_found') return '. Use list_jobs to see the jobs that exist.';
-  if (err.code === 'invalid_input') return '. Fix that field and call the tool again; list_enumerators shows every config field.';
-  if (err.code !== 'illegal_transition' || id === undefined) return '';
-  switch (status) {
-    case 'RUNNING':
-      return `. Pause it first (pause_job ${id}) or wait for it to finish.`;
-    case 'PAUSED':
-      return `. Resume it with resume_job ${id}, or cancel it with cancel_job.`;
-    case 'TESTING':
-      return `. Approve or reject its test unit first (start_job with approve or reject).`;
-    case 'CREATED':
-      return `. Start it first with start_job ${id}.`;
-    case 'FAILED':
-      return `. Retry its failed units with retry_failed ${id}.`;
-    default:
-      return '. The job has ended; create a new one.';
+function advice(err: AbpError): string {
+  const next = err.details?.next as NextStep | undefined;
+  if (next) return mcpHint(next);
+  if (err.details?.unknown) return ''; // the message names the valid arguments itself
+  if (err.code === 'not_found') return mcpHint({ action: 'list_jobs' });
+  if (err.code === 'invalid_input') return `Fix that field and call the tool again; ${listerOf(err.message)}.`;
+  const { job_id, status } = err.details ?? {};
+  if (err.code === 'illegal_transition' && typeof job_id === 'number' && typeof status === 'string') {
+    return mcpHint(nextStepFor({ id: job_id, status: status as JobState, status_reason: (err.details?.status_reason as string | undefined) ?? null }));
   }
+  return '';
+}
+
+/** The tool that lists the fields an invalid_input message is about. */
+function listerOf(message: string): string {
+  if (/\bworker_(config|type)\b/.test(message)) return 'list_workers shows every worker type and its config fields';
+  if (/\benumerator_(config|type)\b/.test(message)) return 'list_enumerators shows every enumerator type and its config fields';
+  if (/\bsink\b/.test(message)) return "write_results' description lists the sink types";
+  return "the tool's input schema lists its arguments";
+}
+
+/**
+ * Arguments a tool does not take are refused with abp's own message: the valid
+ * names and the nearest one. (The SDK's strict schema would only say
+ * "Unrecognized key".)
+ */
+export function unknownArguments(tool: string, args: Record<string, unknown>, known: readonly string[]): AbpError | undefined {
+  const unknown = Object.keys(args).filter((k) => !known.includes(k));
+  if (unknown.length === 0) return undefined;
+  const named = unknown.map((k) => {
+    const near = nearest(k, known);
+    return `${JSON.stringify(k)}${near ? ` (did you mean ${near}?)` : ''}`;
+  });
+  return new AbpError(
+    'invalid_input',
+    `${tool}: unknown argument${unknown.length > 1 ? 's' : ''} ${named.join(', ')}; it takes ${known.join(', ')}`,
+    { details: { unknown } },
+  );
+}
+
+/** The known name closest to `name` by edit distance, or a known name it is part of; none when nothing is close. */
+function nearest(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = k.includes(name) || name.includes(k) ? 1 : editDistance(name.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [k, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length] ?? 0;
 }
 
 export function register(server: McpServer, app: App, tools: ToolDef<any, any>[]): void {
   for (const tool of tools) {
+    const known = Object.keys(tool.input);
     server.registerTool(
       tool.name,
       {
         title: tool.title,
         description: tool.description,
-        // Strict: a misspelt argument is an error that names it, as on the CLI and over HTTP, not silently dropped.
-        inputSchema: z.strictObject(tool.input),
+        // Loose, so that an unknown argument reaches the handler and gets abp's own message naming the valid ones.
+        inputSchema: z.looseObject(tool.input),
         // Loose: clients validate structuredContent, and fields may be added later.
         outputSchema: z.looseObject(tool.output),
         annotations: { title: tool.title, ...tool.annotations },
       },
       (async (args: Record<string, unknown>, extra: Extra) => {
         try {
+          const refused = unknownArguments(tool.name, args, known);
+          if (refused) throw refused;
           return ok(await tool.handler(args, { app, server }, extra));
         } catch (err) {
           return fail(err);

@@ -1,9 +1,10 @@
 import { Buffer } from 'node:buffer';
 import { enumeratorInfo, type CodeApprovalRequest, type Enumerator, type Item } from '../contracts/enumerator.js';
 import type { Registry } from '../contracts/registry.js';
-import type { Worker, WorkerHealth } from '../contracts/worker.js';
+import { workerInfo, type Worker, type WorkerHealth } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
+import { nextStepFor, type NextStep } from '../domain/next-step.js';
 import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
 import { redactUrlPasswords } from '../domain/redact.js';
 import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
@@ -35,13 +36,16 @@ export interface StartOptions {
   skipTest?: boolean;
   /** Wait up to this long for the test unit (or, once running, the job) to finish. */
   waitSeconds?: number;
+  /** Who approves (with approve or skipTest), recorded on the job: "person (cli)", "person (dialog)", … */
+  approvedBy?: string;
 }
 
 export interface StartResult {
   job: JobStatus;
   test_unit: ReturnType<typeof unitDetail> | null;
   executor: LaunchResult | null;
-  next: string;
+  /** What to do next, as data; each front end words it (see domain/next-step.ts). */
+  next_step: NextStep;
 }
 
 /** Items larger than this are refused at creation: one item must fit one prompt. */
@@ -130,8 +134,8 @@ export class Orchestrator {
     if (hash !== request.code_sha256) {
       throw new AbpError(
         'conflict',
-        `code_sha256: ${hash} does not match job ${id}'s code (sha256 ${request.code_sha256}); the code is not the one that was approved. Review the code again (abp approve ${id}) and approve its own hash`,
-        { details: { job_id: id, code_sha256: request.code_sha256 } },
+        `code_sha256: ${hash} does not match job ${id}'s code (sha256 ${request.code_sha256}); the code is not the one that was approved. Review the code again and approve its own hash`,
+        { details: { job_id: id, code_sha256: request.code_sha256, next: { action: 'approve_code', job_id: id, code_sha256: null } satisfies NextStep } },
       );
     }
     const skipped = new SkipLog();
@@ -173,7 +177,7 @@ export class Orchestrator {
         items: [],
         first_prompt: null,
         skipped: null,
-        approval: { status: PENDING_APPROVAL, ...request, next: 'The code runs only after a person approves this exact sha256: create the job, then abp approve JOB --code-sha256 HASH' },
+        approval: { status: PENDING_APPROVAL, ...request, next_step: null },
       };
     }
     const skipped = new SkipLog();
@@ -202,6 +206,15 @@ export class Orchestrator {
   /** Every enumerator type with its description and config JSON Schema. */
   listEnumerators() {
     return this.deps.enumerators.list().map(enumeratorInfo);
+  }
+
+  /** Every worker type with its description and config JSON Schema, and with `health`, each one's health check. */
+  async listWorkers(options: { health?: boolean } = {}) {
+    const health = options.health ? await this.doctor() : [];
+    return this.deps.workers.list().map((w) => ({
+      ...workerInfo(w),
+      ...(options.health ? { health: health.filter((h) => h.worker_type === w.type).map(({ label, health }) => ({ label, ...health })) } : {}),
+    }));
   }
 
   /** Edits the prompt or intent of a CREATED job (e.g. after rejecting its test unit). */
@@ -235,8 +248,8 @@ export class Orchestrator {
     const { repo, config, launcher } = this.deps;
     let job = await repo.requireJob(id);
     if (job.status === 'CREATED' && job.status_reason === PENDING_APPROVAL) {
-      throw new AbpError('conflict', `job ${id} has no units yet: its code waits for a person's approval (abp approve ${id})`, {
-        details: { job_id: id, status: job.status, status_reason: job.status_reason },
+      throw new AbpError('conflict', `job ${id} has no units yet: its code waits for a person's approval`, {
+        details: { job_id: id, status: job.status, status_reason: job.status_reason, next: { action: 'approve_code', job_id: id, code_sha256: null } satisfies NextStep },
       });
     }
     let executor: LaunchResult | null = null;
@@ -255,18 +268,19 @@ export class Orchestrator {
           );
         },
       });
-      return { job: jobStatus(job), test_unit: null, executor: null, next: `The test unit was reset. Edit the prompt with \`abp update ${id} --prompt-file FILE\`, then start again to re-test.` };
+      return { job: jobStatus(job), test_unit: null, executor: null, next_step: { action: 'edit_and_retest', job_id: id } };
     }
 
     // The worker's health is checked before any unit can run: a refusal here burns no units.
     const warning = options.approve || job.status === 'CREATED' ? await this.checkWorker(job) : null;
     if (options.approve) {
       await this.finishedTestUnit(job, 'approve');
-      job = await repo.moveJob(id, 'approve', { reason: warning });
+      job = await repo.moveJob(id, 'approve', { reason: warning, patch: { approved_by: options.approvedBy ?? null } });
       executor = await launcher.ensureExecutor();
     } else if (job.status === 'CREATED') {
       if (options.skipTest || config.skipTest) {
-        job = await repo.moveJob(id, 'skip_test', { reason: warning });
+        const approvedBy = options.skipTest ? (options.approvedBy ?? null) : 'script (ABP_SKIP_TEST)';
+        job = await repo.moveJob(id, 'skip_test', { reason: warning, patch: { approved_by: approvedBy } });
       } else {
         const first = await repo.firstUnit(id);
         job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null }, reason: warning });
@@ -276,8 +290,8 @@ export class Orchestrator {
       // Starting again is harmless: it makes sure an executor is alive.
       executor = await launcher.ensureExecutor();
     } else {
-      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; cannot start: ${startHint(job)}`, {
-        details: { job_id: id, status: job.status, move: 'start' },
+      throw new AbpError('illegal_transition', `job ${id} is ${job.status}; cannot start`, {
+        details: { job_id: id, status: job.status, move: 'start', next: nextStepFor(job) },
       });
     }
 
@@ -294,7 +308,7 @@ export class Orchestrator {
 
   private async describe(job: JobRow): Promise<Omit<StartResult, 'executor'>> {
     const test = job.status === 'TESTING' && job.test_unit_id !== null ? await this.unit(job.test_unit_id) : null;
-    return { job: jobStatus(job), test_unit: test, next: nextStep(job, test?.status) };
+    return { job: jobStatus(job), test_unit: test, next_step: nextStepFor(job, test?.status) };
   }
 
   /**
@@ -323,13 +337,15 @@ export class Orchestrator {
   private async finishedTestUnit(job: JobRow, move: 'approve' | 'reject'): Promise<UnitRow> {
     if (job.status !== 'TESTING' || job.test_unit_id === null) {
       throw new AbpError('illegal_transition', `job ${job.id} is ${job.status}; cannot ${move} (allowed from TESTING)`, {
-        details: { job_id: job.id, status: job.status, move },
+        details: { job_id: job.id, status: job.status, move, next: nextStepFor(job) },
       });
     }
     const test = await this.deps.repo.getUnit(job.test_unit_id);
     if (!test) throw new AbpError('not_found', `job ${job.id}: its test unit ${job.test_unit_id} does not exist`);
     if (!UNIT_DONE.includes(test.status)) {
-      throw new AbpError('conflict', `job ${job.id}: the test unit ${test.id} is still ${test.status}; wait for it (abp start ${job.id} --wait) before you ${move}`);
+      throw new AbpError('conflict', `job ${job.id}: the test unit ${test.id} is still ${test.status}; wait for it before you ${move}`, {
+        details: { job_id: job.id, next: { action: 'wait_for_test', job_id: job.id } satisfies NextStep },
+      });
     }
     return test;
   }
@@ -509,7 +525,7 @@ function approvalView(jobId: number, request: CodeApprovalRequest) {
     status: PENDING_APPROVAL,
     code: request.code,
     code_sha256: request.code_sha256,
-    next: `Show the code to a person. It runs only after they approve this exact hash: abp approve ${jobId} --code-sha256 ${request.code_sha256}`,
+    next_step: { action: 'approve_code', job_id: jobId, code_sha256: request.code_sha256 } satisfies NextStep,
   };
 }
 
@@ -587,33 +603,5 @@ async function* drafts(items: AsyncIterable<Item>, type: string, checks: DraftCh
       'invalid_input',
       `${missing.where}: {{item.${missing.field}}} names a field that no item has (item 1 has ${firstKeys.join(', ')}); ${checks.outcome}`,
     );
-  }
-}
-
-function startHint(job: JobRow): string {
-  if (job.status === 'PAUSED') return `resume it instead (abp resume ${job.id})`;
-  if (job.status === 'FAILED') return `retry its failed units instead (abp retry ${job.id})`;
-  return 'it has ended';
-}
-
-function nextStep(job: JobRow, testStatus: UnitState | undefined): string {
-  switch (job.status) {
-    case 'TESTING':
-      if (testStatus === 'PENDING' || testStatus === 'RUNNING') {
-        return `The test unit is ${testStatus}. Wait for it: abp start ${job.id} --wait`;
-      }
-      return `Show the test unit's output to the person and ask them: approve (abp start ${job.id} --approve) or reject (abp start ${job.id} --reject), then edit the prompt.`;
-    case 'RUNNING':
-      return `Running. Watch it with abp watch ${job.id}; read results with abp results ${job.id}.`;
-    case 'COMPLETED':
-      return `Done. Read the results: abp results ${job.id}`;
-    case 'FAILED':
-      return `Some units failed: abp units ${job.id} --status FAILED, then abp retry ${job.id}`;
-    case 'PAUSED':
-      return `Paused (${job.status_reason ?? 'no reason'}). Resume with abp resume ${job.id}.`;
-    case 'CREATED':
-      return `Start it with abp start ${job.id}.`;
-    default:
-      return isTerminalJob(job.status) ? 'The job has ended.' : '';
   }
 }

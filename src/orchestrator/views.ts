@@ -40,6 +40,7 @@ export function jobStatus(job: JobRow) {
     estimate: estimate(job, rate),
     synthesis_unit_id: job.synthesis_unit_id,
     test_unit_id: job.test_unit_id,
+    approved_by: job.approved_by,
     enumerator_type: job.enumerator_type,
     worker_type: job.worker_type,
     max_workers: job.max_workers,

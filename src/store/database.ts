@@ -24,7 +24,7 @@ const stderrLog = (m: string) => process.stderr.write(`${new Date().toISOString(
 
 /** Opens the database (SQLite file or PostgreSQL URL) and runs pending migrations. */
 export async function openRepository(options: StoreOptions): Promise<Repository> {
-  const { db, backend, where } = openKysely(options);
+  const { db, backend, where } = await openKysely(options);
   try {
     if (options.autoMigrate === false) await requireMigrated(db, where);
     else await migrate(db, where, backend);
@@ -44,7 +44,7 @@ export interface MigrationStatus {
 
 /** Applies pending migrations (for operators: `abp migrate`), then lists them all. */
 export async function migrateDatabase(options: StoreOptions): Promise<MigrationStatus> {
-  const { db, backend, where } = openKysely(options);
+  const { db, backend, where } = await openKysely(options);
   try {
     const results = await migrate(db, where, backend);
     const all = await new Migrator({ db, provider: migrationProvider }).getMigrations();
@@ -58,11 +58,11 @@ export async function migrateDatabase(options: StoreOptions): Promise<MigrationS
   }
 }
 
-function openKysely(options: StoreOptions): { db: Kysely<Database>; backend: StoreBackend; where: string } {
+async function openKysely(options: StoreOptions): Promise<{ db: Kysely<Database>; backend: StoreBackend; where: string }> {
   const log = options.log ?? stderrLog;
   if (isPostgresUrl(options.db)) {
     const url = options.db;
-    const pool = createPool(url, options.pgPoolSize ?? 10, log);
+    const pool = await createPool(url, options.pgPoolSize ?? 10, log);
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     const backend: StoreBackend = {
       kind: 'postgres',

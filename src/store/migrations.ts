@@ -267,6 +267,31 @@ const migrations: Record<string, Migration> = {
       await sql`create index work_units_running on work_units (lease_expires_at) where status = 'RUNNING'`.execute(db);
     },
   },
+  // Who approved a job's test unit (or skipping it), shown in its status, and the one
+  // time a person was asked about a test unit (an assistant's host is never asked twice).
+  '008-approvals': {
+    async up(db: Kysely<any>) {
+      await db.schema.alterTable('jobs').addColumn('approved_by', 'text').execute();
+      await db.schema.alterTable('jobs').addColumn('approval_asked', 'text').execute();
+    },
+  },
+  // MCP Tasks (src/mcp/tasks.ts): a task follows one job for one caller. Its status is
+  // read from the job each time, so the row holds only whose it is and what was asked.
+  '009-mcp-tasks': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('mcp_tasks')
+        .addColumn('task_id', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('job_id', 'integer', (c) => c.notNull())
+        .addColumn('tool', 'text', (c) => c.notNull())
+        .addColumn('started', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('mcp_tasks_owner').on('mcp_tasks').columns(['owner', 'created_at']).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

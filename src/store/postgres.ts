@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { errorMessage } from '../domain/errors.js';
 
 /** The channel executors LISTEN on; the payload is the job id that has runnable units. */
@@ -8,17 +8,24 @@ const INT8_OID = 20;
 const NUMERIC_OID = 1700;
 
 /**
- * Our bigint columns hold epoch milliseconds, counters and token counts, all far
- * below 2^53, and COUNT/SUM return int8/numeric: read them as JS numbers so the
+ * pg, loaded on first use: a SQLite store never pays for it. Our bigint columns
+ * hold epoch milliseconds, counters and token counts, all far below 2^53, and
+ * COUNT/SUM return int8/numeric: `types` reads them as JS numbers so the
  * repository sees the same values as on SQLite. Per client, not pg's global
  * parsers, so that other pg users in the process (the sql enumerator) are untouched.
  */
-const numberTypes: pg.CustomTypesConfig = {
-  getTypeParser(oid: number, format?: string) {
-    if (oid === INT8_OID || oid === NUMERIC_OID) return (value: string) => (value === null ? null : Number(value));
-    return pg.types.getTypeParser(oid, format as 'text');
-  },
-} as pg.CustomTypesConfig;
+let loaded: Promise<{ pg: typeof pg; types: pg.CustomTypesConfig }> | undefined;
+function loadPg() {
+  return (loaded ??= import('pg').then(({ default: pg }) => {
+    const types = {
+      getTypeParser(oid: number, format?: string) {
+        if (oid === INT8_OID || oid === NUMERIC_OID) return (value: string) => (value === null ? null : Number(value));
+        return pg.types.getTypeParser(oid, format as 'text');
+      },
+    } as pg.CustomTypesConfig;
+    return { pg, types };
+  }));
+}
 
 export function isPostgresUrl(db: string): boolean {
   return /^postgres(ql)?:\/\//.test(db);
@@ -35,11 +42,12 @@ export function redactUrl(url: string): string {
   }
 }
 
-export function createPool(url: string, size: number, log: (message: string) => void): pg.Pool {
+export async function createPool(url: string, size: number, log: (message: string) => void): Promise<pg.Pool> {
+  const { pg, types } = await loadPg();
   const pool = new pg.Pool({
     connectionString: url,
     max: size,
-    types: numberTypes,
+    types,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     application_name: 'abp',
@@ -72,7 +80,9 @@ export class WorkListener {
 
   async start(): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.url, types: numberTypes, application_name: 'abp-listen' });
+    const { pg, types } = await loadPg();
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.url, types, application_name: 'abp-listen' });
     client.on('notification', (msg) => {
       if (msg.channel === WORK_CHANNEL) this.onWork(Number(msg.payload));
     });

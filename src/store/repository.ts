@@ -355,7 +355,7 @@ export class Repository {
   async updateJobFields(
     id: number,
     allowed: JobState[],
-    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name' | 'max_cost_usd' | 'auto_resume'>>,
+    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name' | 'max_cost_usd' | 'auto_resume' | 'approval_asked'>>,
   ): Promise<JobRow> {
     return this.tx(async (t) => {
       const job = await this.lockJob(t, id);
@@ -381,7 +381,7 @@ export class Repository {
     move: JobMove,
     options: {
       reason?: string | null;
-      patch?: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at'>>;
+      patch?: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by'>>;
       effects?: (t: Db, job: JobRow) => Promise<void>;
     } = {},
   ): Promise<JobRow> {
@@ -398,7 +398,7 @@ export class Repository {
     move: JobMove,
     reason: string | null,
     effects?: (t: Db, job: JobRow) => Promise<void>,
-    patch: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at'>> = {},
+    patch: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by'>> = {},
   ): Promise<void> {
     const to = assertJobMove(job.id, job.status, move);
     const now = Date.now();
@@ -418,7 +418,7 @@ export class Repository {
       .execute();
     if (effects) await effects(t, job);
     if (to === 'RUNNING' || to === 'TESTING') await this.notifyWork(t, job.id);
-    await this.event(t, job.id, 'status', { status: to, from: job.status, move, reason });
+    await this.event(t, job.id, 'status', { status: to, from: job.status, move, reason, ...(patch.approved_by ? { approved_by: patch.approved_by } : {}) });
   }
 
   // ---- units: bulk moves used by job moves ----------------------------------
@@ -987,7 +987,7 @@ export function budgetRoom(job: JobRow, room: number): { take: number; expected:
   if (job.max_cost_usd === null || room <= 0) return { take: Math.max(0, room), expected: 0, exhausted: null };
   const expected = job.costed_units > 0 ? job.cost_usd / job.costed_units : 0;
   const left = job.max_cost_usd - job.cost_usd - job.reserved_usd;
-  const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise it (abp update ${job.id} --max-cost N) and resume`;
+  const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise the budget, then resume`;
   if (left <= 0) return { take: 0, expected, exhausted: why };
   if (expected === 0) return { take: job.running > 0 ? 0 : Math.min(room, 1), expected, exhausted: null };
   const fits = Math.floor(left / expected + 1e-9);

@@ -25,6 +25,10 @@ export interface JobsTable {
   post_processing_prompt: string | null;
   prompt_template: string;
   test_unit_id: number | null;
+  /** Who approved the test unit (or skipping it): "person (dialog)", "assistant (on the user's word)", "person (cli)", … */
+  approved_by: string | null;
+  /** JSON {unit_id, attempt, answer}: the person was asked about this test unit once; never ask twice. */
+  approval_asked: string | null;
   total: Defaulted<number>;
   pending: Defaulted<number>;
   running: Defaulted<number>;

@@ -107,8 +107,8 @@ export class SyncJobs {
     for (const run of await this.store.openRuns(pairId)) {
       if (isTerminalJob(run.status as never)) await commitRun(this.repo, this.store, run.job_id);
       else if (strict) {
-        throw new AbpError('conflict', `sync pair ${pairId}: job ${run.job_id} is ${run.status} and has not ended; wait for it, or cancel it (abp cancel ${run.job_id}), before planning again`, {
-          details: { pair: pairId, job_id: run.job_id, status: run.status },
+        throw new AbpError('conflict', `sync pair ${pairId}: job ${run.job_id} is ${run.status} and has not ended; wait for it, or cancel it, before planning again`, {
+          details: { pair: pairId, job_id: run.job_id, status: run.status, next: { action: 'cancel', job_id: run.job_id } },
         });
       }
     }

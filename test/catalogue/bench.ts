@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { ResultPromise } from 'execa';
 import { startMockOpenAI, userContent, type MockServer, type RecordedRequest, type Reply } from '../fixtures/mock-openai.js';
 import { CLI, Sandbox, sleep } from '../helpers/cli.js';
@@ -55,7 +56,9 @@ export class Bench {
       case 'mcp': {
         const b = new Bench({});
         const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: { ...process.env, ...b.sb.env } as Record<string, string>, stderr: 'pipe' });
-        b.mcp = new Client({ name: 'catalogue', version: '1.0.0' });
+        // A headless host: it offers dialogs (elicitation) and cancels every one, as `claude -p` does.
+        b.mcp = new Client({ name: 'catalogue', version: '1.0.0' }, { capabilities: { elicitation: {} } });
+        b.mcp.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'cancel' }));
         await b.mcp.connect(transport);
         return b;
       }

@@ -291,7 +291,7 @@ export const ROWS: Row[] = [
   {
     surface: 'CLI', group: 'cli-flags',
     input: '`abp start JOB --approve` on a job whose test unit never ran (an illegal state move)',
-    error: 'job <job> is CREATED; cannot approve (allowed from TESTING)',
+    error: 'job <job> is CREATED; cannot approve (allowed from TESTING). Start it with abp start <job>.',
     signal: 'exit 1', kept: 'the job stays CREATED; no unit runs',
     trigger: async (b) => {
       const job = await cliJob(b);
@@ -781,9 +781,41 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`create_job` with a misspelt argument (`max_workrs`)',
-    error: 'MCP error -32602: Input validation error: Invalid arguments for tool create_job: Unrecognized key: "max_workrs"',
+    error: 'create_job: unknown argument "max_workrs" (did you mean max_workers?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
     signal: 'isError', kept: 'no job is created (before, the argument was dropped and the job made with the default)',
     trigger: (b) => b.nothingCreated(() => b.tool('create_job', { ...spec(b), max_workrs: 2 })),
+  },
+  {
+    surface: 'MCP', group: 'mcp',
+    input: '`create_job` with an unknown top-level argument (`enumerator` for `enumerator_type`)',
+    error: 'create_job: unknown argument "enumerator" (did you mean enumerator_type?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
+    signal: 'isError', kept: 'no job is created',
+    trigger: (b) => {
+      const { enumerator_type, ...rest } = spec(b);
+      return b.nothingCreated(() => b.tool('create_job', { ...rest, enumerator: enumerator_type }));
+    },
+  },
+  {
+    surface: 'MCP', group: 'mcp',
+    input: '`create_job` with a misspelt worker config field (`comand` for the shell worker’s `command`)',
+    error: "worker_config.command: Invalid input: expected string, received undefined; unknown field in worker_config: comand. Fix that field and call the tool again; list_workers shows every worker type and its config fields.",
+    signal: 'isError', kept: 'no job is created',
+    trigger: (b) => b.nothingCreated(() => b.tool('create_job', spec(b, { worker_config: { comand: 'true' } }))),
+  },
+  {
+    surface: 'MCP', group: 'mcp',
+    input: '`start_job` on a host that cancels every approval dialog (as `claude -p` does): the person gave no answer',
+    error: 'Show the test unit\'s output to the user and ask them. Only on their word: start_job {"job_id":<job>,"approve":true} runs every unit; start_job {"job_id":<job>,"reject":true} goes back to edit the prompt. Do not approve on your own.',
+    signal: '`decision: "no_answer"`, `next` (not an error)',
+    kept: 'the job stays TESTING; the person is not asked again, and a later `approve: true` is recorded as approved by "assistant (on the user\'s word)"',
+    trigger: async (b) => {
+      const job = (await b.toolOk('create_job', spec(b))).job_id;
+      const tested = await b.toolOk('start_job', { job_id: job, wait_seconds: 30 });
+      if (tested.decision !== 'no_answer' || tested.job.status !== 'TESTING') throw new Error(`unexpected: ${JSON.stringify(tested)}`);
+      const approved = await b.toolOk('start_job', { job_id: job, approve: true });
+      if (approved.job.approved_by !== "assistant (on the user's word)") throw new Error(`not recorded: ${JSON.stringify(approved.job)}`);
+      return { error: tested.next, signal: '`decision: "no_answer"`, `next` (not an error)', vars: { job } };
+    },
   },
   {
     surface: 'MCP', group: 'mcp',
@@ -802,14 +834,14 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`create_job` with `enumerator_config` as a string that is not JSON',
-    error: 'enumerator_config: expected a JSON object, got "{file_path: x}". Fix that field and call the tool again; list_enumerators shows every config field.',
+    error: 'enumerator_config: expected a JSON object, got "{file_path: x}". Fix that field and call the tool again; list_enumerators shows every enumerator type and its config fields.',
     signal: 'isError', kept: 'no job is created',
     trigger: (b) => b.nothingCreated(() => b.tool('create_job', { ...spec(b), enumerator_config: '{file_path: x}' })),
   },
   {
     surface: 'MCP', group: 'mcp',
     input: '`create_job` with an unknown enumerator config field (`delimeter`)',
-    error: 'unknown field in enumerator_config: delimeter. Fix that field and call the tool again; list_enumerators shows every config field.',
+    error: 'unknown field in enumerator_config: delimeter. Fix that field and call the tool again; list_enumerators shows every enumerator type and its config fields.',
     signal: 'isError', kept: 'no job is created',
     trigger: (b) => b.nothingCreated(() => b.tool('create_job', spec(b, { enumerator_config: { file_path: okCsv(b), delimeter: ';' } }))),
   },
@@ -823,7 +855,7 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`start_job` with `approve: true` on a CREATED job',
-    error: 'job <job> is CREATED; cannot approve (allowed from TESTING). Start it first with start_job <job>.',
+    error: 'job <job> is CREATED; cannot approve (allowed from TESTING). Start it with start_job {"job_id":<job>}: it runs one test unit.',
     signal: 'isError', kept: 'the job stays CREATED',
     trigger: async (b) => {
       const job = (await b.toolOk('create_job', spec(b))).job_id;
@@ -835,7 +867,7 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`update_job` with a prompt template naming an unknown placeholder',
-    error: 'prompt_template: unknown placeholder {{itme.text}}; use {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}} or {{output_instructions}}. Fix that field and call the tool again; list_enumerators shows every config field.',
+    error: 'prompt_template: unknown placeholder {{itme.text}}; use {{intent}}, {{job.name}}, {{item.FIELD}}, {{item_data}} or {{output_instructions}}. Fix that field and call the tool again; the tool\'s input schema lists its arguments.',
     signal: 'isError', kept: 'the job keeps its prompt',
     trigger: async (b) => {
       const job = await b.toolOk('create_job', spec(b));
@@ -848,14 +880,14 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`approve_code` with a hash that is not 64 hex digits',
-    error: 'code_sha256: expected 64 hex digits, got "xyz". Fix that field and call the tool again; list_enumerators shows every config field.',
+    error: 'code_sha256: expected 64 hex digits, got "xyz". Fix that field and call the tool again; the tool\'s input schema lists its arguments.',
     signal: 'isError', kept: 'nothing changes',
     trigger: (b) => b.nothingChanges(() => b.tool('approve_code', { job_id: 1, code_sha256: 'xyz' })),
   },
   {
     surface: 'MCP', group: 'mcp',
     input: '`cancel_job` on a job that has ended',
-    error: 'job <job> is CANCELLED; cannot cancel (allowed from CREATED, TESTING, RUNNING, PAUSED). The job has ended; create a new one.',
+    error: 'job <job> is CANCELLED; cannot cancel (allowed from CREATED, TESTING, RUNNING, PAUSED). The job has ended; create a new one with create_job.',
     signal: 'isError', kept: 'the job stays CANCELLED',
     trigger: async (b) => {
       const job = (await b.toolOk('create_job', spec(b))).job_id;

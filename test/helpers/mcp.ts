@@ -52,5 +52,5 @@ export async function driveCsvJob(client: Client, csvPath: string): Promise<void
 
   const results = await call(client, 'get_results', { job_id: job.job_id });
   expect(results.results.map((r: any) => r.output)).toEqual(['ALPHA!', 'BETA!', 'GAMMA!']);
-  expect(results.next_offset).toBeNull();
+  expect(results.cursor).toBeNull();
 }

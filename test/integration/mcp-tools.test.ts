@@ -141,12 +141,17 @@ describe('MCP tools in process (SDK client over InMemoryTransport)', () => {
     await created();
     const page1 = await call(client, 'list_jobs', { limit: 1 });
     expect(page1.jobs).toHaveLength(1);
-    expect(page1.next_offset).toBe(1);
+    expect(page1.cursor).toEqual(expect.any(String));
+    const page2 = await call(client, 'list_jobs', { limit: 1, cursor: page1.cursor });
+    expect(page2.jobs[0].job_id).not.toBe(page1.jobs[0].job_id);
     const created2 = await call(client, 'list_jobs', { status: ['CREATED'] });
     expect(created2.jobs.length).toBe(2);
     const units = await call(client, 'list_units', { job_id: id, status: ['PENDING'], limit: 2 });
     expect(units.units).toHaveLength(2);
-    expect(units.next_offset).toBe(2);
+    expect(units.cursor).toEqual(expect.any(String));
+    const rest = await call(client, 'list_units', { job_id: id, status: ['PENDING'], limit: 2, cursor: units.cursor });
+    expect(rest.units).toHaveLength(1);
+    expect(rest.cursor).toBeNull();
   });
 
   it('pause, resume, cancel and retry_failed move the job, and illegal moves say what to do', async () => {
@@ -185,7 +190,9 @@ describe('MCP tools in process (SDK client over InMemoryTransport)', () => {
     expect(result.isError).toBeFalsy();
     expect(asked).toHaveLength(1);
     expect(asked[0]).toContain('alpha');
-    expect(result.structuredContent.approval).toBe('approved_by_person');
+    expect(result.structuredContent.decision).toBe('approved_by_person');
+    expect(result.structuredContent.job.approved_by).toBe('person (dialog)');
+    expect(result.structuredContent.test_unit).toMatchObject({ status: 'SUCCEEDED', output: 'alpha' });
     expect(['RUNNING', 'COMPLETED']).toContain(result.structuredContent.job.status);
     expect(progress.length).toBeGreaterThan(0);
     await elicit.close();
@@ -195,9 +202,9 @@ describe('MCP tools in process (SDK client over InMemoryTransport)', () => {
     const elicit = await connect({ elicitation: {} });
     elicit.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'decline' }));
     const id = await created();
-    await call(elicit, 'start_job', { job_id: id, wait_seconds: 20 });
-    const approveAttempt = await call(elicit, 'start_job', { job_id: id, approve: true });
-    expect(approveAttempt).toMatchObject({ approval: 'declined', job: { status: 'TESTING' } });
+    const first = await call(elicit, 'start_job', { job_id: id, wait_seconds: 20 });
+    expect(first).toMatchObject({ decision: 'declined_by_person', job: { status: 'TESTING', approved_by: null } });
+    expect(first.test_unit.output).toBe('alpha');
     await elicit.close();
   });
 

@@ -186,8 +186,10 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     const UNITS = 400;
     const s = (sb = new Sandbox({ ABP_SKIP_TEST: '1', ABP_LEASE_SECONDS: '10', ABP_MAX_WORKERS: '8', ABP_EXECUTOR_IDLE_SECONDS: '3', ABP_POLL_MS: '50' }));
     const id = await createFunctionJob(s, UNITS, 8, 30);
-    const executor = startExecutor(s);
-    await sleep(300);
+    // Registered before the job starts, so `start` launches no executor of its own; it does not idle
+    // out however long `start` takes, and is stopped once the job is done.
+    const executor = startExecutor(s, { ABP_EXECUTOR_IDLE_SECONDS: '0' });
+    while ((await s.query('select id from executors where pid = ?', executor.pid)).length === 0) await sleep(50);
     await s.ok(['start', String(id)]);
     await s.waitFor(id, (st) => st.counts.succeeded >= 50, 120_000);
     // Cut every connection to the database, three times, while units run.
@@ -211,6 +213,7 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     // No unit was given up on and run again: every outcome waited out the cuts and landed.
     const results = await s.results(id);
     expect(results.filter((r) => r.attempt !== 1)).toEqual([]);
+    executor.kill('SIGTERM');
     const run = await executor;
     expect(run.exitCode).toBe(0);
     expect(String(run.all)).toMatch(/connection|terminat/i);

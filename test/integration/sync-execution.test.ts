@@ -39,7 +39,7 @@ describe('sync execution', () => {
     const job = (await bed.app.orchestrator.createJob({ sync: pair, max_workers: 1 })) as any;
     expect(job.total).toBe(3);
     await bed.app.orchestrator.start(job.job_id, { skipTest: true });
-    for (let i = 0; i < 250 && (await bed.app.repo.requireJob(job.job_id)).succeeded < 1; i++) await sleep(20);
+    while ((await bed.app.repo.requireJob(job.job_id)).succeeded < 1) await sleep(20);
     const cancelled = await bed.app.orchestrator.cancel(job.job_id);
     expect(cancelled.status).toBe('CANCELLED');
     await sleep(300);

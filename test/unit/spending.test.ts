@@ -24,7 +24,7 @@ describe('budgetRoom', () => {
   it('says budget_exhausted when not one more unit fits', () => {
     const r = budgetRoom(job({ cost_usd: 0.95, costed_units: 10, reserved_usd: 0 }), 4);
     expect(r.take).toBe(0);
-    expect(r.exhausted).toMatch(/^budget_exhausted: spent \$0\.9500 \+ reserved \$0\.0000 of max_cost_usd \$1; raise it/);
+    expect(r.exhausted).toMatch(/^budget_exhausted: spent \$0\.9500 \+ reserved \$0\.0000 of max_cost_usd \$1; raise the budget, then resume$/);
   });
 });
 

@@ -1,11 +1,13 @@
 import { createInterface } from 'node:readline/promises';
 import type { Command, CommandContext } from '../command.js';
 import { jobIdArg } from '../command.js';
+import type { NextStep } from '../../domain/next-step.js';
+import { cliHint } from '../hints.js';
 
 interface Approval {
   code: string;
   code_sha256: string;
-  next: string;
+  next_step: NextStep;
 }
 
 /** Whether a person is at the terminal to answer a question. */
@@ -47,8 +49,6 @@ export async function handlePendingApproval(ctx: CommandContext, job: { job_id: 
 }
 
 export const approve: Command = {
-  name: 'approve',
-  summary: 'Approve the code of a job pending approval, by its sha256; the code then runs and the units are created.',
   usage: 'abp approve JOB [--code-sha256 HASH]   (without the hash: show the code and its hash)',
   options: { 'code-sha256': { type: 'string' } },
   async run(ctx) {
@@ -70,6 +70,6 @@ export const approve: Command = {
       }
       return;
     }
-    ctx.print([`job ${id} waits for approval of this code:`, '', pending.approval.code, '', `sha256 ${pending.approval.code_sha256}`, pending.approval.next].join('\n'), pending);
+    ctx.print([`job ${id} waits for approval of this code:`, '', pending.approval.code, '', `sha256 ${pending.approval.code_sha256}`, cliHint(pending.approval.next_step)].join('\n'), pending);
   },
 };

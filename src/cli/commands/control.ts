@@ -5,10 +5,8 @@ import type { JobStatus } from '../../orchestrator/views.js';
 import type { Orchestrator } from '../../orchestrator/orchestrator.js';
 
 /** pause, resume, cancel and retry share one shape: a job id in, the job's status out. */
-function control(name: string, summary: string, act: (o: Orchestrator, id: number) => Promise<JobStatus & { retried?: number }>): Command {
+function control(name: string, act: (o: Orchestrator, id: number) => Promise<JobStatus & { retried?: number }>): Command {
   return {
-    name,
-    summary,
     usage: `abp ${name} JOB`,
     options: {},
     async run(ctx: CommandContext) {
@@ -19,7 +17,7 @@ function control(name: string, summary: string, act: (o: Orchestrator, id: numbe
   };
 }
 
-export const pause = control('pause', 'Stop claiming new units; running units finish.', (o, id) => o.pause(id));
-export const resume = control('resume', 'Resume a paused job.', (o, id) => o.resume(id));
-export const cancel = control('cancel', 'Cancel a job; running units’ processes are killed.', (o, id) => o.cancel(id));
-export const retry = control('retry', 'Give every failed unit a fresh set of retries.', (o, id) => o.retryFailed(id));
+export const pause = control('pause', (o, id) => o.pause(id));
+export const resume = control('resume', (o, id) => o.resume(id));
+export const cancel = control('cancel', (o, id) => o.cancel(id));
+export const retry = control('retry', (o, id) => o.retryFailed(id));

@@ -97,8 +97,6 @@ export function readText(flag: string, path: string): string {
 }
 
 export const create: Command = {
-  name: 'create',
-  summary: 'Create a job from a spec file and/or flags; prints the job.',
   usage: `abp create [--spec job.json] [--name NAME] [--intent TEXT]
            [--enumerator TYPE] [-e KEY=VALUE | -e KEY:=JSON ...] [--enumerator-config JSON]
            [--worker TYPE] [-w KEY=VALUE | -w KEY:=JSON ...] [--worker-config JSON]

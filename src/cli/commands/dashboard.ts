@@ -2,8 +2,6 @@ import { dashboardLink } from '../../http/serve-record.js';
 import type { Command } from '../command.js';
 
 export const dashboard: Command = {
-  name: 'dashboard',
-  summary: 'Print a one-time link that opens the dashboard of the running `abp serve`.',
   usage: 'abp dashboard [--json]',
   options: {},
   async run(ctx) {

@@ -4,8 +4,6 @@ import { usage } from '../command.js';
 const MARK = { ok: 'ok', degraded: 'DEGRADED', down: 'DOWN', auth_failed: 'AUTH FAILED' } as const;
 
 export const doctor: Command = {
-  name: 'doctor',
-  summary: 'Check every worker type: installed, reachable, logged in (how to fix it when not).',
   usage: 'abp doctor [WORKER_TYPE ...] [--json]',
   options: {},
   async run(ctx) {

@@ -17,8 +17,6 @@ function typeOf(p: JsonSchemaProperty): string {
 }
 
 export const enumeratorsCommand: Command = {
-  name: 'enumerators',
-  summary: 'List the enumerator types, with each one’s config fields (--json: JSON Schemas).',
   usage: 'abp enumerators [TYPE] [--json]',
   options: {},
   async run(ctx) {

@@ -3,8 +3,6 @@ import { intFlag } from '../command.js';
 import { shutdownSignals } from '../signals.js';
 
 export const executor: Command = {
-  name: 'executor',
-  summary: 'Run an executor in the foreground: claim and run units until idle (SIGTERM drains).',
   usage: 'abp executor [--max-workers N] [--idle-seconds N (0 = never exit)]',
   options: { 'max-workers': { type: 'string' }, 'idle-seconds': { type: 'string' } },
   async run(ctx) {

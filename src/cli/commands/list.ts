@@ -1,19 +1,16 @@
 import { JOB_STATES } from '../../domain/states.js';
+import { jobStatus } from '../../orchestrator/views.js';
 import type { Command } from '../command.js';
 import { enumFlag, intFlag } from '../command.js';
 import { table } from '../format.js';
 
 export const list: Command = {
-  name: 'list',
-  summary: 'List jobs, newest first.',
   usage: 'abp list [--status STATE[,STATE]] [--limit N] [--offset N]',
   options: { status: { type: 'string', multiple: true }, limit: { type: 'string' }, offset: { type: 'string' } },
   async run(ctx) {
-    const app = await ctx.app();
-    const jobs = await app.orchestrator.listJobs(
-      { status: enumFlag(ctx, 'status', JOB_STATES) },
-      { limit: intFlag(ctx, 'limit', 1) ?? 50, offset: intFlag(ctx, 'offset', 0) ?? 0 },
-    );
+    const filter = { status: enumFlag(ctx, 'status', JOB_STATES) };
+    const page = { limit: intFlag(ctx, 'limit', 1) ?? 50, offset: intFlag(ctx, 'offset', 0) ?? 0 };
+    const jobs = (await (await ctx.repo()).listJobs(filter, page)).map(jobStatus);
     const rows = jobs.map((j) => ({
       id: j.job_id,
       name: j.name,

@@ -8,8 +8,6 @@ import type { Command } from '../command.js';
  * Safe to run from several hosts at once: migrations take a database-wide lock.
  */
 export const migrate: Command = {
-  name: 'migrate',
-  summary: 'Apply pending database migrations (SQLite or PostgreSQL) and list them all.',
   usage: 'abp migrate [--db PATH_OR_URL] [--json]',
   options: {},
   async run(ctx) {

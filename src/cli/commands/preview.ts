@@ -3,8 +3,6 @@ import { intFlag } from '../command.js';
 import { create, specFromFlags } from './create.js';
 
 export const preview: Command = {
-  name: 'preview',
-  summary: 'Show what a job spec would enumerate — the count, the first items, the first prompt — creating nothing.',
   usage: `abp preview [the same spec and flags as abp create] [--sample N]`,
   options: { ...create.options, sample: { type: 'string' } },
   async run(ctx) {
@@ -20,7 +18,7 @@ export const preview: Command = {
           '',
           p.approval.code,
           '',
-          p.approval.next,
+          'The code runs only after a person approves this exact sha256: create the job, then abp approve JOB --code-sha256 HASH',
         ].join('\n'),
         p,
       );

@@ -29,8 +29,6 @@ export function sinkFromFlag(raw: string, create: boolean): unknown {
 }
 
 export const results: Command = {
-  name: 'results',
-  summary: 'Print every unit’s outcome, streamed (JSONL, JSON, CSV with structured outputs as columns, Markdown), or write them to a sink.',
   usage: 'abp results JOB [--format jsonl|json|csv|markdown] [--status STATE[,STATE]] [--sink dir:PATH | jsonl:PATH | table:CONNECTION#TABLE [--create-table]]',
   options: { format: { type: 'string' }, status: { type: 'string', multiple: true }, sink: { type: 'string', multiple: true }, 'create-table': { type: 'boolean' } },
   async run(ctx) {

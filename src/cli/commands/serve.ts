@@ -19,8 +19,6 @@ function envNumber(name: string, fallback: number, min: number): number {
 }
 
 export const serve: Command = {
-  name: 'serve',
-  summary: 'Serve the HTTP API, event streams, metrics and dashboard (and MCP at /mcp), protected by an API key.',
   usage: 'abp serve [--host 127.0.0.1] [--port 7070] [--force]',
   options: { host: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' } },
   async run(ctx) {

@@ -1,10 +1,9 @@
 import type { Command } from '../command.js';
 import { intFlag, jobIdArg, usage } from '../command.js';
 import { statusLine } from '../format.js';
+import { cliHint } from '../hints.js';
 
 export const start: Command = {
-  name: 'start',
-  summary: 'Run the test unit, approve or reject it, or skip the test and run every unit.',
   usage: 'abp start JOB [--approve | --reject | --skip-test] [--wait] [--wait-seconds N]',
   options: {
     approve: { type: 'boolean' },
@@ -25,6 +24,7 @@ export const start: Command = {
       reject: Boolean(v.reject),
       skipTest: Boolean(v['skip-test']),
       waitSeconds,
+      approvedBy: 'person (cli)',
     });
     const lines = [statusLine(result.job)];
     if (result.executor?.started) lines.push(`started an executor (pid ${result.executor.pid}, log ${result.executor.log})`);
@@ -34,8 +34,9 @@ export const start: Command = {
       if (t.output !== null) lines.push('--- output ---', t.output, '--------------');
       if (t.error) lines.push(`error: ${t.error}`);
     }
-    lines.push(`next: ${result.next}`);
-    ctx.print(lines.join('\n'), result);
+    const next = cliHint(result.next_step);
+    lines.push(`next: ${next}`);
+    ctx.print(lines.join('\n'), { ...result, next });
     return result.job.status === 'FAILED' ? 1 : 0;
   },
 };

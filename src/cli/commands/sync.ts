@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Command, CommandContext } from '../command.js';
+import { cliHint } from '../hints.js';
 import { intFlag, usage } from '../command.js';
 import { readText } from './create.js';
 
@@ -128,8 +129,6 @@ function guardLine(g: GuardEvent): string {
 }
 
 export const sync: Command = {
-  name: 'sync',
-  summary: 'Sync two inventories (files, JSONL/JSON/CSV, SQLite or PostgreSQL tables): run, plan (dry run) or status.',
   usage: `abp sync run|plan [--spec sync.json] [--source PROVIDER] [--target PROVIDER] [--mode one-way|two-way]
                 [--pair NAME] [-o OPTION=VALUE ...] [--name NAME] [--intent TEXT]
                 [--transform-worker TYPE [-w KEY=VALUE ...] [--prompt TEXT | --prompt-file FILE]]
@@ -202,11 +201,11 @@ export const sync: Command = {
     let final: unknown = job;
     const wait = intFlag(ctx, 'wait', 0) ?? 600;
     if (job.status === 'CREATED' && (ctx.values.start || ctx.values['skip-test'])) {
-      const started = await orchestrator.start(job.job_id, { skipTest: Boolean(ctx.values['skip-test']), waitSeconds: wait });
+      const started = await orchestrator.start(job.job_id, { skipTest: Boolean(ctx.values['skip-test']), waitSeconds: wait, approvedBy: 'person (cli)' });
       // The executor saves the pair's state when the job ends; saving here too makes the answer final (it is applied once).
       await orchestrator.sync.commit(job.job_id);
       const summary = await orchestrator.sync.summary(job.job_id);
-      lines.push(`job ${job.job_id} is ${started.job.status}${summary ? `: ${(summary as { text: string }).text}` : ''}`, `next: ${started.next}`);
+      lines.push(`job ${job.job_id} is ${started.job.status}${summary ? `: ${(summary as { text: string }).text}` : ''}`, `next: ${cliHint(started.next_step)}`);
       final = { ...job, job: started.job, test_unit: started.test_unit, summary };
     } else if (job.status === 'CREATED') {
       lines.push(`next: abp start ${job.job_id}   (applies the first chunk as a test)`);

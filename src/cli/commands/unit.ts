@@ -2,8 +2,6 @@ import type { Command } from '../command.js';
 import { positiveInt, usage } from '../command.js';
 
 export const unit: Command = {
-  name: 'unit',
-  summary: 'Show one unit: payload, rendered prompt, output, error, conversation.',
   usage: 'abp unit UNIT_ID',
   options: {},
   async run(ctx) {

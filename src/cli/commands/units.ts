@@ -4,8 +4,6 @@ import { enumFlag, intFlag, jobIdArg } from '../command.js';
 import { table } from '../format.js';
 
 export const units: Command = {
-  name: 'units',
-  summary: 'List a job’s units with their state, attempts and errors.',
   usage: 'abp units JOB [--status STATE[,STATE]] [--limit N] [--offset N]',
   options: { status: { type: 'string', multiple: true }, limit: { type: 'string' }, offset: { type: 'string' } },
   async run(ctx) {

@@ -3,8 +3,6 @@ import { jobIdArg, numberFlag, usage } from '../command.js';
 import { readText } from './create.js';
 
 export const update: Command = {
-  name: 'update',
-  summary: 'Edit a CREATED job’s prompt, intent or name; raise any live job’s budget or allow auto-resume.',
   usage: 'abp update JOB [--prompt-file FILE] [--intent TEXT] [--name NAME] [--max-cost USD] [--auto-resume on|off]',
   options: { 'prompt-file': { type: 'string' }, intent: { type: 'string' }, name: { type: 'string' }, 'max-cost': { type: 'string' }, 'auto-resume': { type: 'string' } },
   async run(ctx) {

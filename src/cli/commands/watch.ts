@@ -15,8 +15,6 @@ function bar(s: JobStatus): string {
 }
 
 export const watch: Command = {
-  name: 'watch',
-  summary: 'Follow a job until it settles: a live progress bar on a terminal, plain lines otherwise.',
   usage: 'abp watch JOB [--interval-ms N]',
   options: { 'interval-ms': { type: 'string' } },
   async run(ctx) {

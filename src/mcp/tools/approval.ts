@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { JobStatusWire } from '../../domain/wire.js';
+import { mcpHint } from '../hints.js';
 import { canElicit, defineTool, jobId, type ToolContext } from '../tool.js';
 
 const Approval = z.looseObject({
@@ -51,7 +52,7 @@ export const approveCode = defineTool({
     if (await askPersonToApproveCode(ctx, job_id, code, pending.approval.code_sha256)) {
       return orchestrator.approveCode(job_id, pending.approval.code_sha256, 'person via MCP elicitation') as never;
     }
-    return pending as never;
+    return { ...pending, approval: { ...pending.approval, next: mcpHint(pending.approval.next_step) } } as never;
   },
 });
 

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { enumerators } from '../../../enumerators/index.js';
 import { defineTool } from '../tool.js';
 import { specInput, toSpec } from './jobs.js';
 
@@ -12,15 +11,21 @@ export const listEnumerators = defineTool({
     enumerators: z.array(z.looseObject({ type: z.string(), description: z.string(), config_schema: z.unknown() })),
   },
   annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-  async handler() {
-    return {
-      enumerators: enumerators.list().map((e) => ({
-        type: e.type,
-        description: e.description,
-        config_schema: z.toJSONSchema(e.configSchema, { io: 'input' }),
-      })),
-    };
+  handler: async (_args, { app }) => ({ enumerators: app.orchestrator.listEnumerators() as never }),
+});
+
+export const listWorkers = defineTool({
+  name: 'list_workers',
+  title: 'List workers',
+  description:
+    'Lists the worker types (what runs each unit: claude, agent-cli, http-llm, shell, function) with a description, the JSON Schema of each one’s worker_config, ' +
+    'and its health (CLI installed, logged in, API key set). Call it before create_job to choose worker_type and worker_config.',
+  input: {},
+  output: {
+    workers: z.array(z.looseObject({ type: z.string(), description: z.string(), config_schema: z.unknown(), health: z.array(z.looseObject({ status: z.string() })) })),
   },
+  annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  handler: async (_args, { app }) => ({ workers: (await app.orchestrator.listWorkers({ health: true })) as never }),
 });
 
 export const previewJob = defineTool({
@@ -55,4 +60,4 @@ export const doctor = defineTool({
   },
 });
 
-export const discoverTools = [listEnumerators, previewJob, doctor];
+export const discoverTools = [listEnumerators, listWorkers, previewJob, doctor];

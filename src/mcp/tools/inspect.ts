@@ -1,16 +1,14 @@
 import { z } from 'zod';
+import type { App } from '../../app.js';
 import { JOB_STATES, UNIT_STATES } from '../../domain/states.js';
 import { JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../../domain/wire.js';
 import { EXPORT_FORMATS, exportResults } from '../../orchestrator/exports.js';
+import { cursorAfter, cursorInput, cursorOutput, cutText, cutValue, fitPage, FIELD_CHARS, offsetOf, SLICE_CHARS, UNIT_FIELDS } from '../fit.js';
 import { defineTool, jobId, jsonObject, page, toObject } from '../tool.js';
 
 const read = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
 const jobStates = z.array(z.enum(JOB_STATES)).optional().describe('Only jobs in these states.');
 const unitStates = z.array(z.enum(UNIT_STATES)).optional().describe('Only units in these states.');
-
-function nextOffset(offset: number, got: number, limit: number): number | null {
-  return got < limit ? null : offset + got;
-}
 
 export const getJob = defineTool({
   name: 'get_job',
@@ -36,61 +34,138 @@ export const listJobs = defineTool({
   name: 'list_jobs',
   title: 'List jobs',
   description: 'Lists jobs, newest first, optionally only those in some states. Use it to find a job id.',
-  input: { status: jobStates, ...page },
-  output: { jobs: z.array(JobStatusWire), next_offset: z.int().nullable().describe('Pass as offset for the next page; null at the end.') },
+  input: { status: jobStates, ...page, ...cursorInput },
+  output: { jobs: z.array(JobStatusWire), cursor: cursorOutput },
   annotations: read,
-  async handler({ status, limit = 50, offset = 0 }, { app }) {
-    const jobs = await app.orchestrator.listJobs({ status }, { limit, offset });
-    return { jobs, next_offset: nextOffset(offset, jobs.length, limit) };
+  async handler({ status, limit = 50, offset, cursor }, { app }) {
+    const from = offsetOf(cursor, offset);
+    const fetched = await app.orchestrator.listJobs({ status }, { limit, offset: from });
+    const jobs = fitPage(fetched);
+    return { jobs, cursor: cursorAfter(from, jobs.length, fetched.length, limit) };
   },
 });
 
 export const listUnits = defineTool({
   name: 'list_units',
   title: 'List a job’s units',
-  description: 'Lists a job’s units with state, attempt and error, optionally only some states (e.g. FAILED). Use get_unit for one unit’s output and conversation.',
-  input: { job_id: jobId, status: unitStates, ...page },
-  output: { units: z.array(UnitSummaryWire), next_offset: z.int().nullable() },
+  description:
+    'Lists a job’s units with state, attempt and error, optionally only some states (e.g. FAILED). A page holds at most ~20 KB: pass `cursor` back for the next. ' +
+    'Use get_unit for one unit’s output and conversation.',
+  input: { job_id: jobId, status: unitStates, ...page, ...cursorInput },
+  output: { units: z.array(UnitSummaryWire), cursor: cursorOutput },
   annotations: read,
-  async handler({ job_id, status, limit = 50, offset = 0 }, { app }) {
-    const units = await app.orchestrator.listUnits(job_id, { status }, { limit, offset });
-    return { units, next_offset: nextOffset(offset, units.length, limit) };
+  async handler({ job_id, status, limit = 50, offset, cursor }, { app }) {
+    const from = offsetOf(cursor, offset);
+    const fetched = await app.orchestrator.listUnits(job_id, { status }, { limit, offset: from });
+    const units = fitPage(fetched.map((u) => ({ ...u, error: cutText(u.error, u.unit_id, 'error', 1000) })));
+    return { units, cursor: cursorAfter(from, units.length, fetched.length, limit) };
   },
 });
 
 export const getUnit = defineTool({
   name: 'get_unit',
   title: 'Get one unit',
-  description: 'Returns one unit: its item payload, the prompt it ran with, its output or error, its conversation events and its cost.',
+  description:
+    'Returns one unit: its item payload, the prompt it ran with, its output or error, its latest conversation events and its cost. ' +
+    'Fields longer than 4,000 characters are cut with a marker; read_unit_field returns the rest.',
   input: { unit_id: z.coerce.number().int().positive().describe('The unit id, from list_units or a job’s test_unit_id.') },
   output: UnitDetailWire.shape,
   annotations: read,
-  handler: async ({ unit_id }, { app }) => app.orchestrator.unit(unit_id),
+  handler: async ({ unit_id }, { app }) => fitUnit(await app.orchestrator.unit(unit_id)),
+});
+
+type UnitDetail = Awaited<ReturnType<App['orchestrator']['unit']>>;
+
+/** One unit cut to fit a tool result: long fields carry a marker, and the conversation keeps its latest events. */
+export function fitUnit(u: UnitDetail, fieldChars = FIELD_CHARS): UnitDetail & { conversation_events?: number } {
+  const id = u.unit_id;
+  const conversation: UnitDetail['conversation'] = [];
+  let bytes = 0;
+  for (let i = u.conversation.length - 1; i >= 0; i--) {
+    const event = u.conversation[i] as UnitDetail['conversation'][number];
+    const fitted = { ...event, data: cutValue(event.data, id, 'conversation', 1000) };
+    bytes += JSON.stringify(fitted).length;
+    if (bytes > fieldChars) break;
+    conversation.unshift(fitted);
+  }
+  return {
+    ...u,
+    payload: cutValue(u.payload, id, 'payload', fieldChars),
+    prompt: cutText(u.prompt, id, 'prompt', fieldChars),
+    output: cutText(u.output, id, 'output', fieldChars),
+    error: cutText(u.error, id, 'error', fieldChars),
+    structured_output: cutValue(u.structured_output, id, 'structured_output', fieldChars),
+    conversation,
+    ...(conversation.length < u.conversation.length ? { conversation_events: u.conversation.length } : {}),
+  };
+}
+
+export const readUnitField = defineTool({
+  name: 'read_unit_field',
+  title: 'Read the rest of a unit’s field',
+  description:
+    'Returns up to 16,000 characters of one field of a unit from `offset`: what a cut marker in get_unit, get_results or list_units points to. ' +
+    'payload, structured_output and conversation are read as their JSON text.',
+  input: {
+    unit_id: z.coerce.number().int().positive().describe('The unit id.'),
+    field: z.enum(UNIT_FIELDS).describe('Which field.'),
+    offset: z.coerce.number().int().min(0).optional().describe('Where to start, in characters (default 0).'),
+  },
+  output: {
+    unit_id: z.int(),
+    field: z.string(),
+    length: z.int().describe('The whole field’s length in characters.'),
+    offset: z.int(),
+    text: z.string(),
+    next_offset: z.int().nullable().describe('Pass as offset for the next slice; null at the end.'),
+  },
+  annotations: read,
+  async handler({ unit_id, field, offset = 0 }, { app }) {
+    const u = await app.orchestrator.unit(unit_id);
+    const value = u[field];
+    const whole = value === null ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+    const text = whole.slice(offset, offset + SLICE_CHARS);
+    const end = offset + text.length;
+    return { unit_id, field, length: whole.length, offset, text, next_offset: end < whole.length ? end : null };
+  },
 });
 
 export const getResults = defineTool({
   name: 'get_results',
   title: 'Get a job’s results',
   description:
-    'Returns a page of unit outcomes: payload, output (structured outputs as JSON), error and cost. Page through large jobs with offset. ' +
-    'With format, the page also comes rendered as JSONL, CSV (structured outputs as columns) or Markdown.',
+    'Returns a page of unit outcomes: payload, output (structured outputs as JSON), error and cost. A page holds at most ~20 KB of text: ' +
+    'pass its `cursor` back to get the next page, until cursor is null. Fields over 4,000 characters are cut with a marker (read_unit_field returns the rest). ' +
+    'With format, the page also comes rendered as JSONL, CSV (structured outputs as columns) or Markdown. To get everything at once, use write_results.',
   input: {
     job_id: jobId,
     status: unitStates,
     format: z.enum(EXPORT_FORMATS).optional().describe('Also render the page as jsonl, json, csv or markdown, in `formatted`.'),
     ...page,
+    ...cursorInput,
   },
   output: {
     job_id: z.int(),
     result: z.string().nullable().describe('The synthesis step’s output, when the job has one.'),
     results: z.array(ResultLineWire),
-    next_offset: z.int().nullable(),
+    cursor: cursorOutput,
     formatted: z.string().optional(),
   },
   annotations: read,
-  async handler({ job_id, status, format, limit = 50, offset = 0 }, { app }) {
-    const results = await app.orchestrator.resultsPage(job_id, { status }, { limit, offset });
+  async handler({ job_id, status, format, limit = 50, offset, cursor }, { app }) {
+    const from = offsetOf(cursor, offset);
+    const fetched = await app.orchestrator.resultsPage(job_id, { status }, { limit, offset: from });
     const job = await app.orchestrator.getJob(job_id);
+    const result = cutText(job.result, job.synthesis_unit_id ?? 0, 'output');
+    const cut = fetched.map((r) => ({
+      ...r,
+      payload: cutValue(r.payload, r.unit_id, 'payload'),
+      output: cutText(r.output, r.unit_id, 'output'),
+      structured_output: cutValue(r.structured_output, r.unit_id, 'structured_output'),
+      error: cutText(r.error, r.unit_id, 'error'),
+    }));
+    // A rendered copy doubles the page, so each copy gets half the budget.
+    const results = fitPage(cut, (format ? 10_000 : 20_000) - (result?.length ?? 0));
     let formatted: string | undefined;
     if (format) {
       formatted = '';
@@ -98,7 +173,7 @@ export const getResults = defineTool({
         yield* results;
       }, format)) formatted += chunk;
     }
-    return { job_id, result: job.result, results, next_offset: nextOffset(offset, results.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
+    return { job_id, result, results, cursor: cursorAfter(from, results.length, fetched.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
   },
 });
 
@@ -118,4 +193,4 @@ export const writeResults = defineTool({
   },
 });
 
-export const inspectTools = [getJob, getJobStatus, listJobs, listUnits, getUnit, getResults, writeResults];
+export const inspectTools = [getJob, getJobStatus, listJobs, listUnits, getUnit, readUnitField, getResults, writeResults];

@@ -2,7 +2,11 @@ import { z } from 'zod';
 import { JobSpec } from '../../domain/job-spec.js';
 import { JobDetailWire, JobStatusWire, UnitDetailWire } from '../../domain/wire.js';
 import type { StartResult } from '../../orchestrator/orchestrator.js';
+import { AbpError } from '../../domain/errors.js';
+import type { NextStep } from '../../domain/next-step.js';
+import { mcpHint } from '../hints.js';
 import { canElicit, defineTool, flag, jobId, jsonObject, toObject, truthy, type Extra, type ToolContext } from '../tool.js';
+import { fitUnit } from './inspect.js';
 import { askPersonToApproveCode } from './approval.js';
 
 const field = JobSpec.shape;
@@ -54,100 +58,146 @@ export const createJob = defineTool({
     'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash (approve_code). ' +
     'With a `sync` section instead of an enumerator, it creates a sync job that keeps a target inventory in step with a source (the plan is made now; its units are the writes).',
   input: specInput,
-  output: { ...JobDetailWire.shape, approval: z.looseObject({ status: z.string() }).optional() },
+  output: { ...JobDetailWire.shape, approval: z.looseObject({ status: z.string() }).optional(), next: z.string().describe('What to do next, naming the tools to call.') },
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
   async handler(args, ctx) {
     const job = (await ctx.app.orchestrator.createJob(toSpec(args))) as Awaited<ReturnType<typeof ctx.app.orchestrator.createJob>> & {
-      approval?: { code?: string; code_sha256?: string };
+      approval?: { code?: string; code_sha256?: string; next_step?: NextStep };
     };
     const approval = job.approval;
     if (approval?.code_sha256 && (await askPersonToApproveCode(ctx, job.job_id, approval.code ?? '', approval.code_sha256))) {
       await ctx.app.orchestrator.approveCode(job.job_id, approval.code_sha256, 'person via MCP elicitation');
-      return ctx.app.orchestrator.getJob(job.job_id);
+      return { ...(await ctx.app.orchestrator.getJob(job.job_id)), next: mcpHint({ action: 'start', job_id: job.job_id }) };
     }
-    return job;
+    if (approval?.next_step) return { ...job, approval: { ...approval, next: mcpHint(approval.next_step) }, next: mcpHint(approval.next_step) } as never;
+    return { ...job, next: mcpHint({ action: 'start', job_id: job.job_id }) } as never;
   },
 });
 
+const DECISIONS = ['approved_by_person', 'approved_by_assistant', 'rejected_by_person', 'declined_by_person', 'no_answer', 'not_asked'] as const;
+type Decision = (typeof DECISIONS)[number];
+
 const StartOutput = {
   job: JobStatusWire,
-  test_unit: UnitDetailWire.nullable().describe('The test unit, with its output, while the job is TESTING.'),
-  next: z.string().describe('What to do next.'),
-  approval: z.enum(['approved_by_person', 'rejected_by_person', 'not_asked', 'declined']).describe('How the person answered, if they were asked directly.'),
+  test_unit: UnitDetailWire.nullable().describe('The test unit with its output (long fields cut to fit), while the job is TESTING or right after it was approved.'),
+  decision: z
+    .enum(DECISIONS)
+    .describe(
+      'What happened to the approval in this call: approved_by_person (in the host’s dialog), approved_by_assistant (approve=true, the host gave no answer), ' +
+        'rejected_by_person, declined_by_person (the person said no in the dialog), no_answer (the host did not show the dialog), not_asked.',
+    ),
+  next: z.string().describe('What to do next, naming the tools to call.'),
+  next_step: z.looseObject({ action: z.string() }).describe('The same, as data.'),
 };
 
 const MAX_WAIT = 50;
+/** Who approved, as recorded on the job and shown in its status, events and dashboard. */
+export const BY_PERSON = 'person (dialog)';
+export const BY_ASSISTANT = "assistant (on the user's word)";
 
 export const startJob = defineTool({
   name: 'start_job',
   title: 'Start, test, approve or reject a job',
   description:
-    'Starts a CREATED job by running ONE test unit in the background executor, and returns its result (or TESTING, if it is still running: call again to poll). ' +
-    'Show the test output to the user and let THEM decide: pass approve=true only after the user approved, or reject=true to go back to CREATED and edit the prompt. ' +
-    'skip_test runs every unit at once, without a test. Never blocks longer than wait_seconds.',
+    'Starts a CREATED job by running ONE test unit in the background executor, and returns its result (or TESTING while it runs: call again to wait). ' +
+    'When the test unit has finished, the person is asked directly where the host can show a dialog. Otherwise show the test output to the user and let THEM decide: ' +
+    'pass approve=true only after the user approved, or reject=true to go back to CREATED and edit the prompt with update_job. ' +
+    'skip_test=true runs every unit without a test; it needs the same approval as a test unit (the person is asked, or the user must have said so). ' +
+    'Never blocks longer than wait_seconds. The job records who approved.',
   input: {
     job_id: jobId,
     approve: flag('Approve the finished test unit and run every other unit. Only when the user said so.'),
     reject: flag('Reject the finished test unit: the job returns to CREATED so the prompt can be edited with update_job.'),
-    skip_test: flag('Skip the test unit and run every unit now.'),
+    skip_test: flag('Skip the test unit and run every unit now. Only when the user said so.'),
     wait_seconds: z.coerce.number().min(0).max(MAX_WAIT).optional().describe(`How long to wait for the test unit (default 5, at most ${MAX_WAIT}).`),
   },
   output: StartOutput,
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
   async handler(args, ctx, extra) {
     const { orchestrator } = ctx.app;
+    const id = args.job_id;
     const wait = args.wait_seconds ?? 5;
-    const approve = truthy(args.approve);
-    if (approve && canElicit(ctx)) {
-      const current = await orchestrator.startState(args.job_id);
-      if (current.job.status === 'TESTING') {
-        const answer = await askPerson(ctx, current);
-        if (answer === 'reject') return decided(await orchestrator.start(args.job_id, { reject: true }), answer);
-        if (answer === 'wait') return decided(current, answer);
+    const [approve, reject, skipTest] = [truthy(args.approve), truthy(args.reject), truthy(args.skip_test)];
+    if (Number(approve) + Number(reject) + Number(skipTest) > 1) throw new AbpError('invalid_input', 'approve, reject and skip_test: choose one');
+
+    if (reject) return answer(await orchestrator.start(id, { reject: true }), 'not_asked');
+
+    if (skipTest) {
+      const current = await orchestrator.startState(id);
+      let decision: Decision = 'approved_by_assistant';
+      if (current.job.status === 'CREATED') {
+        const asked = await askPerson(ctx, current, 'skip');
+        if (asked === 'reject' || asked === 'wait' || asked === 'declined') return answer(current, asked === 'declined' ? 'declined_by_person' : 'not_asked');
+        if (asked === 'approve') decision = 'approved_by_person';
       }
+      const started = await orchestrator.start(id, { skipTest: true, approvedBy: decision === 'approved_by_person' ? BY_PERSON : BY_ASSISTANT });
+      return answer(await waitWithProgress(ctx, extra, id, wait, started), decision);
     }
-    let result = await orchestrator.start(args.job_id, {
-      approve,
-      reject: truthy(args.reject),
-      skipTest: truthy(args.skip_test),
-    });
-    result = await waitWithProgress(ctx, extra, args.job_id, wait, result);
-    const testDone = result.job.status === 'TESTING' && result.test_unit && !['PENDING', 'RUNNING'].includes(result.test_unit.status);
-    if (testDone && !approve && canElicit(ctx)) {
-      const answer = await askPerson(ctx, result);
-      if (answer === 'approve' || answer === 'reject') {
-        const after = await orchestrator.start(args.job_id, answer === 'approve' ? { approve: true } : { reject: true });
-        return decided(after, answer);
-      }
-      return decided(result, answer);
-    }
-    return {
-      ...result,
-      approval: approve ? 'approved_by_person' : 'not_asked',
-      next: testDone
-        ? `${result.next} Do not approve on your own: show the test output to the user and wait for their answer.`
-        : result.next,
-    } as never;
+
+    // A plain start (or a start on a job that is not waiting for approval) runs the test unit or makes sure an executor runs.
+    let result = await orchestrator.startState(id);
+    if (!approve || result.job.status !== 'TESTING') result = await orchestrator.start(id, approve ? { approve: true } : {});
+    result = await waitWithProgress(ctx, extra, id, wait, result);
+    const test = result.test_unit;
+    if (result.job.status !== 'TESTING' || !test || ['PENDING', 'RUNNING'].includes(test.status)) return answer(result, 'not_asked');
+
+    // The test unit has finished: the decision belongs to the person. Ask them once, where the host can.
+    const asked = (await alreadyAsked(ctx, result)) ? 'not_asked' : await askPerson(ctx, result, 'approve');
+    if (asked === 'approve') return answer(await approveWithTest(ctx, id, BY_PERSON, result), 'approved_by_person');
+    if (asked === 'reject') return answer(await orchestrator.start(id, { reject: true }), 'rejected_by_person');
+    if (asked === 'declined' || asked === 'wait') return answer(result, 'declined_by_person');
+    // No answer from the host (it cancelled the dialog, or has none): the assistant's approve=true stands, on the user's word.
+    if (approve) return answer(await approveWithTest(ctx, id, BY_ASSISTANT, result), 'approved_by_assistant');
+    return answer(result, asked === 'no_answer' ? 'no_answer' : 'not_asked');
   },
 });
 
-type Answer = 'approve' | 'reject' | 'wait';
+/** Approves, and keeps the test unit in the answer: the assistant is told to show it whichever way it was approved. */
+async function approveWithTest(ctx: ToolContext, id: number, approvedBy: string, tested: StartResult): Promise<StartResult> {
+  const after = await ctx.app.orchestrator.start(id, { approve: true, approvedBy });
+  return { ...after, test_unit: tested.test_unit };
+}
 
-function decided(result: StartResult, answer: Answer) {
+function answer(result: StartResult, decision: Decision) {
+  const { executor: _executor, ...rest } = result;
   return {
-    ...result,
-    approval: answer === 'approve' ? 'approved_by_person' : answer === 'reject' ? 'rejected_by_person' : 'declined',
-    next: answer === 'wait' ? `The person did not approve yet; the job stays ${result.job.status}. ${result.next}` : result.next,
+    ...rest,
+    test_unit: result.test_unit ? fitUnit(result.test_unit) : null,
+    decision,
+    next: mcpHint(result.next_step),
+    next_step: result.next_step,
   } as never;
 }
 
-/** Approval belongs to the person: ask them directly, with the test output in front of them. */
-async function askPerson(ctx: ToolContext, result: StartResult): Promise<Answer> {
+type Asked = 'approve' | 'reject' | 'wait' | 'declined' | 'no_answer' | 'not_asked';
+
+/** Whether the person was already asked about this attempt of the test unit (one decision, one question). */
+async function alreadyAsked(ctx: ToolContext, result: StartResult): Promise<boolean> {
   const t = result.test_unit;
-  const shown = t ? `${t.status}${t.output ? `\n\n${t.output.slice(0, 2000)}` : ''}${t.error ? `\n\nerror: ${t.error}` : ''}` : 'no test unit';
+  const job = await ctx.app.repo.requireJob(result.job.job_id);
+  if (!t || !job.approval_asked) return false;
+  const asked = JSON.parse(job.approval_asked) as { unit_id?: number; attempt?: number };
+  return asked.unit_id === t.unit_id && asked.attempt === t.attempt;
+}
+
+/**
+ * Asks the person directly, with the test output in front of them. `accept`
+ * carries their answer; `decline` is their no; `cancel`, an error or a host
+ * without dialogs is no answer. The question is recorded, so it is never asked twice.
+ */
+async function askPerson(ctx: ToolContext, result: StartResult, what: 'approve' | 'skip'): Promise<Asked> {
+  if (!canElicit(ctx)) return 'not_asked';
+  const t = result.test_unit;
+  const job = result.job;
+  const shown = t ? `${t.status}${t.output ? `\n\n${t.output.slice(0, 2000)}` : ''}${t.error ? `\n\nerror: ${t.error.slice(0, 1000)}` : ''}` : '';
+  const message =
+    what === 'skip'
+      ? `Job ${job.job_id} "${job.name}": run all ${job.total} units now, without a test unit first?`
+      : `Job ${job.job_id} "${job.name}" ran its test unit on item ${t?.item_id ?? '?'}:\n\n${shown}\n\nRun the remaining ${job.total - 1} units?`;
+  let asked: Asked;
   try {
     const reply = await ctx.server.server.elicitInput({
-      message: `Job ${result.job.job_id} "${result.job.name}" ran its test unit on item ${t?.item_id ?? '?'}:\n\n${shown}\n\nRun the remaining ${result.job.total - 1} units?`,
+      message,
       requestedSchema: {
         type: 'object',
         properties: {
@@ -161,27 +211,36 @@ async function askPerson(ctx: ToolContext, result: StartResult): Promise<Answer>
         required: ['decision'],
       },
     });
-    if (reply.action !== 'accept') return 'wait';
     const decision = reply.content?.decision;
-    return decision === 'approve' || decision === 'reject' ? decision : 'wait';
+    if (reply.action === 'accept') asked = decision === 'approve' || decision === 'reject' ? decision : 'wait';
+    else asked = reply.action === 'decline' ? 'declined' : 'no_answer';
   } catch {
-    return 'wait';
+    asked = 'no_answer';
   }
+  if (t && what === 'approve') {
+    await ctx.app.repo.updateJobFields(job.job_id, ['TESTING'], { approval_asked: JSON.stringify({ unit_id: t.unit_id, attempt: t.attempt, answer: asked }) });
+  }
+  await ctx.app.repo.appendEvent(job.job_id, 'approval', { asked: what, answer: asked, unit_id: t?.unit_id ?? null });
+  return asked;
 }
 
-/** Polls until the job settles or the wait ends, sending progress notifications if the client asked for them. */
+/**
+ * Polls until the job settles or the wait ends. Progress goes to clients that
+ * asked for it, only when something changed and at most once a second.
+ */
 async function waitWithProgress(ctx: ToolContext, extra: Extra, id: number, seconds: number, initial: StartResult): Promise<StartResult> {
   if (seconds <= 0) return initial;
   const token = extra._meta?.progressToken;
-  let step = 0;
+  let sent = '';
+  let sentAt = 0;
   await ctx.app.orchestrator.waitUntilSettled(id, seconds * 1000, (job) => {
     if (token === undefined) return;
     const done = job.succeeded + job.failed + job.cancelled;
+    const message = `job ${id} is ${job.status}: ${done}/${job.total} done`;
+    if (message === sent || Date.now() - sentAt < 1000) return;
+    [sent, sentAt] = [message, Date.now()];
     void extra
-      .sendNotification({
-        method: 'notifications/progress',
-        params: { progressToken: token, progress: ++step, message: `job ${id} is ${job.status}: ${done}/${job.total} done` },
-      })
+      .sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: done, total: job.total, message } })
       .catch(() => undefined);
   });
   return { ...(await ctx.app.orchestrator.startState(id)), executor: initial.executor };

@@ -1,0 +1,142 @@
+/**
+ * Start-up, as a user (or a script, or an MCP host) meets it: whole `abp`
+ * processes, each against `node -e 0` measured in the same run, interleaved so
+ * that drift on a shared machine touches both sides alike.
+ *
+ * Peak RSS is each child's own high-water mark (VmHWM of /proc/self/status, the
+ * same figure create-job.js reports), read at exit by a two-line CommonJS module
+ * preloaded with -r (about 0.3 MB and a millisecond); both sides carry it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CLI_ENTRY } from '../src/executor/launcher.js';
+import { median, spread, type BenchRow } from './table.js';
+
+const RUNS = Number(process.env.ABP_BENCH_STARTUP_RUNS ?? 10);
+const CREATE_ROWS = 100_000;
+const CREATE_JOB = fileURLToPath(new URL('./create-job.js', import.meta.url));
+
+const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
+process.on('exit', () => writeFileSync(process.env.ABP_BENCH_RSS_FILE, /VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]));
+`;
+
+interface Run {
+  ms: number;
+  mb: number;
+}
+
+/** One whole process, `node -r report-rss.cjs ...args`: wall time from spawn to exit, and its peak RSS. */
+function processRun(args: string[], env: NodeJS.ProcessEnv, scratch: string): Run {
+  const rssFile = join(scratch, 'rss');
+  rmSync(rssFile, { force: true });
+  const started = performance.now();
+  const r = spawnSync(process.execPath, ['-r', join(scratch, 'report-rss.cjs'), ...args], { env: { ...env, ABP_BENCH_RSS_FILE: rssFile }, encoding: 'utf8' });
+  const ms = performance.now() - started;
+  if (r.status !== 0) throw new Error(`bench: node ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return { ms, mb: Number(readFileSync(rssFile, 'utf8')) / 1024 };
+}
+
+/** Milliseconds from spawning `abp mcp` to its answer to `initialize` on stdout. */
+function mcpInitialize(env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [CLI_ENTRY, 'mcp'], { env, stdio: ['pipe', 'pipe', 'ignore'] });
+    let out = '';
+    let answered: number | undefined;
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      if (answered === undefined && out.includes('"id":1')) {
+        answered = performance.now() - started;
+        child.stdin.end();
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => (answered === undefined ? reject(new Error(`bench: abp mcp exited ${code} before answering initialize: ${out}`)) : resolve(answered)));
+    const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '0' } } };
+    child.stdin.write(`${JSON.stringify(initialize)}\n`);
+  });
+}
+
+const ms = (runs: Run[]) => runs.map((r) => r.ms);
+const mb = (runs: Run[]) => runs.map((r) => r.mb);
+
+function cliRow(what: string, runs: Run[], bare: Run[]): BenchRow {
+  const ratios = runs.map((r, i) => r.ms / (bare[i] as Run).ms);
+  return {
+    what,
+    measure: 'wall time spawn → exit and peak RSS of the whole process, a job in the store',
+    figure: `${spread(ms(runs), 0, ' ms')}, peak RSS ${spread(mb(runs), 0, ' MB')}`,
+    anchor: `node -e 0: ${spread(ms(bare), 0, ' ms')}, peak RSS ${spread(mb(bare), 0, ' MB')}`,
+    ratio: median(ratios),
+    ratio_note: `wall ÷ node -e 0 (${spread(ratios, 2, '×')})`,
+    target: '≤ 150 ms, ≤ 60 MB',
+    raw: { ms: ms(runs), mb: mb(runs), node_ms: ms(bare), node_mb: mb(bare) },
+  };
+}
+
+export async function run(): Promise<BenchRow[]> {
+  const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-startup-'));
+  try {
+    writeFileSync(join(scratch, 'report-rss.cjs'), REPORT_RSS);
+    const home = join(scratch, 'home');
+    const env = { ...process.env, ABP_HOME: home, ABP_DB: join(home, 'abp.db') };
+    const csv = join(scratch, 'rows.csv');
+    const lines = ['id,title,body'];
+    for (let i = 1; i <= CREATE_ROWS; i++) lines.push(`${i},Title ${i},"Some body text for row ${i}, with a comma"`);
+    writeFileSync(csv, `${lines.join('\n')}\n`);
+    const createArgs = ['create', '--name', 'bench', '--intent', 'bench', '--enumerator', 'csv', '-e', `file_path=${csv}`, '--worker', 'shell', '-w', 'command=true', '-q'];
+    const first = spawnSync(process.execPath, [CLI_ENTRY, ...createArgs], { env, encoding: 'utf8' });
+    if (first.status !== 0) throw new Error(`bench: abp create exited ${first.status}: ${first.stderr}`);
+    const job = first.stdout.trim();
+
+    const bare: Run[] = [];
+    const status: Run[] = [];
+    const list: Run[] = [];
+    const mcp: number[] = [];
+    const create: Run[] = [];
+    const raw: Run[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      bare.push(processRun(['-e', '0'], env, scratch));
+      status.push(processRun([CLI_ENTRY, 'status', job, '--json'], env, scratch));
+      list.push(processRun([CLI_ENTRY, 'list', '--json'], env, scratch));
+      mcp.push(await mcpInitialize(env));
+      // Job creation: each side writes a fresh database.
+      const fresh = join(scratch, `create-${i}`);
+      create.push(processRun([CLI_ENTRY, ...createArgs], { ...env, ABP_HOME: fresh, ABP_DB: join(fresh, 'abp.db') }, scratch));
+      raw.push(processRun([CREATE_JOB, 'raw', csv, join(scratch, `raw-${i}.db`)], env, scratch));
+      rmSync(fresh, { recursive: true, force: true });
+      rmSync(join(scratch, `raw-${i}.db`), { force: true });
+    }
+    const mcpRatios = mcp.map((m, i) => m / (bare[i] as Run).ms);
+    const createRatios = create.map((c, i) => c.ms / (raw[i] as Run).ms);
+    return [
+      cliRow('`abp status JOB --json`', status, bare),
+      cliRow('`abp list --json`', list, bare),
+      {
+        what: '`abp mcp`, first answer',
+        measure: 'spawn → the answer to `initialize` on stdout',
+        figure: spread(mcp, 0, ' ms'),
+        anchor: `node -e 0, spawn → exit: ${spread(ms(bare), 0, ' ms')}`,
+        ratio: median(mcpRatios),
+        ratio_note: `÷ node -e 0 (${spread(mcpRatios, 2, '×')})`,
+        target: '≤ 300 ms',
+        raw: { ms: mcp, node_ms: ms(bare) },
+      },
+      {
+        what: `\`abp create\`, ${CREATE_ROWS.toLocaleString('en')} CSV rows, whole process`,
+        measure: 'wall time spawn → exit and peak RSS, a fresh database each run',
+        figure: `${spread(ms(create).map((x) => x / 1000), 2, ' s')}, peak RSS ${median(mb(create)).toFixed(0)} MB`,
+        anchor: `raw better-sqlite3 script, same CSV parse, one transaction, whole process: ${spread(ms(raw).map((x) => x / 1000), 2, ' s')}, peak RSS ${median(mb(raw)).toFixed(0)} MB`,
+        ratio: median(createRatios),
+        ratio_note: `abp ÷ raw (${spread(createRatios, 2, '×')})`,
+        target: '≤ 1.5×',
+        raw: { abp_ms: ms(create), raw_ms: ms(raw), abp_rss_mb: mb(create), raw_rss_mb: mb(raw) },
+      },
+    ];
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}

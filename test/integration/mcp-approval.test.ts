@@ -1,0 +1,230 @@
+import { writeFileSync } from 'node:fs';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { ElicitRequestSchema, type ElicitResult } from '@modelcontextprotocol/sdk/types.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createApp, type App } from '../../src/app.js';
+import { resolveConfig } from '../../src/config.js';
+import { createMcpServer } from '../../src/mcp/server.js';
+import { Sandbox } from '../helpers/cli.js';
+import { call, callError, pollStatus } from '../helpers/mcp.js';
+
+/**
+ * The approval policy over MCP, the byte-bounded pages and the discovery aids,
+ * against abp's real MCP server and an SDK client that plays a host: one that
+ * has no dialogs, one that cancels every dialog (as `claude -p` does), one whose
+ * person declines, and one whose person accepts.
+ */
+let sb: Sandbox;
+let app: App;
+const clients: Client[] = [];
+
+/** A client; with `answer`, it advertises elicitation and answers every dialog so, recording the messages. */
+async function host(answer?: () => ElicitResult): Promise<{ client: Client; asked: string[] }> {
+  const server = createMcpServer(app);
+  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+  await server.connect(serverSide);
+  const client = new Client({ name: 'host', version: '1.0.0' }, { capabilities: answer ? { elicitation: {} } : {} });
+  const asked: string[] = [];
+  if (answer) {
+    client.setRequestHandler(ElicitRequestSchema, async (request) => {
+      asked.push(request.params.message);
+      return answer();
+    });
+  }
+  await client.connect(clientSide);
+  clients.push(client);
+  return { client, asked };
+}
+
+function csv(lines: string[]): string {
+  const path = sb.path(`rows-${lines.length}.csv`);
+  writeFileSync(path, ['id,text', ...lines.map((t, i) => `r${i + 1},${t}`)].join('\n') + '\n');
+  return path;
+}
+
+async function created(client: Client, extra: Record<string, unknown> = {}): Promise<number> {
+  const job = await call(client, 'create_job', {
+    name: 'j',
+    user_intent: 'echo',
+    enumerator_type: 'csv',
+    enumerator_config: { file_path: csv(['alpha', 'beta', 'gamma']) },
+    worker_type: 'shell',
+    worker_config: { command: 'echo', args: ['{{item.text}}'] },
+    ...extra,
+  });
+  return job.job_id;
+}
+
+beforeEach(async () => {
+  sb = new Sandbox();
+  app = await createApp(resolveConfig(sb.env));
+});
+afterEach(async () => {
+  for (const c of clients.splice(0)) await c.close();
+  await app.close();
+  await sb.cleanup();
+});
+
+describe('approval over MCP', () => {
+  it('a host without dialogs: approve=true is the assistant’s, on the user’s word, and the test unit comes back', async () => {
+    const { client } = await host();
+    const id = await created(client);
+    const tested = await call(client, 'start_job', { job_id: id, wait_seconds: 20 });
+    expect(tested).toMatchObject({ decision: 'not_asked', job: { status: 'TESTING' }, test_unit: { status: 'SUCCEEDED', output: 'alpha' } });
+    expect(tested.next).toContain(`start_job {"job_id":${id},"approve":true}`);
+    const approved = await call(client, 'start_job', { job_id: id, approve: true });
+    expect(approved.decision).toBe('approved_by_assistant');
+    expect(approved.test_unit).toMatchObject({ output: 'alpha' });
+    expect(approved.job.approved_by).toBe("assistant (on the user's word)");
+    const done = await pollStatus(client, id, (s) => s.status === 'COMPLETED');
+    expect(done.approved_by).toBe("assistant (on the user's word)");
+    const events = await app.orchestrator.monitor.events(id, 0, 100);
+    expect(events.some((e) => e.type === 'status' && (e.data as any).approved_by === "assistant (on the user's word)")).toBe(true);
+  });
+
+  it('a host that cancels every dialog (claude -p): no answer, so approve=true is honoured, and the person is asked only once', async () => {
+    const { client, asked } = await host(() => ({ action: 'cancel' }));
+    const id = await created(client);
+    const tested = await call(client, 'start_job', { job_id: id, wait_seconds: 20 });
+    expect(tested).toMatchObject({ decision: 'no_answer', job: { status: 'TESTING' }, test_unit: { output: 'alpha' } });
+    expect(asked).toHaveLength(1);
+    const approved = await call(client, 'start_job', { job_id: id, approve: true });
+    expect(approved).toMatchObject({ decision: 'approved_by_assistant', job: { approved_by: "assistant (on the user's word)" } });
+    expect(asked).toHaveLength(1);
+    await pollStatus(client, id, (s) => s.status === 'COMPLETED');
+  });
+
+  it('a person who declines in the dialog: that call approves nothing, even with approve=true', async () => {
+    const { client, asked } = await host(() => ({ action: 'decline' }));
+    const id = await created(client);
+    await pollStatus(client, (await call(client, 'start_job', { job_id: id, wait_seconds: 0 })).job.job_id, (s) => s.counts.succeeded === 1);
+    const refused = await call(client, 'start_job', { job_id: id, approve: true });
+    expect(refused).toMatchObject({ decision: 'declined_by_person', job: { status: 'TESTING', approved_by: null }, test_unit: { output: 'alpha' } });
+    expect(asked).toHaveLength(1);
+    expect(asked[0]).toContain('alpha');
+  });
+
+  it('a person who accepts in the dialog approves, and the assistant still gets the test unit', async () => {
+    const { client, asked } = await host(() => ({ action: 'accept', content: { decision: 'approve' } }));
+    const id = await created(client);
+    const result = await call(client, 'start_job', { job_id: id, wait_seconds: 20 });
+    expect(result).toMatchObject({ decision: 'approved_by_person', job: { approved_by: 'person (dialog)' }, test_unit: { status: 'SUCCEEDED', output: 'alpha' } });
+    expect(asked).toHaveLength(1);
+    await pollStatus(client, id, (s) => s.status === 'COMPLETED');
+  });
+
+  it('a person who rejects in the dialog sends the job back to CREATED', async () => {
+    const { client } = await host(() => ({ action: 'accept', content: { decision: 'reject' } }));
+    const id = await created(client);
+    const result = await call(client, 'start_job', { job_id: id, wait_seconds: 20 });
+    expect(result).toMatchObject({ decision: 'rejected_by_person', job: { status: 'CREATED' } });
+    expect(result.next).toContain('update_job');
+  });
+
+  it('skip_test asks the person like an approval: declined stays CREATED; without dialogs it is the assistant’s', async () => {
+    const declined = await host(() => ({ action: 'decline' }));
+    const id = await created(declined.client);
+    const refused = await call(declined.client, 'start_job', { job_id: id, skip_test: true });
+    expect(refused).toMatchObject({ decision: 'declined_by_person', job: { status: 'CREATED' } });
+    expect(declined.asked[0]).toContain('without a test unit');
+
+    const plain = await host();
+    const skipped = await call(plain.client, 'start_job', { job_id: id, skip_test: true, wait_seconds: 0 });
+    expect(skipped).toMatchObject({ decision: 'approved_by_assistant', job: { approved_by: "assistant (on the user's word)" } });
+    expect(['RUNNING', 'COMPLETED']).toContain(skipped.job.status);
+  });
+
+  it('approve on a running job says it already runs, in MCP words', async () => {
+    const { client } = await host();
+    const id = await created(client, { worker_config: { command: 'sleep', args: ['5'] }, max_workers: 1 });
+    await call(client, 'start_job', { job_id: id, skip_test: true, wait_seconds: 0 });
+    const text = await callError(client, 'start_job', { job_id: id, approve: true });
+    expect(text).toContain(`job ${id} is RUNNING; cannot approve`);
+    expect(text).toContain(`get_job_status {"job_id":${id}}`);
+    expect(text).not.toMatch(/Pause it first|\babp (start|watch|results)\b/);
+    await call(client, 'cancel_job', { job_id: id });
+  });
+
+  it('progress goes out only when something changed, at most once a second', async () => {
+    const { client } = await host();
+    const id = await created(client, { worker_config: { command: 'sh', args: ['-c', 'sleep 1; echo {{item.text}}'] }, max_workers: 1 });
+    const progress: string[] = [];
+    const started = Date.now();
+    const result = (await client.callTool({ name: 'start_job', arguments: { job_id: id, skip_test: true, wait_seconds: 30 } }, undefined, {
+      onprogress: (p) => progress.push(String(p.message)),
+    })) as any;
+    const seconds = (Date.now() - started) / 1000;
+    expect(result.structuredContent.job.status).toBe('COMPLETED');
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+    for (let i = 1; i < progress.length; i++) expect(progress[i]).not.toBe(progress[i - 1]);
+  });
+});
+
+describe('pages that fit the host', () => {
+  it('get_results pages stay under 20 KB, long fields carry a marker, and cursors return every output', async () => {
+    const { client } = await host();
+    const items = Array.from({ length: 30 }, (_, i) => `item${String(i).padStart(2, '0')}`);
+    const job = await call(client, 'create_job', {
+      name: 'big outputs',
+      user_intent: 'pad',
+      enumerator_type: 'csv',
+      enumerator_config: { file_path: csv(items) },
+      worker_type: 'shell',
+      // ~3 KB per unit; the last one 12 KB, longer than one field may be in a page.
+      worker_config: { command: 'sh', args: ['-c', 'n=3000; [ "$1" = item29 ] && n=12000; printf "%s:" "$1"; head -c $n /dev/zero | tr "\\0" x', 'sh', '{{item.text}}'] },
+      max_workers: 4,
+    });
+    await call(client, 'start_job', { job_id: job.job_id, skip_test: true });
+    await pollStatus(client, job.job_id, (s) => s.status === 'COMPLETED', 60_000);
+
+    const outputs: string[] = [];
+    let cursor: string | null | undefined;
+    let pages = 0;
+    do {
+      const raw = (await client.callTool({ name: 'get_results', arguments: { job_id: job.job_id, ...(cursor ? { cursor } : {}) } })) as any;
+      expect(Buffer.byteLength(raw.content[0].text)).toBeLessThanOrEqual(20_000);
+      const page = raw.structuredContent;
+      outputs.push(...page.results.map((r: any) => r.output));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor && pages < 50);
+    expect(outputs).toHaveLength(30);
+    expect(pages).toBeGreaterThan(1);
+    expect(outputs.slice(0, 29).every((o, i) => o === `${items[i]}:${'x'.repeat(3000)}`)).toBe(true);
+    const last = outputs[29] as string;
+    expect(last).toMatch(/…\[cut: 12007 characters in all; read_unit_field \{"unit_id":\d+,"field":"output","offset":4000\} returns the rest\]$/);
+    const unitId = Number(/"unit_id":(\d+)/.exec(last)?.[1]);
+    const rest = await call(client, 'read_unit_field', { unit_id: unitId, field: 'output', offset: 4000 });
+    expect(rest).toMatchObject({ length: 12007, offset: 4000, next_offset: null });
+    expect(last.slice(0, 4000) + rest.text).toBe(`item29:${'x'.repeat(12000)}`);
+  });
+
+  it('a cursor that this server did not give out is refused, naming the field', async () => {
+    const { client } = await host();
+    const id = await created(client);
+    expect(await callError(client, 'get_results', { job_id: id, cursor: 'nonsense' })).toMatch(/^cursor: "nonsense" is not a cursor this server gave out/);
+  });
+});
+
+describe('discovery over MCP', () => {
+  it('an unknown top-level argument gets abp’s message with the valid names and the nearest one', async () => {
+    const { client } = await host();
+    const text = await callError(client, 'create_job', { name: 'x', user_intent: 'y', enumerator: 'csv' });
+    expect(text).toMatch(/^create_job: unknown argument "enumerator" \(did you mean enumerator_type\?\); it takes name, user_intent, enumerator_type, /);
+  });
+
+  it('a wrong worker_config field points to list_workers, which lists every worker’s config schema and health', async () => {
+    const { client } = await host();
+    const text = await callError(client, 'create_job', {
+      name: 'x', user_intent: 'y', enumerator_type: 'csv', enumerator_config: { file_path: csv(['a']) }, worker_type: 'shell', worker_config: { comand: 'true' },
+    });
+    expect(text).toContain('worker_config');
+    expect(text).toContain('list_workers shows every worker type and its config fields');
+    const { workers } = await call(client, 'list_workers');
+    const shell = workers.find((w: any) => w.type === 'shell');
+    expect(Object.keys(shell.config_schema.properties)).toContain('command');
+    expect(shell.health[0].status).toMatch(/^(ok|degraded|down|auth_failed)$/);
+  });
+});

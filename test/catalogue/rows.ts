@@ -814,6 +814,10 @@ export const ROWS: Row[] = [
       if (tested.decision !== 'no_answer' || tested.job.status !== 'TESTING') throw new Error(`unexpected: ${JSON.stringify(tested)}`);
       const approved = await b.toolOk('start_job', { job_id: job, approve: true });
       if (approved.job.approved_by !== "assistant (on the user's word)") throw new Error(`not recorded: ${JSON.stringify(approved.job)}`);
+      // Let the job finish, so that the rows after this one see a quiet store.
+      for (let s = approved.job; !['COMPLETED', 'FAILED'].includes(s.status); s = await b.toolOk('get_job_status', { job_id: job })) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
       return { error: tested.next, signal: '`decision: "no_answer"`, `next` (not an error)', vars: { job } };
     },
   },

@@ -94,7 +94,7 @@ describe('abp enumerators, preview and approve', () => {
 
     const start = await sb.cli(['start', id]);
     expect(start.exitCode).toBe(1);
-    expect(start.stderr).toBe(`abp: job ${id} has no units yet: its code waits for a person's approval (abp approve ${id})`);
+    expect(start.stderr).toBe(`abp: job ${id} has no units yet: its code waits for a person's approval. abp approve ${id} shows the code and its hash to approve`);
 
     const shown = await sb.ok(['approve', id]);
     expect(shown.approval).toMatchObject({ code, code_sha256: sha });
@@ -102,7 +102,7 @@ describe('abp enumerators, preview and approve', () => {
     const wrong = await sb.cli(['approve', id, '--code-sha256', 'a'.repeat(64)]);
     expect(wrong.exitCode).toBe(1);
     expect(wrong.stderr).toBe(
-      `abp: code_sha256: ${'a'.repeat(64)} does not match job ${id}'s code (sha256 ${sha}); the code is not the one that was approved. Review the code again (abp approve ${id}) and approve its own hash`,
+      `abp: code_sha256: ${'a'.repeat(64)} does not match job ${id}'s code (sha256 ${sha}); the code is not the one that was approved. Review the code again and approve its own hash. abp approve ${id} shows the code and its hash to approve`,
     );
     expect((await sb.status(Number(id))).total).toBe(0);
 

@@ -121,7 +121,8 @@ describe('abp CLI: a job from creation to results', () => {
     expect(tty.stdout).toContain('\r');
     expect(tty.stdout).toMatch(/\[#+-*\] +\d+% \d\/6 ok \d+ failed 0 running \d/);
     expect(tty.stdout).toMatch(/\[#{30}\] 100% 6\/6/);
-  });
+    // A dozen CLI processes: on a loaded machine each may take seconds to start.
+  }, 180_000);
 
   it('--skip-test and ABP_SKIP_TEST=1 run every unit without a test unit', async () => {
     const file = rowsCsv(4);

@@ -224,8 +224,12 @@ describe.skipIf(!once)('1. the SQL enumerator cannot write to a PostgreSQL sourc
     const { items } = await collect(sqlEnumerator, { connection_string: url, query: "SELECT current_setting('transaction_read_only') AS ro, count(*)::int AS n FROM items" });
     expect(items[0]).toMatchObject({ ro: 'on', n: 2 });
     // What a read-only transaction still lets through (PostgreSQL creates a large object) is rolled back: abp never commits.
-    const lo = await collect(sqlEnumerator, { connection_string: url, query: "SELECT lo_from_bytea(0, 'kept?') AS oid" });
-    expect(lo.items).toHaveLength(1);
+    // (PostgreSQL 18 refuses it in a read-only transaction; earlier versions let it run.)
+    const lo = await collect(sqlEnumerator, { connection_string: url, query: "SELECT lo_from_bytea(0, 'kept?') AS oid" }).then(
+      (r) => `ran: ${r.items.length} row`,
+      (err: Error) => err.message,
+    );
+    expect(lo).toMatch(/^ran: 1 row$|cannot execute lo_from_bytea\(\) in a read-only transaction/);
     expect(await state()).toEqual(before);
   });
 

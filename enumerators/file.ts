@@ -1,7 +1,6 @@
 import { open, lstat, realpath, stat } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
 import { basename, extname, isAbsolute, join, resolve, sep } from 'node:path';
-import fg from 'fast-glob';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
@@ -90,6 +89,7 @@ export const fileEnumerator: Enumerator<FileConfig> = {
     // Without include_hidden, a hidden directory hides everything under it, even
     // when a pattern names it explicitly.
     const ignore = cfg.include_hidden ? cfg.exclude_patterns : [...cfg.exclude_patterns, '**/.*', '**/.*/**'];
+    const { default: fg } = await import('fast-glob');
     const paths = await fg(patterns, {
       cwd: base,
       onlyFiles: true,

@@ -1,7 +1,5 @@
 import { resolve } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import pg from 'pg';
-import Cursor from 'pg-cursor';
 import { z } from 'zod';
 import type { EnumerateContext, Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
@@ -147,6 +145,7 @@ function pgError(err: unknown): AbpError {
 
 async function* fromPostgres(url: string, cfg: SqlConfig, ctx: EnumerateContext): AsyncGenerator<Item> {
   refuseNonQueryPostgres(cfg.query);
+  const [{ default: pg }, { default: Cursor }] = await Promise.all([import('pg'), import('pg-cursor')]);
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 15_000, application_name: 'abp-enumerator' });
   try {
     await client.connect();

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { lookup } from '../src/domain/template.js';
@@ -223,6 +222,7 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
     const env = agentEnv(cfg.env);
     const found = await which(r.command, env.PATH ?? '');
     if (!found) return { status: 'down', details: `${r.command} is not an executable file on PATH` };
+    const { execa } = await import('execa');
     const version = await execa(found, ['--version'], { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
     const features = [`output ${r.output}`, ...(version.exitCode === 0 ? [`version ${String(version.stdout).trim().split('\n')[0]}`] : [])];
     if (r.preset?.auth_args) {

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
@@ -235,6 +234,7 @@ export const claudeWorker: Worker<ClaudeConfig> = {
       return { status: 'down', details: `${cfg.command} is not an executable file on PATH; install it with npm install -g @anthropic-ai/claude-code, or set worker_config.command` };
     }
     const warnings = cfg.dangerously_skip_permissions ? [DANGER] : [];
+    const { execa } = await import('execa');
     const version = await execa(found, ['--version'], { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
     if (version.exitCode !== 0) {
       return { status: 'down', details: `${found} --version failed: ${String(version.stderr || version.stdout).trim().slice(0, 300)}`, warnings };

@@ -1,7 +1,7 @@
 import { access, constants } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { z } from 'zod';
 import type { UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 
@@ -30,7 +30,10 @@ export interface FunctionTask {
 /** One thread pool per module, shared by every job that uses it in this executor. */
 const pools = new Map<string, Piscina>();
 
-function poolFor(cfg: FunctionConfig): Piscina {
+async function poolFor(cfg: FunctionConfig): Promise<Piscina> {
+  // Loaded on the first unit, not when the worker registry loads; the lookup
+  // below runs after the await, so two first units still share one pool.
+  const { Piscina } = await import('piscina');
   const key = `${cfg.module}#${cfg.max_threads ?? ''}`;
   let pool = pools.get(key);
   if (!pool) {
@@ -56,7 +59,7 @@ export const functionWorker: Worker<FunctionConfig> = {
     const task: FunctionTask = { item: unit.item, prompt: unit.prompt, unit_id: unit.unit_id, job_id: unit.job_id, attempt: unit.attempt, work_dir: unit.work_dir };
     try {
       // On abort piscina terminates the thread running the task, so even a busy loop stops.
-      const value: unknown = await poolFor(cfg).run(task, { name: cfg.export_name, signal: ctx.signal });
+      const value: unknown = await (await poolFor(cfg)).run(task, { name: cfg.export_name, signal: ctx.signal });
       const duration_ms = Date.now() - started;
       if (typeof value === 'string') return { status: 'succeeded', output: value, duration_ms };
       if (value === undefined) return { status: 'succeeded', output: '', duration_ms };

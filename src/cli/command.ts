@@ -1,5 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { App } from '../app.js';
+import type { JobReader } from '../store/quick-read.js';
 import type { Repository } from '../store/repository.js';
 import { AbpError } from '../domain/errors.js';
 
@@ -14,6 +15,8 @@ export interface CommandContext {
   app(): Promise<App>;
   /** The store alone, for plain reads: none of the orchestrator, workers or enumerators load. */
   repo(): Promise<Repository>;
+  /** Job rows alone (`abp status`, `abp list`): on SQLite, without loading Kysely. */
+  jobs(): Promise<JobReader>;
   print(human: string, data: unknown): void;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import type { App } from '../app.js';
+import type { JobReader } from '../store/quick-read.js';
 import type { Repository } from '../store/repository.js';
 import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
@@ -75,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
   const wantsJson = rest.includes('--json');
   let app: App | undefined;
   let repo: Repository | undefined;
+  let reader: JobReader | undefined;
   try {
     if (!entry) throw usage(`unknown command ${JSON.stringify(name)}; run abp --help for the list`);
     const command = await entry.load();
@@ -99,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
       json,
       app: async () => (app ??= await (await import('../app.js')).createApp(resolveConfig(env))),
       repo: async () => app?.repo ?? (repo ??= await (await import('../app.js')).openStore(resolveConfig(env))),
+      jobs: async () => app?.repo ?? repo ?? (reader ??= await (await import('../app.js')).openJobReader(resolveConfig(env))),
       print(human, data) {
         process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
       },
@@ -115,6 +118,7 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await app?.close();
     await repo?.close();
+    await reader?.close();
   }
 }
 

@@ -29,6 +29,10 @@ export function assertNever(value: never, what = 'value'): never {
   throw new AbpError('internal', `unexpected ${what}: ${String(value)}`);
 }
 
+export function jobNotFound(id: number): AbpError {
+  return new AbpError('not_found', `job ${id} does not exist`);
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

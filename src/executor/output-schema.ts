@@ -1,4 +1,5 @@
-import { Ajv, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv, ValidateFunction } from 'ajv';
 import type { UnitOutcome } from '../contracts/worker.js';
 import { AbpError } from '../domain/errors.js';
 import { fence } from '../domain/template.js';
@@ -6,8 +7,17 @@ import { fence } from '../domain/template.js';
 /** How much of a rejected answer is shown back to the worker on the retry. */
 const ECHO_CHARS = 2000;
 
-const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
 const compiled = new Map<string, ValidateFunction>();
+let ajv: Ajv | undefined;
+
+/** Ajv (CommonJS, so it can load synchronously) loads with the first job that has an output_schema. */
+function validator(): Ajv {
+  if (!ajv) {
+    const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
+  }
+  return ajv;
+}
 
 /** Compiles a job's output_schema once; an invalid schema is an input error that names the field. */
 export function compileOutputSchema(schema: unknown): ValidateFunction {
@@ -15,7 +25,7 @@ export function compileOutputSchema(schema: unknown): ValidateFunction {
   let validate = compiled.get(key);
   if (!validate) {
     try {
-      validate = ajv.compile(schema as object);
+      validate = validator().compile(schema as object);
     } catch (err) {
       throw new AbpError('invalid_input', `output_schema: not a valid JSON Schema: ${(err as Error).message}`);
     }

@@ -7,33 +7,34 @@ function json(uri: string, data: unknown) {
 }
 
 /** Read-only views an assistant can attach as context. */
-export function registerResources(server: McpServer, app: App): void {
+export function registerResources(server: McpServer, app: Promise<App>): void {
+  const orchestrator = async () => (await app).orchestrator;
   server.registerResource(
     'status',
     'abp://status',
     { title: 'abp status', description: 'Live executors and the number of jobs in each state.', mimeType: 'application/json' },
-    async (uri) => json(uri.href, await app.orchestrator.overview()),
+    async (uri) => json(uri.href, await (await orchestrator()).overview()),
   );
   server.registerResource(
     'jobs',
     'abp://jobs',
     { title: 'Recent jobs', description: 'The 50 most recent jobs with their status.', mimeType: 'application/json' },
-    async (uri) => json(uri.href, await app.orchestrator.listJobs({}, { limit: 50, offset: 0 })),
+    async (uri) => json(uri.href, await (await orchestrator()).listJobs({}, { limit: 50, offset: 0 })),
   );
   const complete = { job_id: (typed: string) => completeJobId(app, typed) };
   const listJobs = async () => ({
-    resources: (await app.orchestrator.listJobs({}, { limit: 50, offset: 0 })).map((j) => ({ uri: `abp://jobs/${j.job_id}`, name: `job ${j.job_id}: ${j.name}` })),
+    resources: (await (await orchestrator()).listJobs({}, { limit: 50, offset: 0 })).map((j) => ({ uri: `abp://jobs/${j.job_id}`, name: `job ${j.job_id}: ${j.name}` })),
   });
   server.registerResource(
     'job',
     new ResourceTemplate('abp://jobs/{job_id}', { list: listJobs, complete }),
     { title: 'A job', description: 'One job with its spec and status.', mimeType: 'application/json' },
-    async (uri, vars) => json(uri.href, await app.orchestrator.getJob(jobIdFrom(vars.job_id))),
+    async (uri, vars) => json(uri.href, await (await orchestrator()).getJob(jobIdFrom(vars.job_id))),
   );
   server.registerResource(
     'job-results',
     new ResourceTemplate('abp://jobs/{job_id}/results', { list: undefined, complete }),
     { title: 'A job’s results', description: 'The first 100 unit outcomes of a job.', mimeType: 'application/json' },
-    async (uri, vars) => json(uri.href, await app.orchestrator.resultsPage(jobIdFrom(vars.job_id), {}, { limit: 100, offset: 0 })),
+    async (uri, vars) => json(uri.href, await (await orchestrator()).resultsPage(jobIdFrom(vars.job_id), {}, { limit: 100, offset: 0 })),
   );
 }

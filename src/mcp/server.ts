@@ -3,7 +3,7 @@ import type { App } from '../app.js';
 import { VERSION } from '../app.js';
 import { registerPrompts } from './prompts.js';
 import { registerResources } from './resources.js';
-import { installTasks, JobTaskStore, stdioOwner, TASK_CAPABILITIES } from './tasks.js';
+import { installTasks, JobTaskStore, TASK_CAPABILITIES } from './tasks.js';
 import { register } from './tool.js';
 import { approvalTools } from './tools/approval.js';
 import { controlTools } from './tools/control.js';
@@ -19,9 +19,11 @@ Where the host can show a dialog, start_job asks the person directly; the job re
 
 /**
  * The MCP server: every tool and resource, over whatever transport the caller connects.
- * `owner` is whose tasks it sees (src/mcp/tasks.ts): the ABP_HOME over stdio, the API key over HTTP.
+ * `owner` is whose tasks it sees (src/mcp/tasks.ts): the ABP_HOME over stdio (the default), the API key over HTTP.
+ * The server answers `initialize` and lists its tools, prompts and resources while
+ * `app` is still loading; a request that needs the app waits for it.
  */
-export function createMcpServer(app: App, owner = stdioOwner(app)): McpServer {
+export function createMcpServer(app: Promise<App>, owner?: string): McpServer {
   const taskStore = new JobTaskStore(app, owner);
   const server = new McpServer(
     { name: 'abp', version: VERSION },

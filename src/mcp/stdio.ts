@@ -6,8 +6,9 @@ import { createMcpServer } from './server.js';
  * Serves MCP on stdin/stdout until the client goes away (stdin EOF) or `stop`
  * resolves (the command's SIGTERM/SIGINT). stdout belongs to the protocol; logs go
  * to stderr. Executors are separate processes and keep running after this returns.
+ * `app` may still be loading: the transport connects at once.
  */
-export async function serveStdio(app: App, stop: Promise<unknown>): Promise<void> {
+export async function serveStdio(app: Promise<App>, stop: Promise<unknown>): Promise<void> {
   const server = createMcpServer(app);
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {

@@ -107,43 +107,46 @@ const TASK_TOOLS: TaskTool[] = [
  * session id; it is not used: a session ends with its connection, a task does not.
  */
 export class JobTaskStore implements TaskStore {
-  private readonly rows: TaskRows;
+  /** The app, its task rows and the owner (over stdio, the app's ABP_HOME), once the app has loaded. */
+  private readonly ready: Promise<{ app: App; rows: TaskRows; owner: string }>;
 
-  constructor(
-    private readonly app: App,
-    private readonly owner: string,
-  ) {
-    this.rows = new TaskRows(app.repo);
+  constructor(app: Promise<App>, owner?: string) {
+    this.ready = app.then((loaded) => ({ app: loaded, rows: new TaskRows(loaded.repo), owner: owner ?? stdioOwner(loaded) }));
+    // A failed load reaches each request that awaits it, and whoever started the load; not the process.
+    this.ready.catch(() => undefined);
   }
 
   /** `taskParams.context` carries job_id, tool and started (see installTasks). */
   async createTask(taskParams: CreateTaskOptions, _requestId: unknown, request: Request): Promise<Task> {
     const context = taskParams.context as { job_id: number; started: Record<string, unknown> } | undefined;
     if (!context) throw new Error('a task needs its job (context.job_id)');
+    const { rows, owner } = await this.ready;
     const now = Date.now();
     const ttl = Math.min(taskParams.ttl ?? DEFAULT_TTL_MS, MAX_TTL_MS);
     const row: McpTasksTable = {
       task_id: randomUUID(),
-      owner: this.owner,
+      owner,
       job_id: context.job_id,
       tool: String((request.params as { name?: unknown } | undefined)?.name ?? request.method),
       started: JSON.stringify(context.started),
       created_at: now,
       expires_at: now + ttl,
     };
-    await this.rows.insert(row);
+    await rows.insert(row);
     return this.view(row);
   }
 
   async getTask(taskId: string): Promise<Task | null> {
-    const row = await this.rows.get(taskId, this.owner, Date.now());
+    const { rows, owner } = await this.ready;
+    const row = await rows.get(taskId, owner, Date.now());
     return row ? this.view(row) : null;
   }
 
   async getTaskResult(taskId: string): Promise<Result> {
-    const row = await this.rows.get(taskId, this.owner, Date.now());
+    const { app, rows, owner } = await this.ready;
+    const row = await rows.get(taskId, owner, Date.now());
     if (!row) throw new McpError(ErrorCode.InvalidParams, `Task not found: ${taskId}`);
-    const state = await this.app.orchestrator.startState(row.job_id);
+    const state = await app.orchestrator.startState(row.job_id);
     const step = stepOf(state);
     const data = row.tool === waitForJob.name
       ? { job: state.job, test_unit: state.test_unit, next: mcpHint(step) }
@@ -154,10 +157,11 @@ export class JobTaskStore implements TaskStore {
   /** Only cancellation is a move; every other status is read from the job. */
   async updateTaskStatus(taskId: string, status: Task['status']): Promise<void> {
     if (status !== 'cancelled') return;
-    const row = await this.rows.get(taskId, this.owner, Date.now());
+    const { app, rows, owner } = await this.ready;
+    const row = await rows.get(taskId, owner, Date.now());
     if (!row) throw new McpError(ErrorCode.InvalidParams, `Task not found: ${taskId}`);
     try {
-      await this.app.orchestrator.cancel(row.job_id);
+      await app.orchestrator.cancel(row.job_id);
     } catch (err) {
       throw new McpError(ErrorCode.InvalidParams, `cannot cancel task ${taskId}: ${failText(err)}`);
     }
@@ -170,9 +174,10 @@ export class JobTaskStore implements TaskStore {
   async listTasks(cursor?: string): Promise<{ tasks: Task[]; nextCursor?: string }> {
     const offset = cursor === undefined ? 0 : Number(cursor);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`invalid cursor ${JSON.stringify(cursor)}: pass back the nextCursor of the previous page`);
-    const rows = await this.rows.list(this.owner, Date.now(), { offset, limit: LIST_PAGE + 1 });
-    const tasks = await Promise.all(rows.slice(0, LIST_PAGE).map((r) => this.view(r)));
-    return rows.length > LIST_PAGE ? { tasks, nextCursor: String(offset + LIST_PAGE) } : { tasks };
+    const { rows, owner } = await this.ready;
+    const page = await rows.list(owner, Date.now(), { offset, limit: LIST_PAGE + 1 });
+    const tasks = await Promise.all(page.slice(0, LIST_PAGE).map((r) => this.view(r)));
+    return page.length > LIST_PAGE ? { tasks, nextCursor: String(offset + LIST_PAGE) } : { tasks };
   }
 
   /** The task as the protocol shows it, from its job as it is now. */
@@ -183,9 +188,10 @@ export class JobTaskStore implements TaskStore {
       createdAt: new Date(row.created_at).toISOString(),
       pollInterval: POLL_INTERVAL_MS,
     };
+    const { app } = await this.ready;
     let state: Awaited<ReturnType<App['orchestrator']['startState']>>;
     try {
-      state = await this.app.orchestrator.startState(row.job_id);
+      state = await app.orchestrator.startState(row.job_id);
     } catch (err) {
       if (err instanceof AbpError && err.code === 'not_found') {
         return { ...base, status: 'failed', lastUpdatedAt: base.createdAt, statusMessage: `job ${row.job_id} no longer exists` };
@@ -258,7 +264,7 @@ function installedHandler(server: McpServer, method: string): Handler {
  * after every tool is registered, on a server built with `taskStore: store` and
  * `capabilities.tasks: TASK_CAPABILITIES`.
  */
-export function installTasks(server: McpServer, app: App, store: JobTaskStore): void {
+export function installTasks(server: McpServer, app: Promise<App>, store: JobTaskStore): void {
   register(server, app, [waitForJob]);
   const byName = new Map(TASK_TOOLS.map((t) => [t.def.name, t]));
   const listTools = installedHandler(server, 'tools/list');
@@ -280,7 +286,7 @@ export function installTasks(server: McpServer, app: App, store: JobTaskStore): 
     }
     let begun: Awaited<ReturnType<TaskTool['begin']>>;
     try {
-      begun = await tool.begin(parsed.data, app, server, extra);
+      begun = await tool.begin(parsed.data, await app, server, extra);
     } catch (err) {
       // Nothing was started: the request fails, as a JSON-RPC error that says what to do.
       throw new McpError(ErrorCode.InvalidParams, failText(err));

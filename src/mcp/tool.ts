@@ -108,7 +108,8 @@ function editDistance(a: string, b: string): number {
   return row[b.length] ?? 0;
 }
 
-export function register(server: McpServer, app: App, tools: ToolDef<any, any>[]): void {
+/** Registers tools at once; each call waits for the app, which may still be loading. */
+export function register(server: McpServer, app: Promise<App>, tools: ToolDef<any, any>[]): void {
   for (const tool of tools) {
     const known = Object.keys(tool.input);
     server.registerTool(
@@ -126,7 +127,7 @@ export function register(server: McpServer, app: App, tools: ToolDef<any, any>[]
         try {
           const refused = unknownArguments(tool.name, args, known);
           if (refused) throw refused;
-          return ok(await tool.handler(args, { app, server }, extra));
+          return ok(await tool.handler(args, { app: await app, server }, extra));
         } catch (err) {
           return fail(err);
         }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { AbpConfig } from '../config.js';
 import { errorMessage } from '../domain/errors.js';
-import { LATEST_MIGRATION, migrationProvider } from '../store/migrations.js';
+import { LATEST_MIGRATION, MIGRATION_NAMES } from '../store/migration-names.js';
 import type { Repository } from '../store/repository.js';
 import type { EventRow } from '../store/schema.js';
 
@@ -50,7 +50,7 @@ export class Monitor {
 
   /** Whether the database answers and has run every migration this build knows. */
   async readiness(): Promise<{ ready: boolean; database: string; migrations: { latest: string; pending: string[] } }> {
-    const known = Object.keys(await migrationProvider.getMigrations()).sort();
+    const known = [...MIGRATION_NAMES];
     try {
       const executed = new Set(await this.repo.executedMigrations());
       const pending = known.filter((name) => !executed.has(name));

@@ -53,7 +53,7 @@ export async function writeTable(spec: TableSpec, job: Job, lines: Lines): Promi
       columns.set(name, seen === undefined || seen === type ? type : seen === 'text' || type === 'text' ? 'text' : 'double precision');
     }
   }
-  const external = openExternal(spec.connection_string);
+  const external = await openExternal(spec.connection_string);
   const { db } = external;
   try {
     const tables = await db.introspection.getTables();

@@ -4,7 +4,8 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet, type SqliteDatabase } from 'kysely';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
-import { LATEST_MIGRATION, migrationProvider } from './migrations.js';
+import { LATEST_MIGRATION, MIGRATION_NAMES, migrationsMatch } from './migration-names.js';
+import { migrationProvider } from './migrations.js';
 import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.js';
 import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
@@ -154,7 +155,7 @@ interface MigrationNames {
 }
 
 async function migrationNames(db: Kysely<Database>): Promise<MigrationNames> {
-  const known = Object.keys(await migrationProvider.getMigrations());
+  const known: string[] = [...MIGRATION_NAMES];
   try {
     const rows = await (db as unknown as Kysely<{ kysely_migration: { name: string } }>).selectFrom('kysely_migration').select('name').execute();
     return { done: rows.map((r) => r.name), known };
@@ -169,8 +170,8 @@ async function migrationNames(db: Kysely<Database>): Promise<MigrationNames> {
  * several round trips) would cost each of them for nothing. Extra names (a newer
  * abp wrote them) go the slow way, which explains the problem.
  */
-function upToDate({ done, known }: MigrationNames): boolean {
-  return done !== null && done.length === known.length && known.every((name) => done.includes(name));
+function upToDate({ done }: MigrationNames): boolean {
+  return done !== null && migrationsMatch(done);
 }
 
 /** A migration's number, its schema version: 6 for 006-shared-cool-downs. */

@@ -1,6 +1,5 @@
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
-import pg from 'pg';
 
 export interface ExternalDb {
   db: Kysely<any>;
@@ -12,8 +11,9 @@ export interface ExternalDb {
  * A user's own database, for writing results back (not abp's store): a SQLite
  * file path (or sqlite:PATH), or a postgres:// URL.
  */
-export function openExternal(connectionString: string): ExternalDb {
+export async function openExternal(connectionString: string): Promise<ExternalDb> {
   if (/^postgres(ql)?:\/\//.test(connectionString)) {
+    const { default: pg } = await import('pg');
     const pool = new pg.Pool({ connectionString, max: 2 });
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
     return { db, dialect: 'postgres', close: () => db.destroy() };

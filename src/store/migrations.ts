@@ -1,4 +1,5 @@
 import { PostgresAdapter, sql, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import type { MigrationName } from './migration-names.js';
 
 /*
  * Every migration runs on SQLite and on PostgreSQL, so column types are the ones
@@ -27,7 +28,7 @@ const REAL = 'double precision';
  * Numbered migrations, run on open. Never edit a migration that has shipped:
  * add the next number instead.
  */
-const migrations: Record<string, Migration> = {
+const migrations: Record<MigrationName, Migration> = {
   '001-initial': {
     async up(db: Kysely<any>) {
       await db.schema
@@ -299,5 +300,3 @@ export const migrationProvider: MigrationProvider = {
     return migrations;
   },
 };
-
-export const LATEST_MIGRATION = Object.keys(migrations).sort().at(-1) as string;

@@ -1,5 +1,5 @@
 import { CompiledQuery, sql, type Kysely } from 'kysely';
-import { AbpError } from '../domain/errors.js';
+import { AbpError, jobNotFound } from '../domain/errors.js';
 import {
   assertJobMove,
   counterColumn,
@@ -187,7 +187,7 @@ export class Repository {
     let q = t.selectFrom('jobs').selectAll().where('id', '=', id);
     if (this.pg) q = q.forUpdate();
     const job = await q.executeTakeFirst();
-    if (!job) throw new AbpError('not_found', `job ${id} does not exist`);
+    if (!job) throw jobNotFound(id);
     return job;
   }
 
@@ -328,7 +328,7 @@ export class Repository {
 
   async requireJob(id: number, t: Db = this.db): Promise<JobRow> {
     const job = await t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!job) throw new AbpError('not_found', `job ${id} does not exist`);
+    if (!job) throw jobNotFound(id);
     return job;
   }
 

@@ -4,7 +4,8 @@ import { execa } from 'execa';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LATEST_MIGRATION, migrationProvider } from '../../src/store/migrations.js';
+import { LATEST_MIGRATION } from '../../src/store/migration-names.js';
+import { migrationProvider } from '../../src/store/migrations.js';
 import { CLI, ROOT, Sandbox, sleep } from '../helpers/cli.js';
 import { pgExec } from '../helpers/postgres.js';
 

@@ -14,7 +14,7 @@ let app: App;
 let client: Client;
 
 async function connect(capabilities: Record<string, unknown> = {}): Promise<Client> {
-  const server = createMcpServer(app);
+  const server = createMcpServer(Promise.resolve(app));
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
   const c = new Client({ name: 'test', version: '1.0.0' }, { capabilities });

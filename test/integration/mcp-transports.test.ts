@@ -41,6 +41,17 @@ describe('abp mcp over stdio', () => {
     expect(alive).toBe(false);
   });
 
+  it('exits 1 saying why when the store cannot open, though the server was already up', async () => {
+    // A folder where the database file should be: SQLite cannot open it.
+    const child = execa(process.execPath, [CLI, 'mcp'], { env: { ...sb.env, ABP_DB: sb.home }, reject: false, timeout: 60_000 });
+    const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } };
+    child.stdin?.write(`${JSON.stringify(initialize)}\n`);
+    // stdin stays open: the failed store, not EOF, ends the server.
+    const r = await child;
+    expect(r.exitCode).toBe(1);
+    expect(String(r.stderr)).toContain(`abp: cannot open the database ${sb.home}`);
+  });
+
   it('works with the MCP Inspector CLI as an external client', async () => {
     const inspector = join(ROOT, 'node_modules', '.bin', 'mcp-inspector');
     const run = (args: string[]) =>

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CoolDowns } from '../../src/executor/cool-downs.js';
 import { openRepository } from '../../src/store/database.js';
-import { LATEST_MIGRATION } from '../../src/store/migrations.js';
+import { LATEST_MIGRATION } from '../../src/store/migration-names.js';
 import type { Repository } from '../../src/store/repository.js';
 import { CLI, ROOT, sleep } from '../helpers/cli.js';
 import { createTestDatabase, dropTestDatabase, TEST_BACKEND } from '../helpers/postgres.js';

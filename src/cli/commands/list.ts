@@ -10,7 +10,7 @@ export const list: Command = {
   async run(ctx) {
     const filter = { status: enumFlag(ctx, 'status', JOB_STATES) };
     const page = { limit: intFlag(ctx, 'limit', 1) ?? 50, offset: intFlag(ctx, 'offset', 0) ?? 0 };
-    const jobs = (await (await ctx.repo()).listJobs(filter, page)).map(jobStatus);
+    const jobs = (await (await ctx.jobs()).listJobs(filter, page)).map(jobStatus);
     const rows = jobs.map((j) => ({
       id: j.job_id,
       name: j.name,

@@ -8,7 +8,7 @@ export const status: Command = {
   options: {},
   async run(ctx) {
     const id = jobIdArg(ctx);
-    const s = jobStatus(await (await ctx.repo()).requireJob(id));
+    const s = jobStatus(await (await ctx.jobs()).requireJob(id));
     ctx.print(statusBlock(s), s);
   },
 };

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
@@ -34,7 +34,8 @@ export const postgresProvider: ProviderFactory<Config> = {
     const where = `${safeUrl(cfg.url)} ${cfg.schema}.${cfg.table}`;
     let keyCol: string | undefined;
     const withClient = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
-      const client = new pg.Client({ connectionString: cfg.url, connectionTimeoutMillis: 10_000 });
+      const { Client } = (await import('pg')).default;
+      const client = new Client({ connectionString: cfg.url, connectionTimeoutMillis: 10_000 });
       client.on('error', () => undefined);
       await client.connect();
       try {

@@ -1,0 +1,55 @@
+import BetterSqlite3 from 'better-sqlite3';
+import { jobNotFound } from '../domain/errors.js';
+import type { JobState } from '../domain/states.js';
+import { migrationsMatch } from './migration-names.js';
+import { isPostgresUrl } from './postgres.js';
+import type { Page } from './repository.js';
+import type { JobRow } from './schema.js';
+
+/** The reads `abp status` and `abp list` make; the Repository has them too. */
+export interface JobReader {
+  requireJob(id: number): Promise<JobRow>;
+  listJobs(filter: { status?: JobState[] }, page: Page): Promise<JobRow[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * A read-only view of a SQLite store in plain SQL, without Kysely or the
+ * migrator: the quick path for `abp status` and `abp list`. It serves only a
+ * database that has run exactly the migrations this build knows; anything else
+ * (a PostgreSQL URL, a missing file, a database behind or ahead, any error on
+ * open) gives undefined, and the caller opens the full store, which migrates or
+ * refuses with its own explanation. The rows are the same objects the
+ * Repository's `selectAll` returns, so what the caller prints is too.
+ */
+export function openQuickReader(db: string, busyTimeoutMs: number): JobReader | undefined {
+  if (isPostgresUrl(db)) return undefined;
+  const path = db.replace(/^sqlite:(\/\/)?/, '');
+  if (path === ':memory:') return undefined;
+  let sqlite: BetterSqlite3.Database | undefined;
+  try {
+    sqlite = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    sqlite.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
+    const done = sqlite.prepare('select name from kysely_migration').pluck().all() as string[];
+    if (!migrationsMatch(done)) throw new Error('not up to date');
+  } catch {
+    sqlite?.close();
+    return undefined;
+  }
+  const open = sqlite;
+  return {
+    async requireJob(id) {
+      const job = open.prepare('select * from jobs where id = ?').get(id) as JobRow | undefined;
+      if (!job) throw jobNotFound(id);
+      return job;
+    },
+    async listJobs(filter, page) {
+      const states = filter.status ?? [];
+      const where = states.length ? `where status in (${states.map(() => '?').join(', ')})` : '';
+      return open.prepare(`select * from jobs ${where} order by id desc limit ? offset ?`).all(...states, page.limit, page.offset) as JobRow[];
+    },
+    async close() {
+      open.close();
+    },
+  };
+}

@@ -1,4 +1,4 @@
-import type { JobState, UnitState } from './states.js';
+import { isTerminalUnit, type JobState, type UnitState } from './states.js';
 
 /**
  * What a person or an assistant should do next, as data. The orchestrator and
@@ -41,7 +41,7 @@ export function nextStepFor(job: { id: number; status: JobState; status_reason: 
     case 'CREATED':
       return job.status_reason === 'pending_approval' ? { action: 'approve_code', job_id, code_sha256: null } : { action: 'start', job_id };
     case 'TESTING':
-      return testStatus === 'PENDING' || testStatus === 'RUNNING' ? { action: 'wait_for_test', job_id } : { action: 'review_test', job_id };
+      return testStatus !== undefined && !isTerminalUnit(testStatus) ? { action: 'wait_for_test', job_id } : { action: 'review_test', job_id };
     case 'RUNNING':
       return { action: 'follow', job_id };
     case 'PAUSED':

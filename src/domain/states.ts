@@ -61,6 +61,11 @@ export function isTerminalJob(status: JobState): boolean {
   return TERMINAL_JOB_STATES.includes(status);
 }
 
+/** A unit that has finished: succeeded, failed or cancelled. */
+export function isTerminalUnit(status: UnitState): boolean {
+  return TERMINAL_UNIT_STATES.includes(status);
+}
+
 /** Why a job is paused, failed or cancelled. Free text is allowed after a colon. */
 export const STATUS_REASONS = [
   'user',

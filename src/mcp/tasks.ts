@@ -17,11 +17,13 @@ import { z } from 'zod';
 import type { App } from '../app.js';
 import { AbpError } from '../domain/errors.js';
 import { nextStepFor, type NextStep } from '../domain/next-step.js';
+import { isTerminalUnit } from '../domain/states.js';
 import { JobStatusWire, UnitDetailWire } from '../domain/wire.js';
 import type { StartResult } from '../orchestrator/orchestrator.js';
 import { TaskRows, type McpTasksTable } from '../store/task-store.js';
 import { mcpHint } from './hints.js';
 import { defineTool, fail, jobId, ok, register, unknownArguments, type Extra, type ToolDef } from './tool.js';
+import { fitUnit } from './tools/inspect.js';
 import { startJob } from './tools/jobs.js';
 
 /*
@@ -72,7 +74,7 @@ export const waitForJob = defineTool({
   async handler(args, { app }) {
     await app.orchestrator.waitUntilSettled(args.job_id, (args.wait_seconds ?? 30) * 1000);
     const state = await app.orchestrator.startState(args.job_id);
-    return { job: state.job, test_unit: state.test_unit, next: mcpHint(stepOf(state)) };
+    return { job: state.job, test_unit: fitted(state), next: mcpHint(stepOf(state)) };
   },
 });
 
@@ -149,8 +151,8 @@ export class JobTaskStore implements TaskStore {
     const state = await app.orchestrator.startState(row.job_id);
     const step = stepOf(state);
     const data = row.tool === waitForJob.name
-      ? { job: state.job, test_unit: state.test_unit, next: mcpHint(step) }
-      : { ...(JSON.parse(row.started) as Record<string, unknown>), job: state.job, test_unit: state.test_unit, next: mcpHint(step), next_step: step };
+      ? { job: state.job, test_unit: fitted(state), next: mcpHint(step) }
+      : { ...(JSON.parse(row.started) as Record<string, unknown>), job: state.job, test_unit: fitted(state), next: mcpHint(step), next_step: step };
     return ok(data);
   }
 
@@ -230,11 +232,16 @@ function taskStatus({ job, test_unit }: Pick<StartResult, 'job' | 'test_unit'>):
     case 'RUNNING':
       return 'working';
     case 'TESTING':
-      return test_unit && ['PENDING', 'RUNNING'].includes(test_unit.status) ? 'working' : 'input_required';
+      return test_unit && !isTerminalUnit(test_unit.status) ? 'working' : 'input_required';
     case 'CREATED':
     case 'PAUSED':
       return 'input_required';
   }
+}
+
+/** The test unit cut to fit a tool result, as start_job returns it. */
+function fitted({ test_unit }: Pick<StartResult, 'test_unit'>) {
+  return test_unit ? fitUnit(test_unit) : null;
 }
 
 function stepOf({ job, test_unit }: Pick<StartResult, 'job' | 'test_unit'>): NextStep {

@@ -7,7 +7,7 @@ import { AbpError, errorMessage } from '../domain/errors.js';
 import { nextStepFor, type NextStep } from '../domain/next-step.js';
 import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
 import { redactUrlPasswords } from '../domain/redact.js';
-import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
+import { isTerminalJob, isTerminalUnit, type JobState, type UnitState } from '../domain/states.js';
 import { placeholdersOf } from '../domain/template.js';
 import type { Launcher, LaunchResult } from '../executor/launcher.js';
 import { compileOutputSchema } from '../executor/output-schema.js';
@@ -51,7 +51,6 @@ export interface StartResult {
 /** Items larger than this are refused at creation: one item must fit one prompt. */
 export const MAX_ITEM_BYTES = 1024 * 1024;
 
-const UNIT_DONE: readonly UnitState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 
 /**
  * Creates jobs, runs the test unit, starts, pauses, resumes, cancels, retries and
@@ -208,12 +207,12 @@ export class Orchestrator {
     return this.deps.enumerators.list().map(enumeratorInfo);
   }
 
-  /** Every worker type with its description and config JSON Schema, and with `health`, each one's health check. */
-  async listWorkers(options: { health?: boolean } = {}) {
-    const health = options.health ? await this.doctor() : [];
+  /** Every worker type with its description, config JSON Schema and health checks. */
+  async listWorkers() {
+    const health = await this.doctor();
     return this.deps.workers.list().map((w) => ({
       ...workerInfo(w),
-      ...(options.health ? { health: health.filter((h) => h.worker_type === w.type).map(({ label, health }) => ({ label, ...health })) } : {}),
+      health: health.filter((h) => h.worker_type === w.type).map(({ label, health }) => ({ label, ...health })),
     }));
   }
 
@@ -329,7 +328,7 @@ export class Orchestrator {
   private async settled(job: JobRow): Promise<boolean> {
     if (job.status === 'TESTING') {
       const test = job.test_unit_id === null ? undefined : await this.deps.repo.getUnit(job.test_unit_id);
-      return test === undefined || UNIT_DONE.includes(test.status);
+      return test === undefined || isTerminalUnit(test.status);
     }
     return job.status !== 'RUNNING';
   }
@@ -342,7 +341,7 @@ export class Orchestrator {
     }
     const test = await this.deps.repo.getUnit(job.test_unit_id);
     if (!test) throw new AbpError('not_found', `job ${job.id}: its test unit ${job.test_unit_id} does not exist`);
-    if (!UNIT_DONE.includes(test.status)) {
+    if (!isTerminalUnit(test.status)) {
       throw new AbpError('conflict', `job ${job.id}: the test unit ${test.id} is still ${test.status}; wait for it before you ${move}`, {
         details: { job_id: job.id, next: { action: 'wait_for_test', job_id: job.id } satisfies NextStep },
       });

@@ -1,3 +1,4 @@
+import { isTerminalUnit } from '../../domain/states.js';
 import type { JobStatus } from '../../orchestrator/views.js';
 import type { Command } from '../command.js';
 import { intFlag, jobIdArg } from '../command.js';
@@ -42,7 +43,7 @@ export const watch: Command = {
       if (s.status !== 'RUNNING' && s.status !== 'TESTING') break;
       if (s.status === 'TESTING') {
         const test = s.test_unit_id === null ? null : await app.orchestrator.unit(s.test_unit_id);
-        if (!test || !['PENDING', 'RUNNING'].includes(test.status)) break;
+        if (!test || isTerminalUnit(test.status)) break;
       }
       await new Promise((r) => setTimeout(r, interval));
     }

@@ -25,7 +25,7 @@ export const listWorkers = defineTool({
     workers: z.array(z.looseObject({ type: z.string(), description: z.string(), config_schema: z.unknown(), health: z.array(z.looseObject({ status: z.string() })) })),
   },
   annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: true },
-  handler: async (_args, { app }) => ({ workers: (await app.orchestrator.listWorkers({ health: true })) as never }),
+  handler: async (_args, { app }) => ({ workers: (await app.orchestrator.listWorkers()) as never }),
 });
 
 export const previewJob = defineTool({

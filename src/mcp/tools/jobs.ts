@@ -4,6 +4,7 @@ import { JobDetailWire, JobStatusWire, UnitDetailWire } from '../../domain/wire.
 import type { StartResult } from '../../orchestrator/orchestrator.js';
 import { AbpError } from '../../domain/errors.js';
 import type { NextStep } from '../../domain/next-step.js';
+import { isTerminalUnit } from '../../domain/states.js';
 import { mcpHint } from '../hints.js';
 import { canElicit, defineTool, flag, jobId, jsonObject, toObject, truthy, type Extra, type ToolContext } from '../tool.js';
 import { fitUnit } from './inspect.js';
@@ -139,7 +140,7 @@ export const startJob = defineTool({
     if (!approve || result.job.status !== 'TESTING') result = await orchestrator.start(id, approve ? { approve: true } : {});
     result = await waitWithProgress(ctx, extra, id, wait, result);
     const test = result.test_unit;
-    if (result.job.status !== 'TESTING' || !test || ['PENDING', 'RUNNING'].includes(test.status)) return answer(result, 'not_asked');
+    if (result.job.status !== 'TESTING' || !test || !isTerminalUnit(test.status)) return answer(result, 'not_asked');
 
     // The test unit has finished: the decision belongs to the person. Ask them once, where the host can.
     const asked = (await alreadyAsked(ctx, result)) ? 'not_asked' : await askPerson(ctx, result, 'approve');

@@ -96,8 +96,11 @@ export class JobExecutor {
         else {
           idleSince ??= Date.now();
           if (config.idleExitMs > 0 && Date.now() - idleSince >= config.idleExitMs) {
-            this.log(`idle for ${config.idleExitMs} ms; exiting`);
-            break;
+            if (await this.leaveIfStillIdle()) {
+              this.log(`idle for ${config.idleExitMs} ms; exiting`);
+              break;
+            }
+            idleSince = undefined;
           }
         }
         if (!this.stopping) await this.pool.waitForChange(config.pollMs);
@@ -106,6 +109,25 @@ export class JobExecutor {
       await unlisten();
       await this.shutdown();
     }
+  }
+
+  /**
+   * Leaves the executors table, then looks for work once more. A job started
+   * meanwhile either found this executor gone (and launched another) or is seen
+   * now, in which case this executor registers again and stays. Without the
+   * second look, a job started in the moment before exit would wait on nobody.
+   */
+  private async leaveIfStillIdle(): Promise<boolean> {
+    const { repo } = this.deps;
+    try {
+      await repo.unregisterExecutor(this.id);
+      if (!(await this.survey(Date.now())).work) return true;
+    } catch {
+      // The database is unreachable: stay, and let the loop's backoff handle it.
+    }
+    await repo.registerExecutor(this.registration(Date.now())).catch(() => undefined);
+    this.lastHeartbeat = Date.now();
+    return false;
   }
 
   private registration(now: number): ExecutorRow {
@@ -151,6 +173,32 @@ export class JobExecutor {
       this.lastReclaim = now;
     }
 
+    const { work, claimable } = await this.survey(now);
+    if (this.stopping || claimable.length === 0) return work;
+    // Rate limits other executors hit hold this one back as well.
+    for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
+
+    // Round-robin the starting job so that one large job cannot starve the others.
+    this.rotation = (this.rotation + 1) % claimable.length;
+    const ordered = [...claimable.slice(this.rotation), ...claimable.slice(0, this.rotation)];
+    for (const job of ordered) {
+      const free = this.pool.free();
+      if (free <= 0) break;
+      // A worker type cooling down after a rate limit gets no new claims until it ends.
+      if (this.pool.coolDowns.remainingMs(job.worker_type) > 0) continue;
+      const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs);
+      for (const unit of units) this.pool.start(unit, fresh);
+    }
+    return work;
+  }
+
+  /**
+   * Reads the active jobs: aborts units of jobs that left the active states,
+   * finishes jobs with nothing left, resumes quota pauses that are due, and
+   * says whether there is work and which jobs have units to claim.
+   */
+  private async survey(now: number): Promise<{ work: boolean; claimable: JobRow[] }> {
+    const { repo } = this.deps;
     const jobs = await repo.activeJobs();
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const jobId of this.pool.runningJobIds()) {
@@ -182,22 +230,7 @@ export class JobExecutor {
         }
       }
     }
-    if (this.stopping || claimable.length === 0) return work;
-    // Rate limits other executors hit hold this one back as well.
-    for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
-
-    // Round-robin the starting job so that one large job cannot starve the others.
-    this.rotation = (this.rotation + 1) % claimable.length;
-    const ordered = [...claimable.slice(this.rotation), ...claimable.slice(0, this.rotation)];
-    for (const job of ordered) {
-      const free = this.pool.free();
-      if (free <= 0) break;
-      // A worker type cooling down after a rate limit gets no new claims until it ends.
-      if (this.pool.coolDowns.remainingMs(job.worker_type) > 0) continue;
-      const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs);
-      for (const unit of units) this.pool.start(unit, fresh);
-    }
-    return work;
+    return { work, claimable };
   }
 
   /**

@@ -312,15 +312,22 @@ export class Orchestrator {
 
   /**
    * Waits until the job needs a person (its test unit finished) or stops moving
-   * (terminal, paused, created), or the time is up.
+   * (terminal, paused, created), or the time is up. While it waits, the job is
+   * kept served: if every executor died (no heartbeat for three beats), a new one
+   * is launched, so a wait never outlasts the process that was meant to end it.
    */
   async waitUntilSettled(id: number, timeoutMs: number, onTick?: (job: JobRow) => void): Promise<JobRow> {
     const deadline = Date.now() + timeoutMs;
+    let lastLook = Date.now();
     for (;;) {
       const job = await this.deps.repo.requireJob(id);
       onTick?.(job);
       if (await this.settled(job)) return job;
       if (Date.now() >= deadline) return job;
+      if (Date.now() - lastLook >= this.deps.config.heartbeatMs) {
+        lastLook = Date.now();
+        await this.deps.launcher.ensureExecutor();
+      }
       await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, deadline - Date.now()))));
     }
   }

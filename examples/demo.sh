@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ABP_HOME="${ABP_HOME:-$PWD/.abp-demo}"
-abp() { node dist/src/cli/main.js "$@"; }
+abp() { node dist/cli/main.js "$@"; }
 
 echo "== abp demo: ABP_HOME=$ABP_HOME"
 echo

@@ -5,7 +5,7 @@ import type { AbpConfig } from '../config.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import type { Repository } from '../store/repository.js';
 
-export const CLI_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+export const CLI_ENTRY = join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
 
 export interface LaunchResult {
   started: boolean;

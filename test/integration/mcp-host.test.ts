@@ -333,7 +333,7 @@ describe('the Claude Code plugin in this checkout', () => {
     const plugin = await validate(join(ROOT, '.claude-plugin', 'plugin.json'));
     expect(plugin.exitCode, String(plugin.stdout)).toBe(0);
     expect(JSON.parse(String(plugin.stdout))).toMatchObject({ success: true, manifest: { type: 'plugin', errors: [], warnings: [] } });
-    expect(report.provides.mcpServers).toEqual([{ name: 'abp', type: 'stdio', target: 'node', args: ['${CLAUDE_PLUGIN_ROOT}/dist/src/cli/main.js', 'mcp'] }]);
+    expect(report.provides.mcpServers).toEqual([{ name: 'abp', type: 'stdio', target: 'node', args: ['${CLAUDE_PLUGIN_ROOT}/dist/cli/main.js', 'mcp'] }]);
     expect(report.provides.skills).toEqual(['abp:abp']);
 
     // The same check fails on a plugin whose manifest is broken.

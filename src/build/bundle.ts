@@ -1,0 +1,36 @@
+/**
+ * `npm run build`'s second step: bundles the CLI that tsc compiled into dist/cli/.
+ *
+ * Why: Node loads ES modules one file at a time, and abp's dependencies are many
+ * small files (Kysely alone is over 250). Unbundled, `abp create` read ~480 modules
+ * before it did anything; every CLI call, every executor and `abp mcp` paid that.
+ * esbuild joins them into a few chunks. Commands still load lazily: each command's
+ * dynamic import becomes its own chunk, shared code a shared chunk.
+ *
+ * Kept outside the bundle, loaded from node_modules at run time: better-sqlite3 (a
+ * native addon) and piscina (it starts its thread from a file beside its own). Files that abp starts as their own thread or process by path (the sync
+ * snapshot thread) stay where tsc put them, under dist/src/.
+ */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { build } from 'esbuild';
+import { PACKAGE_ROOT } from '../package-root.js';
+
+const outdir = join(PACKAGE_ROOT, 'dist', 'cli');
+rmSync(outdir, { recursive: true, force: true });
+await build({
+  entryPoints: [join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js')],
+  outdir,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external: ['better-sqlite3', 'piscina'],
+  chunkNames: 'chunks/[name]-[hash]',
+  entryNames: '[name]',
+  // CommonJS dependencies (pg, ajv, …) call require(); an ES module has none of its own.
+  banner: { js: "import { createRequire as __abpRequire } from 'node:module'; const require = __abpRequire(import.meta.url);" },
+  logLevel: 'warning',
+  legalComments: 'none',
+});

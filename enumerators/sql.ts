@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import { openSqliteFile } from '../src/store/sqlite-file.js';
 import { z } from 'zod';
 import type { EnumerateContext, Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
@@ -68,7 +69,7 @@ async function* fromSqlite(path: string, cfg: SqlConfig, ctx: EnumerateContext):
   await requireFile('enumerator_config.connection_string', path);
   let db: BetterSqlite3.Database;
   try {
-    db = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    db = openSqliteFile(path, { readonly: true, fileMustExist: true });
   } catch (err) {
     throw new AbpError('invalid_input', `enumerator_config.connection_string: cannot open ${path} as SQLite: ${errorMessage(err)}`, { cause: err });
   }

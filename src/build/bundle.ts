@@ -7,8 +7,8 @@
  * esbuild joins them into a few chunks. Commands still load lazily: each command's
  * dynamic import becomes its own chunk, shared code a shared chunk.
  *
- * Kept outside the bundle, loaded from node_modules at run time: better-sqlite3 (a
- * native addon) and piscina (it starts its thread from a file beside its own). Files that abp starts as their own thread or process by path (the sync
+ * Kept outside the bundle, loaded from node_modules at run time: native addons and
+ * piscina (it starts its thread from a file beside its own). Files that abp starts as their own thread or process by path (the sync
  * snapshot thread) stay where tsc put them, under dist/src/.
  */
 import { rmSync } from 'node:fs';
@@ -26,7 +26,8 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['better-sqlite3', 'piscina'],
+  // better-sqlite3's JavaScript is bundled; its addon is opened by path (src/store/sqlite-file.ts).
+  external: ['*.node', 'piscina'],
   chunkNames: 'chunks/[name]-[hash]',
   entryNames: '[name]',
   // CommonJS dependencies (pg, ajv, …) call require(); an ES module has none of its own.

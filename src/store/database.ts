@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import { openSqliteFile } from './sqlite-file.js';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet, type SqliteDatabase } from 'kysely';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
@@ -93,7 +94,7 @@ async function openKysely(options: StoreOptions): Promise<{ db: Kysely<Database>
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
   let sqlite: BetterSqlite3.Database;
   try {
-    sqlite = new BetterSqlite3(path);
+    sqlite = openSqliteFile(path);
     sqlite.pragma(`busy_timeout = ${Math.floor(options.busyTimeoutMs)}`);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');

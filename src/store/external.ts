@@ -1,4 +1,5 @@
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import { openSqliteFile } from './sqlite-file.js';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 
 export interface ExternalDb {
@@ -18,7 +19,7 @@ export async function openExternal(connectionString: string): Promise<ExternalDb
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
     return { db, dialect: 'postgres', close: () => db.destroy() };
   }
-  const sqlite = new BetterSqlite3(connectionString.replace(/^sqlite:(\/\/)?/, ''));
+  const sqlite = openSqliteFile(connectionString.replace(/^sqlite:(\/\/)?/, ''));
   sqlite.pragma('busy_timeout = 10000');
   const db = new Kysely<any>({ dialect: new SqliteDialect({ database: sqlite }) });
   return { db, dialect: 'sqlite', close: () => db.destroy() };

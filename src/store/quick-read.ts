@@ -1,4 +1,5 @@
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import { openSqliteFile } from './sqlite-file.js';
 import { jobNotFound } from '../domain/errors.js';
 import type { JobState } from '../domain/states.js';
 import { migrationsMatch } from './migration-names.js';
@@ -28,7 +29,7 @@ export function openQuickReader(db: string, busyTimeoutMs: number): JobReader | 
   if (path === ':memory:') return undefined;
   let sqlite: BetterSqlite3.Database | undefined;
   try {
-    sqlite = new BetterSqlite3(path, { readonly: true, fileMustExist: true });
+    sqlite = openSqliteFile(path, { readonly: true, fileMustExist: true });
     sqlite.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
     const done = sqlite.prepare('select name from kysely_migration').pluck().all() as string[];
     if (!migrationsMatch(done)) throw new Error('not up to date');

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
+import type BetterSqlite3 from 'better-sqlite3';
+import { openSqliteFile } from '../../store/sqlite-file.js';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
@@ -21,7 +22,7 @@ export const sqliteProvider: ProviderFactory<Config> = {
     let keyCol: string | undefined;
     const conn = () => {
       if (!db) {
-        db = new BetterSqlite3(path, { fileMustExist: true });
+        db = openSqliteFile(path, { fileMustExist: true });
         db.pragma('busy_timeout = 5000');
       }
       return db;

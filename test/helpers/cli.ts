@@ -3,6 +3,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
+import { openJobReader } from '../../src/app.js';
+import { resolveConfig } from '../../src/config.js';
+import { jobStatus } from '../../src/orchestrator/views.js';
 import { createTestDatabaseSync, dropTestDatabase, queryPostgres, TEST_BACKEND } from './postgres.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -82,10 +85,25 @@ export class Sandbox {
     return this.ok(['status', String(job)]);
   }
 
+  /**
+   * The job as `abp status JOB --json` prints it (the same reader and view), read
+   * in this process. Waiting polls ten times a second, and a CLI process per poll
+   * cost the suite more CPU than the work it waited on.
+   */
+  async statusHere(job: number): Promise<any> {
+    const reader = await openJobReader(resolveConfig(this.env));
+    try {
+      return JSON.parse(JSON.stringify(jobStatus(await reader.requireJob(job))));
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** Polls the job until `predicate` holds; returns the status that satisfied it. */
   async waitFor(job: number, predicate: (s: any) => boolean, timeoutMs = 30_000): Promise<any> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const s = await this.status(job);
+      const s = await this.statusHere(job);
       if (predicate(s)) return s;
       if (Date.now() > deadline) throw new Error(`timed out waiting on job ${job}; last status ${JSON.stringify(s)}`);
       await sleep(100);

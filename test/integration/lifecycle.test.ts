@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLI, groupAlive, Sandbox, sleep } from '../helpers/cli.js';
 
@@ -103,23 +104,52 @@ describe('abp CLI: a job from creation to results', () => {
   });
 
   it('watch draws a progress bar on a terminal and prints plain lines otherwise, until the job ends', async () => {
-    const id = await createShellJob(rowsCsv(8), ['sleep', '0.2'], ['--max-workers', '2']);
+    // Units wait at a gate the test opens, so watch is seen mid-job however slowly it starts.
+    const gate = sb.path('gate');
+    mkdirSync(gate);
+    // `all` lets every unit through; `one` lets exactly one through (mkdir is atomic).
+    const gated = ['sh', '-c', `while :; do [ -e ${gate}/all ] && break; [ -e ${gate}/one ] && mkdir ${gate}/took 2>/dev/null && break; sleep 0.02; done`];
+    const { execa } = await import('execa');
+    const env = { ...process.env, ...sb.env };
+    /** Resolves once the process's output matches `pattern`. */
+    const seen = (proc: ReturnType<typeof execa>, pattern: RegExp) =>
+      new Promise<void>((resolve, reject) => {
+        let out = '';
+        const look = (chunk: Buffer) => {
+          out += String(chunk);
+          if (pattern.test(out)) resolve();
+        };
+        proc.stdout?.on('data', look);
+        proc.once('exit', () => reject(new Error(`exited before printing ${pattern}: ${out}`)));
+      });
+
+    const id = await createShellJob(rowsCsv(8), gated, ['--max-workers', '2']);
     await sb.ok(['start', String(id), '--skip-test']);
-    const plain = await sb.cli(['watch', String(id), '--interval-ms', '100']);
+    const plainRun = execa(process.execPath, [CLI, 'watch', String(id), '--interval-ms', '100'], { env, reject: false });
+    await seen(plainRun, /\n/);
+    writeFileSync(join(gate, 'all'), '');
+    const plain = await plainRun;
     expect(plain.exitCode).toBe(0);
-    const lines = plain.stdout.trim().split('\n');
+    const lines = String(plain.stdout).trim().split('\n');
     expect(lines.length).toBeGreaterThan(1);
+    expect(lines[0]).toMatch(/0\/8 succeeded/);
     expect(lines.at(-1)).toMatch(new RegExp(`^job ${id} "test job": COMPLETED, approved by person \\(cli\\) \\| 8/8 succeeded`));
     expect(plain.stdout).not.toContain('\r');
 
-    // A real pseudo-terminal, through util-linux's script(1).
-    const id2 = await createShellJob(rowsCsv(6), ['sleep', '0.2'], ['--max-workers', '1']);
+    // A real pseudo-terminal, through util-linux's script(1). One unit passes the gate;
+    // the bar shows it part-way; then the rest pass.
+    rmSync(join(gate, 'all'));
+    const id2 = await createShellJob(rowsCsv(6), gated, ['--max-workers', '1']);
     await sb.ok(['start', String(id2), '--skip-test']);
-    const { execa } = await import('execa');
-    const tty = await execa('script', ['-qec', `${process.execPath} ${CLI} watch ${id2} --interval-ms 100`, '/dev/null'], { env: { ...process.env, ...sb.env }, reject: false });
+    const ttyRun = execa('script', ['-qec', `${process.execPath} ${CLI} watch ${id2} --interval-ms 100`, '/dev/null'], { env, reject: false });
+    await seen(ttyRun, /0\/6 ok/);
+    writeFileSync(join(gate, 'one'), '');
+    await seen(ttyRun, /\[#+-+\] +\d+% 1\/6 ok/);
+    writeFileSync(join(gate, 'all'), '');
+    const tty = await ttyRun;
     expect(tty.exitCode).toBe(0);
     expect(tty.stdout).toContain('\r');
-    expect(tty.stdout).toMatch(/\[#+-*\] +\d+% \d\/6 ok \d+ failed 0 running \d/);
+    expect(tty.stdout).toMatch(/\[#+-+\] +\d+% 1\/6 ok 1 failed 0 running \d/);
     expect(tty.stdout).toMatch(/\[#{30}\] 100% 6\/6/);
     // A dozen CLI processes: on a loaded machine each may take seconds to start.
   }, 180_000);
@@ -138,17 +168,20 @@ describe('abp CLI: a job from creation to results', () => {
   });
 
   it('pause stops new claims, and resume finishes the job', async () => {
-    // 30 units of 0.5 s on 2 workers: 7.5 s of work, so the pause lands well before the end even on a loaded machine.
-    const id = await createShellJob(rowsCsv(30), ['sleep', '0.5'], ['--max-workers', '2']);
+    // Every unit waits at a gate: the pause lands while two are running, whatever the machine's speed.
+    const gate = sb.path('open');
+    const id = await createShellJob(rowsCsv(30), ['sh', '-c', `while [ ! -e ${gate} ]; do sleep 0.02; done`], ['--max-workers', '2']);
     await sb.ok(['start', String(id), '--skip-test']);
-    await sb.waitFor(id, (s) => s.counts.succeeded >= 2);
+    await sb.waitFor(id, (s) => s.counts.running === 2);
     const paused = await sb.ok(['pause', String(id)]);
     expect(paused).toMatchObject({ status: 'PAUSED', status_reason: 'user' });
-    // Running units finish; nothing new is claimed.
+    // Running units finish; nothing new is claimed (the executor looks for work every 50 ms).
+    writeFileSync(gate, '');
     const settled = await sb.waitFor(id, (s) => s.counts.running === 0);
-    await sleep(1000);
+    expect(settled.counts).toMatchObject({ succeeded: 2, pending: 28 });
+    await sleep(500);
     const later = await sb.status(id);
-    expect(later.counts.succeeded).toBe(settled.counts.succeeded);
+    expect(later.counts.succeeded).toBe(2);
     expect(later.counts.pending).toBeGreaterThan(0);
     expect(later.status).toBe('PAUSED');
 

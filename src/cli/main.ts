@@ -7,7 +7,6 @@ import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
 import { usage } from './command.js';
-import { cliErrorText } from './hints.js';
 
 /**
  * Every command, in --help order. A command's module (and what it imports) loads
@@ -110,7 +109,8 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const abp = err instanceof AbpError ? err : undefined;
     const code = abp?.code ?? 'internal';
-    const message = abp ? cliErrorText(abp.message, abp.details) : errorMessage(err);
+    // The hint wording loads only when there is an error to word.
+    const message = abp ? (await import('./hints.js')).cliErrorText(abp.message, abp.details) : errorMessage(err);
     if (wantsJson) process.stdout.write(`${JSON.stringify({ error: { code, message, ...(abp?.details ?? {}) } }, null, 2)}\n`);
     process.stderr.write(`abp: ${message}\n`);
     if (!abp && process.env.ABP_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);

@@ -155,7 +155,9 @@ describe('MCP tools in process (SDK client over InMemoryTransport)', () => {
   });
 
   it('pause, resume, cancel and retry_failed move the job, and illegal moves say what to do', async () => {
-    const id = await created({ worker_config: { command: 'sleep', args: ['0.3'] }, max_workers: 1 });
+    // The units wait at a gate that never opens: the job cannot end on its own between the moves.
+    const gate = sb.path('never');
+    const id = await created({ worker_config: { command: 'sh', args: ['-c', `while [ ! -e ${gate} ]; do sleep 0.05; done`] }, max_workers: 1 });
     await call(client, 'start_job', { job_id: id, skip_test: 'true', wait_seconds: 0 });
     const paused = await call(client, 'pause_job', { job_id: id });
     expect(paused).toMatchObject({ status: 'PAUSED', status_reason: 'user' });

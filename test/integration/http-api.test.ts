@@ -237,7 +237,13 @@ describe('a job through the API', () => {
 
   it('tests one unit, approves it, and pauses, resumes and cancels', async () => {
     writeFileSync(sb.path('many.csv'), `id,text\n${Array.from({ length: 12 }, (_, i) => `r${i},row${i}`).join('\n')}\n`);
-    const job = await create({ ...slowJob(sb.path('many.csv'), { sleepSeconds: 0.3, maxWorkers: 1 }), name: 'tested' });
+    // Every unit but the test unit waits at a gate that never opens: the job cannot end between the moves.
+    const gated = `[ "$1" = row0 ] || while [ ! -e ${sb.path('never')} ]; do sleep 0.05; done; printf '%s' "$1"`;
+    const job = await create({
+      ...slowJob(sb.path('many.csv'), { maxWorkers: 1 }),
+      worker_config: { command: 'sh', args: ['-c', gated, 'sh', '{{item.text}}'] },
+      name: 'tested',
+    });
     const id = job.job_id;
     const tested = await call(srv.url, `/jobs/${id}/start`, { method: 'POST', body: { wait_seconds: 20 } });
     expect(tested.json.job.status).toBe('TESTING');

@@ -1,12 +1,12 @@
 import { resolve } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { openSqliteFile } from '../src/store/sqlite-file.js';
 import { z } from 'zod';
 import type { EnumerateContext, Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
 import { requireFile } from './fs-checks.js';
 import { refuseNonQueryPostgres } from './sql-guard.js';
 import { namedToPositional } from './sql-params.js';
+import { openSqliteFile } from '../src/store/sqlite-file.js';
 
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 

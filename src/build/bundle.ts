@@ -8,8 +8,9 @@
  * dynamic import becomes its own chunk, shared code a shared chunk.
  *
  * Kept outside the bundle, loaded from node_modules at run time: native addons and
- * piscina (it starts its thread from a file beside its own). Files that abp starts as their own thread or process by path (the sync
- * snapshot thread) stay where tsc put them, under dist/src/.
+ * piscina (it starts its thread from a file beside its own). Files that abp starts
+ * by path as their own thread (the sync snapshot thread) stay where tsc put them,
+ * under dist/src/.
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,7 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { openSqliteFile } from './sqlite-file.js';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, type MigrationResultSet, type SqliteDatabase } from 'kysely';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { PACKAGE_ROOT } from '../package-root.js';
@@ -10,6 +9,7 @@ import { migrationProvider } from './migrations.js';
 import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.js';
 import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
+import { openSqliteFile } from './sqlite-file.js';
 
 export interface StoreOptions {
   /** A SQLite file path, or a postgres:// URL. */

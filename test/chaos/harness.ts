@@ -629,13 +629,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await createJob('http');
 
     const chaosEnd = Date.now() + o.durationMs;
+    let actions = 0;
     const pending: Promise<unknown>[] = [];
     let lastReport = Date.now();
     while (Date.now() < chaosEnd) {
       if (o.jobs === 'once' && (await unfinished()) === 0) break;
       if (o.jobs === 'continuous' && (await unfinished()) < 2) await createJob(jobSeq % 2 === 0 ? 'shell' : 'http');
       await sleep(o.actionEveryMs / 2 + random() * o.actionEveryMs);
-      const roll = random();
+      // The first two actions are a database lock and a kill, so that even a short run has both.
+      const roll = actions === 0 ? 0.7 : actions === 1 ? 0 : random();
+      actions++;
       const live = alive();
       if (roll < 0.4 && live.length > 0) {
         // SIGKILL one executor, and start a replacement after a moment.

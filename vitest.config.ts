@@ -18,6 +18,16 @@ const STORELESS = [
   'test/integration/http-schemas.test.ts',
 ];
 
+/*
+ * Tests whose subject is a conversation with a real external program, not the
+ * store: the Claude Code CLI's start-up, its retries, its process group. They
+ * write a job's rows through the same store calls the lifecycle, spending and
+ * HTTP-LLM worker tests exercise on both databases, and a second run of the
+ * CLI (the suite's most expensive process) would add about 40 s and test
+ * nothing new.
+ */
+const ONE_STORE = ['test/integration/workers-claude.test.ts'];
+
 export default defineConfig({
   test: {
     globalSetup: ['test/global-setup.ts'],
@@ -29,7 +39,7 @@ export default defineConfig({
     reporters: ['default'],
     projects: [
       { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], env: { ABP_TEST_DB: 'sqlite' } } },
-      { extends: true, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: STORELESS, env: { ABP_TEST_DB: 'postgres' } } },
+      { extends: true, test: { name: 'postgres', include: ['test/**/*.test.ts'], exclude: [...STORELESS, ...ONE_STORE], env: { ABP_TEST_DB: 'postgres' } } },
     ],
   },
 });

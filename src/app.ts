@@ -4,7 +4,6 @@ import { resolveConfig, type AbpConfig } from './config.js';
 import type { JobExecutor } from './executor/job-executor.js';
 import type { Orchestrator } from './orchestrator/orchestrator.js';
 import { PACKAGE_ROOT } from './package-root.js';
-import type { JobReader } from './store/quick-read.js';
 import type { Repository } from './store/repository.js';
 
 export const VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
@@ -22,12 +21,6 @@ export interface App {
 export async function openStore(config: AbpConfig): Promise<Repository> {
   const { openRepository } = await import('./store/database.js');
   return openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
-}
-
-/** Job rows for `abp status` and `abp list`: plain SQL on an up-to-date SQLite file, else the store. */
-export async function openJobReader(config: AbpConfig): Promise<JobReader> {
-  const { openQuickReader } = await import('./store/quick-read.js');
-  return openQuickReader(config.db, config.busyTimeoutMs) ?? openStore(config);
 }
 
 /**

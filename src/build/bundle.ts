@@ -31,8 +31,11 @@ await build({
   external: ['*.node', 'piscina'],
   chunkNames: 'chunks/[name]-[hash]',
   entryNames: '[name]',
-  // CommonJS dependencies (pg, ajv, …) call require(); an ES module has none of its own.
-  banner: { js: "import { createRequire as __abpRequire } from 'node:module'; const require = __abpRequire(import.meta.url);" },
+  // CommonJS dependencies (pg, ajv, …) call require(); an ES module has none of its
+  // own. Every chunk gets one, made on its first call: most chunks never call it.
+  banner: {
+    js: "import { createRequire as __abpCreateRequire } from 'node:module'; let __abpRequire; const require = (id) => (__abpRequire ??= __abpCreateRequire(import.meta.url))(id);",
+  },
   logLevel: 'warning',
   legalComments: 'none',
 });

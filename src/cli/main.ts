@@ -100,7 +100,14 @@ async function main(argv: string[]): Promise<number> {
       json,
       app: async () => (app ??= await (await import('../app.js')).createApp(resolveConfig(env))),
       repo: async () => app?.repo ?? (repo ??= await (await import('../app.js')).openStore(resolveConfig(env))),
-      jobs: async () => app?.repo ?? repo ?? (reader ??= await (await import('../app.js')).openJobReader(resolveConfig(env))),
+      // Job rows for status and list: plain SQL on an up-to-date SQLite file (the
+      // composition root, with its package.json read, never loads), else the store.
+      jobs: async () => {
+        if (app || repo) return (app?.repo ?? repo) as Repository;
+        const config = resolveConfig(env);
+        reader ??= (await import('../store/quick-read.js')).openQuickReader(config.db, config.busyTimeoutMs);
+        return reader ?? ctx.repo();
+      },
       print(human, data) {
         process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
       },

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
-import { openJobReader } from '../../src/app.js';
+import { openStore } from '../../src/app.js';
+import { openQuickReader } from '../../src/store/quick-read.js';
 import { resolveConfig } from '../../src/config.js';
 import { jobStatus } from '../../src/orchestrator/views.js';
 import { createTestDatabaseSync, dropTestDatabase, queryPostgres, TEST_BACKEND } from './postgres.js';
@@ -91,7 +92,8 @@ export class Sandbox {
    * cost the suite more CPU than the work it waited on.
    */
   async statusHere(job: number): Promise<any> {
-    const reader = await openJobReader(resolveConfig(this.env));
+    const config = resolveConfig(this.env);
+    const reader = openQuickReader(config.db, config.busyTimeoutMs) ?? (await openStore(config));
     try {
       return JSON.parse(JSON.stringify(jobStatus(await reader.requireJob(job))));
     } finally {

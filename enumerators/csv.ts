@@ -1,12 +1,12 @@
 import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
-import { pipeline, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream';
 import { CsvError, parse } from 'csv-parse';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
+import { encodingField, NODE_ENCODINGS, utf8Check } from './encoding.js';
 import { requireFile } from './fs-checks.js';
-import { Utf8Validator } from './utf8.js';
 
 const config = z.strictObject({
   file_path: z.string().min(1).describe('The CSV file to read.'),
@@ -16,7 +16,7 @@ const config = z.strictObject({
   has_header: z.boolean().default(true).describe('Whether the first row names the columns.'),
   columns: z.array(z.string().min(1)).min(1).optional().describe('Column names, for a file without a header (or to replace it).'),
   id_column: z.string().min(1).optional().describe('The column whose value identifies each row; default: the row number.'),
-  encoding: z.enum(['utf-8', 'utf8', 'utf-16le', 'latin1']).default('utf-8').describe('The text encoding of the file; a byte order mark is skipped.'),
+  encoding: encodingField,
   skip_empty_lines: z.boolean().default(true).describe('Skip blank lines instead of treating them as rows.'),
   comment: z.string().length(1).optional().describe('Lines starting with this character are comments.'),
   relax_column_count: z.boolean().default(false).describe('Accept rows whose column count differs from the header.'),
@@ -31,13 +31,6 @@ const config = z.strictObject({
   limit: z.int().positive().optional().describe('Stop after this many rows.'),
 });
 type CsvConfig = z.infer<typeof config>;
-
-const ENCODINGS: Record<CsvConfig['encoding'], BufferEncoding> = {
-  'utf-8': 'utf8',
-  utf8: 'utf8',
-  'utf-16le': 'utf16le',
-  latin1: 'latin1',
-};
 
 /** A csv-parse error as a sentence that names the line and says what to do. */
 function describeCsvError(err: CsvError, path: string): string {
@@ -74,7 +67,7 @@ export const csvEnumerator: Enumerator<CsvConfig> = {
       delimiter: cfg.delimiter,
       quote: cfg.quote,
       escape: cfg.escape,
-      encoding: ENCODINGS[cfg.encoding],
+      encoding: NODE_ENCODINGS[cfg.encoding],
       bom: true,
       skip_empty_lines: cfg.skip_empty_lines,
       relax_column_count: cfg.relax_column_count,
@@ -89,9 +82,9 @@ export const csvEnumerator: Enumerator<CsvConfig> = {
       from_line: cfg.columns && cfg.has_header ? 2 : 1,
     });
     const source = createReadStream(path, { signal: ctx.signal });
-    // Only UTF-8 can be invalid; latin1 maps every byte and utf-16le is decoded by csv-parse.
-    const stages: Transform[] = cfg.encoding === 'utf-8' || cfg.encoding === 'utf8' ? [new Utf8Validator(`csv ${path}:`)] : [];
-    pipeline([source, ...stages, parser], () => undefined);
+    // csv-parse decodes the bytes itself (and honours a byte order mark), so only the UTF-8 check goes before it.
+    const check = utf8Check(cfg.encoding, `csv ${path}:`);
+    pipeline([source, ...(check ? [check] : []), parser], () => undefined);
     let index = 0;
     try {
       for await (const record of parser as AsyncIterable<unknown>) {

@@ -10,6 +10,41 @@ import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
 import { RUNNER_SOURCE } from './dynamic-runner.js';
 
+/** A context is for parameters (a region, a date range), not data: the code can read data itself. */
+const MAX_CONTEXT_BYTES = 64 * 1024;
+
+/**
+ * Why a context is not plain JSON, or undefined when it is. It is stored with the
+ * job and handed to another process as JSON, where a Date, an undefined or a NaN
+ * would arrive as something else.
+ */
+function contextProblem(context: Record<string, unknown>): string | undefined {
+  const stack: [unknown, string][] = [[context, '']];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [value, path] = next;
+    const where = path || 'the context';
+    if (value === null || typeof value === 'string' || typeof value === 'boolean') continue;
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) return `${where} is ${value}, which JSON cannot hold`;
+      continue;
+    }
+    if (Array.isArray(value)) {
+      value.forEach((v, i) => stack.push([v, `${path}[${i}]`]));
+      continue;
+    }
+    const proto = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+    if (proto !== Object.prototype && proto !== null) {
+      return `${where} is ${typeof value === 'object' ? (proto?.constructor?.name ?? 'an object') : typeof value}, which is not plain JSON (objects, arrays, strings, numbers, booleans, null)`;
+    }
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) stack.push([v, path ? `${path}.${k}` : k]);
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(context), 'utf8');
+  if (bytes > MAX_CONTEXT_BYTES) {
+    return `${bytes} bytes of JSON, over the ${MAX_CONTEXT_BYTES}-byte cap; pass parameters here and let the code read larger data itself`;
+  }
+  return undefined;
+}
+
 const config = z.strictObject({
   code: z
     .string()
@@ -17,6 +52,16 @@ const config = z.strictObject({
     .max(1024 * 1024)
     .describe(
       'An ES module: `export default async function* enumerate(ctx) { yield {...} }`, or a default function that returns an array. Runs in a separate Node process only after a person approves its sha256.',
+    ),
+  context: z
+    .record(z.string(), z.unknown(), { error: 'must be a JSON object, e.g. {"region": "eu"}' })
+    .optional()
+    .superRefine((value, issues) => {
+      const problem = value === undefined ? undefined : contextProblem(value);
+      if (problem) issues.addIssue({ code: 'custom', message: problem });
+    })
+    .describe(
+      `A JSON object (at most ${MAX_CONTEXT_BYTES / 1024} KiB) the code receives as ctx.context. It is shown with the code for approval but is not part of the approved sha256, so new values need no new approval.`,
     ),
   timeout_seconds: z.number().positive().max(3600).default(60).describe('Wall-clock limit for the whole enumeration; the process is killed after it.'),
   max_memory_mb: z.int().min(16).max(8192).default(256).describe('Heap cap for the code’s process (--max-old-space-size).'),
@@ -66,7 +111,8 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
   promptTemplate: 'generic',
   configSchema: config,
   approvalFor(cfg) {
-    return { code: cfg.code, code_sha256: codeSha256(cfg.code) };
+    // The context is shown beside the code but not hashed: the approval is of what the code does, whatever values it is given.
+    return { code: cfg.code, code_sha256: codeSha256(cfg.code), ...(cfg.context === undefined ? {} : { context: cfg.context }) };
   },
   async *enumerate(cfg, ctx) {
     const sha = codeSha256(cfg.code);
@@ -80,12 +126,15 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
     const dir = mkdtempSync(join(tmpdir(), 'abp-dynamic-'));
     const file = join(dir, 'enumerate.mjs');
     writeFileSync(file, cfg.code, { mode: 0o600 });
+    // Beside the code, as a file: it may be 64 KiB, more than belongs in a command line.
+    const contextFile = join(dir, 'context.json');
+    writeFileSync(contextFile, JSON.stringify(cfg.context ?? {}), { mode: 0o600 });
     // The heap cap does not cover Buffers and typed arrays: a data-segment limit (ulimit -d)
     // on top caps all of the process's memory, with room for Node itself.
     const dataKb = (cfg.max_memory_mb + NODE_OVERHEAD_MB) * 1024;
     const child = spawn(
       '/bin/sh',
-      ['-c', `ulimit -d ${dataKb} 2>/dev/null; unset PWD OLDPWD; exec "$0" "$@"`, process.execPath, `--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit)],
+      ['-c', `ulimit -d ${dataKb} 2>/dev/null; unset PWD OLDPWD; exec "$0" "$@"`, process.execPath, `--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit), contextFile],
       // Its own process group, so a timeout kills anything it spawned too.
       { cwd: dir, env: minimalEnv(dir), detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
     );

@@ -12,7 +12,12 @@ const config = z.strictObject({
     .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
     .default('**/*')
     .describe('A glob, or a list of globs, relative to base_directory.'),
-  exclude_patterns: z.array(z.string().min(1)).default([]).describe('Globs to leave out.'),
+  exclude_patterns: z
+    .array(z.string().min(1))
+    .default([])
+    .describe(
+      'Globs to leave out, read as .gitignore lines: a pattern without a "/" (a trailing one aside) matches at any depth ("*.md", "node_modules"); one with a "/" (a leading one too) is anchored at base_directory ("docs/*.md"); a trailing "/" matches only folders. A matched folder leaves out everything under it.',
+    ),
   include_hidden: z.boolean().default(false).describe('Include dot-files and everything inside dot-directories.'),
   follow_symlinks: z
     .boolean()
@@ -30,8 +35,33 @@ const config = z.strictObject({
 });
 type FileConfig = z.infer<typeof config>;
 
+function hasParentSegment(pattern: string): boolean {
+  return pattern.replace(/\\/g, '/').split('/').includes('..');
+}
+
 function escapes(pattern: string): boolean {
-  return isAbsolute(pattern) || pattern.replace(/\\/g, '/').split('/').includes('..');
+  return isAbsolute(pattern) || hasParentSegment(pattern);
+}
+
+// One exclude pattern, read as a .gitignore line, as fast-glob ignore globs. fast-glob
+// anchors every glob at base_directory and matches files only, so a pattern that may
+// match at any depth gets a leading "**/", and a folder it matches is spelled out as
+// everything under it: "*.md" becomes "**/*.md" and "**/*.md/**". A folder-only pattern
+// ("build/") must not match a file of that name, and "build/**" would (its "**" may be
+// empty), so it becomes "**/build/**/*": something under the folder.
+export function excludeGlobs(pattern: string): string[] {
+  const where = `enumerator_config.exclude_patterns: ${JSON.stringify(pattern)}`;
+  if (pattern.startsWith('!')) {
+    throw new AbpError('invalid_input', `${where}: a "!" pattern (bringing files back) is not supported; narrow enumerator_config.pattern instead`);
+  }
+  const foldersOnly = pattern.endsWith('/');
+  const body = foldersOnly ? pattern.slice(0, -1) : pattern;
+  // As in .gitignore, a slash at the start or in the middle anchors the pattern; the trailing one does not.
+  const anchored = body.includes('/');
+  const path = body.startsWith('/') ? body.slice(1) : body;
+  if (path === '' || path.endsWith('/')) throw new AbpError('invalid_input', `${where} names no file or folder`);
+  const glob = anchored ? path : `**/${path}`;
+  return foldersOnly ? [`${glob}/**/*`] : [glob, `${glob}/**`];
 }
 
 function inside(root: string, path: string): boolean {
@@ -66,9 +96,15 @@ async function readText(path: string, relativePath: string, size: number, cap: n
   }
 }
 
+/** As the original ABP gave it: lowercased, with its dot (`.jpg`); '' for none, and for a name ending in a bare dot. */
+function fileExtension(path: string): string {
+  const ext = extname(path).toLowerCase();
+  return ext === '.' ? '' : ext;
+}
+
 export const fileEnumerator: Enumerator<FileConfig> = {
   type: 'file',
-  description: 'One item per file matching a glob under base_directory, sorted by path: file_path, relative_path, file_name, file_extension, file_size, mtime (and content).',
+  description: 'One item per file matching a glob under base_directory, sorted by path: file_path, relative_path, file_name, file_extension (lowercase, with its dot: ".jpg"), file_size, mtime (and content).',
   promptTemplate: 'file',
   configSchema: config,
   async *enumerate(cfg, ctx) {
@@ -76,19 +112,15 @@ export const fileEnumerator: Enumerator<FileConfig> = {
     await requireDirectory('enumerator_config.base_directory', base);
     const realBase = await realpath(base);
     const patterns = Array.isArray(cfg.pattern) ? cfg.pattern : [cfg.pattern];
-    for (const [field, list] of [
-      ['pattern', patterns],
-      ['exclude_patterns', cfg.exclude_patterns],
-    ] as const) {
-      for (const p of list) {
-        if (escapes(p)) {
-          throw new AbpError('invalid_input', `enumerator_config.${field}: ${JSON.stringify(p)} leaves base_directory; use a relative glob without ".."`);
-        }
-      }
-    }
+    const leaves = (field: string, p: string) =>
+      new AbpError('invalid_input', `enumerator_config.${field}: ${JSON.stringify(p)} leaves base_directory; use a relative glob without ".."`);
+    for (const p of patterns) if (escapes(p)) throw leaves('pattern', p);
+    // An exclude pattern may start with "/": that anchors it at base_directory, as in .gitignore.
+    for (const p of cfg.exclude_patterns) if (hasParentSegment(p)) throw leaves('exclude_patterns', p);
+    const excluded = cfg.exclude_patterns.flatMap(excludeGlobs);
     // Without include_hidden, a hidden directory hides everything under it, even
     // when a pattern names it explicitly.
-    const ignore = cfg.include_hidden ? cfg.exclude_patterns : [...cfg.exclude_patterns, '**/.*', '**/.*/**'];
+    const ignore = cfg.include_hidden ? excluded : [...excluded, '**/.*', '**/.*/**'];
     const { default: fg } = await import('fast-glob');
     const paths = await fg(patterns, {
       cwd: base,
@@ -129,7 +161,7 @@ export const fileEnumerator: Enumerator<FileConfig> = {
         file_path,
         relative_path: relativePath,
         file_name: basename(relativePath),
-        file_extension: extname(relativePath).replace(/^\./, ''),
+        file_extension: fileExtension(relativePath),
         file_size: info.size,
         mtime: info.mtime.toISOString(),
         _id: relativePath,

@@ -1,14 +1,12 @@
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { pipeline } from 'node:stream';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError, errorMessage } from '../src/domain/errors.js';
+import { decodeText, encodingField, textStream } from './encoding.js';
 import { requireFile } from './fs-checks.js';
 import { jsonErrorOffset, lineColumn, shortJsonMessage } from './json-position.js';
-import { assertUtf8, Utf8Validator } from './utf8.js';
 
 const config = z.strictObject({
   file_path: z.string().min(1).describe('A JSON file, or a JSON Lines file (.jsonl, .ndjson: one item per line, streamed).'),
@@ -21,6 +19,7 @@ const config = z.strictObject({
     .optional()
     .describe('Where the array of items is in a JSON file: a JSON Pointer ("/data/items") or a dot path ("data.items"); default: the root array.'),
   id_field: z.string().min(1).optional().describe('The field of each item that identifies it; default: its position.'),
+  encoding: encodingField,
   limit: z.int().positive().optional().describe('Stop after this many items.'),
   max_file_bytes: z
     .int()
@@ -115,11 +114,9 @@ async function* jsonLines(path: string, cfg: JsonConfig, signal: AbortSignal): A
   if (cfg.items_path !== undefined) {
     throw new AbpError('invalid_input', 'enumerator_config.items_path: applies to a JSON file; in JSON Lines every line is an item');
   }
-  const source = createReadStream(path, { signal });
-  const validator = new Utf8Validator(`json ${path}:`);
-  pipeline(source, validator, () => undefined);
+  const { text, close } = textStream(path, cfg.encoding, `json ${path}:`, signal);
   // readline pulls from the stream as we consume, so a 1 GB file is never held whole.
-  const lines = createInterface({ input: validator, crlfDelay: Infinity });
+  const lines = createInterface({ input: text, crlfDelay: Infinity });
   let lineNo = 0;
   let index = 0;
   try {
@@ -144,7 +141,7 @@ async function* jsonLines(path: string, cfg: JsonConfig, signal: AbortSignal): A
     }
   } finally {
     lines.close();
-    source.destroy();
+    close();
   }
 }
 
@@ -156,9 +153,7 @@ async function* jsonDocument(path: string, cfg: JsonConfig): AsyncGenerator<Item
       `enumerator_config.file_path: ${path} is ${size} bytes, over max_file_bytes (${cfg.max_file_bytes}); a JSON file is read whole, so convert it to JSON Lines (.jsonl: one item per line), which is streamed`,
     );
   }
-  const bytes = await readFile(path);
-  assertUtf8(bytes, `json ${path}:`);
-  const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
+  const text = decodeText(await readFile(path), cfg.encoding, `json ${path}:`);
   let root: unknown;
   try {
     root = JSON.parse(text);

@@ -205,7 +205,7 @@ async function* fromPostgres(url: string, cfg: SqlConfig, ctx: EnumerateContext)
 
 export const sqlEnumerator: Enumerator<SqlConfig> = {
   type: 'sql',
-  description: 'One item per row of one read-only query on SQLite or PostgreSQL, streamed: the row’s columns plus _row_index and _id.',
+  description: 'One item per row of one read-only query on SQLite or PostgreSQL, streamed: the row’s columns plus _row_index (1-based, as in csv) and _id.',
   promptTemplate: 'generic',
   configSchema: config,
   async *enumerate(cfg, ctx) {

@@ -67,7 +67,11 @@ export class Utf8Validator extends Transform {
   private carry: Buffer = Buffer.alloc(0);
   private lines = 0;
 
-  constructor(private readonly what: string) {
+  /** `field`: the config field that sets the encoding, for the error's advice. */
+  constructor(
+    private readonly what: string,
+    private readonly field?: string,
+  ) {
     super();
   }
 
@@ -87,20 +91,21 @@ export class Utf8Validator extends Transform {
   }
 
   private invalid(buf: Buffer): AbpError {
-    return invalidUtf8(buf, this.what, this.lines);
+    return invalidUtf8(buf, this.what, this.lines, this.field);
   }
 }
 
-function invalidUtf8(buf: Buffer, what: string, linesBefore: number): AbpError {
+function invalidUtf8(buf: Buffer, what: string, linesBefore: number, field: string | undefined): AbpError {
   const offset = Math.max(0, firstInvalidUtf8(buf));
   const line = linesBefore + countNewlines(buf, offset) + 1;
   const byte = (buf[offset] ?? 0).toString(16).padStart(2, '0');
-  return new AbpError('enumeration_failed', `${what} line ${line}: invalid UTF-8 (byte 0x${byte}); re-save the file as UTF-8 or set the right encoding`, {
+  const advice = field ? `set ${field} to the file's encoding (utf-16le, latin1)` : 'set the right encoding';
+  return new AbpError('enumeration_failed', `${what} line ${line}: invalid UTF-8 (byte 0x${byte}); re-save the file as UTF-8 or ${advice}`, {
     details: { line },
   });
 }
 
 /** The same check for a whole buffer already in memory. */
-export function assertUtf8(buf: Buffer, what: string): void {
-  if (!isUtf8(buf)) throw invalidUtf8(buf, what, 0);
+export function assertUtf8(buf: Buffer, what: string, field?: string): void {
+  if (!isUtf8(buf)) throw invalidUtf8(buf, what, 0, field);
 }

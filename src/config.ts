@@ -23,6 +23,10 @@ export interface AbpConfig {
   readonly pgPoolSize: number;
   /** Apply pending migrations on open; off means operators run `abp migrate`. */
   readonly autoMigrate: boolean;
+  /** The `max_retries` of a new job whose spec gives none. */
+  readonly defaultMaxRetries: number;
+  /** Where `abp serve` listens unless --port says otherwise. */
+  readonly httpPort: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -37,12 +41,33 @@ function number(env: Env, name: string, fallback: number, min = 0): number {
   return value;
 }
 
+/** number() for settings that must be whole and bounded: a port, a count of retries. */
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new AbpError('invalid_input', `${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+/**
+ * The variable in effect of a setting with two names: the original ABP's name is
+ * an alias of abp's own, which wins when both are set. Errors then name the one
+ * that was read.
+ */
+function aliased(env: Env, name: string, alias: string): string {
+  const set = (key: string) => (env[key] ?? '').trim() !== '';
+  return !set(name) && set(alias) ? alias : name;
+}
+
 export function truthy(raw: string | undefined): boolean {
   return raw !== undefined && ['1', 'true', 'yes', 'on'].includes(raw.trim().toLowerCase());
 }
 
 export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConfig> = {}): AbpConfig {
-  const home = resolve(env.ABP_HOME || join(homedir(), '.abp'));
+  const home = resolve(env.ABP_HOME || env.ABP_STORAGE_PATH || join(homedir(), '.abp'));
   const db = env.ABP_DB || join(home, 'abp.db');
   const leaseMs = number(env, 'ABP_LEASE_SECONDS', 30, 1) * 1000;
   return Object.freeze({
@@ -61,6 +86,9 @@ export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConf
     // Two at least: migrations hold one connection for their advisory lock while running on another.
     pgPoolSize: Math.floor(number(env, 'ABP_PG_POOL_SIZE', 10, 2)),
     autoMigrate: env.ABP_AUTO_MIGRATE === undefined || env.ABP_AUTO_MIGRATE === '' || truthy(env.ABP_AUTO_MIGRATE),
+    // The bounds of the JobSpec's own max_retries, so that the default is always a valid spec value.
+    defaultMaxRetries: integer(env, 'ABP_MAX_RETRIES', 3, 0, 100),
+    httpPort: integer(env, aliased(env, 'ABP_HTTP_PORT', 'ABP_DASHBOARD_PORT'), 7070, 0, 65535),
     ...overrides,
   });
 }

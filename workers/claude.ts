@@ -16,13 +16,15 @@ const config = z
     max_turns: z.int().positive().optional().describe('--max-turns: agentic turns before the run stops (the unit then fails).'),
     allowed_tools: z
       .array(z.string().min(1).refine(notAFlag, NOT_A_FLAG))
-      .default([])
-      .describe('Tools the agent may use without asking, e.g. ["Read", "Bash(git log:*)"] (--allowedTools). Nothing else is granted.'),
+      .optional()
+      .describe(
+        'Tools the agent may use without asking, e.g. ["Read", "Write", "Bash(git log:*)"] (--allowedTools); nothing else is granted. Left out (and tools too): Read, Glob and Grep, confined to the working directory and add_dirs; [] grants no tools at all.',
+      ),
     disallowed_tools: z.array(z.string().min(1).refine(notAFlag, NOT_A_FLAG)).default([]).describe('Tools the agent may never use (--disallowedTools).'),
     tools: z
       .array(z.string().refine(notAFlag, NOT_A_FLAG))
       .optional()
-      .describe('Built-in tools to make available (--tools). Default: the tool names in allowed_tools, so an empty allowed_tools means no tools.'),
+      .describe('Built-in tools to make available (--tools). Default: the tool names in allowed_tools (so [] means no tools), or the read-only three when allowed_tools is left out.'),
     permission_mode: z.enum(PERMISSION_MODES).optional().describe('--permission-mode.'),
     add_dirs: z.array(z.string().min(1).refine(notAFlag, NOT_A_FLAG)).default([]).describe('More directories the agent may access (--add-dir).'),
     append_system_prompt: z.string().min(1).optional().describe('--append-system-prompt.'),
@@ -49,16 +51,45 @@ type ClaudeConfig = z.infer<typeof config>;
 /** A tool rule's name: "Bash(git log:*)" → "Bash". */
 const toolName = (rule: string) => rule.replace(/\(.*$/s, '').trim();
 
+/**
+ * What an agent may use when its job grants nothing: the tools that only read.
+ * They are made available but not pre-approved, so Claude Code's own rule
+ * applies: reading inside the working directory (the item's folder for file
+ * items) and add_dirs needs no approval, reading anywhere else asks, and a
+ * headless run has nobody to ask, so it is refused. Writing and the shell need
+ * an explicit grant.
+ */
+export const READ_ONLY_TOOLS: readonly string[] = ['Read', 'Glob', 'Grep'];
+
+/** The built-in tools the agent has at all; MCP tools come from mcp_config alone. */
+function builtInTools(cfg: ClaudeConfig): readonly string[] {
+  if (cfg.tools) return cfg.tools;
+  if (cfg.allowed_tools === undefined) return READ_ONLY_TOOLS;
+  return [...new Set(cfg.allowed_tools.map(toolName).filter((t) => t && !t.startsWith('mcp__')))];
+}
+
+/** What the agent may do, in words, for the job's status. */
+export function claudeAccess(cfg: ClaudeConfig): string {
+  if (cfg.dangerously_skip_permissions) return 'everything: every permission check is off (dangerously_skip_permissions)';
+  const tools = builtInTools(cfg);
+  const where = `the working directory${cfg.add_dirs.length ? ` and ${cfg.add_dirs.join(', ')}` : ''}`;
+  if (cfg.allowed_tools === undefined && !cfg.tools) return `read only: ${tools.join(', ')}, in ${where}; writing and the shell need allowed_tools`;
+  const parts = [tools.length ? `tools ${tools.join(', ')}` : 'no tools'];
+  if (cfg.allowed_tools?.length) parts.push(`without asking: ${cfg.allowed_tools.join(', ')}`);
+  if (cfg.disallowed_tools.length) parts.push(`never: ${cfg.disallowed_tools.join(', ')}`);
+  if (cfg.mcp_config) parts.push('MCP servers from mcp_config');
+  return `${parts.join('; ')}; in ${where}`;
+}
+
 /** The argv after the command. The prompt goes on stdin, never on the command line. */
 export function claudeArgs(cfg: ClaudeConfig): string[] {
   const args = ['-p', '--output-format', 'stream-json', '--verbose'];
   if (cfg.model) args.push('--model', cfg.model);
   if (cfg.max_turns !== undefined) args.push('--max-turns', String(cfg.max_turns));
   if (cfg.permission_mode) args.push('--permission-mode', cfg.permission_mode);
-  // Only the granted built-ins exist for the agent at all; MCP tools come from mcp_config alone.
-  const builtIns = cfg.tools ?? [...new Set(cfg.allowed_tools.map(toolName).filter((t) => t && !t.startsWith('mcp__')))];
-  args.push('--tools', builtIns.join(','));
-  if (cfg.allowed_tools.length > 0) args.push('--allowedTools', ...cfg.allowed_tools);
+  // Only the granted built-ins exist for the agent at all.
+  args.push('--tools', builtInTools(cfg).join(','));
+  if (cfg.allowed_tools?.length) args.push('--allowedTools', ...cfg.allowed_tools);
   if (cfg.disallowed_tools.length > 0) args.push('--disallowedTools', ...cfg.disallowed_tools);
   if (cfg.add_dirs.length > 0) args.push('--add-dir', ...cfg.add_dirs);
   if (cfg.append_system_prompt) args.push('--append-system-prompt', cfg.append_system_prompt);
@@ -90,6 +121,7 @@ export const claudeWorker: Worker<ClaudeConfig> = {
   description: 'Runs Claude Code (`claude -p`, stream-json) per unit in its own process group, with only the tools the job grants.',
   configSchema: config as unknown as z.ZodType<ClaudeConfig>,
   healthProbes: [{ label: 'claude', config: {} }],
+  access: claudeAccess,
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();

@@ -12,6 +12,7 @@ export function statusBlock(s: JobStatus): string {
   return [
     statusLine(s),
     `  enumerator ${s.enumerator_type}, worker ${s.worker_type}, max_workers ${s.max_workers}, max_retries ${s.max_retries}, timeout ${s.timeout_seconds}s`,
+    ...(s.agent_access ? [`  agent access: ${s.agent_access}`] : []),
     `  created ${s.created_at}${s.started_at ? `, started ${s.started_at}` : ''}${s.finished_at ? `, finished ${s.finished_at}` : ''}`,
     ...(s.rate_per_second ? [`  rate ${s.rate_per_second}/s${s.eta_seconds !== null ? `, ETA ${formatSeconds(s.eta_seconds)}` : ''}`] : []),
     ...(s.estimate
@@ -19,6 +20,7 @@ export function statusBlock(s: JobStatus): string {
           `  projected (${s.estimate.basis === 'test_unit' ? 'from the test unit' : 'from the observed rate'}): ${formatSeconds(s.estimate.projected_seconds)} to go${s.estimate.projected_cost_usd !== null ? `, $${s.estimate.projected_cost_usd.toFixed(4)} in all` : ''}`,
         ]
       : []),
+    ...(s.estimate_note ? [`  ${s.estimate_note}`] : []),
     ...(s.budget ? [`  budget $${s.budget.max_cost_usd}: spent $${s.budget.spent_usd.toFixed(4)}, reserved $${s.budget.reserved_usd.toFixed(4)}`] : []),
   ].join('\n');
 }

@@ -9,6 +9,12 @@ export function cliHint(step: NextStep): string {
       return `Wait for the test unit: abp start ${step.job_id} --wait`;
     case 'review_test':
       return `Look at the test unit's output, then approve it (abp start ${step.job_id} --approve) or reject it (abp start ${step.job_id} --reject) and edit the prompt.`;
+    case 'test_failed':
+      return (
+        `The test unit failed (its error is above; it gets one attempt). Run it again with abp start ${step.job_id}, ` +
+        `or approve anyway to run every unit (abp start ${step.job_id} --approve; the test unit runs again among them, with retries). ` +
+        `To edit the prompt first: abp start ${step.job_id} --reject.`
+      );
     case 'edit_and_retest':
       return `The test unit was reset. Edit the prompt with \`abp update ${step.job_id} --prompt-file FILE\`, then start again to re-test.`;
     case 'follow':

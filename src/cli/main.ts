@@ -56,7 +56,7 @@ function help(): string {
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     '',
     'Every command takes --json (machine-readable output on stdout) and --help.',
-    'Exit codes: 0 ok, 1 failure, 2 usage. Environment: ABP_HOME, ABP_DB, ABP_SKIP_TEST, ABP_MAX_WORKERS.',
+    'Exit codes: 0 ok, 1 failure, 2 usage. Environment: ABP_HOME, ABP_DB, ABP_SKIP_TEST, ABP_MAX_WORKERS, ABP_MAX_RETRIES (README: Configuration).',
   ].join('\n');
 }
 

@@ -27,6 +27,8 @@ export interface EnumerateContext {
 export interface CodeApprovalRequest {
   code: string;
   code_sha256: string;
+  /** Values the code is given; shown with it, but not part of the hash. */
+  context?: Record<string, unknown>;
 }
 
 /**

@@ -105,6 +105,8 @@ export interface Worker<C = unknown> {
   readonly configSchema: z.ZodType<C>;
   run(unit: UnitInput, config: C, ctx: RunContext): Promise<UnitOutcome>;
   health(config: C): Promise<WorkerHealth>;
+  /** For agents: what the agent may do under this config, in words; the job's status shows it. */
+  access?(config: C): string;
   /**
    * Raw worker_config values that `abp doctor` checks when no job names one
    * (parsed through configSchema). Default: one probe of `{}`.

@@ -19,7 +19,11 @@ export const JobSpec = z
       .describe('What to do to each item, in plain words. It becomes the task section of every prompt.'),
     enumerator_type: z.string().min(1).describe('Where the items come from: one of the registered enumerators (file, csv, sql, json, dynamic).'),
     enumerator_config: config.default({}).describe("The enumerator's own settings, e.g. {base_directory, pattern} for file."),
-    worker_type: z.string().min(1).describe('Who does the work for each unit: one of the registered workers (shell, claude, agent-cli, http-llm, function).'),
+    worker_type: z
+      .string()
+      .min(1)
+      .default('claude')
+      .describe('Who does the work for each unit: one of the registered workers (shell, claude, agent-cli, http-llm, function). Default: claude (Claude Code), which may only read files in its working directory unless worker_config.allowed_tools grants more.'),
     worker_config: config.default({}).describe("The worker's own settings, e.g. {command, args} for shell."),
     max_workers: z.int().min(1).max(1000).default(4).describe('How many units of this job may run at once, across every executor.'),
     max_retries: z.int().min(0).max(100).default(3).describe('How many times a failed unit is tried again before it is FAILED.'),
@@ -67,6 +71,17 @@ export function parseWith<S extends z.ZodType>(schema: S, value: unknown, prefix
   return result.data;
 }
 
-export function parseJobSpec(value: unknown): JobSpec {
-  return parseWith(JobSpec, withSyncDefaults(value));
+/** Defaults that come from the installation (ABP_MAX_RETRIES), not from the schema. */
+export interface SpecDefaults {
+  max_retries?: number;
+}
+
+/** Parses a spec; a field it leaves out takes `defaults` first, then the schema's own default. */
+export function parseJobSpec(value: unknown, defaults: SpecDefaults = {}): JobSpec {
+  const spec = withSyncDefaults(value);
+  const filled =
+    spec !== null && typeof spec === 'object' && !Array.isArray(spec) && (spec as Record<string, unknown>).max_retries === undefined && defaults.max_retries !== undefined
+      ? { ...spec, max_retries: defaults.max_retries }
+      : spec;
+  return parseWith(JobSpec, filled);
 }

@@ -13,6 +13,11 @@ export type NextStep =
   | { action: 'wait_for_test'; job_id: number }
   /** The test unit finished: show it to the person, then approve or reject on their word. */
   | { action: 'review_test'; job_id: number }
+  /**
+   * The test unit failed (it gets one attempt): show its error to the person. On
+   * their word, start again to re-run it, or approve anyway to run every unit.
+   */
+  | { action: 'test_failed'; job_id: number }
   /** The test unit was rejected: edit the prompt, then test again. */
   | { action: 'edit_and_retest'; job_id: number }
   /** The job runs: follow its status, read results as they come. */
@@ -41,6 +46,7 @@ export function nextStepFor(job: { id: number; status: JobState; status_reason: 
     case 'CREATED':
       return job.status_reason === 'pending_approval' ? { action: 'approve_code', job_id, code_sha256: null } : { action: 'start', job_id };
     case 'TESTING':
+      if (testStatus === 'FAILED') return { action: 'test_failed', job_id };
       return testStatus !== undefined && !isTerminalUnit(testStatus) ? { action: 'wait_for_test', job_id } : { action: 'review_test', job_id };
     case 'RUNNING':
       return { action: 'follow', job_id };

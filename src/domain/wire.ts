@@ -34,6 +34,12 @@ export const JobStatusWire = z
       .nullable()
       .optional()
       .describe('Who approved the test unit (or skipping it): "person (dialog)", "assistant (on the user\'s word)", "person (cli)", "api client (http)", "script (ABP_SKIP_TEST)"'),
+    estimate_note: z.string().nullable().optional().describe('Why there is no estimate, when there is none (e.g. "no estimate: the test unit failed")'),
+    agent_access: z
+      .string()
+      .nullable()
+      .optional()
+      .describe('What the job’s agent may do, in the worker’s words (e.g. "read only: Read, Glob, Grep, in the working directory; …"); null for workers that are not agents'),
     created_at: when,
     started_at: when,
     finished_at: when,

@@ -1,11 +1,24 @@
 import type { UnitOutcome } from '../contracts/worker.js';
 import { assertNever } from '../domain/errors.js';
 import type { OutcomeWrite } from '../store/repository.js';
+import type { JobRow } from '../store/schema.js';
 
 export interface RetrySettings {
   maxRetries: number;
   baseMs: number;
   maxMs: number;
+}
+
+/**
+ * How many retries an attempt of this job's unit may spend. A unit claimed while
+ * the job is TESTING is the test unit (nothing else is claimed then), and it gets
+ * none: it is there to show a person the prompt and the worker at work, and a
+ * failure is what they must see at once, not after every retry has been paid for.
+ * Starting the job again re-runs it; an approval runs it among the others with
+ * the job's own max_retries. Rate limits spend no attempt, so they still wait.
+ */
+export function retryAllowance(job: Pick<JobRow, 'status' | 'max_retries'>): number {
+  return job.status === 'TESTING' ? 0 : job.max_retries;
 }
 
 /** Exponential backoff with equal jitter: half fixed, half random, capped. */

@@ -11,7 +11,7 @@ import type { ClaimedUnit, Repository } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';
 import { checkOutput, feedbackSection } from './output-schema.js';
-import { backoffMs, decide } from './retry-policy.js';
+import { backoffMs, decide, retryAllowance } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
 import { WriteBatch } from './write-batch.js';
@@ -211,7 +211,8 @@ export class WorkerPool {
       this.coolDowns.recovered(job.worker_type);
     }
     const decision = decide(outcome, unit.failures, {
-      maxRetries: job.max_retries,
+      // `job` is the row as it was claimed: TESTING means this is the test unit.
+      maxRetries: retryAllowance(job),
       baseMs: config.retryBaseMs,
       maxMs: config.retryMaxMs,
     });

@@ -10,6 +10,8 @@ export function httpHint(step: NextStep): string {
       return `POST ${j}/start {"wait_seconds": 30} waits for the test unit.`;
     case 'review_test':
       return `Show the test unit's output to a person; on their word POST ${j}/start {"approve": true}, or {"reject": true} to edit the prompt.`;
+    case 'test_failed':
+      return `The test unit failed after its one attempt: show its error to a person; on their word POST ${j}/start runs it again, or POST ${j}/start {"approve": true} runs every unit anyway (the test unit again among them, with retries); {"reject": true} goes back to edit the prompt.`;
     case 'edit_and_retest':
       return `The test unit was reset. Edit the prompt (update_job at /mcp), then POST ${j}/start to test again.`;
     case 'follow':

@@ -15,6 +15,12 @@ export function mcpHint(step: NextStep): string {
         `Show the test unit's output to the user and ask them. Only on their word: ${call('start_job', { job_id: step.job_id, approve: true })} runs every unit; ` +
         `${call('start_job', { job_id: step.job_id, reject: true })} goes back to edit the prompt. Do not approve on your own.`
       );
+    case 'test_failed':
+      return (
+        `The test unit failed after its one attempt: show its error to the user and ask them. Only on their word: ${call('start_job', { job_id: step.job_id })} runs the test unit again; ` +
+        `${call('start_job', { job_id: step.job_id, approve: true })} runs every unit anyway (the test unit again among them, with retries); ` +
+        `${call('start_job', { job_id: step.job_id, reject: true })} goes back to edit the prompt. Do not decide on your own.`
+      );
     case 'edit_and_retest':
       return `The test unit was reset. Edit the prompt with ${call('update_job', { job_id: step.job_id, prompt_template: '…' })}, then ${call('start_job', { job_id: step.job_id })} tests again.`;
     case 'follow':

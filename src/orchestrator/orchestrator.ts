@@ -48,6 +48,9 @@ export interface StartResult {
   next_step: NextStep;
 }
 
+/** A test unit sent back to run again (rejected, re-tested, approved after it failed): nothing of its last attempt stays. */
+const FRESH_TEST_UNIT = { failures: 0, available_at: 0, output: null, structured_output: null, error: null, error_kind: null, prompt: null, finished_at: null };
+
 /** Items larger than this are refused at creation: one item must fit one prompt. */
 export const MAX_ITEM_BYTES = 1024 * 1024;
 
@@ -73,9 +76,17 @@ export class Orchestrator {
     return (this.#monitor ??= new Monitor(this.deps.repo, this.deps.config));
   }
 
+  /**
+   * The one place a spec gets its defaults, for every front end (CLI, MCP, HTTP):
+   * the installation's (ABP_MAX_RETRIES) where the spec says nothing, then the schema's.
+   */
+  private parseSpec(input: unknown): JobSpec {
+    return parseJobSpec(input, { max_retries: this.deps.config.defaultMaxRetries });
+  }
+
   /** Validates a spec against the registries and returns it parsed, with every default filled in. */
   validate(input: unknown): { spec: JobSpec; enumerator: Enumerator<any>; enumeratorConfig: unknown; worker: Worker<any>; workerConfig: unknown; template: string } {
-    const spec = parseJobSpec(input);
+    const spec = this.parseSpec(input);
     const enumerator = this.deps.enumerators.get(spec.enumerator_type);
     const enumeratorConfig = parseWith(enumerator.configSchema, spec.enumerator_config, 'enumerator_config');
     const worker = this.deps.workers.get(spec.worker_type);
@@ -94,9 +105,9 @@ export class Orchestrator {
    */
   async createJob(input: unknown, signal: AbortSignal = new AbortController().signal) {
     // A sync job's enumeration is its plan (health, snapshots, baselines, guardrails).
-    if (isSyncSpec(input)) return this.sync.createJob(parseJobSpec(input), signal);
-    const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
-    const row = jobRow(spec, enumeratorConfig, workerConfig, template);
+    if (isSyncSpec(input)) return this.sync.createJob(this.parseSpec(input), signal);
+    const { spec, enumerator, enumeratorConfig, worker, workerConfig, template } = this.validate(input);
+    const row = { ...jobRow(spec, enumeratorConfig, workerConfig, template), agent_access: worker.access?.(workerConfig) ?? null };
     const request = enumerator.approvalFor?.(enumeratorConfig);
     if (request && !(await this.deps.repo.isCodeApproved(request.code_sha256))) {
       const job = await this.deps.repo.createPendingJob(row);
@@ -164,7 +175,7 @@ export class Orchestrator {
    * the answer carries the hash to approve instead.
    */
   async preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}) {
-    if (isSyncSpec(input)) return this.sync.preview(parseJobSpec(input), options.signal);
+    if (isSyncSpec(input)) return this.sync.preview(this.parseSpec(input), options.signal);
     const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
     const sample = Math.max(0, options.sample ?? 5);
     const base = { name: spec.name, enumerator_type: spec.enumerator_type, worker_type: spec.worker_type };
@@ -258,13 +269,7 @@ export class Orchestrator {
       const test = await this.finishedTestUnit(job, 'reject');
       job = await repo.moveJob(id, 'reject', {
         effects: async (t) => {
-          await repo.moveUnitsIn(
-            t,
-            id,
-            'reset',
-            { failures: 0, available_at: 0, output: null, structured_output: null, error: null, error_kind: null, prompt: null, finished_at: null },
-            test.id,
-          );
+          await repo.moveUnitsIn(t, id, 'reset', FRESH_TEST_UNIT, test.id);
         },
       });
       return { job: jobStatus(job), test_unit: null, executor: null, next_step: { action: 'edit_and_retest', job_id: id } };
@@ -273,8 +278,18 @@ export class Orchestrator {
     // The worker's health is checked before any unit can run: a refusal here burns no units.
     const warning = options.approve || job.status === 'CREATED' ? await this.checkWorker(job) : null;
     if (options.approve) {
-      await this.finishedTestUnit(job, 'approve');
-      job = await repo.moveJob(id, 'approve', { reason: warning, patch: { approved_by: options.approvedBy ?? null } });
+      const test = await this.finishedTestUnit(job, 'approve');
+      job = await repo.moveJob(id, 'approve', {
+        reason: warning,
+        patch: { approved_by: options.approvedBy ?? null },
+        // Approved although its test unit failed: that unit runs again among the others, with the job's retries.
+        effects:
+          test.status === 'FAILED'
+            ? async (t) => {
+                await repo.moveUnitsIn(t, id, 'retry', FRESH_TEST_UNIT, test.id);
+              }
+            : undefined,
+      });
       executor = await launcher.ensureExecutor();
     } else if (job.status === 'CREATED') {
       if (options.skipTest || config.skipTest) {
@@ -286,7 +301,10 @@ export class Orchestrator {
       }
       executor = await launcher.ensureExecutor();
     } else if (job.status === 'TESTING' || job.status === 'RUNNING') {
-      // Starting again is harmless: it makes sure an executor is alive.
+      // Starting again re-runs a test unit that failed (it had one attempt; another is the
+      // person's call, and this is how they make it). Otherwise it is harmless: it makes
+      // sure an executor is alive.
+      if (job.status === 'TESTING') await this.retestIfFailed(job);
       executor = await launcher.ensureExecutor();
     } else {
       throw new AbpError('illegal_transition', `job ${id} is ${job.status}; cannot start`, {
@@ -338,6 +356,21 @@ export class Orchestrator {
       return test === undefined || isTerminalUnit(test.status);
     }
     return job.status !== 'RUNNING';
+  }
+
+  /** A TESTING job whose test unit FAILED gets it back PENDING, with a fresh attempt, once its worker checks out. */
+  private async retestIfFailed(job: JobRow): Promise<void> {
+    const { repo } = this.deps;
+    if (job.test_unit_id === null) return;
+    const test = await repo.getUnit(job.test_unit_id);
+    if (test?.status !== 'FAILED') return;
+    await this.checkWorker(job);
+    const moved = await repo.tx(async (t) => {
+      // Read again inside the transaction: a cancel or an approval since then decides instead.
+      if ((await repo.requireJob(job.id, t)).status !== 'TESTING') return 0;
+      return repo.moveUnitsIn(t, job.id, 'reset', FRESH_TEST_UNIT, test.id);
+    });
+    if (moved > 0) await repo.appendEvent(job.id, 'retest', { unit_id: test.id, error: test.error?.slice(0, 500) ?? null });
   }
 
   private async finishedTestUnit(job: JobRow, move: 'approve' | 'reject'): Promise<UnitRow> {
@@ -525,11 +558,12 @@ function jobRow(spec: JobSpec, enumeratorConfig: unknown, workerConfig: unknown,
   };
 }
 
-/** What a person needs to approve a job's code: the code, its hash, and the command. */
+/** What a person needs to approve a job's code: the code, the context it is given, its hash, and the command. */
 function approvalView(jobId: number, request: CodeApprovalRequest) {
   return {
     status: PENDING_APPROVAL,
     code: request.code,
+    ...(request.context === undefined ? {} : { context: request.context }),
     code_sha256: request.code_sha256,
     next_step: { action: 'approve_code', job_id: jobId, code_sha256: request.code_sha256 } satisfies NextStep,
   };

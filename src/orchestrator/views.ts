@@ -1,3 +1,4 @@
+import { isTerminalJob } from '../domain/states.js';
 import type { JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
@@ -38,11 +39,13 @@ export function jobStatus(job: JobRow) {
     tokens: { input: Number(job.input_tokens), output: Number(job.output_tokens) },
     budget: job.max_cost_usd === null ? null : { max_cost_usd: job.max_cost_usd, spent_usd: job.cost_usd, reserved_usd: job.reserved_usd },
     estimate: estimate(job, rate),
+    estimate_note: noEstimate(job),
     synthesis_unit_id: job.synthesis_unit_id,
     test_unit_id: job.test_unit_id,
     approved_by: job.approved_by,
     enumerator_type: job.enumerator_type,
     worker_type: job.worker_type,
+    agent_access: job.agent_access,
     max_workers: job.max_workers,
     max_retries: job.max_retries,
     timeout_seconds: job.timeout_seconds,
@@ -61,7 +64,7 @@ export type JobStatus = ReturnType<typeof jobStatus>;
  */
 function estimate(job: JobRow, rate: number | null) {
   const finished = job.succeeded + job.failed;
-  if (finished === 0) return null;
+  if (finished === 0 || noEstimate(job) !== null) return null;
   const remaining = job.pending + job.running;
   const meanCost = job.costed_units > 0 ? job.cost_usd / job.costed_units : null;
   const basis = finished === 1 && job.test_unit_id !== null ? 'test_unit' : 'observed';
@@ -75,6 +78,17 @@ function estimate(job: JobRow, rate: number | null) {
 }
 
 const round = (n: number) => Math.round(n * 1e6) / 1e6;
+
+/**
+ * A projection from the test unit alone needs a test unit that succeeded: a failed
+ * one's cost and time say nothing of a working unit's (a prompt that fails at once
+ * would project $0 for the whole job). While TESTING, the one unit that can have
+ * finished is the test unit.
+ */
+function noEstimate(job: JobRow): string | null {
+  if (job.test_unit_id === null || job.succeeded > 0 || job.failed !== 1 || isTerminalJob(job.status)) return null;
+  return job.status === 'TESTING' ? 'no estimate: the test unit failed' : 'no estimate: no unit has succeeded yet';
+}
 
 /** The job with its full spec, for get_job. */
 export function jobDetail(job: JobRow) {

@@ -14,6 +14,7 @@ export const MIGRATION_NAMES = [
   '007-running-units-index',
   '008-approvals',
   '009-mcp-tasks',
+  '010-agent-access',
 ] as const;
 
 export type MigrationName = (typeof MIGRATION_NAMES)[number];

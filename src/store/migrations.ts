@@ -293,6 +293,12 @@ const migrations: Record<MigrationName, Migration> = {
       await db.schema.createIndex('mcp_tasks_owner').on('mcp_tasks').columns(['owner', 'created_at']).execute();
     },
   },
+  '010-agent-access': {
+    async up(db: Kysely<any>) {
+      // What a job's agent may do, in words, as its worker described it at creation.
+      await db.schema.alterTable('jobs').addColumn('agent_access', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

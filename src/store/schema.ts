@@ -53,6 +53,8 @@ export interface JobsTable {
   result: string | null;
   auto_resume: Defaulted<number>;
   resume_at: Millis | null;
+  /** What the job's agent may do, in words (the worker's own account); null for workers that are not agents. */
+  agent_access: string | null;
 }
 
 export interface WorkUnitsTable {

@@ -571,7 +571,7 @@ export const ROWS: Row[] = [
   {
     surface: 'enumerator', group: 'http',
     input: 'CSV in Latin-1 read as UTF-8: `café` as byte 0xE9 on line 2 (`POST /jobs`)',
-    error: 'csv <dir>/latin1.csv: line 2: invalid UTF-8 (byte 0xe9); re-save the file as UTF-8 or set the right encoding',
+    error: 'csv <dir>/latin1.csv: line 2: invalid UTF-8 (byte 0xe9); re-save the file as UTF-8 or set enumerator_config.encoding to the file\'s encoding (utf-16le, latin1)',
     signal: 'HTTP 422 enumeration_failed', kept: 'no job is created',
     trigger: (b) => createHttp(b, spec(b, { enumerator_config: { file_path: b.write('latin1.csv', Buffer.from('id,text\n1,caf\xe9\n', 'latin1')) } })),
   },

@@ -122,7 +122,7 @@ const validSpec = fc.record(
     auto_resume: fc.boolean(),
     prompt_template: nastyText().filter((s) => s.length > 0),
   },
-  { requiredKeys: ['name', 'user_intent', 'enumerator_type', 'worker_type'] },
+  { requiredKeys: ['name', 'user_intent', 'enumerator_type'] },
 );
 const asJson = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
@@ -131,7 +131,7 @@ describe('JobSpec: valid specs parse, unknown fields never pass', () => {
     fc.assert(
       fc.property(validSpec.map(asJson), (input) => {
         const spec = parseJobSpec(input);
-        const defaults = { enumerator_config: {}, worker_config: {}, max_workers: 4, max_retries: 3, timeout_seconds: 600, allow_partial: false, auto_resume: false };
+        const defaults = { worker_type: 'claude', enumerator_config: {}, worker_config: {}, max_workers: 4, max_retries: 3, timeout_seconds: 600, allow_partial: false, auto_resume: false };
         expect(spec).toEqual({ ...defaults, ...input, name: input.name.trim(), user_intent: input.user_intent.trim() });
       }),
       fuzz(300),

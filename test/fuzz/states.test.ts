@@ -215,15 +215,23 @@ const start = fc.constant(
     if (m.status === 'CREATED') {
       m.status = 'TESTING';
       m.test = 0;
-    }
+    } else retestIfFailed(m);
   }),
 );
+
+/** Starting a TESTING job again (with or without --skip-test) re-runs a failed test unit, with a fresh attempt. */
+function retestIfFailed(m: Model): void {
+  if (m.status !== 'TESTING' || m.units[m.test!]!.status !== 'FAILED') return;
+  m.units[m.test!]!.status = 'PENDING';
+  m.units[m.test!]!.failures = 0;
+}
 
 const skipTest = fc.constant(
   cmd('start --skip-test', async (m, r) => {
     const ok = ['CREATED', 'TESTING', 'RUNNING'].includes(m.status);
     await attempt(r, m, () => r.orchestrator.start(r.jobId, { skipTest: true }), ok ? null : illegal('start'));
     if (m.status === 'CREATED') m.status = 'RUNNING';
+    else retestIfFailed(m);
   }),
 );
 
@@ -237,6 +245,11 @@ const verdict = (move: 'approve' | 'reject') =>
       if (refusal !== null) return;
       if (move === 'approve') {
         m.status = 'RUNNING';
+        // Approved although it failed: the test unit runs again among the others.
+        if (test!.status === 'FAILED') {
+          test!.status = 'PENDING';
+          test!.failures = 0;
+        }
       } else {
         m.status = 'CREATED';
         test!.status = 'PENDING';

@@ -1,6 +1,19 @@
-import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { expect } from 'vitest';
+import type { App } from '../../src/app.js';
+import { createMcpServer } from '../../src/mcp/server.js';
 import { sleep } from './cli.js';
+
+/** A real SDK client connected in memory to abp's MCP server over `app`, with the client capabilities given. */
+export async function connectInMemory(app: App, capabilities: Record<string, unknown> = {}): Promise<Client> {
+  const server = createMcpServer(Promise.resolve(app));
+  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+  await server.connect(serverSide);
+  const c = new Client({ name: 'test', version: '1.0.0' }, { capabilities });
+  await c.connect(clientSide);
+  return c;
+}
 
 /** Calls a tool that must succeed and returns its structured content (checked against the text copy). */
 export async function call(client: Client, name: string, args: Record<string, unknown> = {}): Promise<any> {

@@ -1,26 +1,17 @@
 import { writeFileSync } from 'node:fs';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApp, type App } from '../../src/app.js';
 import { resolveConfig } from '../../src/config.js';
-import { createMcpServer } from '../../src/mcp/server.js';
 import { Sandbox } from '../helpers/cli.js';
-import { call, callError, driveCsvJob, pollStatus } from '../helpers/mcp.js';
+import { call, callError, driveCsvJob, pollStatus, connectInMemory } from '../helpers/mcp.js';
 
 let sb: Sandbox;
 let app: App;
 let client: Client;
 
-async function connect(capabilities: Record<string, unknown> = {}): Promise<Client> {
-  const server = createMcpServer(Promise.resolve(app));
-  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
-  await server.connect(serverSide);
-  const c = new Client({ name: 'test', version: '1.0.0' }, { capabilities });
-  await c.connect(clientSide);
-  return c;
-}
+const connect = (capabilities: Record<string, unknown> = {}): Promise<Client> => connectInMemory(app, capabilities);
 
 function rows(): string {
   const path = sb.path('rows.csv');

@@ -38,7 +38,8 @@ async function migratedTo(path: string, n: number): Promise<void> {
 }
 
 describe('abp status and abp list: the quick read path', () => {
-  it('prints exactly what the orchestrator returns in-process, for jobs in several states and every list filter', async () => {
+  // Eleven CLI processes and a job run: beside stress-ng on PostgreSQL it took over a minute.
+  it('prints exactly what the orchestrator returns in-process, for jobs in several states and every list filter', { timeout: 180_000 }, async () => {
     const created = await createJob(3);
     const cancelled = await createJob(2);
     await sb.ok(['cancel', String(cancelled)]);

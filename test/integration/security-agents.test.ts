@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startMockAnthropic, type MockServer, type RecordedRequest, type Reply } from '../fixtures/mock-anthropic.js';
+import { startMockAnthropic, toolUseReply, type MockServer, type RecordedRequest } from '../fixtures/mock-anthropic.js';
 import { ROOT, Sandbox, sleep } from '../helpers/cli.js';
 import type { ZodType } from 'zod';
 import { parseWith } from '../../src/domain/job-spec.js';
@@ -85,15 +85,17 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
     const done = JSON.stringify({ type: 'result', subtype: 'success', is_error: false, result: 'ok', session_id: 's' });
     const granted = recorder(sb, 'claude-granted', [done]);
     const none = recorder(sb, 'claude-none', [done]);
+    const readOnly = recorder(sb, 'claude-default', [done]);
     const codex = recorder(sb, 'codex', [JSON.stringify({ type: 'thread.started', thread_id: 't' }), JSON.stringify({ type: 'item.completed', item: { type: 'agent_message', text: 'ok' } })]);
     const gemini = recorder(sb, 'gemini', [JSON.stringify({ response: 'ok', session_id: 'g' })]);
     const jobs = await runAll(sb, [
       specFile(sb, 'claude', { command: granted.path, allowed_tools: ['Read', 'Bash(git log:*)'], disallowed_tools: ['WebFetch'] }),
-      specFile(sb, 'claude', { command: none.path }),
+      specFile(sb, 'claude', { command: none.path, allowed_tools: [] }),
+      specFile(sb, 'claude', { command: readOnly.path }),
       specFile(sb, 'agent-cli', { preset: 'codex', command: codex.path, model: 'gpt-5-codex' }),
       specFile(sb, 'agent-cli', { preset: 'gemini', command: gemini.path }),
     ]);
-    expect(jobs.map((j) => j.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
+    expect(jobs.map((j) => j.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
     expect(granted.argv()).toEqual([
       '-p', '--output-format', 'stream-json', '--verbose',
       '--tools', 'Read,Bash',
@@ -101,11 +103,13 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
       '--disallowedTools', 'WebFetch',
       '--strict-mcp-config',
     ]);
-    // Nothing granted: an empty --tools (no tools at all) and no --allowedTools.
+    // An empty grant: an empty --tools (no tools at all) and no --allowedTools.
     expect(none.argv()).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', '', '--strict-mcp-config']);
+    // No grant at all: the read-only tools exist, none is pre-approved (Claude Code lets them read the working directory only).
+    expect(readOnly.argv()).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', 'Read,Glob,Grep', '--strict-mcp-config']);
     expect(codex.argv()).toEqual(['exec', '--json', '--skip-git-repo-check', '--model', 'gpt-5-codex', '-']);
     expect(gemini.argv()).toEqual(['--output-format', 'json', '-p', 'Follow the instructions above.']);
-    for (const flag of BYPASS) expect([...granted.argv(), ...none.argv(), ...codex.argv(), ...gemini.argv()]).not.toContain(flag);
+    for (const flag of BYPASS) expect([...granted.argv(), ...none.argv(), ...readOnly.argv(), ...codex.argv(), ...gemini.argv()]).not.toContain(flag);
   }, 180_000);
 
   it('a value that would be read as a flag (a smuggled --dangerously-skip-permissions) is refused at creation', async () => {
@@ -137,19 +141,6 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
   });
 });
 
-/** The Messages API answer that asks to run one Bash command, as server-sent events. */
-function bashToolUse(command: string): Reply {
-  const events: [string, unknown][] = [
-    ['message_start', { type: 'message_start', message: { id: 'msg_tool', type: 'message', role: 'assistant', model: 'claude-mock', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 50, output_tokens: 1 } } }],
-    ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 'toolu_security', name: 'Bash', input: {} } }],
-    ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: JSON.stringify({ command, description: 'make a file' }) } }],
-    ['content_block_stop', { type: 'content_block_stop', index: 0 }],
-    ['message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 20 } }],
-    ['message_stop', { type: 'message_stop' }],
-  ];
-  return { type: 'raw', status: 200, contentType: 'text/event-stream', body: events.map(([e, d]) => `event: ${e}\ndata: ${JSON.stringify(d)}\n\n`).join('') };
-}
-
 /** The tool_result blocks a request carries (the CLI's answer to the tool call). */
 const toolResults = (req: RecordedRequest) =>
   ((req.body?.messages ?? []) as { content: unknown }[]).flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((b: any) => b?.type === 'tool_result') as any[];
@@ -160,14 +151,14 @@ describe.skipIf(TEST_BACKEND === 'postgres')('the real Claude Code CLI runs a to
     // and ends the turn as soon as the CLI answers the tool call.
     mock = await startMockAnthropic((req) => {
       const marker = /PLEASE-TOUCH (\/[\w/.-]+)/.exec(JSON.stringify(req.body?.messages ?? ''))?.[1];
-      return marker && toolResults(req).length === 0 ? bashToolUse(`touch ${marker}`) : { type: 'text', text: 'done' };
+      return marker && toolResults(req).length === 0 ? toolUseReply('Bash', { command: `touch ${marker}`, description: 'make a file' }) : { type: 'text', text: 'done' };
     });
     sb = new Sandbox({ ANTHROPIC_BASE_URL: mock.url, ANTHROPIC_API_KEY: 'test', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', ABP_SKIP_TEST: '1' });
     // HOME inside the sandbox, so no user config leaks in and nothing leaks out.
     sb.env.HOME = sb.path('claude-home');
     mkdirSync(sb.env.HOME, { recursive: true });
     const cases = [
-      { name: 'none', config: {} },
+      { name: 'none', config: { allowed_tools: [] } },
       { name: 'available', config: { tools: ['Bash'] } },
       { name: 'allowed', config: { allowed_tools: ['Bash'] } },
     ].map((c) => ({ ...c, marker: sb!.path(`ran-${c.name}`) }));
@@ -198,5 +189,71 @@ describe.skipIf(TEST_BACKEND === 'postgres')('the real Claude Code CLI runs a to
     expect(allowed.init).toMatchObject({ tools: ['Bash'], permissionMode: 'default' });
     expect(allowed.ran).toBe(true);
     expect(allowed.result?.is_error ?? false).toBe(false);
+  }, 240_000);
+
+  it('a job that names no worker runs claude, granted nothing: on file items it reads its own folder and nothing else: Write, Bash and a Read outside are refused', async () => {
+    sb = new Sandbox({ ANTHROPIC_API_KEY: 'test', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', ABP_SKIP_TEST: '1' });
+    sb.env.HOME = sb.path('claude-home');
+    mkdirSync(sb.env.HOME, { recursive: true });
+    const items = sb.path('items');
+    mkdirSync(items);
+    writeFileSync(join(items, 'case-read.txt'), 'SECRET-INSIDE-42\n');
+    for (const c of ['outside', 'write', 'bash']) writeFileSync(join(items, `case-${c}.txt`), `${c}\n`);
+    const outside = sb!.path('outside-secret.txt');
+    writeFileSync(outside, 'SECRET-OUTSIDE-99\n');
+    const written = join(items, 'written.txt');
+    const ranBash = sb!.path('bash-ran');
+    // Each unit's prompt names its file; the mock asks for the matching tool once, then ends the turn.
+    const ask: Record<string, [string, Record<string, unknown>]> = {
+      read: ['Read', { file_path: join(items, 'case-read.txt') }],
+      outside: ['Read', { file_path: outside }],
+      write: ['Write', { file_path: written, content: 'written by the agent' }],
+      bash: ['Bash', { command: `touch ${ranBash}`, description: 'make a file' }],
+    };
+    mock = await startMockAnthropic((req) => {
+      const which = /case-(read|outside|write|bash)\.txt/.exec(JSON.stringify(req.body?.messages ?? ''))?.[1];
+      return which && toolResults(req).length === 0 ? toolUseReply(...ask[which]!) : { type: 'text', text: 'done' };
+    });
+    sb!.env.ANTHROPIC_BASE_URL = mock.url;
+    const spec = sb!.path('spec-files.json');
+    writeFileSync(
+      spec,
+      JSON.stringify({
+        name: 'read-only by default',
+        user_intent: 'Summarise the file.',
+        enumerator_type: 'file',
+        enumerator_config: { base_directory: items, pattern: 'case-*.txt' },
+        // No worker_type: the default worker is claude.
+        worker_config: { command: CLAUDE, max_turns: 3 },
+        max_workers: 2,
+        max_retries: 0,
+        timeout_seconds: 60,
+      }),
+    );
+    const [job] = await runAll(sb!, [spec]);
+    expect(job!.status).toBe('COMPLETED');
+    const answered = (c: string) => {
+      const req = mock!.requests.find((r) => JSON.stringify(r.body?.messages ?? '').includes(`case-${c}.txt`) && toolResults(r).length > 0);
+      expect(req, `the CLI answered the ${c} call`).toBeDefined();
+      const result = toolResults(req!)[0];
+      return { isError: result.is_error === true, text: JSON.stringify(result.content) };
+    };
+    const read = answered('read');
+    expect(read.isError).toBe(false);
+    expect(read.text).toContain('SECRET-INSIDE-42');
+    const out = answered('outside');
+    expect(out.isError).toBe(true);
+    expect(out.text).not.toContain('SECRET-OUTSIDE-99');
+    // Refused by the permission check (nobody to grant it in a headless run), not by a missing file.
+    expect(out.text).toMatch(/requested permissions to read/);
+    // Write and Bash do not exist for this agent at all.
+    expect(answered('write')).toMatchObject({ isError: true, text: expect.stringMatching(/No such tool available: Write/) });
+    expect(existsSync(written)).toBe(false);
+    expect(answered('bash')).toMatchObject({ isError: true, text: expect.stringMatching(/No such tool available: Bash/) });
+    expect(existsSync(ranBash)).toBe(false);
+    // The job says what its agent may do.
+    const status = await sb!.status(job!.id);
+    expect(status.worker_type).toBe('claude');
+    expect(status.agent_access).toMatch(/^read only: Read, Glob, Grep, in the working directory/);
   }, 240_000);
 });

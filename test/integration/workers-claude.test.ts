@@ -81,7 +81,8 @@ describe('claude worker, end to end against the real Claude Code CLI and a mock 
     expect(kinds.at(-1)).toBe('result');
     const init = unit.conversation[0].data;
     expect(init.session_id).toBe(unit.session_id);
-    expect(init.tools).toEqual([]); // no tools were granted, so the agent has none
+    // No tools were granted: the agent has the read-only ones, and nothing else.
+    expect([...init.tools].sort()).toEqual(['Glob', 'Grep', 'Read']);
 
     // What the mock received: every unit's own payload, streamed requests, the test key.
     const texts = mock.requests.map(userText).join('\n');

@@ -102,14 +102,14 @@ describe('csv enumerator: bad input, each with its exact error', () => {
   it('invalid UTF-8 names its line', async () => {
     const p = file('x.csv', Buffer.concat([Buffer.from('a,b\n1,2\n3,'), Buffer.from([0xc3, 0x28]), Buffer.from('\n')]));
     const err = await failure(csvEnumerator, { file_path: p });
-    expect(err.message).toBe(`csv ${p}: line 3: invalid UTF-8 (byte 0xc3); re-save the file as UTF-8 or set the right encoding`);
+    expect(err.message).toBe(`csv ${p}: line 3: invalid UTF-8 (byte 0xc3); re-save the file as UTF-8 or set enumerator_config.encoding to the file's encoding (utf-16le, latin1)`);
   });
 
   it('invalid UTF-8 far into a large file, past the first read chunk, still names the right line', async () => {
     const rows = Array.from({ length: 20_000 }, (_, i) => `${i},text ${i}`).join('\n');
     const p = file('x.csv', Buffer.concat([Buffer.from(`a,b\n${rows}\n`), Buffer.from([0xff]), Buffer.from(',z\n')]));
     const err = await failure(csvEnumerator, { file_path: p });
-    expect(err.message).toBe(`csv ${p}: line 20002: invalid UTF-8 (byte 0xff); re-save the file as UTF-8 or set the right encoding`);
+    expect(err.message).toBe(`csv ${p}: line 20002: invalid UTF-8 (byte 0xff); re-save the file as UTF-8 or set enumerator_config.encoding to the file's encoding (utf-16le, latin1)`);
   });
 
   it('a missing id_column names the column and lists the real ones', async () => {

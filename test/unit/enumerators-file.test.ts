@@ -40,7 +40,7 @@ describe('file enumerator', () => {
       file_path: join(base, 'b.txt'),
       relative_path: 'b.txt',
       file_name: 'b.txt',
-      file_extension: 'txt',
+      file_extension: '.txt',
       file_size: 3,
       mtime: '2024-01-02T03:04:05.000Z',
       _id: 'b.txt',

@@ -90,9 +90,13 @@ describe('json enumerator: bad input, each with its exact error', () => {
   it('invalid UTF-8 names its line, in JSON Lines and in JSON', async () => {
     const bad = Buffer.concat([Buffer.from('{"a":1}\n{"a":"'), Buffer.from([0xe2, 0x28, 0xa1]), Buffer.from('"}\n')]);
     const l = file('a.jsonl', bad);
-    expect((await failure(jsonEnumerator, { file_path: l })).message).toBe(`json ${l}: line 2: invalid UTF-8 (byte 0xe2); re-save the file as UTF-8 or set the right encoding`);
+    expect((await failure(jsonEnumerator, { file_path: l })).message).toBe(
+      `json ${l}: line 2: invalid UTF-8 (byte 0xe2); re-save the file as UTF-8 or set enumerator_config.encoding to the file's encoding (utf-16le, latin1)`,
+    );
     const j = file('a.json', Buffer.concat([Buffer.from('[\n"'), Buffer.from([0xff]), Buffer.from('"]')]));
-    expect((await failure(jsonEnumerator, { file_path: j })).message).toBe(`json ${j}: line 2: invalid UTF-8 (byte 0xff); re-save the file as UTF-8 or set the right encoding`);
+    expect((await failure(jsonEnumerator, { file_path: j })).message).toBe(
+      `json ${j}: line 2: invalid UTF-8 (byte 0xff); re-save the file as UTF-8 or set enumerator_config.encoding to the file's encoding (utf-16le, latin1)`,
+    );
   });
 
   it('a JSON array over the size cap is told to use JSON Lines', async () => {

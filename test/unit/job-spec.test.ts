@@ -16,6 +16,12 @@ describe('JobSpec', () => {
     expect(() => parseJobSpec({ ...base, max_workers: 'many' })).toThrow(/^max_workers: /);
     expect(() => parseJobSpec({ ...base, max_retries: -1 })).toThrow(/^max_retries: /);
     expect(() => parseJobSpec({ ...base, name: '' })).toThrow(/^name: /);
-    expect(() => parseJobSpec({ name: 'x' })).toThrow(/user_intent: .*enumerator_type: .*worker_type: /);
+    expect(() => parseJobSpec({ name: 'x' })).toThrow(/user_intent: .*enumerator_type: /);
+  });
+
+  it('a job that names no worker gets claude, the default worker', () => {
+    const { worker_type: _, ...noWorker } = base as Record<string, unknown>;
+    expect(parseJobSpec(noWorker).worker_type).toBe('claude');
+    expect(parseJobSpec({ ...base, worker_type: 'shell' }).worker_type).toBe('shell');
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoffMs, decide } from '../../src/executor/retry-policy.js';
+import { backoffMs, decide, retryAllowance } from '../../src/executor/retry-policy.js';
 
 const s = { maxRetries: 2, baseMs: 100, maxMs: 1000 };
 
@@ -32,5 +32,23 @@ describe('retry policy', () => {
 
   it('gives a unit stopped by shutdown back unspent', () => {
     expect(decide({ status: 'cancelled', error: 'stopped (shutdown)' }, 1, s).write).toMatchObject({ next: 'PENDING', spent: false });
+  });
+});
+
+describe('the test unit gets one attempt', () => {
+  it('a unit of a TESTING job (the test unit) has no retries; any other state has the job’s own', () => {
+    expect(retryAllowance({ status: 'TESTING', max_retries: 3 })).toBe(0);
+    expect(retryAllowance({ status: 'RUNNING', max_retries: 3 })).toBe(3);
+    expect(retryAllowance({ status: 'PAUSED', max_retries: 5 })).toBe(5);
+  });
+
+  it('so its failure is final at once, with its cost; a rate limit still spends nothing and waits', () => {
+    const allowance = { ...s, maxRetries: retryAllowance({ status: 'TESTING', max_retries: 3 }) };
+    const failed = decide({ status: 'failed', kind: 'retryable', error: 'exit code 1', cost_usd: 0.02 }, 0, allowance, 0);
+    expect(failed.write).toMatchObject({ next: 'FAILED', spent: true, error: 'exit code 1', cost_usd: 0.02 });
+    expect(decide({ status: 'timed_out', error: 'timed out' }, 0, allowance, 0).write.next).toBe('FAILED');
+    expect(decide({ status: 'failed', kind: 'invalid_output', error: 'not JSON' }, 0, allowance, 0).write.next).toBe('FAILED');
+    const limited = decide({ status: 'failed', kind: 'rate_limited', error: '429', retry_after_ms: 5000 }, 0, allowance, 1000);
+    expect(limited.write).toMatchObject({ next: 'PENDING', spent: false, available_at: 6000 });
   });
 });

@@ -7,7 +7,7 @@ import { parseWith } from '../../src/domain/job-spec.js';
 import { SlidingWindowThrottle } from '../../src/executor/throttle.js';
 import { agentCliWorker, PRESETS } from '../../workers/agent-cli.js';
 import { classifyAgentFailure, quotaResetAt } from '../../workers/agent-failures.js';
-import { claudeArgs, claudeWorker } from '../../workers/claude.js';
+import { claudeAccess, claudeArgs, claudeWorker } from '../../workers/claude.js';
 import { retryAfterMs } from '../../workers/http-llm.js';
 import { costOf, priceOf } from '../../workers/llm-prices.js';
 import { agentCwd } from '../../workers/unit-values.js';
@@ -17,8 +17,18 @@ const FAKE_CODEX = resolve(import.meta.dirname, '..', 'fixtures', 'fake-codex.mj
 describe('claude worker: flags', () => {
   const parse = (c: unknown) => parseWith(claudeWorker.configSchema, c, 'worker_config');
 
-  it('grants no tools unless the job does, and never skips permissions unless asked', () => {
-    expect(claudeArgs(parse({}))).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', '', '--strict-mcp-config']);
+  it('granted nothing, it has the read-only tools and pre-approves none; [] takes every tool away; it never skips permissions unless asked', () => {
+    expect(claudeArgs(parse({}))).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', 'Read,Glob,Grep', '--strict-mcp-config']);
+    expect(claudeArgs(parse({ allowed_tools: [] }))).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', '', '--strict-mcp-config']);
+  });
+
+  it('says what the agent may do, for the job status', () => {
+    expect(claudeAccess(parse({}))).toBe('read only: Read, Glob, Grep, in the working directory; writing and the shell need allowed_tools');
+    expect(claudeAccess(parse({ allowed_tools: [] }))).toBe('no tools; in the working directory');
+    expect(claudeAccess(parse({ allowed_tools: ['Read', 'Bash(git log:*)'], disallowed_tools: ['WebFetch'], add_dirs: ['/data'] }))).toBe(
+      'tools Read, Bash; without asking: Read, Bash(git log:*); never: WebFetch; in the working directory and /data',
+    );
+    expect(claudeAccess(parse({ dangerously_skip_permissions: true }))).toMatch(/^everything: every permission check is off/);
   });
 
   it('maps every config field to its flag', () => {

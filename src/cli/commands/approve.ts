@@ -6,8 +6,15 @@ import { cliHint } from '../hints.js';
 
 interface Approval {
   code: string;
+  context?: Record<string, unknown>;
   code_sha256: string;
   next_step: NextStep;
+}
+
+/** The code to review, with the context it will be given (which its hash does not cover). */
+export function codeForReview(approval: { code: string; context?: Record<string, unknown> }): string {
+  if (approval.context === undefined) return approval.code;
+  return `${approval.code}\n\nwith this context (ctx.context; not part of the sha256):\n${JSON.stringify(approval.context, null, 2)}`;
 }
 
 /** Whether a person is at the terminal to answer a question. */
@@ -17,7 +24,7 @@ function interactive(ctx: CommandContext): boolean {
 
 /** Shows the code and asks the person at the terminal; the question goes to stderr, stdout stays clean. */
 async function ask(approval: Approval): Promise<boolean> {
-  process.stderr.write(`\nThis job runs the following code to enumerate its items:\n\n${approval.code}\n\nsha256 ${approval.code_sha256}\n`);
+  process.stderr.write(`\nThis job runs the following code to enumerate its items:\n\n${codeForReview(approval)}\n\nsha256 ${approval.code_sha256}\n`);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     const answer = await rl.question('Run this code? Type "yes" to approve: ');
@@ -70,6 +77,6 @@ export const approve: Command = {
       }
       return;
     }
-    ctx.print([`job ${id} waits for approval of this code:`, '', pending.approval.code, '', `sha256 ${pending.approval.code_sha256}`, cliHint(pending.approval.next_step)].join('\n'), pending);
+    ctx.print([`job ${id} waits for approval of this code:`, '', codeForReview(pending.approval), '', `sha256 ${pending.approval.code_sha256}`, cliHint(pending.approval.next_step)].join('\n'), pending);
   },
 };

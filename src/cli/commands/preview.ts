@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
+import { codeForReview } from './approve.js';
 import { create, specFromFlags } from './create.js';
 
 export const preview: Command = {
@@ -16,7 +17,7 @@ export const preview: Command = {
           `${p.enumerator_type}: this code has not been approved, so it was not run.`,
           `code sha256: ${p.approval.code_sha256}`,
           '',
-          p.approval.code,
+          codeForReview(p.approval),
           '',
           'The code runs only after a person approves this exact sha256: create the job, then abp approve JOB --code-sha256 HASH',
         ].join('\n'),

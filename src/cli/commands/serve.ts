@@ -1,4 +1,4 @@
-import { truthy } from '../../config.js';
+import { resolveConfig, truthy } from '../../config.js';
 import { AbpError } from '../../domain/errors.js';
 import { DEFAULT_MAX_BODY } from '../../http/body.js';
 import { isLoopback, loadApiKey } from '../../http/security.js';
@@ -23,7 +23,8 @@ export const serve: Command = {
   options: { host: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' } },
   async run(ctx) {
     const env = process.env;
-    const port = intFlag(ctx, 'port', 0) ?? envNumber('ABP_HTTP_PORT', 7070, 0);
+    // ABP_HTTP_PORT, or the original ABP's ABP_DASHBOARD_PORT (config.ts resolves the pair).
+    const port = intFlag(ctx, 'port', 0) ?? resolveConfig(env).httpPort;
     const host = (ctx.values.host as string | undefined) ?? env.ABP_HTTP_HOST ?? '127.0.0.1';
     // A generated key file is fine on loopback; beyond it, the operator must choose the key on purpose.
     if (!isLoopback(host) && !env.ABP_API_KEY && !ctx.values.force && !truthy(env.ABP_SERVE_FORCE)) {

@@ -55,6 +55,7 @@ export const createJob = defineTool({
   title: 'Create a batch job',
   description:
     'Creates a job that applies one instruction (user_intent) to every item an enumerator yields, e.g. every file matching a glob or every CSV row. ' +
+    'With no worker_type, Claude Code does the work and may only read files in its working directory (the item’s folder for file items) unless worker_config.allowed_tools grants more. ' +
     'Use preview_job first when unsure of the config. The job starts in CREATED; call start_job next to run one test unit. ' +
     'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash (approve_code). ' +
     'With a `sync` section instead of an enumerator, it creates a sync job that keeps a target inventory in step with a source (the plan is made now; its units are the writes).',
@@ -63,10 +64,10 @@ export const createJob = defineTool({
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
   async handler(args, ctx) {
     const job = (await ctx.app.orchestrator.createJob(toSpec(args))) as Awaited<ReturnType<typeof ctx.app.orchestrator.createJob>> & {
-      approval?: { code?: string; code_sha256?: string; next_step?: NextStep };
+      approval?: { code?: string; context?: Record<string, unknown>; code_sha256?: string; next_step?: NextStep };
     };
     const approval = job.approval;
-    if (approval?.code_sha256 && (await askPersonToApproveCode(ctx, job.job_id, approval.code ?? '', approval.code_sha256))) {
+    if (approval?.code_sha256 && (await askPersonToApproveCode(ctx, job.job_id, approval.code ?? '', approval.code_sha256, approval.context))) {
       await ctx.app.orchestrator.approveCode(job.job_id, approval.code_sha256, 'person via MCP elicitation');
       return { ...(await ctx.app.orchestrator.getJob(job.job_id)), next: mcpHint({ action: 'start', job_id: job.job_id }) };
     }
@@ -194,7 +195,7 @@ async function askPerson(ctx: ToolContext, result: StartResult, what: 'approve' 
   const message =
     what === 'skip'
       ? `Job ${job.job_id} "${job.name}": run all ${job.total} units now, without a test unit first?`
-      : `Job ${job.job_id} "${job.name}" ran its test unit on item ${t?.item_id ?? '?'}:\n\n${shown}\n\nRun the remaining ${job.total - 1} units?`;
+      : `Job ${job.job_id} "${job.name}" ran its test unit on item ${t?.item_id ?? '?'}:\n\n${shown}\n\n${t?.status === 'FAILED' ? `Run all ${job.total} units anyway (the test unit again among them)?` : `Run the remaining ${job.total - 1} units?`}`;
   let asked: Asked;
   try {
     const reply = await ctx.server.server.elicitInput({

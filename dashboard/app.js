@@ -17,7 +17,9 @@ function h(tag, attrs = {}, ...children) {
     else if (key === 'dataset') Object.assign(el.dataset, value);
     else el.setAttribute(key, value === true ? '' : String(value));
   }
-  for (const child of children.flat()) {
+  // Nested lists of children (a map that yields [separator, link] pairs) are flattened all the way,
+  // never turned into text: an array's text is its items joined by commas, an anchor's its href.
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -211,7 +213,10 @@ function jobPage(id) {
       'p',
       { class: 'muted' },
       'Download results: ',
-      ['csv', 'jsonl', 'json', 'markdown'].map((f, i) => [i ? ' · ' : '', h('a', { href: `/jobs/${id}/results?format=${f}`, download: '' }, f)]),
+      Object.entries({ csv: 'CSV', jsonl: 'JSONL', json: 'JSON', markdown: 'Markdown' }).map(([f, label], i) => [
+        i ? ' · ' : '',
+        h('a', { href: `/jobs/${id}/results?format=${f}`, download: '', 'data-testid': `download-${f}` }, label),
+      ]),
     ),
     h('h2', {}, 'Progress over time'),
     h('div', { class: 'charts' }, completedChart, costChart),

@@ -87,6 +87,13 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     await expect.poll(() => page.locator('[data-testid="events"] [data-type="unit"]').count()).toBe(12);
     await expect.poll(() => page.locator('#live').textContent()).toBe('job finished');
     await shot('2-job-completed');
+    // The download links read as names, each to its own format (not raw URLs run together with commas).
+    const downloads = page.locator('a[data-testid^="download-"]');
+    expect(await downloads.allTextContents()).toEqual(['CSV', 'JSONL', 'JSON', 'Markdown']);
+    expect(await downloads.evaluateAll((links) => links.map((a) => a.getAttribute('href')))).toEqual(
+      ['csv', 'jsonl', 'json', 'markdown'].map((f) => `/jobs/${id}/results?format=${f}`),
+    );
+    expect(await downloads.first().locator('xpath=..').textContent()).toBe('Download results: CSV · JSONL · JSON · Markdown');
 
     // The job list shows it with its state and progress.
     await page.goto(`${srv.url}/#/`);

@@ -10,9 +10,6 @@ import { assertUtf8, Utf8Validator } from './utf8.js';
 const TEXT_ENCODINGS = ['utf-8', 'utf8', 'utf-16le', 'latin1'] as const;
 export type TextEncoding = (typeof TEXT_ENCODINGS)[number];
 
-/** Where the error for invalid UTF-8 tells the user to name the file's real encoding. */
-const ENCODING_FIELD = 'enumerator_config.encoding';
-
 export const encodingField = z.enum(TEXT_ENCODINGS).default('utf-8').describe('The text encoding of the file; a byte order mark is skipped.');
 
 /** Node's name for each encoding. */
@@ -26,10 +23,10 @@ export const NODE_ENCODINGS: Record<TextEncoding, BufferEncoding> = {
 /**
  * The stage that checks the bytes on their way to a decoder: only UTF-8 can be
  * invalid (latin1 maps every byte, and utf-16le decodes any pair of bytes).
- * The error's advice names the config field that fixes it.
+ * The error's advice names this config field.
  */
 export function utf8Check(encoding: TextEncoding, what: string): Transform | undefined {
-  return NODE_ENCODINGS[encoding] === 'utf8' ? new Utf8Validator(what, ENCODING_FIELD) : undefined;
+  return NODE_ENCODINGS[encoding] === 'utf8' ? new Utf8Validator(what) : undefined;
 }
 
 /** A file as a stream of text for a line reader; invalid UTF-8 fails naming its line. */
@@ -44,6 +41,6 @@ export function textStream(path: string, encoding: TextEncoding, what: string, s
 
 /** A whole file's bytes as text, without its byte order mark; invalid UTF-8 fails naming its line. */
 export function decodeText(bytes: Buffer, encoding: TextEncoding, what: string): string {
-  if (NODE_ENCODINGS[encoding] === 'utf8') assertUtf8(bytes, what, ENCODING_FIELD);
+  if (NODE_ENCODINGS[encoding] === 'utf8') assertUtf8(bytes, what);
   return bytes.toString(NODE_ENCODINGS[encoding]).replace(/^\uFEFF/, '');
 }

@@ -67,11 +67,7 @@ export class Utf8Validator extends Transform {
   private carry: Buffer = Buffer.alloc(0);
   private lines = 0;
 
-  /** `field`: the config field that sets the encoding, for the error's advice. */
-  constructor(
-    private readonly what: string,
-    private readonly field?: string,
-  ) {
+  constructor(private readonly what: string) {
     super();
   }
 
@@ -91,21 +87,22 @@ export class Utf8Validator extends Transform {
   }
 
   private invalid(buf: Buffer): AbpError {
-    return invalidUtf8(buf, this.what, this.lines, this.field);
+    return invalidUtf8(buf, this.what, this.lines);
   }
 }
 
-function invalidUtf8(buf: Buffer, what: string, linesBefore: number, field: string | undefined): AbpError {
+/** The advice names the field that fixes it: enumerator_config.encoding, which csv and json both take. */
+function invalidUtf8(buf: Buffer, what: string, linesBefore: number): AbpError {
   const offset = Math.max(0, firstInvalidUtf8(buf));
   const line = linesBefore + countNewlines(buf, offset) + 1;
   const byte = (buf[offset] ?? 0).toString(16).padStart(2, '0');
-  const advice = field ? `set ${field} to the file's encoding (utf-16le, latin1)` : 'set the right encoding';
+  const advice = "set enumerator_config.encoding to the file's encoding (utf-16le, latin1)";
   return new AbpError('enumeration_failed', `${what} line ${line}: invalid UTF-8 (byte 0x${byte}); re-save the file as UTF-8 or ${advice}`, {
     details: { line },
   });
 }
 
 /** The same check for a whole buffer already in memory. */
-export function assertUtf8(buf: Buffer, what: string, field?: string): void {
-  if (!isUtf8(buf)) throw invalidUtf8(buf, what, 0, field);
+export function assertUtf8(buf: Buffer, what: string): void {
+  if (!isUtf8(buf)) throw invalidUtf8(buf, what, 0);
 }

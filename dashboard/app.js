@@ -83,6 +83,29 @@ const fmt = {
   },
   ms: (ms) => (ms === null || ms === undefined ? '—' : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`),
   json: (v) => (typeof v === 'string' ? v : JSON.stringify(v, null, 2)),
+  ago: (ms) => {
+    if (ms === null || ms === undefined || Number.isNaN(ms)) return '—';
+    const sec = Math.max(0, Math.round(ms / 1000));
+    if (sec < 60) return `${sec}s ago`;
+    if (sec < 3600) return `${Math.floor(sec / 60)}m ${sec % 60}s ago`;
+    return `${Math.floor(sec / 3600)}h ${Math.floor((sec % 3600) / 60)}m ago`;
+  },
+};
+
+/**
+ * The server's clock as this page sees it: each frame's `at` is the server's now,
+ * so "how long ago" stays right even when the two clocks disagree.
+ */
+const serverClock = {
+  skew: 0,
+  saw(at) {
+    const t = Date.parse(at);
+    if (!Number.isNaN(t)) this.skew = t - Date.now();
+  },
+  since(at) {
+    const t = Date.parse(at);
+    return Number.isNaN(t) ? null : Date.now() + this.skew - t;
+  },
 };
 
 const badge = (state) => h('span', { class: `badge ${state}`, 'data-testid': 'state' }, state);
@@ -188,12 +211,16 @@ const CONTROLS = [
 
 const UNIT_FILTERS = ['', 'PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
 
+/** How the live panel names the sort of a unit's latest step; any other event goes by its kind. */
+const ACTIVITY_WHAT = { tool_use: 'tool call', tool_result: 'tool result', text: 'text', thinking: 'thinking' };
+
 function jobPage(id) {
   const title = h('h1', {}, `Job #${id}`);
   const state = h('div');
   const stats = h('div', { class: 'stats' });
   const controls = h('div', { class: 'controls' });
   const testPanel = h('div');
+  const activityPanel = h('div', { class: 'activity', 'data-testid': 'live-activity' });
   const completedChart = h('div', { class: 'chart' });
   const costChart = h('div', { class: 'chart' });
   const filter = h('select', { 'data-testid': 'unit-filter', 'aria-label': 'Show units in state' }, UNIT_FILTERS.map((f) => h('option', { value: f }, f || 'all states')));
@@ -209,6 +236,8 @@ function jobPage(id) {
     stats,
     controls,
     testPanel,
+    h('h2', {}, 'Live activity'),
+    activityPanel,
     h(
       'p',
       { class: 'muted' },
@@ -372,11 +401,73 @@ function jobPage(id) {
     while (events.childElementCount > 200) events.lastElementChild.remove();
   };
 
+  // Each running unit's latest activity, from the stream's activity frames (a live view, never replayed).
+  const activity = new Map();
+  const activityAgo = (a) => (a.latest?.at ? serverClock.since(a.latest.at) : a.started_at ? serverClock.since(a.started_at) : null);
+  function renderActivity() {
+    const units = [...activity.values()].sort((a, b) => a.unit_id - b.unit_id);
+    if (units.length === 0) {
+      fill(activityPanel, h('p', { class: 'muted', 'data-testid': 'live-activity-empty' }, 'No unit is running.'));
+      return;
+    }
+    fill(activityPanel,
+      h(
+        'table',
+        {},
+        h('thead', {}, h('tr', {}, ['Unit', 'Item', 'Attempt', 'Latest activity', 'When'].map((t) => h('th', {}, t)))),
+        h(
+          'tbody',
+          {},
+          units.map((a) =>
+            h(
+              'tr',
+              { 'data-unit': a.unit_id },
+              h('td', {}, h('a', { href: `#/jobs/${id}/units/${a.unit_id}` }, `#${a.unit_id}`)),
+              h('td', {}, a.item_id),
+              h('td', { class: 'num' }, a.attempt),
+              h(
+                'td',
+                { class: 'summary', 'data-testid': 'activity-summary' },
+                a.latest
+                  ? [h('span', { class: `kind ${a.latest.what ?? ''}`, 'data-testid': 'activity-what' }, ACTIVITY_WHAT[a.latest.what] ?? a.latest.kind), ' ', a.latest.summary]
+                  : h('span', { class: 'muted' }, 'started, nothing recorded yet'),
+              ),
+              h('td', { class: 'num ago', 'data-testid': 'activity-ago' }, fmt.ago(activityAgo(a))),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  // The "when" column counts up between frames.
+  const ticker = setInterval(() => {
+    for (const row of activityPanel.querySelectorAll('tr[data-unit]')) {
+      const a = activity.get(Number(row.dataset.unit));
+      const cell = row.querySelector('.ago');
+      if (a && cell) cell.textContent = fmt.ago(activityAgo(a));
+    }
+  }, 1000);
+  renderActivity();
+
   // Live updates: the browser's EventSource resumes with Last-Event-ID by itself after a drop.
   const source = new EventSource(`/jobs/${id}/events`);
   source.addEventListener('open', () => {
     live.dataset.state = 'open';
     live.textContent = 'live';
+  });
+  // Every connection starts with hello and then sends each running unit afresh.
+  source.addEventListener('hello', (msg) => {
+    serverClock.saw(JSON.parse(msg.data).at);
+    activity.clear();
+    renderActivity();
+  });
+  source.addEventListener('activity', (msg) => {
+    const e = JSON.parse(msg.data);
+    serverClock.saw(e.at);
+    const a = e.data ?? {};
+    if (a.running) activity.set(a.unit_id, a);
+    else activity.delete(a.unit_id);
+    renderActivity();
   });
   for (const type of ['status', 'unit', 'checkpoint', 'log']) {
     source.addEventListener(type, (msg) => {
@@ -388,6 +479,8 @@ function jobPage(id) {
     source.close();
     live.dataset.state = 'ended';
     live.textContent = 'job finished';
+    activity.clear();
+    renderActivity();
     refreshSoon();
   });
   // A paused or created job sends few events; a slow poll keeps the page honest anyway.
@@ -397,6 +490,7 @@ function jobPage(id) {
     stopped = true;
     source.close();
     clearInterval(slow);
+    clearInterval(ticker);
     clearTimeout(pending);
   };
 }
@@ -420,7 +514,11 @@ function lineChart(container, title, points, value, label, testid) {
 
 // ---- unit page ------------------------------------------------------------------
 
+const FINAL_UNIT = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+const FOLLOWED_UNIT = ['PENDING', 'RUNNING'];
+
 async function unitPage(jobId, unitId) {
+  const hash = location.hash;
   fill(view, h('p', { class: 'muted' }, 'Loading…'));
   let unit;
   try {
@@ -429,34 +527,169 @@ async function unitPage(jobId, unitId) {
     fill(view, h('p', {}, h('a', { href: `#/jobs/${jobId}` }, `← job #${jobId}`)), h('p', { class: 'reason' }, err.message));
     return;
   }
-  const field = (name, value) => [h('dt', {}, name), h('dd', {}, value ?? '—')];
-  const section = (name, value, testid) =>
-    value === null || value === undefined || value === '' ? null : [h('h2', {}, name), h('pre', { 'data-testid': testid }, fmt.json(value))];
-  // h() flattens the sections and drops the empty ones.
-  fill(view, h('div', { 'data-testid': 'unit' },
-    h('p', {}, h('a', { href: `#/jobs/${jobId}` }, `← job #${jobId}`)),
-    h('h1', {}, `Unit #${unit.unit_id} `, badge(unit.status)),
-    h(
-      'dl',
-      { class: 'fields' },
-      field('item', unit.item_id),
-      field('attempt', String(unit.attempt)),
-      field('failures', String(unit.failures ?? 0)),
-      field('duration', fmt.ms(unit.duration_ms)),
-      field('cost', fmt.usd(unit.cost_usd)),
-      field('exit code', unit.exit_code === null ? null : String(unit.exit_code)),
-      field('error kind', unit.error_kind),
-      field('session', unit.session_id),
-    ),
-    section('Error', unit.error, 'error'),
-    section('Payload', unit.payload, 'payload'),
-    section('Rendered prompt', unit.prompt, 'prompt'),
-    section('Output', unit.output, 'output'),
-    section('Structured output', unit.structured_output, 'structured-output'),
-    section('stderr (tail)', unit.stderr_tail, 'stderr'),
-    h('h2', {}, 'Conversation'),
-    conversation(unit.conversation ?? []),
-  ));
+  // Another page was opened while this one loaded.
+  if (location.hash !== hash) return;
+
+  const root = h('div', { 'data-testid': 'unit' });
+  fill(view, root);
+  let stopped = false;
+  let shown = '';
+
+  // What a re-render would change; the page is redrawn only when this does.
+  const signature = (u) => JSON.stringify([u.status, u.attempt, u.failures, u.output, u.error, u.cost_usd, u.duration_ms, u.conversation?.length ?? 0]);
+
+  function render() {
+    const sig = signature(unit);
+    if (sig === shown) return;
+    shown = sig;
+    // Events only ever append, so the details a person opened keep their place.
+    const open = [...root.querySelectorAll('[data-testid="conversation"] details')].map((d, i) => (d.open ? i : -1)).filter((i) => i >= 0);
+    const field = (name, value) => [h('dt', {}, name), h('dd', {}, value ?? '—')];
+    const section = (name, value, testid) =>
+      value === null || value === undefined || value === '' ? null : [h('h2', {}, name), h('pre', { 'data-testid': testid }, fmt.json(value))];
+    // h() flattens the sections and drops the empty ones.
+    fill(root,
+      h('p', {}, h('a', { href: `#/jobs/${jobId}` }, `← job #${jobId}`)),
+      h('h1', {}, `Unit #${unit.unit_id} `, badge(unit.status), ' ', followIndicator),
+      unitControls(),
+      h(
+        'dl',
+        { class: 'fields' },
+        field('item', unit.item_id),
+        field('attempt', String(unit.attempt)),
+        field('failures', String(unit.failures ?? 0)),
+        field('duration', fmt.ms(unit.duration_ms)),
+        field('cost', fmt.usd(unit.cost_usd)),
+        field('exit code', unit.exit_code === null || unit.exit_code === undefined ? null : String(unit.exit_code)),
+        field('error kind', unit.error_kind),
+        field('session', unit.session_id),
+      ),
+      section('Error', unit.error, 'error'),
+      section('Payload', unit.payload, 'payload'),
+      section('Rendered prompt', unit.prompt, 'prompt'),
+      section('Output', unit.output, 'output'),
+      section('Structured output', unit.structured_output, 'structured-output'),
+      section('stderr (tail)', unit.stderr_tail, 'stderr'),
+      h('h2', {}, 'Conversation'),
+      conversation(unit.conversation ?? [], FOLLOWED_UNIT.includes(unit.status)),
+    );
+    const details = root.querySelectorAll('[data-testid="conversation"] details');
+    for (const i of open) if (details[i]) details[i].open = true;
+  }
+
+  /** Retry for a final unit; Stop (then failed, or back to pending) for a running one. */
+  function unitControls() {
+    const act = async (button, call) => {
+      button.disabled = true;
+      try {
+        unit = await call();
+        render();
+      } catch (err) {
+        showError(err.message);
+      }
+      button.disabled = false;
+      await reload();
+    };
+    if (FINAL_UNIT.includes(unit.status)) {
+      const retry = h('button', { class: 'primary', 'data-testid': 'unit-retry', 'data-action': 'unit-retry' }, 'Retry this unit');
+      retry.addEventListener('click', () => act(retry, () => api(`/jobs/${jobId}/units/${unitId}/retry`, { method: 'POST', body: {} })));
+      return h('div', { class: 'controls' }, retry);
+    }
+    if (unit.status === 'RUNNING') {
+      const then = h(
+        'select',
+        { 'data-testid': 'unit-stop-then', 'aria-label': 'After stopping' },
+        h('option', { value: 'failed' }, 'then: mark failed'),
+        h('option', { value: 'pending' }, 'then: put back to pending'),
+      );
+      const stop = h('button', { class: 'danger', 'data-testid': 'unit-stop', 'data-action': 'unit-stop' }, 'Stop');
+      stop.addEventListener('click', () => {
+        const after = then.value === 'pending' ? 'put back to pending' : 'marked failed';
+        if (!window.confirm(`Stop unit #${unitId}? Its process is killed and the unit is ${after}.`)) return;
+        act(stop, () => api(`/jobs/${jobId}/units/${unitId}/stop`, { method: 'POST', body: { then: then.value } }));
+      });
+      return h('div', { class: 'controls' }, stop, then);
+    }
+    return null;
+  }
+
+  // ---- following a unit that is not final yet ----
+  const followIndicator = h('span', { class: 'following', 'data-testid': 'unit-live', hidden: true }, 'live');
+  let source = null;
+  let slow = null;
+  let pending = null;
+  let lastEvent = null;
+
+  async function reload() {
+    try {
+      const fresh = await api(`/jobs/${jobId}/units/${unitId}`);
+      if (stopped) return;
+      unit = fresh;
+      render();
+    } catch (err) {
+      showError(err.message);
+    }
+    if (FOLLOWED_UNIT.includes(unit.status)) follow();
+    else unfollow();
+  }
+  // A burst of frames causes one fetch.
+  const reloadSoon = () => {
+    if (pending || stopped) return;
+    pending = setTimeout(async () => {
+      await reload();
+      pending = null;
+    }, 150);
+  };
+
+  function follow() {
+    if (source || stopped) return;
+    followIndicator.hidden = false;
+    live.dataset.state = 'open';
+    live.textContent = `following unit #${unitId}`;
+    // Only what happens from now on: this page has just read the unit.
+    source = new EventSource(`/jobs/${jobId}/events?since=now`);
+    // A new connection may have missed something while it was down.
+    source.addEventListener('hello', reloadSoon);
+    source.addEventListener('activity', (msg) => {
+      const a = JSON.parse(msg.data).data ?? {};
+      if (a.unit_id !== unitId) return;
+      const seen = a.running ? (a.latest?.event_id ?? null) : 'stopped';
+      if (seen !== lastEvent) {
+        lastEvent = seen;
+        reloadSoon();
+      }
+    });
+    source.addEventListener('unit', (msg) => {
+      if (JSON.parse(msg.data).data?.unit_id === unitId) reloadSoon();
+    });
+    source.addEventListener('status', reloadSoon);
+    source.addEventListener('end', () => {
+      source?.close();
+      reloadSoon();
+    });
+    // A unit that runs and ends between two polls sends no activity; this catches it anyway.
+    slow = setInterval(reloadSoon, 5000);
+  }
+
+  function unfollow() {
+    source?.close();
+    source = null;
+    clearInterval(slow);
+    slow = null;
+    lastEvent = null;
+    followIndicator.hidden = true;
+    live.dataset.state = 'ended';
+    live.textContent = `unit ${unit.status.toLowerCase()}`;
+  }
+
+  render();
+  if (FOLLOWED_UNIT.includes(unit.status)) follow();
+  cleanup = () => {
+    stopped = true;
+    source?.close();
+    clearInterval(slow);
+    clearTimeout(pending);
+  };
 }
 
 /** Text of a tool result's content: a string, or text blocks. */
@@ -470,8 +703,8 @@ function resultText(content) {
  * The agent's conversation: assistant text, and each tool call with the result
  * that answered it (paired by tool_use id), in order. Other events are shown raw.
  */
-function conversation(events) {
-  if (events.length === 0) return h('p', { class: 'muted', 'data-testid': 'conversation' }, 'No conversation was recorded for this unit.');
+function conversation(events, running = false) {
+  if (events.length === 0) return h('p', { class: 'muted', 'data-testid': 'conversation' }, running ? 'Nothing recorded yet.' : 'No conversation was recorded for this unit.');
   const root = h('div', { 'data-testid': 'conversation' });
   const calls = new Map();
   for (const ev of events) {

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { lookup } from '../src/domain/template.js';
@@ -11,10 +12,28 @@ import { which } from './which.js';
 const OUTPUTS = ['text', 'json', 'jsonl'] as const;
 type OutputMode = (typeof OUTPUTS)[number];
 
+/**
+ * What a preset's agent may do. `read-only` is the default; `workspace-write`
+ * is asked for with `access`; `danger-full-access` only with
+ * `dangerously_skip_permissions: true`.
+ */
+export type AccessLevel = 'read-only' | 'workspace-write' | 'danger-full-access';
+
+export interface PresetArgs {
+  model?: string | undefined;
+  access: AccessLevel;
+  /** The unit's working directory, for CLIs that take it as a flag. */
+  cwd?: string | undefined;
+}
+
 /** A known agent CLI: how to call it, where its answer is, and how to ask whether it is logged in. */
 interface Preset {
   command: string;
-  args: (model: string | undefined) => string[];
+  args: (o: PresetArgs) => string[];
+  /** The access flags for each level, and what the agent may then do, in words. */
+  access: Record<AccessLevel, { flags: string[]; words: string }>;
+  /** Flags that set permissions: abp sets them from `access`, so extra_args may not. */
+  permission_flags: { long: string[]; short: string };
   stdin: string;
   output: OutputMode;
   result_path: string;
@@ -31,12 +50,34 @@ interface Preset {
  * The exact invocations. The prompt always goes on stdin: an item may be far
  * larger than one command-line argument may be.
  */
+/** The variables each preset's CLI reads by itself to log in or to find its service (see Worker.envNames). */
+const PRESET_ENV: Readonly<Record<'codex' | 'gemini', string[]>> = {
+  codex: ['OPENAI_API_KEY', 'CODEX_API_KEY', 'OPENAI_BASE_URL', 'CODEX_HOME'],
+  gemini: ['GEMINI_API_KEY', 'GOOGLE_API_KEY', 'GOOGLE_GENAI_USE_VERTEXAI', 'GOOGLE_CLOUD_PROJECT', 'GOOGLE_CLOUD_LOCATION', 'GOOGLE_APPLICATION_CREDENTIALS'],
+};
+
 export const PRESETS: Readonly<Record<'codex' | 'gemini', Preset>> = {
   // codex exec --json emits JSONL: thread.started, turn.started, item.started/completed, turn.completed (usage), turn.failed, error.
   // "-" reads the prompt from stdin; --skip-git-repo-check lets it run in the per-job work dir.
+  // --sandbox is always explicit, so a sandbox_mode in ~/.codex/config.toml never widens it;
+  // --cd makes the unit's working directory codex's workspace root.
   codex: {
     command: 'codex',
-    args: (model) => ['exec', '--json', '--skip-git-repo-check', ...(model ? ['--model', model] : []), '-'],
+    args: ({ model, access, cwd }) => [
+      'exec',
+      '--json',
+      '--skip-git-repo-check',
+      ...PRESETS.codex.access[access].flags,
+      ...(cwd !== undefined ? ['--cd', resolve(cwd)] : []),
+      ...(model ? ['--model', model] : []),
+      '-',
+    ],
+    access: {
+      'read-only': { flags: ['--sandbox', 'read-only'], words: 'read only: codex --sandbox read-only (it may read files and run commands, but nothing it runs may write or reach the network)' },
+      'workspace-write': { flags: ['--sandbox', 'workspace-write'], words: 'may write in its workspace: codex --sandbox workspace-write (it may read, and write in the working directory and temp dirs; no network)' },
+      'danger-full-access': { flags: ['--sandbox', 'danger-full-access'], words: 'everything: codex --sandbox danger-full-access, no sandbox at all (dangerously_skip_permissions)' },
+    },
+    permission_flags: { long: ['--sandbox', '--full-auto', '--dangerously-bypass-approvals-and-sandbox', '--yolo', '--ask-for-approval', '--cd'], short: 'saC' },
     stdin: '{{prompt}}',
     output: 'jsonl',
     result_path: 'item.text',
@@ -56,9 +97,19 @@ export const PRESETS: Readonly<Record<'codex' | 'gemini', Preset>> = {
   },
   // gemini -p runs headless; stdin is read as input and the -p text is appended to it.
   // --output-format json prints one object: {response, stats, error}.
+  // --approval-mode is always explicit, so a default mode in settings.json never widens it. Headless,
+  // gemini offers no tool that needs an approval: under `default` it cannot edit files or run the
+  // shell; `auto_edit` approves file edits (the shell stays off). It has no working-directory flag:
+  // its workspace is the directory it starts in, the unit's working directory.
   gemini: {
     command: 'gemini',
-    args: (model) => ['--output-format', 'json', ...(model ? ['--model', model] : []), '-p', 'Follow the instructions above.'],
+    args: ({ model, access }) => ['--output-format', 'json', ...PRESETS.gemini.access[access].flags, ...(model ? ['--model', model] : []), '-p', 'Follow the instructions above.'],
+    access: {
+      'read-only': { flags: ['--approval-mode', 'default'], words: 'read only: gemini --approval-mode default (headless, the tools that edit files or run the shell are not offered)' },
+      'workspace-write': { flags: ['--approval-mode', 'auto_edit'], words: 'may edit files in its workspace: gemini --approval-mode auto_edit (file edits approved; the shell is not offered)' },
+      'danger-full-access': { flags: ['--approval-mode', 'yolo'], words: 'everything: gemini --approval-mode yolo, every tool call approved, the shell included (dangerously_skip_permissions)' },
+    },
+    permission_flags: { long: ['--approval-mode', '--yolo', '--allowed-tools'], short: 'y' },
     stdin: '{{prompt}}',
     output: 'json',
     result_path: 'response',
@@ -68,13 +119,41 @@ export const PRESETS: Readonly<Record<'codex' | 'gemini', Preset>> = {
   },
 };
 
+const ACCESS = ['read-only', 'workspace-write'] as const;
+
+/** Why `value` in extra_args sets a permission the preset sets itself, or undefined. */
+function permissionFlag(preset: Preset, value: string): string | undefined {
+  const arg = value.trim();
+  const long = preset.permission_flags.long.find((f) => arg === f || arg.startsWith(`${f}=`));
+  if (long) return long;
+  // A short flag alone, with its value attached (-sread-only), or in a group (-dy).
+  const short = /^-([A-Za-z]+)/.exec(arg)?.[1];
+  const hit = short && [...preset.permission_flags.short].find((f) => short.includes(f));
+  return hit ? `-${hit}` : undefined;
+}
+
 const config = z
   .strictObject({
     preset: z.enum(['codex', 'gemini']).optional().describe('A known CLI: fills command, args, output and result_path.'),
     command: z.string().min(1).optional().describe('The program (required without a preset).'),
     args: z.array(z.string()).optional().describe('Arguments with {{placeholders}}; replaces the preset arguments.'),
-    extra_args: z.array(z.string()).default([]).describe('Appended after the (preset) arguments, e.g. ["--sandbox", "read-only"].'),
+    extra_args: z.array(z.string()).default([]).describe('Appended after the (preset) arguments. With a preset, flags that set permissions are refused: use access.'),
     model: z.string().min(1).refine(notAFlag, NOT_A_FLAG).optional().describe('Passed as --model by the presets.'),
+    access: z
+      .enum(ACCESS, {
+        error: (issue) =>
+          issue.input === 'danger-full-access' || issue.input === 'yolo'
+            ? `${String(issue.input)} turns every check off; set dangerously_skip_permissions: true to ask for it explicitly`
+            : `expected "read-only" or "workspace-write", got ${JSON.stringify(issue.input)}`,
+      })
+      .optional()
+      .describe(
+        'Presets only: what the agent may do. "read-only" (the default): codex --sandbox read-only, gemini --approval-mode default. "workspace-write": codex --sandbox workspace-write, gemini --approval-mode auto_edit (it may also write in its working directory).',
+      ),
+    dangerously_skip_permissions: z
+      .boolean()
+      .default(false)
+      .describe('Presets only: no sandbox and no approvals (codex --sandbox danger-full-access, gemini --approval-mode yolo). Off unless the job asks; the job status says so.'),
     stdin: z.string().nullable().optional().describe('Text on stdin (placeholders allowed); default "{{prompt}}"; null = none.'),
     output: z.enum(OUTPUTS).optional().describe('text: stdout is the answer; json: one JSON document; jsonl: one JSON event per line.'),
     result_path: z.string().min(1).optional().describe('json/jsonl: dot path of the answer; for jsonl the last event that has it wins. Unset: the whole document / last event.'),
@@ -83,12 +162,40 @@ const config = z
     env: secretFreeRecord().default({}).describe('Extra environment variables; an empty value removes one, and a secret is named, not stored: "{{env.NAME}}".'),
     cwd: z.string().optional().describe("Working directory; default: the item's folder for file items, else a work dir per job."),
   })
-  .refine((c) => c.preset !== undefined || c.command !== undefined, { path: ['command'], message: 'required when no preset is given' });
+  .refine((c) => c.preset !== undefined || c.command !== undefined, { path: ['command'], message: 'required when no preset is given' })
+  .superRefine((c, ctx) => {
+    const asked = (['access', 'dangerously_skip_permissions'] as const).filter((f) => (f === 'access' ? c.access !== undefined : c.dangerously_skip_permissions));
+    for (const field of asked) {
+      if (!c.preset) ctx.addIssue({ code: 'custom', path: [field], message: 'only the presets (codex, gemini) have it; a custom command runs with whatever its own arguments allow' });
+      else if (c.args) ctx.addIssue({ code: 'custom', path: [field], message: "args replaces the preset's arguments, its access flags included; leave args out to use it" });
+    }
+    if (!c.preset || c.args) return;
+    const preset = PRESETS[c.preset];
+    c.extra_args.forEach((arg, i) => {
+      const flag = permissionFlag(preset, arg);
+      if (flag) ctx.addIssue({ code: 'custom', path: ['extra_args', i], message: `${flag} sets what the agent may do, which abp sets for the ${c.preset} preset: use access ("read-only" or "workspace-write")` });
+    });
+  });
 type AgentCliConfig = z.infer<typeof config>;
+
+/** The access level a preset job runs with. */
+function accessLevel(cfg: AgentCliConfig): AccessLevel {
+  return cfg.dangerously_skip_permissions ? 'danger-full-access' : (cfg.access ?? 'read-only');
+}
+
+/** What the agent may do, in words, for the job's status. */
+export function agentCliAccess(cfg: AgentCliConfig): string {
+  if (!cfg.preset || cfg.args) return `whatever ${cfg.command ?? cfg.preset} allows with the arguments given; abp does not restrict it`;
+  const preset = PRESETS[cfg.preset];
+  const level = accessLevel(cfg);
+  const where = cfg.cwd !== undefined ? cfg.cwd : "the item's folder for file items, else the job's work dir";
+  const widen = level === 'read-only' ? '; writing needs access: "workspace-write"' : '';
+  const extra = cfg.extra_args.length ? `; extra arguments: ${cfg.extra_args.join(' ')}` : '';
+  return `${preset.access[level].words}, in ${where}${widen}${extra}`;
+}
 
 interface Resolved {
   command: string;
-  args: string[];
   stdin: string | null;
   output: OutputMode;
   result_path: string | undefined;
@@ -101,7 +208,6 @@ function resolveConfig(cfg: AgentCliConfig): Resolved {
   const preset = cfg.preset ? PRESETS[cfg.preset] : undefined;
   return {
     command: cfg.command ?? (preset as Preset).command,
-    args: [...(cfg.args ?? preset?.args(cfg.model) ?? []), ...cfg.extra_args],
     stdin: cfg.stdin === undefined ? (preset?.stdin ?? '{{prompt}}') : cfg.stdin,
     output: cfg.output ?? preset?.output ?? 'text',
     result_path: cfg.result_path ?? preset?.result_path,
@@ -111,14 +217,26 @@ function resolveConfig(cfg: AgentCliConfig): Resolved {
   };
 }
 
+/**
+ * The argv after the command. The job's own values (args, extra_args, model)
+ * take placeholders; the working directory is passed as it is.
+ */
+export function agentCliArgs(cfg: AgentCliConfig, fill: (template: string) => string, cwd: string | undefined): string[] {
+  const preset = cfg.preset ? PRESETS[cfg.preset] : undefined;
+  const base = cfg.args ? cfg.args.map(fill) : (preset?.args({ model: cfg.model && fill(cfg.model), access: accessLevel(cfg), cwd }) ?? []);
+  return [...base, ...cfg.extra_args.map(fill)];
+}
+
 const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
 const matches = (event: Record<string, unknown>, when: Record<string, string> | undefined) =>
   !when || Object.entries(when).every(([path, value]) => lookup(event, path) === value);
 
 export const agentCliWorker: Worker<AgentCliConfig> = {
   type: 'agent-cli',
-  description: 'Runs another agent CLI per unit from a command template (presets: codex, gemini); the answer is the last message or JSON.',
+  description: 'Runs another agent CLI per unit from a command template (presets: codex, gemini, read only unless the job widens access); the answer is the last message or JSON.',
   configSchema: config as unknown as z.ZodType<AgentCliConfig>,
+  access: agentCliAccess,
+  envNames: (cfg) => (cfg.preset ? PRESET_ENV[cfg.preset] : []).filter((name) => !Object.hasOwn(cfg.env, name)),
   healthProbes: [
     { label: 'agent-cli (codex)', config: { preset: 'codex' } },
     { label: 'agent-cli (gemini)', config: { preset: 'gemini' } },
@@ -148,10 +266,11 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       const u = r.preset?.usage?.(event);
       if (u) usage = u;
     };
+    const cwd = agentCwd(unit, cfg.cwd);
     const proc = runAgentProcess({
       command: r.command,
-      args: r.args.map(fill),
-      cwd: agentCwd(unit, cfg.cwd),
+      args: agentCliArgs(cfg, fill, cwd),
+      cwd,
       env: agentEnv(Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v)]))),
       input: r.stdin === null ? undefined : fill(r.stdin),
       signal: ctx.signal,
@@ -220,8 +339,9 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
   async health(cfg): Promise<WorkerHealth> {
     const r = resolveConfig(cfg);
     const env = agentEnv(cfg.env);
+    const warnings = cfg.preset && cfg.dangerously_skip_permissions ? [`worker_config.dangerously_skip_permissions is true: ${PRESETS[cfg.preset].access['danger-full-access'].words}`] : [];
     const found = await which(r.command, env.PATH ?? '');
-    if (!found) return { status: 'down', details: `${r.command} is not an executable file on PATH` };
+    if (!found) return { status: 'down', details: `${r.command} is not an executable file on PATH`, warnings };
     const { execa } = await import('execa');
     const version = await execa(found, ['--version'], { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
     const features = [`output ${r.output}`, ...(version.exitCode === 0 ? [`version ${String(version.stdout).trim().split('\n')[0]}`] : [])];
@@ -229,9 +349,9 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       const auth = await execa(found, r.preset.auth_args, { env, extendEnv: false, reject: false, timeout: 20_000, stdin: 'ignore' });
       const said = `${auth.stdout}\n${auth.stderr}`.trim();
       if (auth.exitCode !== 0 || classifyAgentFailure(said) === 'auth_failed') {
-        return { status: 'auth_failed', features, details: `${r.command} ${r.preset.auth_args.join(' ')}: ${said.slice(0, 200) || `exit ${auth.exitCode}`}. ${r.preset.login_help}` };
+        return { status: 'auth_failed', features, details: `${r.command} ${r.preset.auth_args.join(' ')}: ${said.slice(0, 200) || `exit ${auth.exitCode}`}. ${r.preset.login_help}`, warnings };
       }
     }
-    return { status: version.exitCode === 0 ? 'ok' : 'degraded', features, details: `${found}${version.exitCode === 0 ? '' : ' (--version failed)'}` };
+    return { status: version.exitCode === 0 ? 'ok' : 'degraded', features, details: `${found}${version.exitCode === 0 ? '' : ' (--version failed)'}`, warnings };
   },
 };

@@ -102,6 +102,28 @@ export function claudeArgs(cfg: ClaudeConfig): string[] {
 const LOGIN_HELP =
   'Log in with `claude /login` (or `claude setup-token` for a long-lived token), or set ANTHROPIC_API_KEY in the environment of abp (or in worker_config.env).';
 
+/**
+ * The variables Claude Code reads to decide where and how it authenticates: its
+ * key or token, its endpoint, Bedrock or Vertex instead of the API, where its
+ * login is kept. A name the job's env sets (or removes) is the config's, not the executor's.
+ */
+export const CLAUDE_ENV_NAMES: readonly string[] = [
+  'ANTHROPIC_API_KEY',
+  'ANTHROPIC_AUTH_TOKEN',
+  'ANTHROPIC_BASE_URL',
+  'CLAUDE_CODE_OAUTH_TOKEN',
+  'CLAUDE_CONFIG_DIR',
+  'CLAUDE_CODE_USE_BEDROCK',
+  'ANTHROPIC_BEDROCK_BASE_URL',
+  'AWS_BEARER_TOKEN_BEDROCK',
+  'CLAUDE_CODE_USE_VERTEX',
+  'ANTHROPIC_VERTEX_BASE_URL',
+  'ANTHROPIC_VERTEX_PROJECT_ID',
+  'CLOUD_ML_REGION',
+];
+
+export const claudeEnvNames = (cfg: Pick<ClaudeConfig, 'env'>): string[] => CLAUDE_ENV_NAMES.filter((name) => !Object.hasOwn(cfg.env, name));
+
 const DANGER = 'worker_config.dangerously_skip_permissions is true: Claude Code runs with --dangerously-skip-permissions, every permission check off';
 
 function usageOf(raw: any): TokenUsage | undefined {
@@ -122,6 +144,7 @@ export const claudeWorker: Worker<ClaudeConfig> = {
   configSchema: config as unknown as z.ZodType<ClaudeConfig>,
   healthProbes: [{ label: 'claude', config: {} }],
   access: claudeAccess,
+  envNames: claudeEnvNames,
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();

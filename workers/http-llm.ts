@@ -157,6 +157,11 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
     { label: 'http-llm (openai)', config: { api: 'openai', model: 'gpt-4o-mini' } },
     { label: 'http-llm (anthropic)', config: { api: 'anthropic', model: 'claude-sonnet-4-5' } },
   ],
+  // The key is read from the executor's environment; headers' {{env.NAME}} references are found in the config.
+  envNames: (cfg) => {
+    const keyEnv = keyEnvOf(cfg);
+    return keyEnv ? [keyEnv] : [];
+  },
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ENV_REF } from '../src/domain/env-refs.js';
 import { render, type TemplateValues } from '../src/domain/template.js';
 
 /**
@@ -9,7 +10,6 @@ import { render, type TemplateValues } from '../src/domain/template.js';
  * `"Authorization": "Bearer {{env.ROUTER_TOKEN}}"`. The reference is stored; the
  * value is read only when the unit runs.
  */
-const ENV_REF = /\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
 
 /** Name parts that say a value is a credential: DB_PASSWORD, X-Auth-Token, Authorization, Cookie, … */
 const SECRET_PARTS = new Set(['SECRET', 'PASSWORD', 'PASSWD', 'TOKEN', 'APIKEY', 'CREDENTIAL', 'CREDENTIALS', 'AUTHORIZATION', 'COOKIE']);

@@ -108,6 +108,13 @@ export interface Worker<C = unknown> {
   /** For agents: what the agent may do under this config, in words; the job's status shows it. */
   access?(config: C): string;
   /**
+   * The environment variables the worker reads by itself under this config (its
+   * key, its endpoint, how it logs in), beside the {{env.NAME}} references in the
+   * config. Those set where a job is started must be set in the executor that
+   * runs it: an executor without one of them leaves the job to another.
+   */
+  envNames?(config: C): string[];
+  /**
    * Raw worker_config values that `abp doctor` checks when no job names one
    * (parsed through configSchema). Default: one probe of `{}`.
    */

@@ -23,6 +23,8 @@ export const JOB_MOVES = {
   complete: { from: ['RUNNING'], to: 'COMPLETED' },
   fail: { from: ['RUNNING'], to: 'FAILED' },
   retry: { from: ['FAILED'], to: 'RUNNING' },
+  /** A person re-runs one unit of a finished job: the job runs again for it. */
+  redo: { from: ['COMPLETED', 'FAILED'], to: 'RUNNING' },
   cancel: { from: ['CREATED', 'TESTING', 'RUNNING', 'PAUSED'], to: 'CANCELLED' },
 } as const satisfies Record<string, { from: readonly JobState[]; to: JobState }>;
 export type JobMove = keyof typeof JOB_MOVES;
@@ -37,6 +39,8 @@ export const UNIT_MOVES = {
   retry: { from: ['FAILED'], to: 'PENDING' },
   /** A rejected test unit goes back to the start, whatever its outcome was. */
   reset: { from: ['SUCCEEDED', 'FAILED'], to: 'PENDING' },
+  /** A person re-runs one finished unit, with fresh retries (a retry, or a re-do of a success). */
+  redo: { from: ['SUCCEEDED', 'FAILED', 'CANCELLED'], to: 'PENDING' },
 } as const satisfies Record<string, { from: readonly UnitState[]; to: UnitState }>;
 export type UnitMove = keyof typeof UNIT_MOVES;
 

@@ -91,12 +91,12 @@ export const CheckpointInput = z
   })
   .describe('A progress checkpoint, recorded as an event on the job');
 
-export const EVENT_TYPES = ['hello', 'status', 'unit', 'checkpoint', 'log', 'end'] as const;
+export const EVENT_TYPES = ['hello', 'status', 'unit', 'checkpoint', 'log', 'activity', 'end'] as const;
 
 /** One server-sent event of GET /jobs/{id}/events; `seq` is also the SSE id. */
 export const EventWire = z
   .looseObject({
-    seq: z.int().nullable().describe('The events-table seq (the SSE id); null for hello and end, which are not stored'),
+    seq: z.int().nullable().describe('The events-table seq (the SSE id); null for hello, activity and end, which are not stored'),
     job_id: z.int(),
     type: z.enum(EVENT_TYPES),
     kind: z.string().describe('The stored event type: status, unit, checkpoint, health, updated, ...'),

@@ -8,6 +8,7 @@ import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
 import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup, processAlive } from '../util/process-group.js';
+import { envNamesOf, missingFrom } from './launcher.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface JobExecutorDeps {
@@ -36,6 +37,12 @@ export class JobExecutor {
   private lastPrune = 0;
   private startedAt = 0;
   private rotation = 0;
+  /** The names (never the values) of the variables this executor was started with: jobs may need some of them. */
+  private readonly envNames = JSON.stringify(envNamesOf(process.env));
+  /** Jobs this executor leaves to others, by the env_needs text it judged, with what it lacks. */
+  private readonly lacks = new Map<number, { needs: string; missing: string[] }>();
+  /** Each job's `unit_stops` as this executor last looked: a change means a person stopped a unit. */
+  private readonly seenStops = new Map<number, number>();
 
   constructor(private readonly deps: JobExecutorDeps) {
     this.log = deps.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} executor ${this.id}: ${m}\n`));
@@ -131,7 +138,7 @@ export class JobExecutor {
   }
 
   private registration(now: number): ExecutorRow {
-    return { id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: this.startedAt, heartbeat_at: now };
+    return { id: this.id, hostname: hostname(), pid: process.pid, version: this.deps.version, started_at: this.startedAt, heartbeat_at: now, env_names: this.envNames };
   }
 
   private async shutdown(): Promise<void> {
@@ -202,9 +209,17 @@ export class JobExecutor {
     const jobs = await repo.activeJobs();
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const jobId of this.pool.runningJobIds()) {
+      const job = byId.get(jobId);
       // A job that left the active states (cancelled) takes its running units with it.
-      if (!byId.has(jobId)) this.pool.abortJob(jobId, 'cancelled');
+      if (!job) this.pool.abortJob(jobId);
+      else if (this.seenStops.get(jobId) !== job.unit_stops) {
+        // A person stopped a unit of this job somewhere: stop the attempts this executor no longer holds.
+        this.pool.abortStopped(jobId, await repo.heldAttempts(jobId, this.id));
+        this.seenStops.set(jobId, job.unit_stops);
+      }
     }
+    for (const jobId of this.seenStops.keys()) if (!byId.has(jobId)) this.seenStops.delete(jobId);
+    for (const jobId of this.lacks.keys()) if (!byId.has(jobId)) this.lacks.delete(jobId);
 
     let work = this.pool.size > 0;
     const claimable: JobRow[] = [];
@@ -214,6 +229,8 @@ export class JobExecutor {
           await repo.finishJobIfDone(job.id);
           continue;
         }
+        // A job that needs a variable this executor lacks is not its work: another runs it.
+        if (this.lacksNeedsOf(job)) continue;
         work = true;
         if (job.pending > 0) claimable.push(job);
       } else if (job.status === 'PAUSED' && job.auto_resume && job.resume_at !== null) {
@@ -222,7 +239,7 @@ export class JobExecutor {
         if (Number(job.resume_at) <= now) {
           await repo.moveJob(job.id, 'resume', { reason: `auto_resumed: quota reset at ${new Date(Number(job.resume_at)).toISOString()}`, patch: { resume_at: null } }).catch(() => undefined);
         }
-      } else if (job.status === 'TESTING' && job.test_unit_id !== null) {
+      } else if (job.status === 'TESTING' && job.test_unit_id !== null && !this.lacksNeedsOf(job)) {
         const test = await repo.getUnit(job.test_unit_id);
         if (test && (test.status === 'PENDING' || test.status === 'RUNNING')) {
           work = true;
@@ -231,6 +248,28 @@ export class JobExecutor {
       }
     }
     return { work, claimable };
+  }
+
+  /**
+   * Whether the job needs a variable (jobs.env_needs) this executor was started
+   * without. Its units would fail (a missing key is auth_failed), so they are
+   * left to an executor that has it, which `abp start` launches; said once per job.
+   */
+  private lacksNeedsOf(job: JobRow): boolean {
+    if (!job.env_needs) return false;
+    let judged = this.lacks.get(job.id);
+    if (judged?.needs !== job.env_needs) {
+      let needs: unknown;
+      try {
+        needs = JSON.parse(job.env_needs);
+      } catch {
+        needs = [];
+      }
+      judged = { needs: job.env_needs, missing: missingFrom({ env_names: this.envNames }, Array.isArray(needs) ? needs.map(String) : []) };
+      this.lacks.set(job.id, judged);
+      if (judged.missing.length > 0) this.log(`job ${job.id} needs ${judged.missing.join(', ')}, which this executor was started without: leaving its units to another executor`);
+    }
+    return judged.missing.length > 0;
   }
 
   /**

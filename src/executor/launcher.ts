@@ -2,20 +2,76 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AbpConfig } from '../config.js';
+import type { Worker } from '../contracts/worker.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import type { Repository } from '../store/repository.js';
+import type { ExecutorRow } from '../store/schema.js';
+import { envRefNames } from '../domain/env-refs.js';
 
 export const CLI_ENTRY = join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
+
+type Env = Record<string, string | undefined>;
+
+/** A live executor that lacks variables a job needs. */
+export interface LackingExecutor {
+  executor: string;
+  pid: number;
+  /** The variables it was started without; null: an executor too old to say which it has. */
+  missing: string[] | null;
+}
 
 export interface LaunchResult {
   started: boolean;
   pid?: number;
   log?: string;
+  /** Live executors passed over because they lack a variable the job needs (a fresh one was started instead). */
+  lacking?: LackingExecutor[];
+  /** For people: which executor lacked which variable, and what was done about it. */
+  note?: string;
+}
+
+const isSet = (env: Env, name: string) => (env[name] ?? '') !== '';
+
+/**
+ * The environment variables a job needs its executor to have: the {{env.NAME}}
+ * references in its worker_config and the variables its worker reads by itself,
+ * of those set where the job is started (`env`, the starter's environment). A
+ * variable the starter lacks as well is no need: the worker may log in another
+ * way. `parsedConfig` is the config after its schema (undefined: it does not
+ * parse, and only the references count). Names only, sorted; never values.
+ */
+export function envNeeds(worker: Pick<Worker<any>, 'envNames'>, rawConfig: unknown, parsedConfig: unknown, env: Env = process.env): string[] {
+  const own = parsedConfig === undefined ? [] : (worker.envNames?.(parsedConfig) ?? []);
+  const names = new Set([...envRefNames(rawConfig), ...own]);
+  return [...names].filter((name) => isSet(env, name)).sort();
+}
+
+/** The names of the variables set (non-empty) in an environment, sorted: what an executor registers. */
+export function envNamesOf(env: Env = process.env): string[] {
+  return Object.keys(env)
+    .filter((name) => isSet(env, name))
+    .sort();
+}
+
+/** The needs an executor lacks; null env_names (an older executor) lacks them all. */
+export function missingFrom(executor: Pick<ExecutorRow, 'env_names'>, needs: readonly string[]): string[] {
+  if (needs.length === 0) return [];
+  let has: unknown;
+  try {
+    has = executor.env_names === null ? null : JSON.parse(executor.env_names);
+  } catch {
+    has = null;
+  }
+  if (!Array.isArray(has)) return [...needs];
+  const names = new Set(has);
+  return needs.filter((name) => !names.has(name));
 }
 
 /**
- * Starts a detached executor when none is alive. Liveness is a fresh heartbeat
- * in the executors table, never a bare PID.
+ * Starts a detached executor when none that can serve the job is alive: one
+ * with a fresh heartbeat in the executors table (never a bare PID) and every
+ * variable the job needs. A fresh executor inherits this process's environment,
+ * which has them; the others keep serving other jobs and exit when idle.
  */
 export class Launcher {
   constructor(
@@ -23,9 +79,35 @@ export class Launcher {
     private readonly config: AbpConfig,
   ) {}
 
-  async ensureExecutor(): Promise<LaunchResult> {
+  async ensureExecutor(needs: readonly string[] = []): Promise<LaunchResult> {
     const live = await this.repo.liveExecutors(this.config.heartbeatMs * 3);
-    if (live.length > 0) return { started: false };
+    const lacking: LackingExecutor[] = [];
+    for (const e of live) {
+      const missing = missingFrom(e, needs);
+      if (missing.length === 0) return { started: false };
+      lacking.push({ executor: e.id, pid: e.pid, missing: e.env_names === null ? null : missing });
+    }
+    // A fresh executor gets this process's environment: it helps only if that has every need.
+    const unmet = needs.filter((name) => !isSet(process.env, name));
+    if (unmet.length > 0) {
+      return {
+        started: false,
+        lacking,
+        note: `no live executor has ${unmet.join(', ')}, which this job needs, and this process lacks ${unmet.length > 1 ? 'them' : 'it'} too: start the job again from a shell that has ${unmet.length > 1 ? 'them' : 'it'} (or that logs in another way)`,
+      };
+    }
+    const launched = this.launch();
+    if (lacking.length === 0) return launched;
+    const which = lacking
+      .map((l) => `executor ${l.executor} (pid ${l.pid}) ${l.missing ? `was started without ${l.missing.join(', ')}` : 'is from an older abp and does not say which variables it has'}`)
+      .join('; ');
+    const note =
+      `${which}, which this job needs, so it leaves the job's units to another executor: ` +
+      `a fresh executor (pid ${launched.pid}), started with this environment, runs them; the old one keeps serving other jobs and exits when idle.`;
+    return { ...launched, lacking, note };
+  }
+
+  private launch(): LaunchResult {
     const logDir = join(this.config.home, 'logs');
     mkdirSync(logDir, { recursive: true });
     const log = join(logDir, 'executor.log');

@@ -30,11 +30,16 @@ interface Running {
   unit: ClaimedUnit;
   controller: AbortController;
   done: Promise<void>;
+  /** Why a person ended this attempt ('unit stopped', 'job ended'): its outcome was written for it, so the pool's own is refused. */
+  endedBy: string | undefined;
 }
+
+/** One attempt of a unit: a unit stopped and put back to PENDING may be claimed again while its old attempt winds down. */
+const key = (unit: ClaimedUnit): string => `${unit.id}:${unit.attempt}`;
 
 /** Runs claimed units concurrently, up to a global capacity, and records their outcomes. */
 export class WorkerPool {
-  private readonly running = new Map<number, Running>();
+  private readonly running = new Map<string, Running>();
   private readonly jobConfigs = new Map<string, unknown>();
   private readonly workDirs = new Set<number>();
   private wake: (() => void) | undefined;
@@ -90,13 +95,29 @@ export class WorkerPool {
     return new Set([...this.running.values()].map((r) => r.unit.job_id));
   }
 
-  /** Aborts every running unit of a job, e.g. because it was cancelled. */
-  abortJob(jobId: number, reason: string): void {
-    for (const r of this.running.values()) if (r.unit.job_id === jobId) r.controller.abort(reason);
+  /** Aborts every running unit of a job that left the active states (cancelled, or ended by a person's stop). */
+  abortJob(jobId: number): void {
+    for (const r of this.running.values()) {
+      if (r.unit.job_id !== jobId) continue;
+      r.endedBy = 'its job ended';
+      r.controller.abort('cancelled');
+    }
   }
 
   abortAll(reason: string): void {
     for (const r of this.running.values()) r.controller.abort(reason);
+  }
+
+  /**
+   * Aborts the running attempts of a job that this executor no longer holds (a
+   * person stopped them): `held` maps each unit it still holds to that attempt.
+   */
+  abortStopped(jobId: number, held: ReadonlyMap<number, number>): void {
+    for (const r of this.running.values()) {
+      if (r.unit.job_id !== jobId || held.get(r.unit.id) === r.unit.attempt) continue;
+      r.endedBy = 'the unit was stopped';
+      r.controller.abort('stopped');
+    }
   }
 
   /** Waits for running units to finish, up to `ms`; returns whether all did. */
@@ -108,14 +129,15 @@ export class WorkerPool {
 
   start(unit: ClaimedUnit, job: JobRow): void {
     const controller = new AbortController();
-    const done = this.execute(unit, job, controller)
+    const entry: Running = { unit, controller, done: Promise.resolve(), endedBy: undefined };
+    entry.done = this.execute(unit, job, controller, entry)
       .catch((err) => this.deps.log(`unit ${unit.id}: could not record its outcome: ${errorMessage(err)}`))
       .finally(() => {
-        this.running.delete(unit.id);
+        this.running.delete(key(unit));
         // A slot is free: claim again now, even if the executor is mid-pass.
         this.wakeNow();
       });
-    this.running.set(unit.id, { unit, controller, done });
+    this.running.set(key(unit), entry);
   }
 
   private workerConfig(worker: Worker<any>, job: JobRow): unknown {
@@ -135,7 +157,7 @@ export class WorkerPool {
     return dir;
   }
 
-  private async execute(unit: ClaimedUnit, job: JobRow, controller: AbortController): Promise<void> {
+  private async execute(unit: ClaimedUnit, job: JobRow, controller: AbortController, entry: Running): Promise<void> {
     const { repo, synthesizer, config } = this.deps;
     const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let prompt: string | null = null;
@@ -226,7 +248,7 @@ export class WorkerPool {
       }
     }
     decision.write.prompt = prompt;
-    await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write));
+    await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write), entry);
   }
 
   /**
@@ -236,12 +258,13 @@ export class WorkerPool {
    * trying (and at least a minute) it gives up and lets the lease expire: another
    * executor then runs the unit again, and a late write would be fenced out anyway.
    */
-  private async writeOutcome(unit: ClaimedUnit, write: () => Promise<boolean>): Promise<void> {
+  private async writeOutcome(unit: ClaimedUnit, write: () => Promise<boolean>, entry: Running): Promise<void> {
     const giveUpAt = Date.now() + Math.max(60_000, 4 * this.deps.config.leaseMs);
     for (let attempt = 1; ; attempt++) {
       try {
         const written = await write();
-        if (!written) this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} lost its lease; its outcome was refused`);
+        if (!written && entry.endedBy) this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} was stopped by a person (${entry.endedBy}); its processes were ended`);
+        else if (!written) this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} lost its lease; its outcome was refused`);
         if (attempt > 1) this.deps.log(`unit ${unit.id}: outcome written after ${attempt} tries`);
         return;
       } catch (err) {

@@ -23,6 +23,10 @@ const StartBody = z.strictObject({
 
 const Empty = z.strictObject({});
 
+const StopBody = z.strictObject({
+  then: z.enum(['failed', 'pending']).optional().describe('failed (default): the unit ends FAILED; pending: it goes back to the queue'),
+});
+
 /** How each export format goes over the wire. */
 const EXPORT_WIRE: Record<ExportFormat, { type: string; ext: string }> = {
   jsonl: { type: 'application/x-ndjson; charset=utf-8', ext: 'jsonl' },
@@ -68,6 +72,15 @@ const ResultsQuery = z.strictObject({
 
 /** Jobs, units, results and job control. Every handler goes through the Orchestrator. */
 export function jobRoutes(router: Router): void {
+  /** The unit under the job's path, or a 404: a unit id under another job's path is not this job's unit. */
+  const unitOfJob = async (ctx: RouteContext): Promise<number> => {
+    const id = idParam(ctx.params, 'id');
+    const unitId = idParam(ctx.params, 'unit_id');
+    const unit = await ctx.app.orchestrator.unit(unitId);
+    if (unit.job_id !== id) throw new AbpError('not_found', `unit ${unitId} does not belong to job ${id}`);
+    return unitId;
+  };
+
   router.add('POST', '/jobs', async (ctx) => {
     const query = parseQuery(ctx.url, CreateQuery);
     const spec = await ctx.body();
@@ -103,12 +116,21 @@ export function jobRoutes(router: Router): void {
   });
 
   router.add('GET', '/jobs/:id/units/:unit_id', async (ctx) => {
-    const id = idParam(ctx.params, 'id');
-    const unitId = idParam(ctx.params, 'unit_id');
-    const unit = await ctx.app.orchestrator.unit(unitId);
-    // A unit id under another job's path is not this job's unit.
-    if (unit.job_id !== id) throw new AbpError('not_found', `unit ${unitId} does not belong to job ${id}`);
-    sendJson(ctx.res, 200, unit);
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.unit(await unitOfJob(ctx)));
+  });
+
+  router.add('POST', '/jobs/:id/units/:unit_id/retry', async (ctx) => {
+    const unitId = await unitOfJob(ctx);
+    parseBody(await ctx.body(), Empty);
+    await ctx.app.orchestrator.retryUnit(unitId);
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.unit(unitId));
+  });
+
+  router.add('POST', '/jobs/:id/units/:unit_id/stop', async (ctx) => {
+    const unitId = await unitOfJob(ctx);
+    const { then } = parseBody(await ctx.body(), StopBody);
+    await ctx.app.orchestrator.stopUnit(unitId, then ?? 'failed');
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.unit(unitId));
   });
 
   router.add('GET', '/jobs/:id/results', async (ctx) => {

@@ -9,7 +9,7 @@ import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
 import { redactUrlPasswords } from '../domain/redact.js';
 import { isTerminalJob, isTerminalUnit, type JobState, type UnitState } from '../domain/states.js';
 import { placeholdersOf } from '../domain/template.js';
-import type { Launcher, LaunchResult } from '../executor/launcher.js';
+import { envNeeds, type Launcher, type LaunchResult } from '../executor/launcher.js';
 import { compileOutputSchema } from '../executor/output-schema.js';
 import { PENDING_APPROVAL, type Repository, type UnitDraft } from '../store/repository.js';
 import type { JobRow, UnitRow } from '../store/schema.js';
@@ -277,11 +277,15 @@ export class Orchestrator {
 
     // The worker's health is checked before any unit can run: a refusal here burns no units.
     const warning = options.approve || job.status === 'CREATED' ? await this.checkWorker(job) : null;
+    // What this start's environment has of the variables the job reads: only an executor that has them all
+    // claims its units (recorded in the move's own transaction, before any executor can see the job).
+    const needs = this.envNeedsOf(job);
+    const env_needs = JSON.stringify(needs);
     if (options.approve) {
       const test = await this.finishedTestUnit(job, 'approve');
       job = await repo.moveJob(id, 'approve', {
         reason: warning,
-        patch: { approved_by: options.approvedBy ?? null },
+        patch: { approved_by: options.approvedBy ?? null, env_needs },
         // Approved although its test unit failed: that unit runs again among the others, with the job's retries.
         effects:
           test.status === 'FAILED'
@@ -290,22 +294,23 @@ export class Orchestrator {
               }
             : undefined,
       });
-      executor = await launcher.ensureExecutor();
+      executor = await launcher.ensureExecutor(needs);
     } else if (job.status === 'CREATED') {
       if (options.skipTest || config.skipTest) {
         const approvedBy = options.skipTest ? (options.approvedBy ?? null) : 'script (ABP_SKIP_TEST)';
-        job = await repo.moveJob(id, 'skip_test', { reason: warning, patch: { approved_by: approvedBy } });
+        job = await repo.moveJob(id, 'skip_test', { reason: warning, patch: { approved_by: approvedBy, env_needs } });
       } else {
         const first = await repo.firstUnit(id);
-        job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null }, reason: warning });
+        job = await repo.moveJob(id, 'start_test', { patch: { test_unit_id: first?.id ?? null, env_needs }, reason: warning });
       }
-      executor = await launcher.ensureExecutor();
+      executor = await launcher.ensureExecutor(needs);
     } else if (job.status === 'TESTING' || job.status === 'RUNNING') {
       // Starting again re-runs a test unit that failed (it had one attempt; another is the
       // person's call, and this is how they make it). Otherwise it is harmless: it makes
-      // sure an executor is alive.
+      // sure an executor that has what the job needs is alive (the needs are this start's).
+      await repo.setEnvNeeds(id, env_needs);
       if (job.status === 'TESTING') await this.retestIfFailed(job);
-      executor = await launcher.ensureExecutor();
+      executor = await launcher.ensureExecutor(needs);
     } else {
       throw new AbpError('illegal_transition', `job ${id} is ${job.status}; cannot start`, {
         details: { job_id: id, status: job.status, move: 'start', next: nextStepFor(job) },
@@ -344,10 +349,26 @@ export class Orchestrator {
       if (Date.now() >= deadline) return job;
       if (Date.now() - lastLook >= this.deps.config.heartbeatMs) {
         lastLook = Date.now();
-        await this.deps.launcher.ensureExecutor();
+        await this.deps.launcher.ensureExecutor(storedNeeds(job));
       }
       await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, deadline - Date.now()))));
     }
+  }
+
+  /**
+   * The variables the job reads (its {{env.NAME}} references and its worker's own)
+   * that this process has: an executor without one of them would fail its units.
+   */
+  private envNeedsOf(job: JobRow): string[] {
+    const worker = this.deps.workers.get(job.worker_type);
+    const raw = JSON.parse(job.worker_config) as unknown;
+    let parsed: unknown;
+    try {
+      parsed = parseWith(worker.configSchema, raw, 'worker_config');
+    } catch {
+      parsed = undefined;
+    }
+    return envNeeds(worker, raw, parsed);
   }
 
   private async settled(job: JobRow): Promise<boolean> {
@@ -396,7 +417,7 @@ export class Orchestrator {
   async resume(id: number) {
     const warning = await this.checkWorker(await this.deps.repo.requireJob(id));
     const job = await this.deps.repo.moveJob(id, 'resume', { reason: warning });
-    await this.deps.launcher.ensureExecutor();
+    await this.deps.launcher.ensureExecutor(storedNeeds(job));
     return jobStatus(job);
   }
 
@@ -431,8 +452,83 @@ export class Orchestrator {
         details: { job_id: id, status: job.status, move: 'retry' },
       });
     }
-    if (moved > 0) await this.deps.launcher.ensureExecutor();
+    if (moved > 0) await this.deps.launcher.ensureExecutor(storedNeeds(job));
     return { ...jobStatus(await repo.requireJob(id)), retried: moved };
+  }
+
+  /**
+   * Runs one finished unit again with fresh retries: a FAILED or CANCELLED one, or
+   * a SUCCEEDED one to re-do it. A finished job runs again for it (and a job with a
+   * synthesis gets a fresh one once its units are done). A TESTING job's test unit
+   * runs again as its test.
+   */
+  async retryUnit(unitId: number) {
+    const { repo } = this.deps;
+    const unit = await this.requireUnit(unitId);
+    const job = await repo.requireJob(unit.job_id);
+    const refuse = (why: string, next?: NextStep) =>
+      new AbpError('illegal_transition', `unit ${unitId} of job ${job.id}: ${why}`, {
+        details: { job_id: job.id, unit_id: unitId, status: unit.status, job_status: job.status, move: 'retry_unit', ...(next ? { next } : {}) },
+      });
+    if (unit.status === 'PENDING') throw refuse('it is already waiting to run');
+    if (unit.status === 'RUNNING') throw refuse('it is RUNNING; stop it first (stop_unit), then retry it');
+    if (job.status === 'CANCELLED') throw refuse('the job is CANCELLED; a cancelled job does not run again');
+    if (job.status === 'CREATED') throw refuse('the job is CREATED; start it to run its units', nextStepFor(job));
+    if (job.status === 'TESTING' && job.test_unit_id !== unit.id) throw refuse('the job is TESTING; only its test unit runs before approval', nextStepFor(job));
+    if (job.synthesis_unit_id !== null && unit.kind !== 'synthesis') {
+      // The synthesis gathers every unit's output: one in flight would gather the old one.
+      const synthesis = await repo.getUnit(job.synthesis_unit_id);
+      if (synthesis && !isTerminalUnit(synthesis.status)) throw refuse(`the job's synthesis (unit ${synthesis.id}) is ${synthesis.status}; retry this unit once it has ended`);
+    }
+    const reset = { ...FRESH_TEST_UNIT, cost_usd: null, input_tokens: null, output_tokens: null, usage: null, duration_ms: null };
+    const effects = async (t: Parameters<typeof repo.moveUnitsIn>[0], current: JobRow) => {
+      if (unit.kind !== 'synthesis') await repo.dropSynthesisIn(t, current);
+      await repo.moveUnitsIn(t, job.id, 'redo', reset, unit.id);
+    };
+    if (job.status === 'COMPLETED' || job.status === 'FAILED') {
+      await repo.moveJob(job.id, 'redo', { reason: `unit ${unitId} runs again`, effects });
+    } else {
+      // RUNNING, PAUSED or TESTING: the job is still live; the unit joins its queue.
+      await repo.tx(async (t) => effects(t, await repo.requireJob(job.id, t)));
+    }
+    await repo.appendEvent(job.id, 'unit_retry', { unit_id: unitId, from: unit.status });
+    const after = await repo.requireJob(job.id);
+    const executor = after.status === 'PAUSED' ? null : await this.deps.launcher.ensureExecutor(storedNeeds(after));
+    return { job: jobStatus(after), unit: unitSummary(await this.requireUnit(unitId)), executor };
+  }
+
+  /**
+   * Stops one running unit: its outcome is written now (FAILED, or back to PENDING
+   * without spending a retry, as the person chooses), and the executor running it
+   * kills its process group on its next pass. A unit that finished first is left
+   * as it ended, and the error says so.
+   */
+  async stopUnit(unitId: number, then: 'failed' | 'pending' = 'failed') {
+    const { repo } = this.deps;
+    const unit = await this.requireUnit(unitId);
+    if (unit.status !== 'RUNNING') {
+      throw new AbpError('illegal_transition', `unit ${unitId} of job ${unit.job_id} is ${unit.status}; only a RUNNING unit can be stopped`, {
+        details: { job_id: unit.job_id, unit_id: unitId, status: unit.status, move: 'stop_unit' },
+      });
+    }
+    const write =
+      then === 'failed'
+        ? { next: 'FAILED' as const, spent: false, error: 'stopped by a person', error_kind: 'stopped' }
+        : { next: 'PENDING' as const, spent: false, available_at: 0 };
+    if (!(await repo.stopUnit(unit, write))) {
+      const now = await this.requireUnit(unitId);
+      throw new AbpError('conflict', `unit ${unitId} of job ${unit.job_id} ended before it could be stopped: it is ${now.status}`, {
+        details: { job_id: unit.job_id, unit_id: unitId, status: now.status, move: 'stop_unit' },
+      });
+    }
+    await repo.appendEvent(unit.job_id, 'unit_stop', { unit_id: unitId, attempt: unit.attempt, then });
+    return { job: jobStatus(await repo.requireJob(unit.job_id)), unit: unitSummary(await this.requireUnit(unitId)) };
+  }
+
+  private async requireUnit(unitId: number): Promise<UnitRow> {
+    const unit = await this.deps.repo.getUnit(unitId);
+    if (!unit) throw new AbpError('not_found', `unit ${unitId} does not exist`);
+    return unit;
   }
 
   async status(id: number) {
@@ -453,8 +549,7 @@ export class Orchestrator {
   }
 
   async unit(unitId: number) {
-    const unit = await this.deps.repo.getUnit(unitId);
-    if (!unit) throw new AbpError('not_found', `unit ${unitId} does not exist`);
+    const unit = await this.requireUnit(unitId);
     return unitDetail(unit, await this.deps.repo.unitEvents(unitId));
   }
 
@@ -531,9 +626,16 @@ export class Orchestrator {
     });
     return Promise.all(checks);
   }
+}
 
-  async ensureExecutor() {
-    return this.deps.launcher.ensureExecutor();
+/** The variables a job was started needing (jobs.env_needs), for keeping it served later. */
+export function storedNeeds(job: Pick<JobRow, 'env_needs'>): string[] {
+  if (!job.env_needs) return [];
+  try {
+    const names = JSON.parse(job.env_needs) as unknown;
+    return Array.isArray(names) ? names.map(String) : [];
+  } catch {
+    return [];
   }
 }
 

@@ -80,13 +80,12 @@ function estimate(job: JobRow, rate: number | null) {
 const round = (n: number) => Math.round(n * 1e6) / 1e6;
 
 /**
- * A projection from the test unit alone needs a test unit that succeeded: a failed
- * one's cost and time say nothing of a working unit's (a prompt that fails at once
- * would project $0 for the whole job). While TESTING, the one unit that can have
- * finished is the test unit.
+ * A projection needs a unit that succeeded: failed ones' cost and time say nothing
+ * of a working unit's (a prompt that fails at once would project $0 for the whole
+ * job). While TESTING, the one unit that can have finished is the test unit.
  */
 function noEstimate(job: JobRow): string | null {
-  if (job.test_unit_id === null || job.succeeded > 0 || job.failed !== 1 || isTerminalJob(job.status)) return null;
+  if (job.succeeded > 0 || job.failed === 0 || isTerminalJob(job.status)) return null;
   return job.status === 'TESTING' ? 'no estimate: the test unit failed' : 'no estimate: no unit has succeeded yet';
 }
 

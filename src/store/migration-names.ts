@@ -15,6 +15,8 @@ export const MIGRATION_NAMES = [
   '008-approvals',
   '009-mcp-tasks',
   '010-agent-access',
+  '011-unit-stops',
+  '012-executor-env',
 ] as const;
 
 export type MigrationName = (typeof MIGRATION_NAMES)[number];

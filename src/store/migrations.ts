@@ -299,6 +299,22 @@ const migrations: Record<MigrationName, Migration> = {
       await db.schema.alterTable('jobs').addColumn('agent_access', 'text').execute();
     },
   },
+  '011-unit-stops': {
+    async up(db: Kysely<any>) {
+      // Raised each time a person stops one running unit of the job: an executor that
+      // sees it change looks up which of its units it no longer holds, and kills them.
+      await db.schema.alterTable('jobs').addColumn('unit_stops', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
+  '012-executor-env': {
+    async up(db: Kysely<any>) {
+      // The names of the environment variables an executor was started with that jobs
+      // may reference (JSON list), and the names a started job needs (JSON list): an
+      // executor claims only jobs whose needs it has.
+      await db.schema.alterTable('executors').addColumn('env_names', 'text').execute();
+      await db.schema.alterTable('jobs').addColumn('env_needs', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

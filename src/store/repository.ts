@@ -372,6 +372,16 @@ export class Repository {
     });
   }
 
+  /** Records the environment variables a job needs its executor to have (JSON list of names), for a job that has not ended. */
+  async setEnvNeeds(id: number, envNeeds: string): Promise<void> {
+    await this.db
+      .updateTable('jobs')
+      .set({ env_needs: envNeeds })
+      .where('id', '=', id)
+      .where('status', 'in', ['CREATED', 'TESTING', 'RUNNING', 'PAUSED'])
+      .execute();
+  }
+
   /**
    * Moves a job by name through the state table, with side effects on its units
    * in the same transaction. Returns the job as it is after the move.
@@ -381,7 +391,7 @@ export class Repository {
     move: JobMove,
     options: {
       reason?: string | null;
-      patch?: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by'>>;
+      patch?: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by' | 'env_needs'>>;
       effects?: (t: Db, job: JobRow) => Promise<void>;
     } = {},
   ): Promise<JobRow> {
@@ -398,7 +408,7 @@ export class Repository {
     move: JobMove,
     reason: string | null,
     effects?: (t: Db, job: JobRow) => Promise<void>,
-    patch: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by'>> = {},
+    patch: Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by' | 'env_needs'>> = {},
   ): Promise<void> {
     const to = assertJobMove(job.id, job.status, move);
     const now = Date.now();
@@ -560,43 +570,85 @@ export class Repository {
     pids: { unit_id: number; attempt: number; pid: number }[] = [],
     unitEvents: Omit<UnitEventRow, 'id'>[] = [],
   ): Promise<boolean[]> {
+    return this.tx((t) => this.recordOutcomesIn(t, outcomes, pids, unitEvents));
+  }
+
+  private async recordOutcomesIn(
+    t: Db,
+    outcomes: { unit: OutcomeUnit; owner: string; write: OutcomeWrite }[],
+    pids: { unit_id: number; attempt: number; pid: number }[],
+    unitEvents: Omit<UnitEventRow, 'id'>[],
+  ): Promise<boolean[]> {
+    for (const p of pids) await this.setWorkerPid(p.unit_id, p.attempt, p.pid, t);
+    for (let i = 0; i < unitEvents.length; i += 500) await t.insertInto('unit_events').values(unitEvents.slice(i, i + 500)).execute();
+    const now = Date.now();
+    const written: boolean[] = [];
+    const tallies = new Map<number, OutcomeTally>();
+    const events: { job_id: number; type: string; data: string; created_at: number }[] = [];
+    // Every unit row first, without the job rows' locks, so that concurrent
+    // outcomes of one job serialise only on the counters' update at the end.
+    for (const { unit, owner, write: w } of outcomes) {
+      const ok = await this.fencedOutcome(t, unit, owner, w, now);
+      written.push(ok);
+      if (!ok) continue;
+      let tally = tallies.get(unit.job_id);
+      if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
+      tally.add(unit, w, now);
+      events.push({
+        job_id: unit.job_id,
+        type: 'unit',
+        created_at: now,
+        data: JSON.stringify({
+          unit_id: unit.id,
+          attempt: unit.attempt,
+          status: w.next,
+          ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
+        }),
+      });
+    }
+    for (let i = 0; i < events.length; i += 500) await t.insertInto('events').values(events.slice(i, i + 500)).execute();
+    for (const [jobId, tally] of [...tallies].sort(([a], [b]) => a - b)) {
+      // A unit handed back for now (not after a backoff) can run elsewhere at once.
+      if (tally.handedBack) await this.notifyWork(t, jobId);
+      const job = await this.bump(t, jobId, tally.deltas, tally.extra());
+      if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.finishIfDone(t, jobId);
+    }
+    return written;
+  }
+
+  /**
+   * A person stops one running attempt: its outcome is written here, fenced like
+   * the executor's own (which is then refused), and the job's `unit_stops` rises so
+   * that the executor holding the unit sees the change on its next pass and kills
+   * the unit's processes. False when the attempt ended first.
+   */
+  async stopUnit(unit: OutcomeUnit & { lease_owner: string | null }, write: OutcomeWrite): Promise<boolean> {
+    if (unit.lease_owner === null) return false;
+    const owner = unit.lease_owner;
     return this.tx(async (t) => {
-      for (const p of pids) await this.setWorkerPid(p.unit_id, p.attempt, p.pid, t);
-      for (let i = 0; i < unitEvents.length; i += 500) await t.insertInto('unit_events').values(unitEvents.slice(i, i + 500)).execute();
-      const now = Date.now();
-      const written: boolean[] = [];
-      const tallies = new Map<number, OutcomeTally>();
-      const events: { job_id: number; type: string; data: string; created_at: number }[] = [];
-      // Every unit row first, without the job rows' locks, so that concurrent
-      // outcomes of one job serialise only on the counters' update at the end.
-      for (const { unit, owner, write: w } of outcomes) {
-        const ok = await this.fencedOutcome(t, unit, owner, w, now);
-        written.push(ok);
-        if (!ok) continue;
-        let tally = tallies.get(unit.job_id);
-        if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
-        tally.add(unit, w, now);
-        events.push({
-          job_id: unit.job_id,
-          type: 'unit',
-          created_at: now,
-          data: JSON.stringify({
-            unit_id: unit.id,
-            attempt: unit.attempt,
-            status: w.next,
-            ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
-          }),
-        });
-      }
-      for (let i = 0; i < events.length; i += 500) await t.insertInto('events').values(events.slice(i, i + 500)).execute();
-      for (const [jobId, tally] of [...tallies].sort(([a], [b]) => a - b)) {
-        // A unit handed back for now (not after a backoff) can run elsewhere at once.
-        if (tally.handedBack) await this.notifyWork(t, jobId);
-        const job = await this.bump(t, jobId, tally.deltas, tally.extra());
-        if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.finishIfDone(t, jobId);
-      }
-      return written;
+      const [written] = await this.recordOutcomesIn(t, [{ unit, owner, write }], [], []);
+      if (written) await t.updateTable('jobs').set({ unit_stops: sql`unit_stops + 1` } as never).where('id', '=', unit.job_id).execute();
+      return written === true;
     });
+  }
+
+  /** The attempts of a job's units this owner still holds (RUNNING under its lease), by unit id. */
+  async heldAttempts(jobId: number, owner: string): Promise<Map<number, number>> {
+    const rows = await this.db.selectFrom('work_units').select(['id', 'attempt']).where(RUNNING).where('lease_owner', '=', owner).where('job_id', '=', jobId).execute();
+    return new Map(rows.map((r) => [r.id, r.attempt]));
+  }
+
+  /**
+   * Drops a job's synthesis unit so that a fresh one runs when the job's units are
+   * done again (a re-done unit changed what it would gather). The job keeps the old
+   * result until the new synthesis replaces it.
+   */
+  async dropSynthesisIn(t: Db, job: JobRow): Promise<void> {
+    if (job.synthesis_unit_id === null) return;
+    await t.deleteFrom('unit_events').where('unit_id', '=', job.synthesis_unit_id).execute();
+    await t.deleteFrom('work_units').where('id', '=', job.synthesis_unit_id).execute();
+    await t.updateTable('jobs').set({ synthesis_unit_id: null, total: sql`total - 1`, ...(await this.countsIn(t, job.id)) } as never).where('id', '=', job.id).execute();
+    await this.event(t, job.id, 'synthesis_dropped', { unit_id: job.synthesis_unit_id });
   }
 
   /**
@@ -975,6 +1027,37 @@ export class Repository {
     // Spent and expired tokens are useless; dropping them keeps the table small.
     await this.db.deleteFrom('dashboard_tokens').where('expires_at', '<', now - 24 * 3600 * 1000).execute();
     return Number(result.numUpdatedRows) === 1;
+  }
+
+  // ---- live activity (dashboard) ----
+
+  /**
+   * A job's RUNNING units, each with the id of its newest conversation event
+   * (null before the first). The units come from work_units_claim (job_id,
+   * status, id); each newest event is one probe of unit_events_unit (unit_id, id).
+   */
+  async runningUnitsActivity(jobId: number): Promise<{ unit_id: number; item_id: string; attempt: number; started_at: number | null; event_id: number | null }[]> {
+    return this.db
+      .selectFrom('work_units')
+      .select(['work_units.id as unit_id', 'work_units.item_id', 'work_units.attempt', 'work_units.started_at'])
+      .select((eb) =>
+        eb.selectFrom('unit_events').select('unit_events.id').whereRef('unit_events.unit_id', '=', 'work_units.id').orderBy('unit_events.id', 'desc').limit(1).as('event_id'),
+      )
+      .where('work_units.job_id', '=', jobId)
+      .where(RUNNING)
+      .orderBy('work_units.id')
+      .execute();
+  }
+
+  /** A unit's newest conversation events up to and including `uptoId`, newest first. */
+  async unitEventsTail(unitId: number, uptoId: number, limit: number): Promise<UnitEventRow[]> {
+    return this.db.selectFrom('unit_events').selectAll().where('unit_id', '=', unitId).where('id', '<=', uptoId).orderBy('id', 'desc').limit(limit).execute();
+  }
+
+  /** The seq of a job's newest event (0 when it has none), through events_job (job_id, seq). */
+  async lastEventSeq(jobId: number): Promise<number> {
+    const row = await this.db.selectFrom('events').select((eb) => eb.fn.max('seq').as('seq')).where('job_id', '=', jobId).executeTakeFirst();
+    return row?.seq === null || row?.seq === undefined ? 0 : Number(row.seq);
   }
 }
 

@@ -55,6 +55,10 @@ export interface JobsTable {
   resume_at: Millis | null;
   /** What the job's agent may do, in words (the worker's own account); null for workers that are not agents. */
   agent_access: string | null;
+  /** Raised by each stop of one running unit (migration 011). */
+  unit_stops: Defaulted<number>;
+  /** JSON list of environment variable names the job needs its executor to have (migration 012). */
+  env_needs: string | null;
 }
 
 export interface WorkUnitsTable {
@@ -117,6 +121,8 @@ export interface ExecutorsTable {
   version: string;
   started_at: Millis;
   heartbeat_at: Millis;
+  /** JSON list of the environment variable names jobs may need that this executor has (migration 012). */
+  env_names: Defaulted<string | null>;
 }
 
 /** A person approved this exact code (by sha256) to run, e.g. for a dynamic enumerator. */

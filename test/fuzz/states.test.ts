@@ -31,8 +31,8 @@ const DIAGRAM: Record<JobState, Partial<Record<JobMove, JobState>>> = {
   TESTING: { approve: 'RUNNING', reject: 'CREATED', cancel: 'CANCELLED' },
   RUNNING: { pause: 'PAUSED', complete: 'COMPLETED', fail: 'FAILED', cancel: 'CANCELLED' },
   PAUSED: { resume: 'RUNNING', cancel: 'CANCELLED' },
-  FAILED: { retry: 'RUNNING' },
-  COMPLETED: {},
+  FAILED: { retry: 'RUNNING', redo: 'RUNNING' },
+  COMPLETED: { redo: 'RUNNING' },
   CANCELLED: {},
 };
 
@@ -74,13 +74,14 @@ describe('the move table under random command sequences', () => {
   });
 
   it('a unit only ever moves along its designed life', () => {
-    // Claimed, then an outcome or given back; failures retried; a rejected test unit reset; cancelled for good.
+    // Claimed, then an outcome or given back; failures retried; a rejected test unit reset;
+    // cancelled for good unless a person runs that one unit again (redo, as from any end).
     const life: Record<UnitState, Partial<Record<UnitMove, UnitState>>> = {
       PENDING: { claim: 'RUNNING', cancel: 'CANCELLED' },
       RUNNING: { succeed: 'SUCCEEDED', fail: 'FAILED', release: 'PENDING', cancel: 'CANCELLED' },
-      SUCCEEDED: { reset: 'PENDING' },
-      FAILED: { retry: 'PENDING', reset: 'PENDING' },
-      CANCELLED: {},
+      SUCCEEDED: { reset: 'PENDING', redo: 'PENDING' },
+      FAILED: { retry: 'PENDING', reset: 'PENDING', redo: 'PENDING' },
+      CANCELLED: { redo: 'PENDING' },
     };
     fc.assert(
       fc.property(fc.array(fc.constantFrom(...(Object.keys(UNIT_MOVES) as UnitMove[])), { maxLength: 60 }), (sequence) => {

@@ -76,7 +76,7 @@ async function runAll(s: Sandbox, specs: string[]): Promise<{ id: number; status
   }
 }
 
-const BYPASS = ['--dangerously-skip-permissions', '--dangerously-bypass-approvals-and-sandbox', '--full-auto', '--yolo', '--approval-mode', '--permission-mode'];
+const BYPASS = ['--dangerously-skip-permissions', '--dangerously-bypass-approvals-and-sandbox', '--full-auto', '--yolo', 'yolo', 'auto_edit', 'danger-full-access', '--permission-mode'];
 
 // The workers' argv and config checks do not touch the store: one project runs them.
 describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what the job grants', () => {
@@ -88,14 +88,16 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
     const readOnly = recorder(sb, 'claude-default', [done]);
     const codex = recorder(sb, 'codex', [JSON.stringify({ type: 'thread.started', thread_id: 't' }), JSON.stringify({ type: 'item.completed', item: { type: 'agent_message', text: 'ok' } })]);
     const gemini = recorder(sb, 'gemini', [JSON.stringify({ response: 'ok', session_id: 'g' })]);
+    const codexWide = recorder(sb, 'codex-wide', [JSON.stringify({ type: 'item.completed', item: { type: 'agent_message', text: 'ok' } })]);
     const jobs = await runAll(sb, [
       specFile(sb, 'claude', { command: granted.path, allowed_tools: ['Read', 'Bash(git log:*)'], disallowed_tools: ['WebFetch'] }),
       specFile(sb, 'claude', { command: none.path, allowed_tools: [] }),
       specFile(sb, 'claude', { command: readOnly.path }),
       specFile(sb, 'agent-cli', { preset: 'codex', command: codex.path, model: 'gpt-5-codex' }),
       specFile(sb, 'agent-cli', { preset: 'gemini', command: gemini.path }),
+      specFile(sb, 'agent-cli', { preset: 'codex', command: codexWide.path, access: 'workspace-write' }),
     ]);
-    expect(jobs.map((j) => j.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
+    expect(jobs.map((j) => j.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
     expect(granted.argv()).toEqual([
       '-p', '--output-format', 'stream-json', '--verbose',
       '--tools', 'Read,Bash',
@@ -107,9 +109,17 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
     expect(none.argv()).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', '', '--strict-mcp-config']);
     // No grant at all: the read-only tools exist, none is pre-approved (Claude Code lets them read the working directory only).
     expect(readOnly.argv()).toEqual(['-p', '--output-format', 'stream-json', '--verbose', '--tools', 'Read,Glob,Grep', '--strict-mcp-config']);
-    expect(codex.argv()).toEqual(['exec', '--json', '--skip-git-repo-check', '--model', 'gpt-5-codex', '-']);
-    expect(gemini.argv()).toEqual(['--output-format', 'json', '-p', 'Follow the instructions above.']);
+    // The presets pass their read-only choice explicitly; codex gets the unit's working directory as its workspace.
+    expect(codex.argv()).toEqual(['exec', '--json', '--skip-git-repo-check', '--sandbox', 'read-only', '--cd', expect.stringMatching(/^\//), '--model', 'gpt-5-codex', '-']);
+    expect(gemini.argv()).toEqual(['--output-format', 'json', '--approval-mode', 'default', '-p', 'Follow the instructions above.']);
     for (const flag of BYPASS) expect([...granted.argv(), ...none.argv(), ...readOnly.argv(), ...codex.argv(), ...gemini.argv()]).not.toContain(flag);
+    // Widened on purpose: the sandbox the job asked for, and no further.
+    expect(codexWide.argv().slice(0, 5)).toEqual(['exec', '--json', '--skip-git-repo-check', '--sandbox', 'workspace-write']);
+    // `abp status` says what each agent may do.
+    const accessLine = async (id: number) => /agent access: (.*)/.exec((await sb!.cli(['status', String(id)])).stdout)?.[1];
+    expect(await accessLine(jobs[3]!.id)).toMatch(/^read only: codex --sandbox read-only .*; writing needs access: "workspace-write"$/);
+    expect(await accessLine(jobs[4]!.id)).toMatch(/^read only: gemini --approval-mode default /);
+    expect(await accessLine(jobs[5]!.id)).toMatch(/^may write in its workspace: codex --sandbox workspace-write /);
   }, 180_000);
 
   it('a value that would be read as a flag (a smuggled --dangerously-skip-permissions) is refused at creation', async () => {

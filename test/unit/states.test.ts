@@ -26,15 +26,15 @@ describe('the state table', () => {
     }
   });
 
-  it('has no move out of COMPLETED or CANCELLED, and the designed moves between the others', () => {
+  it('has no move out of CANCELLED, only a one-unit re-do out of COMPLETED, and the designed moves between the others', () => {
     const from = (s: string) => Object.entries(JOB_MOVES).filter(([, r]) => (r.from as readonly string[]).includes(s)).map(([m]) => m).sort();
-    expect(from('COMPLETED')).toEqual([]);
+    expect(from('COMPLETED')).toEqual(['redo']);
     expect(from('CANCELLED')).toEqual([]);
     expect(from('CREATED')).toEqual(['cancel', 'skip_test', 'start_test']);
     expect(from('TESTING')).toEqual(['approve', 'cancel', 'reject']);
     expect(from('RUNNING')).toEqual(['cancel', 'complete', 'fail', 'pause']);
     expect(from('PAUSED')).toEqual(['cancel', 'resume']);
-    expect(from('FAILED')).toEqual(['retry']);
+    expect(from('FAILED')).toEqual(['redo', 'retry']);
   });
 
   it('unit moves only use unit states, and only RUNNING units get an outcome', () => {

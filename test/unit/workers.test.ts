@@ -1,11 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ConversationEvent, RunContext, UnitInput } from '../../src/contracts/worker.js';
 import { parseWith } from '../../src/domain/job-spec.js';
 import { SlidingWindowThrottle } from '../../src/executor/throttle.js';
-import { agentCliWorker, PRESETS } from '../../workers/agent-cli.js';
+import { agentCliAccess, agentCliArgs, agentCliWorker, PRESETS } from '../../workers/agent-cli.js';
 import { classifyAgentFailure, quotaResetAt } from '../../workers/agent-failures.js';
 import { claudeAccess, claudeArgs, claudeWorker } from '../../workers/claude.js';
 import { retryAfterMs } from '../../workers/http-llm.js';
@@ -120,16 +120,79 @@ describe('agent-cli worker', () => {
   });
 
   it('documents the exact preset flags', () => {
-    expect(PRESETS.codex.args('gpt-5-codex')).toEqual(['exec', '--json', '--skip-git-repo-check', '--model', 'gpt-5-codex', '-']);
-    expect(PRESETS.gemini.args(undefined)).toEqual(['--output-format', 'json', '-p', 'Follow the instructions above.']);
+    expect(PRESETS.codex.args({ model: 'gpt-5-codex', access: 'read-only', cwd: '/data/docs' })).toEqual([
+      'exec', '--json', '--skip-git-repo-check', '--sandbox', 'read-only', '--cd', '/data/docs', '--model', 'gpt-5-codex', '-',
+    ]);
+    expect(PRESETS.gemini.args({ access: 'read-only' })).toEqual(['--output-format', 'json', '--approval-mode', 'default', '-p', 'Follow the instructions above.']);
+  });
+
+  const parse = (c: unknown) => parseWith(agentCliWorker.configSchema, c, 'worker_config');
+  const same = (s: string) => s;
+  const refusal = (c: unknown) => {
+    try {
+      parse(c);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return 'accepted';
+  };
+
+  it('a preset is read only unless the job widens access; the widest needs dangerously_skip_permissions', () => {
+    expect(agentCliArgs(parse({ preset: 'codex' }), same, '/data/docs')).toEqual(['exec', '--json', '--skip-git-repo-check', '--sandbox', 'read-only', '--cd', '/data/docs', '-']);
+    expect(agentCliArgs(parse({ preset: 'codex', access: 'workspace-write' }), same, '/data/docs')).toContain('workspace-write');
+    expect(agentCliArgs(parse({ preset: 'codex', dangerously_skip_permissions: true }), same, '/w').slice(3, 5)).toEqual(['--sandbox', 'danger-full-access']);
+    expect(agentCliArgs(parse({ preset: 'gemini' }), same, '/w')).toEqual(['--output-format', 'json', '--approval-mode', 'default', '-p', 'Follow the instructions above.']);
+    expect(agentCliArgs(parse({ preset: 'gemini', access: 'workspace-write', model: 'flash' }), same, '/w')).toEqual([
+      '--output-format', 'json', '--approval-mode', 'auto_edit', '--model', 'flash', '-p', 'Follow the instructions above.',
+    ]);
+    expect(agentCliArgs(parse({ preset: 'gemini', dangerously_skip_permissions: true }), same, '/w')).toContain('yolo');
+    // A relative cwd is made absolute, so codex's workspace is the directory the process starts in.
+    expect(agentCliArgs(parse({ preset: 'codex' }), same, 'rel')).toContain(resolve('rel'));
+  });
+
+  it('says what the agent may do, for the job status', () => {
+    expect(agentCliAccess(parse({ preset: 'codex' }))).toBe(
+      "read only: codex --sandbox read-only (it may read files and run commands, but nothing it runs may write or reach the network), in the item's folder for file items, else the job's work dir; writing needs access: \"workspace-write\"",
+    );
+    expect(agentCliAccess(parse({ preset: 'gemini', access: 'workspace-write', cwd: '/data' }))).toMatch(/^may edit files in its workspace: gemini --approval-mode auto_edit .*, in \/data$/);
+    expect(agentCliAccess(parse({ preset: 'codex', dangerously_skip_permissions: true }))).toMatch(/^everything: codex --sandbox danger-full-access/);
+    expect(agentCliAccess(parse({ preset: 'codex', extra_args: ['--ephemeral'] }))).toMatch(/; extra arguments: --ephemeral$/);
+    expect(agentCliAccess(parse({ command: 'aider', args: ['--message', '{{prompt}}'] }))).toBe('whatever aider allows with the arguments given; abp does not restrict it');
+  });
+
+  it('refuses bad access values and permission flags smuggled past access, naming the field', () => {
+    expect(refusal({ preset: 'codex', access: 'write' })).toBe('worker_config.access: expected "read-only" or "workspace-write", got "write"');
+    expect(refusal({ preset: 'codex', access: 'danger-full-access' })).toBe(
+      'worker_config.access: danger-full-access turns every check off; set dangerously_skip_permissions: true to ask for it explicitly',
+    );
+    expect(refusal({ preset: 'codex', dangerously_skip_permissions: 'yes' })).toMatch(/^worker_config\.dangerously_skip_permissions: /);
+    expect(refusal({ command: 'aider', access: 'workspace-write' })).toMatch(/^worker_config\.access: only the presets \(codex, gemini\) have it/);
+    expect(refusal({ preset: 'codex', args: ['exec', '-'], access: 'read-only' })).toMatch(/^worker_config\.access: args replaces the preset's arguments/);
+    expect(refusal({ preset: 'codex', extra_args: ['--ephemeral', '--sandbox=danger-full-access'] })).toMatch(/^worker_config\.extra_args\.1: --sandbox sets what the agent may do/);
+    expect(refusal({ preset: 'codex', extra_args: ['-sworkspace-write'] })).toMatch(/^worker_config\.extra_args\.0: -s sets/);
+    expect(refusal({ preset: 'codex', extra_args: ['--dangerously-bypass-approvals-and-sandbox'] })).toMatch(/^worker_config\.extra_args\.0: /);
+    expect(refusal({ preset: 'gemini', extra_args: ['--yolo'] })).toMatch(/^worker_config\.extra_args\.0: --yolo sets/);
+    expect(refusal({ preset: 'gemini', extra_args: ['-dy'] })).toMatch(/^worker_config\.extra_args\.0: -y sets/);
+    expect(refusal({ preset: 'gemini', extra_args: ['--approval-mode', 'auto_edit'] })).toMatch(/^worker_config\.extra_args\.0: --approval-mode sets/);
+    // Flags that do not widen it pass: gemini's container sandbox only narrows.
+    expect(refusal({ preset: 'gemini', extra_args: ['--sandbox'] })).toBe('accepted');
+    expect(refusal({ preset: 'codex', extra_args: ['--ephemeral'], access: 'workspace-write' })).toBe('accepted');
   });
 
   it('codex preset: streams the JSONL events and takes the last agent message, usage and thread id', async () => {
     const cfg = parseWith(agentCliWorker.configSchema, { preset: 'codex', command: FAKE_CODEX, model: 'gpt-5-codex' }, 'worker_config');
     const events: ConversationEvent[] = [];
     const out = await agentCliWorker.run(unit('hello codex'), cfg, ctx(events));
-    expect(out).toMatchObject({ status: 'succeeded', output: 'answer: 11 chars', session_id: 'th_123', usage: { input_tokens: 200, cache_read_tokens: 100, output_tokens: 40 } });
+    expect(out).toMatchObject({ status: 'succeeded', output: 'answer: 11 chars, sandbox read-only', session_id: 'th_123', usage: { input_tokens: 200, cache_read_tokens: 100, output_tokens: 40 } });
     expect(events.map((e) => e.kind)).toEqual(['thread.started', 'turn.started', 'item.completed', 'item.completed', 'item.completed', 'turn.completed']);
+  });
+
+  it('codex preset: a widened job runs codex with the widened sandbox, in the item\'s folder', async () => {
+    const cfg = parse({ preset: 'codex', command: FAKE_CODEX, model: 'gpt-5-codex', access: 'workspace-write' });
+    const folder = join(dir, 'docs');
+    mkdirSync(folder, { recursive: true });
+    const out = await agentCliWorker.run({ ...unit('hi'), item: { file_path: join(folder, 'a.md') } }, cfg, ctx([]));
+    expect(out).toMatchObject({ status: 'succeeded', output: 'answer: 2 chars, sandbox workspace-write' });
   });
 
   it('codex preset: a 401 in the stream is auth_failed with the login advice', async () => {

@@ -1,5 +1,5 @@
 import type { Command, CommandContext } from '../command.js';
-import { jobIdArg } from '../command.js';
+import { jobIdArg, positiveInt, usage } from '../command.js';
 import { statusLine } from '../format.js';
 import type { JobStatus } from '../../orchestrator/views.js';
 import type { Orchestrator } from '../../orchestrator/orchestrator.js';
@@ -21,3 +21,33 @@ export const pause = control('pause', (o, id) => o.pause(id));
 export const resume = control('resume', (o, id) => o.resume(id));
 export const cancel = control('cancel', (o, id) => o.cancel(id));
 export const retry = control('retry', (o, id) => o.retryFailed(id));
+
+function unitIdArg(ctx: CommandContext): number {
+  const raw = ctx.positionals[0];
+  if (raw === undefined) throw usage('missing argument UNIT (a unit id, as `abp units JOB` lists them)');
+  return positiveInt(raw, 'UNIT');
+}
+
+/** One unit runs again with fresh retries: a failed one, or a succeeded one to re-do it. */
+export const retryUnit: Command = {
+  usage: 'abp retry-unit UNIT',
+  options: {},
+  async run(ctx) {
+    const app = await ctx.app();
+    const r = await app.orchestrator.retryUnit(unitIdArg(ctx));
+    ctx.print(`unit ${r.unit.unit_id} is ${r.unit.status} again\n${statusLine(r.job)}`, r);
+  },
+};
+
+/** Stops one running unit: its processes are killed; it ends FAILED, or goes back to PENDING with --then pending. */
+export const stopUnit: Command = {
+  usage: 'abp stop-unit UNIT [--then failed|pending]',
+  options: { then: { type: 'string' } },
+  async run(ctx) {
+    const then = ctx.values.then ?? 'failed';
+    if (then !== 'failed' && then !== 'pending') throw usage(`--then: expected failed or pending, got ${JSON.stringify(then)}`);
+    const app = await ctx.app();
+    const r = await app.orchestrator.stopUnit(unitIdArg(ctx), then);
+    ctx.print(`unit ${r.unit.unit_id} stopped: now ${r.unit.status}\n${statusLine(r.job)}`, r);
+  },
+};

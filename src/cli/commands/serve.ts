@@ -2,10 +2,10 @@ import { resolveConfig, truthy } from '../../config.js';
 import { AbpError } from '../../domain/errors.js';
 import { DEFAULT_MAX_BODY } from '../../http/body.js';
 import { isLoopback, loadApiKey } from '../../http/security.js';
-import { dashboardLink, removeServeRecord, writeServeRecord } from '../../http/serve-record.js';
+import { dashboardLink, removeServeRecord, stopServer, writeServeRecord } from '../../http/serve-record.js';
 import { startHttpServer } from '../../http/server.js';
 import type { Command, CommandContext } from '../command.js';
-import { intFlag } from '../command.js';
+import { intFlag, usage } from '../command.js';
 import { shutdownSignals, type ShutdownSignals } from '../signals.js';
 
 const list = (raw: string | undefined) => (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -19,9 +19,12 @@ function envNumber(name: string, fallback: number, min: number): number {
 }
 
 export const serve: Command = {
-  usage: 'abp serve [--host 127.0.0.1] [--port 7070] [--force]',
+  usage: 'abp serve [--host 127.0.0.1] [--port 7070] [--force]  |  abp serve stop [--home DIR]',
   options: { host: { type: 'string' }, port: { type: 'string' }, force: { type: 'boolean' } },
   async run(ctx) {
+    const [sub, ...more] = ctx.positionals;
+    if (sub === 'stop' && more.length === 0) return stopServe(ctx);
+    if (sub !== undefined) throw usage(`abp serve takes no argument but stop, got ${JSON.stringify(ctx.positionals.join(' '))}\nusage: ${serve.usage}`);
     const env = process.env;
     // ABP_HTTP_PORT, or the original ABP's ABP_DASHBOARD_PORT (config.ts resolves the pair).
     const port = intFlag(ctx, 'port', 0) ?? resolveConfig(env).httpPort;
@@ -66,4 +69,11 @@ async function serveUntilSignalled(ctx: CommandContext, signals: ShutdownSignals
   process.stderr.write(`abp serve: ${signal} received; shutting down\n`);
   removeServeRecord(app.config.home);
   await http.close();
+}
+
+/** `abp serve stop`: stops the server recorded for this home (SIGTERM, then waits until it has exited). */
+async function stopServe(ctx: CommandContext): Promise<void> {
+  const env = { ...process.env, ...(ctx.values.home ? { ABP_HOME: String(ctx.values.home) } : {}) };
+  const result = await stopServer(resolveConfig(env).home);
+  ctx.print(result.message, result);
 }

@@ -28,6 +28,8 @@ export const start: Command = {
     });
     const lines = [statusLine(result.job)];
     if (result.executor?.started) lines.push(`started an executor (pid ${result.executor.pid}, log ${result.executor.log})`);
+    // Which live executor lacked which variable the job needs, and what was done about it.
+    if (result.executor?.note) lines.push(result.executor.note);
     const t = result.test_unit;
     if (t) {
       lines.push(`test unit ${t.unit_id} (item ${t.item_id}): ${t.status}, attempt ${t.attempt}`);

@@ -1,6 +1,8 @@
 import { z } from 'zod';
-import { JobStatusWire } from '../../domain/wire.js';
+import { JobStatusWire, UnitSummaryWire } from '../../domain/wire.js';
 import { defineTool, jobId } from '../tool.js';
+
+const unitId = z.int().positive().describe('The unit id, as list_units gives it.');
 
 const write = { readOnlyHint: false, destructiveHint: false, openWorldHint: false } as const;
 
@@ -44,4 +46,34 @@ export const retryFailed = defineTool({
   handler: async ({ job_id }, { app }) => app.orchestrator.retryFailed(job_id),
 });
 
-export const controlTools = [pauseJob, resumeJob, cancelJob, retryFailed];
+export const retryUnit = defineTool({
+  name: 'retry_unit',
+  title: 'Run one unit again',
+  description:
+    'Runs one unit again with fresh retries: a FAILED or CANCELLED one, or a SUCCEEDED one to re-do it (its output is replaced). ' +
+    'A COMPLETED or FAILED job runs again for it. A RUNNING unit must be stopped first (stop_unit).',
+  input: { unit_id: unitId },
+  output: { job: JobStatusWire, unit: UnitSummaryWire },
+  annotations: { ...write, idempotentHint: false },
+  handler: async ({ unit_id }, { app }) => {
+    const { job, unit } = await app.orchestrator.retryUnit(unit_id);
+    return { job, unit };
+  },
+});
+
+export const stopUnit = defineTool({
+  name: 'stop_unit',
+  title: 'Stop one running unit',
+  description:
+    'Stops one RUNNING unit: its processes are killed. then="failed" (the default) marks it FAILED; then="pending" puts it back in the queue ' +
+    'without spending a retry, to run again. The rest of the job carries on.',
+  input: {
+    unit_id: unitId,
+    then: z.enum(['failed', 'pending']).optional().describe('What becomes of the unit: failed (default) or pending (runs again).'),
+  },
+  output: { job: JobStatusWire, unit: UnitSummaryWire },
+  annotations: { ...write, destructiveHint: true, idempotentHint: false },
+  handler: async ({ unit_id, then }, { app }) => app.orchestrator.stopUnit(unit_id, then ?? 'failed'),
+});
+
+export const controlTools = [pauseJob, resumeJob, cancelJob, retryFailed, retryUnit, stopUnit];

@@ -90,6 +90,10 @@ const StartOutput = {
     ),
   next: z.string().describe('What to do next, naming the tools to call.'),
   next_step: z.looseObject({ action: z.string() }).describe('The same, as data.'),
+  executor_note: z
+    .string()
+    .optional()
+    .describe('Which live executor lacked an environment variable the job needs (e.g. started before ANTHROPIC_API_KEY was set), and what was done: a fresh executor runs the job. Tell the user.'),
 };
 
 const MAX_WAIT = 50;
@@ -161,9 +165,10 @@ async function approveWithTest(ctx: ToolContext, id: number, approvedBy: string,
 }
 
 function answer(result: StartResult, decision: Decision) {
-  const { executor: _executor, ...rest } = result;
+  const { executor, ...rest } = result;
   return {
     ...rest,
+    ...(executor?.note ? { executor_note: executor.note } : {}),
     test_unit: result.test_unit ? fitUnit(result.test_unit) : null,
     decision,
     next: mcpHint(result.next_step),

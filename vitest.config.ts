@@ -19,14 +19,28 @@ const STORELESS = [
 ];
 
 /*
- * Tests whose subject is a conversation with a real external program, not the
- * store: the Claude Code CLI's start-up, its retries, its process group. They
- * write a job's rows through the same store calls the lifecycle, spending and
- * HTTP-LLM worker tests exercise on both databases, and a second run of the
- * CLI (the suite's most expensive process) would add about 40 s and test
- * nothing new.
+ * Tests whose subject is a conversation with a real program or a source other
+ * than the store: the Claude Code CLI as a worker and as an MCP host, its
+ * permission checks, worker threads, the sources enumerators read, the MCP
+ * protocol and prompts, the environment an executor starts with, an `abp serve`
+ * started in the background. They write a job's rows through the same store
+ * calls that the lifecycle, spending, durability, HTTP and MCP tool tests
+ * exercise on both databases; a second run on PostgreSQL cost about 110 s of
+ * test time and tested no store path those do not.
  */
-const ONE_STORE = ['test/integration/workers-claude.test.ts'];
+const ONE_STORE = [
+  'test/integration/workers-claude.test.ts',
+  'test/integration/mcp-host.test.ts',
+  'test/integration/security-agents.test.ts',
+  'test/integration/workers-function.test.ts',
+  'test/integration/enumerators-cli.test.ts',
+  'test/integration/enumerators-dynamic-context.test.ts',
+  'test/integration/mcp-conformance.test.ts',
+  'test/integration/mcp-prompts.test.ts',
+  'test/integration/stale-env.test.ts',
+  'test/integration/mcp-dashboard.test.ts',
+  'test/integration/config-env.test.ts',
+];
 
 export default defineConfig({
   test: {

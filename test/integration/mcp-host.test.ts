@@ -5,7 +5,6 @@ import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startMockModel, type Conversation, type MockModel, type Play, type Step } from '../fixtures/mock-model.js';
 import { CLI, ROOT, Sandbox } from '../helpers/cli.js';
-import { TEST_BACKEND } from '../helpers/postgres.js';
 
 /**
  * The real Claude Code CLI (the pinned dev dependency) as the MCP host: it runs
@@ -17,8 +16,6 @@ const CLAUDE = join(ROOT, 'node_modules', '.bin', 'claude');
 const MARKER = 'ABP-HOST-TEST';
 /** A CLI command in a hint: the assistant, allowed only mcp__abp__* tools, cannot run it. */
 const CLI_HINT = /\babp (start|watch|results|units|unit|retry|resume|update|approve|cancel|status|create|pause)\b/;
-/** Checks that touch no store run once, in the SQLite project. */
-const storeFree = TEST_BACKEND === 'sqlite';
 
 let sb: Sandbox | undefined;
 let model: MockModel | undefined;
@@ -301,7 +298,7 @@ describe('Claude Code as the MCP host of abp mcp (claude -p, a mock model)', () 
 });
 
 describe('the mock model sees what the host does to tool output', () => {
-  it.runIf(storeFree)('control: a 200 KB tool result is replaced by the host, and the mock marks it replaced', async () => {
+  it('control: a 200 KB tool result is replaced by the host, and the mock marks it replaced', async () => {
     // A one-tool MCP server, not abp, so that the host's limit is certainly crossed.
     const sdk = (path: string) => pathToFileURL(join(ROOT, 'node_modules', '@modelcontextprotocol', 'sdk', 'dist', 'esm', path)).href;
     const code = [
@@ -320,7 +317,7 @@ describe('the mock model sees what the host does to tool output', () => {
 });
 
 describe('the Claude Code plugin in this checkout', () => {
-  it.runIf(storeFree)('passes `claude plugin validate --strict`, and provides the abp MCP server and skill; a broken manifest fails it', async () => {
+  it('passes `claude plugin validate --strict`, and provides the abp MCP server and skill; a broken manifest fails it', async () => {
     const validate = (path: string) =>
       execa(CLAUDE, ['plugin', 'validate', path, '--strict', '--json'], { env: { HOME: sb!.path('claude-home'), PATH: process.env.PATH ?? '' }, extendEnv: false, stdin: 'ignore', reject: false, timeout: 120_000 });
     sb = new Sandbox();

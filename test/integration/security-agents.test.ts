@@ -7,7 +7,6 @@ import type { ZodType } from 'zod';
 import { parseWith } from '../../src/domain/job-spec.js';
 import { agentCliWorker } from '../../workers/agent-cli.js';
 import { claudeWorker } from '../../workers/claude.js';
-import { TEST_BACKEND } from '../helpers/postgres.js';
 
 /**
  * Security point 5: an agent gets exactly the permissions its job grants. The
@@ -79,7 +78,7 @@ async function runAll(s: Sandbox, specs: string[]): Promise<{ id: number; status
 const BYPASS = ['--dangerously-skip-permissions', '--dangerously-bypass-approvals-and-sandbox', '--full-auto', '--yolo', 'yolo', 'auto_edit', 'danger-full-access', '--permission-mode'];
 
 // The workers' argv and config checks do not touch the store: one project runs them.
-describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what the job grants', () => {
+describe('agent permissions are exactly what the job grants', () => {
   it('the argv the executor runs: exactly the granted tools for claude, the documented presets for agent-cli, no bypass flag', async () => {
     sb = new Sandbox({ ABP_SKIP_TEST: '1' });
     const done = JSON.stringify({ type: 'result', subtype: 'success', is_error: false, result: 'ok', session_id: 's' });
@@ -155,7 +154,7 @@ describe.skipIf(TEST_BACKEND === 'postgres')('agent permissions are exactly what
 const toolResults = (req: RecordedRequest) =>
   ((req.body?.messages ?? []) as { content: unknown }[]).flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((b: any) => b?.type === 'tool_result') as any[];
 
-describe.skipIf(TEST_BACKEND === 'postgres')('the real Claude Code CLI runs a tool only when the job grants it', () => {
+describe('the real Claude Code CLI runs a tool only when the job grants it', () => {
   it('asked to run Bash: with no tools, or Bash available but not allowed, it never runs; allowed, it does', async () => {
     // Each item names its own marker file; the mock asks once per unit to `touch` it,
     // and ends the turn as soon as the CLI answers the tool call.

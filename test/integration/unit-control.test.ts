@@ -73,6 +73,9 @@ async function waitHeld(job: number, item: string): Promise<{ id: number; pgid: 
   }
 }
 
+/** A unit just queued again: an executor may claim it, or finish it, before the answer is read. */
+const AGAIN = ['PENDING', 'RUNNING', 'SUCCEEDED'];
+
 async function waitUntil(condition: () => boolean, what = 'the condition'): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (!condition()) {
@@ -119,8 +122,9 @@ describe('per-unit control from the CLI', () => {
     // Retry the stopped unit: the FAILED job runs again for it, and only for it.
     writeFileSync(sb.path('go-c'), '');
     const retried = await sb.ok(['retry-unit', String(held.id)]);
-    expect(retried.unit.status).toBe('PENDING');
-    expect(retried.job.status).toBe('RUNNING');
+    // Queued again; an executor may already have claimed it, or even finished it, by the time the answer is read.
+    expect(AGAIN).toContain(retried.unit.status);
+    expect(retried.job.status).toMatch(/^(RUNNING|COMPLETED)$/);
     const done = await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     expect(done.counts).toMatchObject({ succeeded: 3, failed: 0, pending: 0, running: 0 });
     expect(await unitOf(job, 'c')).toMatchObject({ status: 'SUCCEEDED', output: 'done c run 2', failures: 0, error: null });
@@ -128,7 +132,8 @@ describe('per-unit control from the CLI', () => {
 
     // Re-do a unit that succeeded: the COMPLETED job runs again for it, and its output is the new run's.
     const redo = await sb.ok(['retry-unit', String(a.id)]);
-    expect(redo.job.status).toBe('RUNNING');
+    expect(redo.unit.unit_id).toBe(a.id);
+    expect(AGAIN).toContain(redo.unit.status);
     await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     expect(await unitOf(job, 'a')).toMatchObject({ status: 'SUCCEEDED', output: 'done a run 2', attempt: 2 });
     expect(await sb.counts(job)).toEqual({ pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0 });
@@ -177,7 +182,7 @@ describe('per-unit control over MCP and HTTP', () => {
 
     writeFileSync(sb.path('go-p'), '');
     const stopped = await mcpCall(client, 'stop_unit', { unit_id: held.id, then: 'pending' });
-    expect(['PENDING', 'RUNNING', 'SUCCEEDED']).toContain(stopped.unit.status);
+    expect(AGAIN).toContain(stopped.unit.status);
     await waitGroupGone(held.pgid);
     await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     const p = await unitOf(job, 'p');
@@ -186,7 +191,8 @@ describe('per-unit control over MCP and HTTP', () => {
 
     const q = await unitOf(job, 'q');
     const redo = await mcpCall(client, 'retry_unit', { unit_id: q.id });
-    expect(redo).toMatchObject({ unit: { unit_id: q.id, status: 'PENDING' }, job: { job_id: job, status: 'RUNNING' } });
+    expect(redo).toMatchObject({ unit: { unit_id: q.id }, job: { job_id: job } });
+    expect(AGAIN).toContain(redo.unit.status);
     await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     expect((await unitOf(job, 'q')).output).toBe('done q run 2');
 
@@ -223,7 +229,8 @@ describe('per-unit control over MCP and HTTP', () => {
     writeFileSync(sb.path('go-h'), '');
     const retried = await httpCall(served.url, `/jobs/${job}/units/${held.id}/retry`, { method: 'POST', body: {} });
     expect(retried.status).toBe(200);
-    expect(retried.json).toMatchObject({ unit_id: held.id, status: 'PENDING' });
+    expect(retried.json).toMatchObject({ unit_id: held.id });
+    expect(AGAIN).toContain(retried.json.status);
     await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     expect((await unitOf(job, 'h')).output).toBe('done h run 2');
   });

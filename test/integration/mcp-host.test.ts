@@ -1,10 +1,11 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startMockModel, type Conversation, type MockModel, type Play, type Step } from '../fixtures/mock-model.js';
-import { CLI, ROOT, Sandbox } from '../helpers/cli.js';
+import { CLI, groupAlive, ROOT, Sandbox } from '../helpers/cli.js';
 
 /**
  * The real Claude Code CLI (the pinned dev dependency) as the MCP host: it runs
@@ -49,7 +50,8 @@ const serverName = (options: HostOptions) => (options.plugin ? 'plugin_abp_abp' 
 
 /** Starts the mock model and a sandbox whose HOME holds the host's config, and runs `claude -p` once. */
 async function host(play: Play, options: HostOptions = {}): Promise<Run> {
-  sb = new Sandbox();
+  // A port of its own, for an abp serve that dashboard_url may start.
+  sb = new Sandbox({ ABP_HTTP_PORT: String(await freePort()) });
   options.before?.();
   const server = serverName(options);
   model = await startMockModel(play, { marker: MARKER, server, maxCalls: 400 });
@@ -294,6 +296,93 @@ describe('Claude Code as the MCP host of abp mcp (claude -p, a mock model)', () 
     for (const [row, output] of outputs) expect(output, row).toBe(expected(row));
     expect(pages.at(-1)!.json.cursor ?? null).toBeNull();
     expectOnlyMcpHints();
+  }, 400_000);
+});
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('one unit at a time, and the dashboard, from the host', () => {
+  it('the assistant stops a stuck unit (its process dies), retries it once the person fixed the cause, and opens the dashboard, which starts abp serve', async () => {
+    let spec: Record<string, unknown> = {};
+    let go = '';
+    let stuckPgid: number | undefined;
+    const play = (c: Conversation): Step => {
+      const created = c.lastOf('create_job');
+      if (!created) return call('create_job', spec);
+      const id = created.json?.job_id as number;
+      if (!c.lastOf('start_job')) return call('start_job', { job_id: id, skip_test: true, wait_seconds: 0 });
+      const stopped = c.lastOf('stop_unit');
+      if (!stopped) {
+        // Follow the job until one unit is done and the other is stuck running; then find the stuck one.
+        const listed = c.last?.name === 'list_units' ? c.last.json?.units?.find((u: any) => u.item_id === 'r2' && u.status === 'RUNNING') : undefined;
+        if (listed) return call('stop_unit', { unit_id: listed.unit_id, then: 'failed' });
+        const s = c.lastOf('get_job_status')?.json;
+        if (c.last?.name === 'get_job_status' && s?.counts?.succeeded === 1 && s?.counts?.running === 1) return call('list_units', { job_id: id, status: ['RUNNING'] });
+        if (c.exchanges.length > 300) return { say: 'the stuck unit never ran' };
+        return call('get_job_status', { job_id: id });
+      }
+      if (stopped.isError) return { say: `stop_unit failed: ${stopped.text}` };
+      const retried = c.lastOf('retry_unit');
+      if (!retried) {
+        // The person fixed what held the unit; the assistant runs it again.
+        writeFileSync(go, '');
+        return call('retry_unit', { unit_id: stopped.json.unit.unit_id });
+      }
+      if (retried.isError) return { say: `retry_unit failed: ${retried.text}` };
+      const s = c.lastOf('get_job_status')?.json;
+      if (c.last?.name !== 'dashboard_url' && !c.lastOf('dashboard_url') && s?.status !== 'COMPLETED') return call('get_job_status', { job_id: id });
+      if (!c.lastOf('dashboard_url')) return call('dashboard_url', {});
+      return { say: 'done' };
+    };
+    const run = await host(play, {
+      before: () => {
+        go = sb!.path('go');
+        const script = `if [ "$1" = stuck ] && [ ! -e '${go}' ]; then echo $$ > '${sb!.path('stuck.pid')}'; sleep 600; fi; printf "LABEL:%s" "$1"`;
+        spec = { ...shellJob(sb!.path('rows.csv'), script), max_retries: 2 };
+        writeFileSync(sb!.path('rows.csv'), 'id,text\nr1,quick\nr2,stuck\n');
+      },
+    });
+    try {
+      expect(run.exitCode, describeRun(run)).toBe(0);
+      expect(model!.errors).toEqual([]);
+      expect(model!.finished, describeRun(run)).toBe('done');
+      const id = createdJob(run);
+
+      // The stop answered with the unit FAILED, and the unit's process group is gone.
+      const [stop] = of('stop_unit');
+      expect(stop!.json.unit, stop!.text).toMatchObject({ status: 'FAILED', item_id: 'r2' });
+      const unitId = stop!.json.unit.unit_id as number;
+      expect(existsSync(sb!.path('stuck.pid'))).toBe(true);
+      stuckPgid = Number(readFileSync(sb!.path('stuck.pid'), 'utf8'));
+      const deadline = Date.now() + 20_000;
+      while (groupAlive(stuckPgid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(groupAlive(stuckPgid)).toBe(false);
+
+      // The retry ran it again to the end, and the job completed.
+      expect(of('retry_unit')[0]!.json.unit.unit_id).toBe(unitId);
+      await sb!.waitFor(id, (s) => s.status === 'COMPLETED', 60_000);
+      const unit = await sb!.queryOne<any>('select status, output, attempt, failures from work_units where id = ?', unitId);
+      expect(unit).toMatchObject({ status: 'SUCCEEDED', output: 'LABEL:stuck', attempt: 2, failures: 0 });
+
+      // dashboard_url started the server, and its one-time link signs a browser in.
+      const [dash] = of('dashboard_url');
+      expect(dash!.isError, dash!.text).toBe(false);
+      expect(dash!.json).toMatchObject({ started: true, stop: expect.stringContaining('abp serve stop') });
+      const login = await fetch(dash!.json.url, { redirect: 'manual' });
+      expect(login.status).toBe(303);
+      expect(login.headers.get('set-cookie')).toMatch(/abp_session=/);
+    } finally {
+      // The server this conversation started outlives it until stopped: stop it as the answer said.
+      const stop = await execa(process.execPath, [CLI, 'serve', 'stop', '--home', sb!.home], { env: sb!.env, reject: false });
+      expect(stop.exitCode, String(stop.stderr)).toBe(0);
+    }
   }, 400_000);
 });
 

@@ -48,6 +48,7 @@ export const stopUnit: Command = {
     if (then !== 'failed' && then !== 'pending') throw usage(`--then: expected failed or pending, got ${JSON.stringify(then)}`);
     const app = await ctx.app();
     const r = await app.orchestrator.stopUnit(unitIdArg(ctx), then);
-    ctx.print(`unit ${r.unit.unit_id} stopped: now ${r.unit.status}\n${statusLine(r.job)}`, r);
+    const next = r.unit.status === 'FAILED' ? `\nnext: abp retry-unit ${r.unit.unit_id}   (runs it again when you want)` : '';
+    ctx.print(`unit ${r.unit.unit_id} stopped: now ${r.unit.status}\n${statusLine(r.job)}${next}`, r);
   },
 };

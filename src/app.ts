@@ -29,24 +29,28 @@ export async function openStore(config: AbpConfig): Promise<Repository> {
  * store pays for none of them.
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const [{ enumerators }, { workers }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }] = await Promise.all([
+  const [{ enumerators }, { workers }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { BATCH_JOB_TYPE }] = await Promise.all([
     import('../enumerators/index.js'),
     import('../workers/index.js'),
     import('./executor/job-executor.js'),
     import('./executor/launcher.js'),
     import('./orchestrator/orchestrator.js'),
     import('./orchestrator/prompt-synthesizer.js'),
+    import('./sync/sync-jobs.js'),
+    import('./contracts/job-type.js'),
   ]);
   const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config);
-  const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher });
+  // What each kind of job (jobs.type) does when it ends, for the executors and the orchestrator alike.
+  const jobTypes = [BATCH_JOB_TYPE, new SyncJobs(repo)];
+  const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher, jobTypes });
   return {
     config,
     repo,
     orchestrator,
     createExecutor: (overrides = {}) =>
-      new JobExecutor({ repo, workers, synthesizer, config: Object.freeze({ ...config, ...overrides }), version: VERSION }),
+      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION }),
     close: () => repo.close(),
   };
 }

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import type { JobType } from '../contracts/job-type.js';
 import type { Registry } from '../contracts/registry.js';
 import type { Worker } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
@@ -17,6 +18,8 @@ export interface JobExecutorDeps {
   synthesizer: PromptSynthesizer;
   config: AbpConfig;
   version: string;
+  /** Each job type's end (jobs.type → JobType): settled in the periodic pass, whatever ended the job. */
+  jobTypes: readonly JobType[];
   log?: (message: string) => void;
 }
 
@@ -43,6 +46,8 @@ export class JobExecutor {
   private readonly lacks = new Map<number, { needs: string; missing: string[] }>();
   /** Each job's `unit_stops` as this executor last looked: a change means a person stopped a unit. */
   private readonly seenStops = new Map<number, number>();
+  /** The last error each job type's settling gave, so that a failure repeating every pass is logged once. */
+  private readonly settleErrors = new Map<string, string>();
 
   constructor(private readonly deps: JobExecutorDeps) {
     this.log = deps.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} executor ${this.id}: ${m}\n`));
@@ -151,6 +156,8 @@ export class JobExecutor {
         await this.pool.drain(5000);
       }
     }
+    // The last outcomes may have ended a job since the last pass.
+    await this.settleEnded();
     // Thread pools (the function worker) would otherwise keep the process alive.
     await Promise.all(this.deps.workers.list().map((w) => w.close?.().catch(() => undefined)));
     await repo.unregisterExecutor(this.id).catch(() => undefined);
@@ -178,6 +185,8 @@ export class JobExecutor {
     if (now - this.lastReclaim >= Math.min(config.heartbeatMs, 1000)) {
       this.reap(await repo.reclaimExpired(now));
       this.lastReclaim = now;
+      // Jobs that ended (here, in another executor, or by a person's move) get their type's end.
+      await this.settleEnded();
     }
 
     const { work, claimable } = await this.survey(now);
@@ -270,6 +279,26 @@ export class JobExecutor {
       if (judged.missing.length > 0) this.log(`job ${job.id} needs ${judged.missing.join(', ')}, which this executor was started without: leaving its units to another executor`);
     }
     return judged.missing.length > 0;
+  }
+
+  /**
+   * Asks each job type to settle its jobs that ended and are not settled yet
+   * (a sync run's pair state). Idempotent across executors; a failure is logged
+   * and tried again on the next pass, and never fails the pass.
+   */
+  private async settleEnded(): Promise<void> {
+    for (const jobType of this.deps.jobTypes) {
+      if (!jobType.settleEnded) continue;
+      try {
+        const settled = await jobType.settleEnded();
+        if (settled.length > 0) this.log(`settled the end of ${jobType.type} jobs ${settled.join(', ')}`);
+        this.settleErrors.delete(jobType.type);
+      } catch (err) {
+        const message = errorMessage(err);
+        if (this.settleErrors.get(jobType.type) !== message) this.log(`settling ended ${jobType.type} jobs failed: ${message}`);
+        this.settleErrors.set(jobType.type, message);
+      }
+    }
   }
 
   /**

@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { enumeratorInfo, type CodeApprovalRequest, type Enumerator, type Item } from '../contracts/enumerator.js';
+import { jobTypeOf, type JobType } from '../contracts/job-type.js';
 import type { Registry } from '../contracts/registry.js';
 import { workerInfo, type Worker, type WorkerHealth } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
@@ -28,6 +29,8 @@ export interface OrchestratorDeps {
   workers: Registry<Worker<any>>;
   synthesizer: PromptSynthesizer;
   launcher: Launcher;
+  /** Each job type's end (jobs.type → JobType), called after a move here ends a job. */
+  jobTypes: readonly JobType[];
 }
 
 export interface StartOptions {
@@ -66,9 +69,21 @@ export class Orchestrator {
 
   #sync: SyncJobs | undefined;
 
-  /** The sync job type: plans at creation, the pair's state when a run ends (src/sync/). */
+  /** The sync job type: plans at creation, the pair's state when a run ends (src/sync/); the wired one when jobTypes has it. */
   get sync(): SyncJobs {
-    return (this.#sync ??= new SyncJobs(this.deps.repo));
+    return (this.#sync ??= this.deps.jobTypes.find((t): t is SyncJobs => t instanceof SyncJobs) ?? new SyncJobs(this.deps.repo));
+  }
+
+  /**
+   * Runs the job type's end (JobType.onEnded) for a job that has ended, and
+   * does nothing for one that has not. Idempotent: the executors' passes settle
+   * the same end, so a failure here is left to them.
+   */
+  async jobEnded(id: number): Promise<void> {
+    const job = await this.deps.repo.getJob(id);
+    if (!job || !isTerminalJob(job.status)) return;
+    const jobType = jobTypeOf(this.deps.jobTypes, job.type);
+    await jobType?.onEnded?.(id).catch(() => undefined);
   }
 
   /** Events, checkpoints, readiness, metric inputs and dashboard links (the HTTP front end's reads). */
@@ -430,6 +445,7 @@ export class Orchestrator {
         await repo.moveUnitsIn(t, id, 'cancel', { lease_owner: null, lease_expires_at: null, finished_at: Date.now(), error: 'cancelled by user' });
       },
     });
+    await this.jobEnded(id);
     return jobStatus(job);
   }
 
@@ -522,6 +538,8 @@ export class Orchestrator {
       });
     }
     await repo.appendEvent(unit.job_id, 'unit_stop', { unit_id: unitId, attempt: unit.attempt, then });
+    // Stopping the last unit may have ended the job.
+    await this.jobEnded(unit.job_id);
     return { job: jobStatus(await repo.requireJob(unit.job_id)), unit: unitSummary(await this.requireUnit(unitId)) };
   }
 

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import { AbpError } from '../domain/errors.js';
-import type { UnitState } from '../domain/states.js';
+import { TERMINAL_JOB_STATES, type UnitState } from '../domain/states.js';
 import type { Db, Repository, UnitDraft } from './repository.js';
 import type { Database, JobRow, NewJob } from './schema.js';
 
@@ -150,6 +150,22 @@ export class SyncStore {
     );
   }
 
+  /** Jobs whose run has ended (COMPLETED, FAILED or CANCELLED) and whose state is not applied yet, oldest first. */
+  async endedOpenRuns(limit = 100): Promise<number[]> {
+    const rows = await this.read((t) =>
+      t
+        .selectFrom('sync_runs')
+        .innerJoin('jobs', 'jobs.id', 'sync_runs.job_id')
+        .select('sync_runs.job_id as job_id')
+        .where('sync_runs.committed_at', 'is', null)
+        .where('jobs.status', 'in', [...TERMINAL_JOB_STATES])
+        .orderBy('sync_runs.job_id')
+        .limit(limit)
+        .execute(),
+    );
+    return rows.map((r) => Number(r.job_id));
+  }
+
   async run(jobId: number): Promise<SyncRunsTable | undefined> {
     return this.read((t) => t.selectFrom('sync_runs').selectAll().where('job_id', '=', jobId).executeTakeFirst());
   }
@@ -213,8 +229,8 @@ export class SyncStore {
 
   /**
    * Applies a finished run's state changes, once: the run is marked committed
-   * in the same transaction, and a second caller (the executor and the CLI may
-   * race) changes nothing. Returns whether this call applied them.
+   * in the same transaction, and a second caller (executors' passes and the
+   * move that ended the job may race) changes nothing. Returns whether this call applied them.
    */
   async commitRun(jobId: number, pairId: string, c: RunCommit): Promise<boolean> {
     return this.repo.tx(async (db) => {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { JobType } from '../contracts/job-type.js';
 import type { Provider, ProviderHealth, Snapshot } from '../contracts/provider.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { JobSpec } from '../domain/job-spec.js';
@@ -46,9 +47,12 @@ export interface PlanResult {
 /**
  * The sync job type: health, snapshots, baselines, plan and guardrails at job
  * creation; the pair's state after the job ends. The Orchestrator calls it for
- * a spec with a `sync` section; everything else is the ordinary job flow.
+ * a spec with a `sync` section; everything else is the ordinary job flow. As a
+ * JobType, its end (onEnded, settleEnded) is reached by the executors' passes
+ * and by the Orchestrator's moves that end a job, from any front end.
  */
-export class SyncJobs {
+export class SyncJobs implements JobType {
+  readonly type = 'sync';
   readonly store: SyncStore;
 
   constructor(private readonly repo: Repository) {
@@ -57,16 +61,17 @@ export class SyncJobs {
 
   /**
    * Health-checks both sides, snapshots them and plans against the pair's
-   * baselines. Writes nothing but events for a pair it must skip.
+   * baselines. Writes nothing, except a `sync_skipped` event for a real run
+   * (`record`) that a side's health stops; a dry run writes nothing at all.
    */
-  async plan(pair: SyncPair, signal: AbortSignal, now = Date.now()): Promise<PlanResult> {
+  async plan(pair: SyncPair, signal: AbortSignal, now = Date.now(), record = true): Promise<PlanResult> {
     const pairId = pairIdOf(pair);
     const source = openProvider(pair.source);
     const target = openProvider(pair.target);
     try {
       const health = { source: await source.health(), target: await target.health() };
       const skip = async (why: string, side: Side) => {
-        await this.store.pairEvent('sync_skipped', { pair: pairId, side, health: health[side], reason: why });
+        if (record) await this.store.pairEvent('sync_skipped', { pair: pairId, side, health: health[side], reason: why });
         return new AbpError('conflict', `sync pair ${pairId}: ${why}; nothing was planned or written`, { details: { pair: pairId, side, health: health[side] } });
       };
       for (const side of ['source', 'target'] as const) {
@@ -117,7 +122,7 @@ export class SyncJobs {
   /** A dry run (mode=plan, preview): the plan, and not one row written. */
   async preview(spec: JobSpec, signal: AbortSignal = new AbortController().signal) {
     const pair = spec.sync as SyncPair;
-    const result = await this.plan(pair, signal);
+    const result = await this.plan(pair, signal, Date.now(), false);
     const writes = result.plan.stage.filter((s) => s.op !== null);
     // The same top-level shape as a batch preview, so every front end can show it.
     return {
@@ -177,14 +182,35 @@ export class SyncJobs {
       // Nothing to write: nothing to test or approve. The run ends now and its observations become the baseline.
       await this.repo.moveJob(job.id, 'skip_test', { reason: 'nothing to write' });
       row = (await this.repo.finishJobIfDone(job.id)) ?? (await this.repo.requireJob(job.id));
-      await commitRun(this.repo, this.store, job.id);
+      await this.onEnded(job.id);
     }
     return { ...jobDetail(row), ...view(spec, result, { dry_run: false }), units: units.length };
   }
 
-  /** Applies an ended run's state; the executor calls it after each sync unit's outcome. */
+  /** Applies an ended run's state and writes its `sync_summary` event; false when it was applied already, or the job has not ended. */
   async commit(jobId: number): Promise<boolean> {
     return commitRun(this.repo, this.store, jobId);
+  }
+
+  /** The job ended: the pair's state is saved and the `sync_summary` written, once (commitRun is idempotent). */
+  async onEnded(jobId: number): Promise<void> {
+    await commitRun(this.repo, this.store, jobId);
+  }
+
+  /** Saves the state of every run whose job has ended and is not saved yet (the executors' periodic pass). */
+  async settleEnded(): Promise<number[]> {
+    const settled: number[] = [];
+    let failed: unknown;
+    for (const jobId of await this.store.endedOpenRuns()) {
+      try {
+        if (await commitRun(this.repo, this.store, jobId)) settled.push(jobId);
+      } catch (err) {
+        // One run that cannot be saved does not hold the others back.
+        failed ??= new AbpError('internal', `sync job ${jobId}: saving the pair's state failed: ${errorMessage(err)}`, { cause: err });
+      }
+    }
+    if (failed) throw failed;
+    return settled;
   }
 
   /** The run's closing summary (+adds ~updates −removes unresolved blocked), once its state is saved. */

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enumerators } from '../../enumerators/index.js';
 import { resolveConfig } from '../../src/config.js';
 import { AbpError } from '../../src/domain/errors.js';
+import { BATCH_JOB_TYPE } from '../../src/contracts/job-type.js';
 import { assertJobMove, canMoveJob, JOB_MOVES, JOB_STATES, UNIT_MOVES, type JobMove, type JobState, type UnitMove, type UnitState } from '../../src/domain/states.js';
 import type { Launcher } from '../../src/executor/launcher.js';
 import { Orchestrator } from '../../src/orchestrator/orchestrator.js';
@@ -421,6 +422,7 @@ describe(`Orchestrator and Repository (${TEST_BACKEND}) under random command seq
             synthesizer: new PromptSynthesizer(),
             // No executor is launched: the commands above play its part.
             launcher: { ensureExecutor: async () => ({ started: false }) } as unknown as Launcher,
+            jobTypes: [BATCH_JOB_TYPE],
           });
           const created = await orchestrator.createJob({
             name: 'fuzz',

@@ -62,6 +62,22 @@ describe('sync jobs from every front end', () => {
     expect(done.job.status).toBe('COMPLETED');
   });
 
+  it('abp sync run exits 1 when its job ends FAILED, as abp start does; a dry run against a down side writes nothing', async () => {
+    const src = files('src', { 'a.txt': 'A' });
+    // The target has a folder where the file must go: the write fails every time.
+    mkdirSync(sb.path('dst', 'a.txt'), { recursive: true });
+    const flags = ['--source', `dir:${src}`, '--target', `dir:${sb.path('dst')}`];
+    const failed = await sb.cli(['sync', 'run', ...flags, '--skip-test', '--wait', '60', '--json']);
+    expect(failed.json?.job?.status, failed.stdout + failed.stderr).toBe('FAILED');
+    expect(failed.exitCode).toBe(1);
+
+    const before = await sb.query<{ n: number }>('select count(*) n from events');
+    const down = await sb.cli(['sync', 'plan', '--source', `dir:${sb.path('gone')}`, '--target', `dir:${sb.path('dst')}`, '--json']);
+    expect(down.exitCode).not.toBe(0);
+    expect(down.stderr + down.stdout).toMatch(/source .* is down/);
+    expect(await sb.query<{ n: number }>('select count(*) n from events')).toEqual(before);
+  });
+
   it('bad sync specs are refused with the field named', async () => {
     const r = await sb.cli(['sync', 'run', '--source', 'dir:/tmp', '--target', 'jsonl:/tmp/x.jsonl', '--json']);
     expect(r.exitCode).toBe(2);

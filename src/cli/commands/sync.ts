@@ -202,8 +202,9 @@ export const sync: Command = {
     const wait = intFlag(ctx, 'wait', 0) ?? 600;
     if (job.status === 'CREATED' && (ctx.values.start || ctx.values['skip-test'])) {
       const started = await orchestrator.start(job.job_id, { skipTest: Boolean(ctx.values['skip-test']), waitSeconds: wait, approvedBy: 'person (cli)' });
-      // The executor saves the pair's state when the job ends; saving here too makes the answer final (it is applied once).
-      await orchestrator.sync.commit(job.job_id);
+      // The job type's end (saving the pair's state) runs in the executors' passes; running the same
+      // idempotent hook here makes this answer final without waiting for one. A job still going is left alone.
+      await orchestrator.jobEnded(job.job_id);
       const summary = await orchestrator.sync.summary(job.job_id);
       lines.push(`job ${job.job_id} is ${started.job.status}${summary ? `: ${(summary as { text: string }).text}` : ''}`, `next: ${cliHint(started.next_step)}`);
       final = { ...job, job: started.job, test_unit: started.test_unit, summary };
@@ -215,5 +216,8 @@ export const sync: Command = {
       final = { ...job, summary };
     }
     ctx.print(lines.join('\n'), final);
+    // As `abp start`: a run that ended FAILED is a failure for the shell too.
+    const status = (final as { job?: { status?: string }; status?: string }).job?.status ?? (final as { status?: string }).status;
+    return status === 'FAILED' ? 1 : 0;
   },
 };

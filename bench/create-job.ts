@@ -41,9 +41,11 @@ async function loadAbp() {
     import('../enumerators/index.js'),
     import('../workers/index.js'),
     import('../src/orchestrator/orchestrator.js'),
-    import('../src/orchestrator/prompt-synthesizer.js'),
+    import('../src/executor/prompt-synthesizer.js'),
     import('../src/executor/job-executor.js'),
     import('../src/executor/launcher.js'),
+    import('../src/sync/apply-worker.js'),
+    import('../src/store/task-store.js'),
   ]);
   return async (csv: string, db: string): Promise<number> => {
     const app = await createApp(resolveConfig({ ABP_HOME: dirname(db), ABP_DB: db }));

@@ -6,7 +6,7 @@ import { AbpError, errorMessage } from '../src/domain/errors.js';
 import { requireFile } from './fs-checks.js';
 import { refuseNonQueryPostgres } from './sql-guard.js';
 import { namedToPositional } from './sql-params.js';
-import { openSqliteFile } from '../src/store/sqlite-file.js';
+import { openSqliteFile } from '../src/util/sqlite-file.js';
 
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 

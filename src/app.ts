@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveConfig, type AbpConfig } from './config.js';
+import type { Registry } from './contracts/registry.js';
+import type { Worker } from './contracts/worker.js';
 import type { JobExecutor } from './executor/job-executor.js';
 import type { Orchestrator } from './orchestrator/orchestrator.js';
 import { PACKAGE_ROOT } from './package-root.js';
 import type { Repository } from './store/repository.js';
+import type { TaskRows } from './store/task-store.js';
 
 export const VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
 
@@ -12,6 +15,8 @@ export interface App {
   config: AbpConfig;
   repo: Repository;
   orchestrator: Orchestrator;
+  /** MCP tasks' rows (which job a task follows, for whom); the MCP front end's task store reads and writes them. */
+  tasks: TaskRows;
   /** A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags). */
   createExecutor(overrides?: Partial<AbpConfig>): JobExecutor;
   close(): Promise<void>;
@@ -29,16 +34,22 @@ export async function openStore(config: AbpConfig): Promise<Repository> {
  * store pays for none of them.
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const [{ enumerators }, { workers }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { BATCH_JOB_TYPE }] = await Promise.all([
+  const [{ enumerators }, { workers: plugins }, { createSyncApplyWorker }, { Registry }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { BATCH_JOB_TYPE }, { TaskRows }] = await Promise.all([
     import('../enumerators/index.js'),
     import('../workers/index.js'),
+    import('./sync/apply-worker.js'),
+    import('./contracts/registry.js'),
     import('./executor/job-executor.js'),
     import('./executor/launcher.js'),
     import('./orchestrator/orchestrator.js'),
-    import('./orchestrator/prompt-synthesizer.js'),
+    import('./executor/prompt-synthesizer.js'),
     import('./sync/sync-jobs.js'),
     import('./contracts/job-type.js'),
+    import('./store/task-store.js'),
   ]);
+  // The plug-in workers, and sync jobs' writes: abp's own worker, which reads and writes providers (src/sync);
+  // it looks up its transform worker in this registry, lazily, hence the getter.
+  const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
   const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config);
@@ -49,6 +60,7 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
     config,
     repo,
     orchestrator,
+    tasks: new TaskRows(repo),
     createExecutor: (overrides = {}) =>
       new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION }),
     close: () => repo.close(),

@@ -27,7 +27,7 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  // better-sqlite3's JavaScript is bundled; its addon is opened by path (src/store/sqlite-file.ts).
+  // better-sqlite3's JavaScript is bundled; its addon is opened by path (src/util/sqlite-file.ts).
   external: ['*.node', 'piscina'],
   chunkNames: 'chunks/[name]-[hash]',
   entryNames: '[name]',

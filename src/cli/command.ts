@@ -1,7 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { App } from '../app.js';
-import type { JobReader } from '../store/quick-read.js';
-import type { Repository } from '../store/repository.js';
+import type { openJobReader } from '../open-store.js';
 import { AbpError } from '../domain/errors.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
@@ -13,10 +12,8 @@ export interface CommandContext {
   json: boolean;
   /** Opens the database on first use; commands that need none never pay for it. */
   app(): Promise<App>;
-  /** The store alone, for plain reads: none of the orchestrator, workers or enumerators load. */
-  repo(): Promise<Repository>;
-  /** Job rows alone (`abp status`, `abp list`): on SQLite, without loading Kysely. */
-  jobs(): Promise<JobReader>;
+  /** Job rows alone (`abp status`, `abp list`): on SQLite, without loading Kysely or the app. */
+  jobs(): ReturnType<typeof openJobReader>;
   print(human: string, data: unknown): void;
 }
 

@@ -1,4 +1,4 @@
-import type { JobStatus } from '../orchestrator/views.js';
+import type { JobStatus } from '../wire/views.js';
 
 export function statusLine(s: JobStatus): string {
   const c = s.counts;

@@ -1,8 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import type { App } from '../app.js';
-import type { JobReader } from '../store/quick-read.js';
-import type { Repository } from '../store/repository.js';
 import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
@@ -76,8 +74,7 @@ async function main(argv: string[]): Promise<number> {
   const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   const wantsJson = rest.includes('--json');
   let app: App | undefined;
-  let repo: Repository | undefined;
-  let reader: JobReader | undefined;
+  let reader: Awaited<ReturnType<CommandContext['jobs']>> | undefined;
   try {
     if (!entry) throw usage(`unknown command ${JSON.stringify(name)}; run abp --help for the list`);
     const command = await entry.load();
@@ -101,15 +98,9 @@ async function main(argv: string[]): Promise<number> {
       positionals: parsed.positionals,
       json,
       app: async () => (app ??= await (await import('../app.js')).createApp(resolveConfig(env))),
-      repo: async () => app?.repo ?? (repo ??= await (await import('../app.js')).openStore(resolveConfig(env))),
       // Job rows for status and list: plain SQL on an up-to-date SQLite file (the
       // composition root, with its package.json read, never loads), else the store.
-      jobs: async () => {
-        if (app || repo) return (app?.repo ?? repo) as Repository;
-        const config = resolveConfig(env);
-        reader ??= (await import('../store/quick-read.js')).openQuickReader(config.db, config.busyTimeoutMs);
-        return reader ?? ctx.repo();
-      },
+      jobs: async () => app?.repo ?? (reader ??= await (await import('../open-store.js')).openJobReader(resolveConfig(env))),
       print(human, data) {
         process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
       },
@@ -126,7 +117,6 @@ async function main(argv: string[]): Promise<number> {
     return code === 'invalid_input' ? 2 : 1;
   } finally {
     await app?.close();
-    await repo?.close();
     await reader?.close();
   }
 }

@@ -5,7 +5,7 @@ import type { Registry } from '../contracts/registry.js';
 import type { Worker } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
 import type { AbpConfig } from '../config.js';
-import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
+import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
 import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup, processAlive } from '../util/process-group.js';

@@ -5,7 +5,7 @@ import type { AbpConfig } from '../config.js';
 import type { Worker } from '../contracts/worker.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import type { Repository } from '../store/repository.js';
-import type { ExecutorRow } from '../store/schema.js';
+import type { ExecutorRow, JobRow } from '../store/schema.js';
 import { envRefNames } from '../domain/env-refs.js';
 
 export const CLI_ENTRY = join(PACKAGE_ROOT, 'dist', 'cli', 'main.js');
@@ -44,6 +44,27 @@ export function envNeeds(worker: Pick<Worker<any>, 'envNames'>, rawConfig: unkno
   const own = parsedConfig === undefined ? [] : (worker.envNames?.(parsedConfig) ?? []);
   const names = new Set([...envRefNames(rawConfig), ...own]);
   return [...names].filter((name) => isSet(env, name)).sort();
+}
+
+/**
+ * What a stored job needs, from its worker and its worker_config (JSON): the
+ * config's own fields count only when it parses (an old job's may not).
+ */
+export function jobEnvNeeds(worker: Pick<Worker<any>, 'envNames' | 'configSchema'>, workerConfig: string, env: Env = process.env): string[] {
+  const raw = JSON.parse(workerConfig) as unknown;
+  const parsed = worker.configSchema.safeParse(raw);
+  return envNeeds(worker, raw, parsed.success ? parsed.data : undefined, env);
+}
+
+/** The variables a job was started needing (jobs.env_needs), for keeping it served later. */
+export function storedNeeds(job: Pick<JobRow, 'env_needs'>): string[] {
+  if (!job.env_needs) return [];
+  try {
+    const names = JSON.parse(job.env_needs) as unknown;
+    return Array.isArray(names) ? names.map(String) : [];
+  } catch {
+    return [];
+  }
 }
 
 /** The names of the variables set (non-empty) in an environment, sorted: what an executor registers. */

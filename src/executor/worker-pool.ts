@@ -6,7 +6,7 @@ import type { UnitOutcome, Worker } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
 import { parseWith } from '../domain/job-spec.js';
 import type { AbpConfig } from '../config.js';
-import type { PromptSynthesizer } from '../orchestrator/prompt-synthesizer.js';
+import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { ClaimedUnit, Repository } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';

@@ -1,10 +1,8 @@
 import { z } from 'zod';
 import { AbpError } from '../domain/errors.js';
 import { isTerminalJob } from '../domain/states.js';
-import type { EVENT_TYPES } from '../domain/wire.js';
-import type { EventView } from '../orchestrator/monitor.js';
-import type { Repository } from '../store/repository.js';
-import type { UnitEventRow } from '../store/schema.js';
+import type { EVENT_TYPES } from '../wire/schemas.js';
+import type { EventView, Monitor } from '../orchestrator/monitor.js';
 import { idParam, parseQuery } from './params.js';
 import type { RouteContext, Router } from './router.js';
 
@@ -66,8 +64,8 @@ async function stream(ctx: RouteContext, options: StreamOptions): Promise<void> 
   }
   const orchestrator = app.orchestrator;
   const first = await orchestrator.status(id);
-  if (fromNow) cursor = await app.repo.lastEventSeq(id);
-  const activity = new LiveActivity(app.repo, id);
+  if (fromNow) cursor = await orchestrator.monitor.lastEventSeq(id);
+  const activity = new LiveActivity(orchestrator.monitor, id);
 
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
@@ -164,14 +162,14 @@ export class LiveActivity {
   private readonly sent = new Map<number, { item_id: string; attempt: number; event_id: number | null }>();
 
   constructor(
-    private readonly repo: Repository,
+    private readonly monitor: Pick<Monitor, 'runningUnitsActivity' | 'unitEventsTail'>,
     private readonly jobId: number,
   ) {}
 
   /** The units whose activity changed since the last call. `anyRunning` false (the job's counter) skips the read. */
   async changes(anyRunning: boolean): Promise<ActivityData[]> {
     if (!anyRunning && this.sent.size === 0) return [];
-    const rows = anyRunning ? await this.repo.runningUnitsActivity(this.jobId) : [];
+    const rows = anyRunning ? await this.monitor.runningUnitsActivity(this.jobId) : [];
     const out: ActivityData[] = [];
     const running = new Set<number>();
     for (const row of rows) {
@@ -181,7 +179,7 @@ export class LiveActivity {
       this.sent.set(row.unit_id, { item_id: row.item_id, attempt: row.attempt, event_id: row.event_id });
       let latest: ActivityData['latest'] = null;
       if (row.event_id !== null) {
-        const tail = await this.repo.unitEventsTail(row.unit_id, row.event_id, TAIL);
+        const tail = await this.monitor.unitEventsTail(row.unit_id, row.event_id, TAIL);
         const newest = tail[0];
         // An event of an earlier attempt is not this attempt's activity.
         if (newest && newest.attempt === row.attempt) {
@@ -243,7 +241,7 @@ export interface Activity {
  * Knows the shapes the claude, agent-cli and http-llm workers record; anything
  * else is its kind and the start of its data.
  */
-export function summarise(tail: Pick<UnitEventRow, 'kind' | 'data'>[]): Activity {
+export function summarise(tail: { kind: string; data: string }[]): Activity {
   const [newest, ...older] = tail;
   if (!newest) return { what: 'event', summary: '' };
   const d = parse(newest.data);

@@ -1,9 +1,9 @@
 import { once } from 'node:events';
 import { z } from 'zod';
 import { AbpError } from '../domain/errors.js';
-import { CheckpointInput } from '../domain/wire.js';
+import { CheckpointInput } from '../wire/schemas.js';
 import type { UnitState } from '../domain/states.js';
-import { EXPORT_FORMATS, type ExportFormat } from '../orchestrator/exports.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../wire/exports.js';
 import { sendJson } from './errors.js';
 import { withHttpHint } from './hints.js';
 import { idParam, JobListQuery, nextOffset, paging, parseBody, parseQuery, UnitListQuery } from './params.js';
@@ -175,6 +175,6 @@ export function jobRoutes(router: Router): void {
   });
 
   router.add('GET', '/overview', async (ctx) => {
-    sendJson(ctx.res, 200, await ctx.app.orchestrator.overview());
+    sendJson(ctx.res, 200, await ctx.app.orchestrator.monitor.overview());
   });
 }

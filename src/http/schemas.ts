@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AbpError } from '../domain/errors.js';
 import { JobSpec } from '../domain/job-spec.js';
-import { CheckpointInput, EventWire, JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../domain/wire.js';
+import { CheckpointInput, EventWire, JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../wire/schemas.js';
 import { sendJson } from './errors.js';
 import type { Router } from './router.js';
 

@@ -7,7 +7,7 @@ import { AbpError } from '../domain/errors.js';
 import { nextStepFor } from '../domain/next-step.js';
 import { isTerminalJob } from '../domain/states.js';
 import { fence } from '../domain/template.js';
-import type { JobStatus } from '../orchestrator/views.js';
+import type { JobStatus } from '../wire/views.js';
 import { call, mcpHint } from './hints.js';
 
 /** How many of the most recent jobs a job_id completion looks through. */

@@ -13,7 +13,7 @@ export function registerResources(server: McpServer, app: Promise<App>): void {
     'status',
     'abp://status',
     { title: 'abp status', description: 'Live executors and the number of jobs in each state.', mimeType: 'application/json' },
-    async (uri) => json(uri.href, await (await orchestrator()).overview()),
+    async (uri) => json(uri.href, await (await orchestrator()).monitor.overview()),
   );
   server.registerResource(
     'jobs',

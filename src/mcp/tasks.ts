@@ -18,9 +18,8 @@ import type { App } from '../app.js';
 import { AbpError } from '../domain/errors.js';
 import { nextStepFor, type NextStep } from '../domain/next-step.js';
 import { isTerminalUnit } from '../domain/states.js';
-import { JobStatusWire, UnitDetailWire } from '../domain/wire.js';
+import { JobStatusWire, UnitDetailWire } from '../wire/schemas.js';
 import type { StartResult } from '../orchestrator/orchestrator.js';
-import { TaskRows, type McpTasksTable } from '../store/task-store.js';
 import { mcpHint } from './hints.js';
 import { defineTool, fail, jobId, ok, register, unknownArguments, type Extra, type ToolDef } from './tool.js';
 import { fitUnit } from './tools/inspect.js';
@@ -39,6 +38,9 @@ import { startJob } from './tools/jobs.js';
  */
 
 /** How long a task stays readable unless the client asks for less. */
+/** One task's row, as the app's task rows keep it. */
+type TaskRow = Parameters<App['tasks']['insert']>[0];
+
 const DEFAULT_TTL_MS = 7 * 24 * 3600_000;
 const MAX_TTL_MS = 30 * 24 * 3600_000;
 const POLL_INTERVAL_MS = 2000;
@@ -110,10 +112,10 @@ const TASK_TOOLS: TaskTool[] = [
  */
 export class JobTaskStore implements TaskStore {
   /** The app, its task rows and the owner (over stdio, the app's ABP_HOME), once the app has loaded. */
-  private readonly ready: Promise<{ app: App; rows: TaskRows; owner: string }>;
+  private readonly ready: Promise<{ app: App; rows: App['tasks']; owner: string }>;
 
   constructor(app: Promise<App>, owner?: string) {
-    this.ready = app.then((loaded) => ({ app: loaded, rows: new TaskRows(loaded.repo), owner: owner ?? stdioOwner(loaded) }));
+    this.ready = app.then((loaded) => ({ app: loaded, rows: loaded.tasks, owner: owner ?? stdioOwner(loaded) }));
     // A failed load reaches each request that awaits it, and whoever started the load; not the process.
     this.ready.catch(() => undefined);
   }
@@ -125,7 +127,7 @@ export class JobTaskStore implements TaskStore {
     const { rows, owner } = await this.ready;
     const now = Date.now();
     const ttl = Math.min(taskParams.ttl ?? DEFAULT_TTL_MS, MAX_TTL_MS);
-    const row: McpTasksTable = {
+    const row: TaskRow = {
       task_id: randomUUID(),
       owner,
       job_id: context.job_id,
@@ -183,7 +185,7 @@ export class JobTaskStore implements TaskStore {
   }
 
   /** The task as the protocol shows it, from its job as it is now. */
-  private async view(row: McpTasksTable): Promise<Task> {
+  private async view(row: TaskRow): Promise<Task> {
     const base = {
       taskId: row.task_id,
       ttl: row.expires_at - row.created_at,

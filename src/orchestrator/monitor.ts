@@ -42,6 +42,31 @@ export class Monitor {
     return (await this.repo.listEvents(jobId, afterSeq, limit)).map(eventView);
   }
 
+  /** The state of the whole installation: live executors and jobs by status. */
+  async overview() {
+    const { repo, config } = this;
+    const executors = await repo.liveExecutors(config.heartbeatMs * 3);
+    return {
+      executors: executors.map((e) => ({ id: e.id, hostname: e.hostname, pid: e.pid, version: e.version, heartbeat_age_ms: Date.now() - Number(e.heartbeat_at) })),
+      jobs_by_status: await repo.countJobsByStatus(),
+    };
+  }
+
+  /** The seq of a job's newest event (0 when it has none): where a stream that asks for "now" starts. */
+  async lastEventSeq(jobId: number): Promise<number> {
+    return this.repo.lastEventSeq(jobId);
+  }
+
+  /** A job's RUNNING units, each with the id of its newest `unit_events` row: what a live view polls. */
+  async runningUnitsActivity(jobId: number) {
+    return this.repo.runningUnitsActivity(jobId);
+  }
+
+  /** A unit's newest conversation events up to and including `uptoId`, newest first. */
+  async unitEventsTail(unitId: number, uptoId: number, limit: number) {
+    return this.repo.unitEventsTail(unitId, uptoId, limit);
+  }
+
   /** A client's progress checkpoint: one `checkpoint` event on the job. */
   async checkpoint(jobId: number, type: string, data: unknown): Promise<EventView> {
     await this.repo.requireJob(jobId);

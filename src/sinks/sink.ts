@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { jobDetail, ResultLine } from '../orchestrator/views.js';
+import type { jobDetail, ResultLine } from '../wire/views.js';
 
 /** Where results are written back. Every sink is idempotent: a re-run rewrites, never duplicates. */
 export const SinkSpec = z.discriminatedUnion('type', [

@@ -1,6 +1,6 @@
 import { AbpError } from '../domain/errors.js';
-import { flatten } from '../orchestrator/exports.js';
-import type { ResultLine } from '../orchestrator/views.js';
+import { flatten } from '../wire/exports.js';
+import type { ResultLine } from '../wire/views.js';
 import { openExternal } from '../store/external.js';
 import type { Job, Lines, SinkReport, SinkSpec } from './sink.js';
 

@@ -9,7 +9,7 @@ import { migrationProvider } from './migrations.js';
 import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.js';
 import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
-import { openSqliteFile } from './sqlite-file.js';
+import { openSqliteFile } from '../util/sqlite-file.js';
 
 export interface StoreOptions {
   /** A SQLite file path, or a postgres:// URL. */

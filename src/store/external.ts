@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { openSqliteFile } from './sqlite-file.js';
+import { openSqliteFile } from '../util/sqlite-file.js';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 
 export interface ExternalDb {

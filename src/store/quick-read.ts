@@ -1,5 +1,5 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import { openSqliteFile } from './sqlite-file.js';
+import { openSqliteFile } from '../util/sqlite-file.js';
 import { jobNotFound } from '../domain/errors.js';
 import type { JobState } from '../domain/states.js';
 import { migrationsMatch } from './migration-names.js';

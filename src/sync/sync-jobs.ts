@@ -5,7 +5,7 @@ import { AbpError, errorMessage } from '../domain/errors.js';
 import type { JobSpec } from '../domain/job-spec.js';
 import { isTerminalJob } from '../domain/states.js';
 import type { ProviderConfig, SyncPair } from '../domain/sync-pair.js';
-import { jobDetail } from '../orchestrator/views.js';
+import { jobDetail } from '../wire/views.js';
 import type { Repository } from '../store/repository.js';
 import { SyncStore } from '../store/sync-store.js';
 import { chunkUnits } from './chunks.js';

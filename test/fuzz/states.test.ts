@@ -10,7 +10,7 @@ import { BATCH_JOB_TYPE } from '../../src/contracts/job-type.js';
 import { assertJobMove, canMoveJob, JOB_MOVES, JOB_STATES, UNIT_MOVES, type JobMove, type JobState, type UnitMove, type UnitState } from '../../src/domain/states.js';
 import type { Launcher } from '../../src/executor/launcher.js';
 import { Orchestrator } from '../../src/orchestrator/orchestrator.js';
-import { PromptSynthesizer } from '../../src/orchestrator/prompt-synthesizer.js';
+import { PromptSynthesizer } from '../../src/executor/prompt-synthesizer.js';
 import type { ClaimedUnit, Repository } from '../../src/store/repository.js';
 import { workers } from '../../workers/index.js';
 import { TEST_BACKEND } from '../helpers/postgres.js';

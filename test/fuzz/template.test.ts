@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fence, render } from '../../src/domain/template.js';
-import { PromptSynthesizer } from '../../src/orchestrator/prompt-synthesizer.js';
+import { PromptSynthesizer } from '../../src/executor/prompt-synthesizer.js';
 import { fuzz, nastyText } from './support.js';
 
 /**

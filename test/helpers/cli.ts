@@ -6,7 +6,7 @@ import { execa, type ResultPromise } from 'execa';
 import { openStore } from '../../src/app.js';
 import { openQuickReader } from '../../src/store/quick-read.js';
 import { resolveConfig } from '../../src/config.js';
-import { jobStatus } from '../../src/orchestrator/views.js';
+import { jobStatus } from '../../src/wire/views.js';
 import { createTestDatabaseSync, dropTestDatabase, queryPostgres, TEST_BACKEND } from './postgres.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');

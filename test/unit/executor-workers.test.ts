@@ -3,7 +3,7 @@ import { CoolDowns } from '../../src/executor/cool-downs.js';
 import { checkOutput, extractJson, feedbackSection } from '../../src/executor/output-schema.js';
 import { decide } from '../../src/executor/retry-policy.js';
 import { SlidingWindowThrottle } from '../../src/executor/throttle.js';
-import { PromptSynthesizer } from '../../src/orchestrator/prompt-synthesizer.js';
+import { PromptSynthesizer } from '../../src/executor/prompt-synthesizer.js';
 
 const s = { maxRetries: 2, baseMs: 100, maxMs: 1000 };
 

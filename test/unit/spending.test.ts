@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { csvRow, flatten } from '../../src/orchestrator/exports.js';
+import { csvRow, flatten } from '../../src/wire/exports.js';
 import { budgetRoom } from '../../src/store/repository.js';
 import type { JobRow } from '../../src/store/schema.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fence, placeholdersOf, render } from '../../src/domain/template.js';
-import { PromptSynthesizer } from '../../src/orchestrator/prompt-synthesizer.js';
+import { PromptSynthesizer } from '../../src/executor/prompt-synthesizer.js';
 
 describe('render: one pass, values inserted literally', () => {
   it('fills dotted paths and leaves placeholders inside values alone', () => {

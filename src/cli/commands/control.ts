@@ -1,7 +1,7 @@
 import type { Command, CommandContext } from '../command.js';
 import { jobIdArg, positiveInt, usage } from '../command.js';
 import { statusLine } from '../format.js';
-import type { JobStatus } from '../../orchestrator/views.js';
+import type { JobStatus } from '../../wire/views.js';
 import type { Orchestrator } from '../../orchestrator/orchestrator.js';
 
 /** pause, resume, cancel and retry share one shape: a job id in, the job's status out. */

@@ -1,4 +1,4 @@
-import { dashboardLink } from '../../http/serve-record.js';
+import { dashboardLink } from '../../serve/serve-record.js';
 import type { Command } from '../command.js';
 
 export const dashboard: Command = {

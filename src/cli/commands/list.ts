@@ -1,5 +1,5 @@
 import { JOB_STATES } from '../../domain/states.js';
-import { jobStatus } from '../../orchestrator/views.js';
+import { jobStatus } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { enumFlag, intFlag } from '../command.js';
 import { table } from '../format.js';

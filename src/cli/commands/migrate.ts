@@ -1,5 +1,5 @@
 import { resolveConfig } from '../../config.js';
-import { migrateDatabase } from '../../store/database.js';
+import { migrateStore } from '../../open-store.js';
 import type { Command } from '../command.js';
 
 /**
@@ -15,7 +15,7 @@ export const migrate: Command = {
     if (typeof ctx.values.home === 'string') env.ABP_HOME = ctx.values.home;
     if (typeof ctx.values.db === 'string') env.ABP_DB = ctx.values.db;
     const config = resolveConfig(env);
-    const status = await migrateDatabase({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize });
+    const status = await migrateStore(config);
     const width = Math.max(...status.migrations.map((m) => m.name.length));
     const human = [
       `database ${status.database}: ${status.applied.length === 0 ? 'up to date' : `applied ${status.applied.join(', ')}`}`,

@@ -1,5 +1,5 @@
 import { UNIT_STATES } from '../../domain/states.js';
-import { EXPORT_FORMATS, type ExportFormat } from '../../orchestrator/exports.js';
+import { EXPORT_FORMATS, type ExportFormat } from '../../wire/exports.js';
 import type { Command } from '../command.js';
 import { enumFlag, jobIdArg, usage } from '../command.js';
 

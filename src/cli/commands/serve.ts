@@ -2,7 +2,7 @@ import { resolveConfig, truthy } from '../../config.js';
 import { AbpError } from '../../domain/errors.js';
 import { DEFAULT_MAX_BODY } from '../../http/body.js';
 import { isLoopback, loadApiKey } from '../../http/security.js';
-import { dashboardLink, removeServeRecord, stopServer, writeServeRecord } from '../../http/serve-record.js';
+import { dashboardLink, removeServeRecord, stopServer, writeServeRecord } from '../../serve/serve-record.js';
 import { startHttpServer } from '../../http/server.js';
 import type { Command, CommandContext } from '../command.js';
 import { intFlag, usage } from '../command.js';

@@ -1,4 +1,4 @@
-import { jobStatus } from '../../orchestrator/views.js';
+import { jobStatus } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { jobIdArg } from '../command.js';
 import { statusBlock } from '../format.js';

@@ -1,5 +1,5 @@
 import { isTerminalUnit } from '../../domain/states.js';
-import type { JobStatus } from '../../orchestrator/views.js';
+import type { JobStatus } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { intFlag, jobIdArg } from '../command.js';
 import { formatSeconds, statusLine } from '../format.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { JobStatusWire } from '../../domain/wire.js';
+import { JobStatusWire } from '../../wire/schemas.js';
 import { mcpHint } from '../hints.js';
 import { canElicit, defineTool, jobId, type ToolContext } from '../tool.js';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { JobStatusWire, UnitSummaryWire } from '../../domain/wire.js';
+import { JobStatusWire, UnitSummaryWire } from '../../wire/schemas.js';
 import { defineTool, jobId } from '../tool.js';
 
 const unitId = z.int().positive().describe('The unit id, as list_units gives it.');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { dashboardLink, ensureServer, stopCommand } from '../../http/serve-record.js';
+import { dashboardLink, ensureServer, stopCommand } from '../../serve/serve-record.js';
 import { defineTool } from '../tool.js';
 
 export const dashboardUrl = defineTool({

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import type { App } from '../../app.js';
 import { JOB_STATES, UNIT_STATES } from '../../domain/states.js';
-import { JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../../domain/wire.js';
-import { EXPORT_FORMATS, exportResults } from '../../orchestrator/exports.js';
+import { JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../../wire/schemas.js';
+import { EXPORT_FORMATS, exportResults } from '../../wire/exports.js';
 import { cursorAfter, cursorInput, cursorOutput, cutText, cutValue, fitPage, FIELD_CHARS, offsetOf, SLICE_CHARS, UNIT_FIELDS } from '../fit.js';
 import { defineTool, jobId, jsonObject, page, toObject } from '../tool.js';
 

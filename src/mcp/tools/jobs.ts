@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { JobSpec } from '../../domain/job-spec.js';
-import { JobDetailWire, JobStatusWire, UnitDetailWire } from '../../domain/wire.js';
+import { JobDetailWire, JobStatusWire, UnitDetailWire } from '../../wire/schemas.js';
 import type { StartResult } from '../../orchestrator/orchestrator.js';
 import { AbpError } from '../../domain/errors.js';
 import type { NextStep } from '../../domain/next-step.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { openSqliteFile } from '../../store/sqlite-file.js';
+import { openSqliteFile } from '../../util/sqlite-file.js';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';

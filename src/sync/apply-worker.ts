@@ -1,16 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import type { Provider, ProviderItem, ProviderRecord } from '../src/contracts/provider.js';
-import type { Registry } from '../src/contracts/registry.js';
-import type { RunContext, UnitInput, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
-import { errorMessage } from '../src/domain/errors.js';
-import { parseWith } from '../src/domain/job-spec.js';
-import { SyncPair } from '../src/domain/sync-pair.js';
-import { fence, render } from '../src/domain/template.js';
-import type { ApplyReport } from '../src/sync/apply-report.js';
-import { ChunkPayload } from '../src/sync/chunks.js';
-import { otherSide } from '../src/sync/pair-state.js';
-import { openProvider } from '../src/sync/providers/index.js';
+import type { Provider, ProviderItem, ProviderRecord } from '../contracts/provider.js';
+import type { Registry } from '../contracts/registry.js';
+import type { RunContext, UnitInput, UnitOutcome, Worker, WorkerHealth } from '../contracts/worker.js';
+import { errorMessage } from '../domain/errors.js';
+import { parseWith } from '../domain/job-spec.js';
+import { SyncPair } from '../domain/sync-pair.js';
+import { fence, render } from '../domain/template.js';
+import type { ApplyReport } from './apply-report.js';
+import { ChunkPayload } from './chunks.js';
+import { otherSide } from './pair-state.js';
+import { openProvider } from './providers/index.js';
 
 const config = z.strictObject({
   pair_id: z.string().min(1),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { JOB_STATES, UNIT_STATES } from './states.js';
+import { JOB_STATES, UNIT_STATES } from '../domain/states.js';
 
 /**
  * The wire formats every front end returns (CLI --json, MCP structuredContent,

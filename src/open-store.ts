@@ -1,0 +1,26 @@
+import type { AbpConfig } from './config.js';
+import type { MigrationStatus } from './store/database.js';
+import { openQuickReader, type JobReader } from './store/quick-read.js';
+
+/*
+ * The store as the CLI opens it without the app. Front ends never import
+ * src/store: what they read comes from the composition root (src/app.ts) or,
+ * for the two cases below, from here, which like it only chooses and opens.
+ * It loads only for `abp status`, `abp list` and `abp migrate`.
+ */
+
+/**
+ * Job rows for `abp status` and `abp list`: plain SQL on an up-to-date SQLite
+ * file (src/store/quick-read.ts), so neither Kysely nor the composition root
+ * loads; anything else opens the whole store, which migrates or refuses with
+ * its own explanation.
+ */
+export async function openJobReader(config: AbpConfig): Promise<JobReader> {
+  return openQuickReader(config.db, config.busyTimeoutMs) ?? (await import('./app.js')).openStore(config);
+}
+
+/** `abp migrate`: the database (SQLite file or PostgreSQL) brought to the latest schema. */
+export async function migrateStore(config: AbpConfig): Promise<MigrationStatus> {
+  const { migrateDatabase } = await import('./store/database.js');
+  return migrateDatabase({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize });
+}

@@ -1,0 +1,376 @@
+import { sql } from 'kysely';
+import { AbpError, jobNotFound } from '../domain/errors.js';
+import { assertJobMove, counterColumn, UNIT_STATES, type JobMove, type JobState, type UnitMove, type UnitState } from '../domain/states.js';
+import type { EventStore } from './event-store.js';
+import type { JobRow, NewJob, UnitRow } from './schema.js';
+import type { Db, Transactions } from './tx.js';
+import { applyUnitMove } from './unit-moves.js';
+
+/** A job's unit counters, by column. */
+export type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>;
+
+/** Items for one job, already serialised, as the enumeration streams them. */
+export interface UnitDraft {
+  item_id: string;
+  payload: string;
+}
+
+export interface Page {
+  limit: number;
+  offset: number;
+}
+
+/** The status_reason of a CREATED job whose code waits for a person's approval. */
+export const PENDING_APPROVAL = 'pending_approval';
+
+/** An event recorded together with a job's creation. */
+export interface JobEventDraft {
+  type: string;
+  data: unknown;
+}
+
+/** What a job move may set on the job's row besides its state. */
+export type JobPatch = Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by' | 'env_needs'>>;
+
+const INSERT_BATCH = 1000;
+
+/**
+ * Job rows: creation with their units, reads, edits, moves through the state
+ * table, the unit counters every unit move keeps in step, and a job's end
+ * (finishIfDone). Every unit move changes the job's counters in the same
+ * transaction, so a status read is one row.
+ */
+export class JobStore {
+  private readonly db: Db;
+
+  constructor(
+    private readonly core: Transactions,
+    private readonly events: EventStore,
+  ) {
+    this.db = core.db;
+  }
+
+  /**
+   * Inserts the job and all its units in one transaction. If the item stream
+   * throws partway, nothing is left behind.
+   */
+  async createJob(
+    job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>,
+    units: AsyncIterable<UnitDraft>,
+    finalEvents: () => JobEventDraft[],
+  ): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const now = Date.now();
+      const { id } = await t
+        .insertInto('jobs')
+        .values({ ...job, status: 'CREATED', created_at: now, updated_at: now })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      const seq = await this.insertUnits(t, id, units);
+      if (seq === 0) {
+        throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job was created');
+      }
+      await t.updateTable('jobs').set({ total: seq, pending: seq }).where('id', '=', id).execute();
+      await this.events.write(t, id, 'status', { status: 'CREATED', total: seq });
+      for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
+      return t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    });
+  }
+
+  /** Inserts a job's items as PENDING units, a thousand per statement; returns how many. */
+  private async insertUnits(t: Db, jobId: number, units: AsyncIterable<UnitDraft>): Promise<number> {
+    let seq = 0;
+    let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState }[] = [];
+    for await (const unit of units) {
+      batch.push({ job_id: jobId, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING' });
+      if (batch.length >= INSERT_BATCH) {
+        await t.insertInto('work_units').values(batch).execute();
+        batch = [];
+      }
+    }
+    if (batch.length > 0) await t.insertInto('work_units').values(batch).execute();
+    return seq;
+  }
+
+  /** Whether a person has approved code with exactly this sha256. */
+  async isCodeApproved(sha256: string): Promise<boolean> {
+    const row = await this.db.selectFrom('code_approvals').select('id').where('code_sha256', '=', sha256).limit(1).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /**
+   * A job whose items come from code nobody has approved yet: CREATED, status_reason
+   * `pending_approval`, no units. It cannot start until fillPendingJob gives it units.
+   */
+  async createPendingJob(job: Omit<NewJob, 'created_at' | 'updated_at' | 'status' | 'status_reason'>): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const now = Date.now();
+      const { id } = await t
+        .insertInto('jobs')
+        .values({ ...job, status: 'CREATED', status_reason: PENDING_APPROVAL, created_at: now, updated_at: now })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await this.events.write(t, id, 'status', { status: 'CREATED', reason: PENDING_APPROVAL, total: 0 });
+      return this.requireJob(id, t);
+    });
+  }
+
+  /**
+   * Records the approval of a pending job's code and inserts its units, in one
+   * transaction: if the enumeration fails, neither the approval nor any unit stays.
+   */
+  async fillPendingJob(
+    id: number,
+    approval: { code_sha256: string; approved_by: string },
+    units: AsyncIterable<UnitDraft>,
+    finalEvents: () => JobEventDraft[],
+  ): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const job = await this.core.lockJob(t, id);
+      if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
+        throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; only a job pending approval can be approved`);
+      }
+      const now = Date.now();
+      await t.insertInto('code_approvals').values({ ...approval, job_id: id, created_at: now }).execute();
+      const seq = await this.insertUnits(t, id, units);
+      if (seq === 0) throw new AbpError('enumeration_failed', 'the enumeration produced no items; the job stays pending approval');
+      await t.updateTable('jobs').set({ total: seq, pending: seq, status_reason: null, updated_at: now }).where('id', '=', id).execute();
+      await this.events.write(t, id, 'code_approved', { code_sha256: approval.code_sha256, approved_by: approval.approved_by, total: seq });
+      for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
+      return this.requireJob(id, t);
+    });
+  }
+
+  async getJob(id: number): Promise<JobRow | undefined> {
+    return this.db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async requireJob(id: number, t: Db = this.db): Promise<JobRow> {
+    const job = await t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!job) throw jobNotFound(id);
+    return job;
+  }
+
+  async listJobs(filter: { status?: JobState[] }, page: Page): Promise<JobRow[]> {
+    let q = this.db.selectFrom('jobs').selectAll();
+    if (filter.status?.length) q = q.where('status', 'in', filter.status);
+    return q.orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute();
+  }
+
+  async countJobsByStatus(): Promise<Partial<Record<JobState, number>>> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('status')
+      .execute();
+    return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+  }
+
+  /** Jobs an executor should look at: those that may have units to run. */
+  async activeJobs(): Promise<JobRow[]> {
+    return this.db.selectFrom('jobs').selectAll().where('status', 'in', ['RUNNING', 'TESTING', 'PAUSED']).execute();
+  }
+
+  async updateJobFields(
+    id: number,
+    allowed: JobState[],
+    fields: Partial<Pick<JobRow, 'prompt_template' | 'user_intent' | 'name' | 'max_cost_usd' | 'auto_resume' | 'approval_asked'>>,
+  ): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const job = await this.core.lockJob(t, id);
+      if (!allowed.includes(job.status)) {
+        throw new AbpError('conflict', `job ${id} is ${job.status}; only a ${allowed.join(' or ')} job can be edited`);
+      }
+      await t
+        .updateTable('jobs')
+        .set({ ...fields, updated_at: Date.now() })
+        .where('id', '=', id)
+        .execute();
+      await this.events.write(t, id, 'updated', { fields: Object.keys(fields) });
+      return this.requireJob(id, t);
+    });
+  }
+
+  /** Records the environment variables a job needs its executor to have (JSON list of names), for a job that has not ended. */
+  async setEnvNeeds(id: number, envNeeds: string): Promise<void> {
+    await this.db
+      .updateTable('jobs')
+      .set({ env_needs: envNeeds })
+      .where('id', '=', id)
+      .where('status', 'in', ['CREATED', 'TESTING', 'RUNNING', 'PAUSED'])
+      .execute();
+  }
+
+  /**
+   * Moves a job by name through the state table, with side effects on its units
+   * in the same transaction. Returns the job as it is after the move.
+   */
+  async moveJob(
+    id: number,
+    move: JobMove,
+    options: { reason?: string | null; patch?: JobPatch; effects?: (t: Db, job: JobRow) => Promise<void> },
+  ): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const job = await this.core.lockJob(t, id);
+      await this.moveJobIn(t, job, move, options.reason ?? null, options.effects, options.patch);
+      return this.requireJob(id, t);
+    });
+  }
+
+  /** A job move inside a transaction that has read (and locked) the job. */
+  async moveJobIn(
+    t: Db,
+    job: JobRow,
+    move: JobMove,
+    reason: string | null,
+    effects?: (t: Db, job: JobRow) => Promise<void>,
+    patch: JobPatch = {},
+  ): Promise<void> {
+    const to = assertJobMove(job.id, job.status, move);
+    const now = Date.now();
+    const terminal = to === 'COMPLETED' || to === 'FAILED' || to === 'CANCELLED';
+    await t
+      .updateTable('jobs')
+      .set({
+        status: to,
+        status_reason: reason,
+        updated_at: now,
+        ...(to === 'RUNNING' && job.started_at === null ? { started_at: now } : {}),
+        ...(to === 'TESTING' && job.started_at === null ? { started_at: now } : {}),
+        ...(terminal ? { finished_at: now } : { finished_at: null }),
+        ...patch,
+      })
+      .where('id', '=', job.id)
+      .execute();
+    if (effects) await effects(t, job);
+    if (to === 'RUNNING' || to === 'TESTING') await this.core.notifyWork(t, job.id);
+    await this.events.write(t, job.id, 'status', { status: to, from: job.status, move, reason, ...(patch.approved_by ? { approved_by: patch.approved_by } : {}) });
+  }
+
+  /** Moves every unit of a job that is in a `from` state of the move; returns how many moved. */
+  async moveUnitsIn(
+    t: Db,
+    jobId: number,
+    move: UnitMove,
+    set: Partial<Omit<UnitRow, 'id' | 'job_id' | 'status'>>,
+    onlyUnitId?: number,
+  ): Promise<number> {
+    const { to, moved } = await applyUnitMove(t, move, { jobId, ...(onlyUnitId !== undefined ? { unitId: onlyUnitId } : {}) }, set);
+    if (moved > 0) {
+      if (to === 'PENDING') await this.core.notifyWork(t, jobId);
+      const after = await this.countsIn(t, jobId);
+      await t
+        .updateTable('jobs')
+        .set({ ...after, updated_at: Date.now() })
+        .where('id', '=', jobId)
+        .execute();
+    }
+    return moved;
+  }
+
+  /** Counts a job's units by state with a real COUNT(*), the ground truth the counters must match. */
+  async countsIn(t: Db, jobId: number): Promise<Counts> {
+    const rows = await t
+      .selectFrom('work_units')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('job_id', '=', jobId)
+      .groupBy('status')
+      .execute();
+    const counts: Counts = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const row of rows) counts[counterColumn(row.status)] = Number(row.n);
+    return counts;
+  }
+
+  /** Moves a job's counters by deltas; returns the job as it is after. */
+  async bump(t: Db, jobId: number, deltas: Partial<Record<UnitState, number>>, extra: Record<string, unknown> = {}): Promise<JobRow> {
+    const set: Record<string, unknown> = { updated_at: Date.now(), ...extra };
+    for (const state of UNIT_STATES) {
+      const d = deltas[state];
+      if (d) {
+        const col = counterColumn(state);
+        set[col] = sql`${sql.ref(col)} + ${d}`;
+      }
+    }
+    return t
+      .updateTable('jobs')
+      .set(set as never)
+      .where('id', '=', jobId)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  }
+
+  /**
+   * Drops a job's synthesis unit so that a fresh one runs when the job's units are
+   * done again (a re-done unit changed what it would gather). The job keeps the old
+   * result until the new synthesis replaces it.
+   */
+  async dropSynthesisIn(t: Db, job: JobRow): Promise<void> {
+    if (job.synthesis_unit_id === null) return;
+    await t.deleteFrom('unit_events').where('unit_id', '=', job.synthesis_unit_id).execute();
+    await t.deleteFrom('work_units').where('id', '=', job.synthesis_unit_id).execute();
+    await t.updateTable('jobs').set({ synthesis_unit_id: null, total: sql`total - 1`, ...(await this.countsIn(t, job.id)) } as never).where('id', '=', job.id).execute();
+    await this.events.write(t, job.id, 'synthesis_dropped', { unit_id: job.synthesis_unit_id });
+  }
+
+  /**
+   * A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any
+   * unit failed. A job with a post_processing_prompt first gets one synthesis unit
+   * (when every unit succeeded, or with allow_partial); its outcome decides the end.
+   */
+  async finishIfDone(t: Db, jobId: number): Promise<JobRow | undefined> {
+    const job = await this.core.lockJob(t, jobId);
+    if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return undefined;
+    if (job.post_processing_prompt !== null) {
+      if (job.synthesis_unit_id === null) {
+        if (job.failed === 0 || job.allow_partial) {
+          const unit = await t
+            .insertInto('work_units')
+            .values({ job_id: jobId, seq: job.total, item_id: '_synthesis', payload: '{}', status: 'PENDING', kind: 'synthesis' })
+            .returning('id')
+            .executeTakeFirstOrThrow();
+          await t
+            .updateTable('jobs')
+            .set({ synthesis_unit_id: unit.id, total: sql`total + 1`, pending: sql`pending + 1`, updated_at: Date.now() } as never)
+            .where('id', '=', jobId)
+            .execute();
+          await this.events.write(t, jobId, 'synthesis', { unit_id: unit.id, failed_units: job.failed });
+          await this.core.notifyWork(t, jobId);
+          return this.requireJob(jobId, t);
+        }
+      } else {
+        const synthesis = await t.selectFrom('work_units').selectAll().where('id', '=', job.synthesis_unit_id).executeTakeFirstOrThrow();
+        if (synthesis.status === 'SUCCEEDED') {
+          await t.updateTable('jobs').set({ result: synthesis.output }).where('id', '=', jobId).execute();
+          const partial = job.failed > 0 ? `partial: ${job.failed} of ${job.total - 1} units failed` : null;
+          await this.moveJobIn(t, job, 'complete', partial);
+        } else {
+          await this.moveJobIn(t, job, 'fail', `synthesis_failed: ${synthesis.error ?? synthesis.status}`);
+        }
+        return this.requireJob(jobId, t);
+      }
+    }
+    if (job.failed > 0) {
+      await this.moveJobIn(t, job, 'fail', `units_failed: ${job.failed} of ${job.total} units failed`);
+    } else {
+      await this.moveJobIn(t, job, 'complete', null);
+    }
+    return this.requireJob(jobId, t);
+  }
+}
+
+/**
+ * How many units a job may claim within its budget. Each claim reserves the
+ * expected cost of a unit: the running mean of the units that reported one (at
+ * first, the test unit's). With no cost known yet, one unit at a time probes it.
+ */
+export function budgetRoom(job: JobRow, room: number): { take: number; expected: number; exhausted: string | null } {
+  if (job.max_cost_usd === null || room <= 0) return { take: Math.max(0, room), expected: 0, exhausted: null };
+  const expected = job.costed_units > 0 ? job.cost_usd / job.costed_units : 0;
+  const left = job.max_cost_usd - job.cost_usd - job.reserved_usd;
+  const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise the budget, then resume`;
+  if (left <= 0) return { take: 0, expected, exhausted: why };
+  if (expected === 0) return { take: job.running > 0 ? 0 : Math.min(room, 1), expected, exhausted: null };
+  const fits = Math.floor(left / expected + 1e-9);
+  if (fits <= 0) return { take: 0, expected, exhausted: why };
+  return { take: Math.min(room, fits), expected, exhausted: null };
+}

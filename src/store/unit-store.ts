@@ -1,0 +1,240 @@
+import { sql } from 'kysely';
+import type { UnitState } from '../domain/states.js';
+import type { EventStore } from './event-store.js';
+import { budgetRoom, type JobStore, type Page } from './job-store.js';
+import type { JobRow, UnitRow } from './schema.js';
+import type { Db, Transactions } from './tx.js';
+
+/** A running unit, as a literal: the partial index work_units_running is used only then (migration 007). */
+const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
+
+/** What running a claimed unit needs of its row: the claim returns only these columns. */
+export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd'] as const;
+export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
+
+/** Units by state, and by kind: 'item' leaves out the synthesis unit. */
+export interface UnitFilter {
+  status?: UnitState[];
+  kind?: 'item' | 'synthesis';
+}
+
+/** A running unit with the id of its newest conversation event: the dashboard's live view. */
+export interface UnitActivity {
+  unit_id: number;
+  item_id: string;
+  attempt: number;
+  started_at: number | null;
+  event_id: number | null;
+}
+
+/**
+ * Units in the executor's hands: claims within a job's max_workers and budget,
+ * leases and their renewal, the reclaim of expired ones, and unit reads.
+ * (Outcomes are unit-outcomes.ts; bulk moves by a job move are JobStore.moveUnitsIn.)
+ */
+export class UnitStore {
+  private readonly db: Db;
+
+  constructor(
+    private readonly core: Transactions,
+    private readonly jobs: JobStore,
+    private readonly events: EventStore,
+  ) {
+    this.db = core.db;
+  }
+
+  /**
+   * Claims up to `want` runnable units of one job, within the job's cluster-wide
+   * `max_workers` (its running counter). A TESTING job only ever hands out its test unit.
+   */
+  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
+    return this.core.tx(async (t) => {
+      // The job row lock makes the running counter, and so max_workers, exact across executors.
+      const job = await this.core.lockJob(t, jobId);
+      if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
+      const { take, expected, exhausted } = budgetRoom(job, Math.min(want, job.max_workers - job.running));
+      if (exhausted && job.status === 'RUNNING' && job.pending > 0) {
+        // Spent plus reserved would pass the cap: stop claiming and say why.
+        await this.jobs.moveJobIn(t, job, 'pause', exhausted);
+        return { job: await this.jobs.requireJob(jobId, t), units: [] };
+      }
+      const room = take;
+      if (room <= 0) return { job, units: [] };
+      const now = Date.now();
+      let candidates = t
+        .selectFrom('work_units')
+        .select('id')
+        .where('job_id', '=', jobId)
+        .where('status', '=', 'PENDING')
+        .where('available_at', '<=', now);
+      if (job.status === 'TESTING') candidates = candidates.where('id', '=', job.test_unit_id ?? -1);
+      const units = await t
+        .updateTable('work_units')
+        .set({
+          status: 'RUNNING',
+          attempt: sql`attempt + 1`,
+          lease_owner: owner,
+          lease_expires_at: now + leaseMs,
+          started_at: now,
+          worker_pid: null,
+          reserved_usd: expected,
+        })
+        // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
+        .where('id', 'in', this.core.pg ? candidates.orderBy('id').limit(room).forUpdate().skipLocked() : candidates.orderBy('id').limit(room))
+        // Not returningAll: a row's every column, made into an object, cost a third of a claim.
+        .returning(CLAIMED_COLUMNS)
+        .execute();
+      if (units.length > 0) {
+        const reserve = expected > 0 ? { reserved_usd: sql`reserved_usd + ${expected * units.length}` } : {};
+        await this.jobs.bump(t, jobId, { PENDING: -units.length, RUNNING: units.length }, reserve);
+      }
+      return { job, units };
+    });
+  }
+
+  /** The attempts of a job's units this owner still holds (RUNNING under its lease), by unit id. */
+  async heldAttempts(jobId: number, owner: string): Promise<Map<number, number>> {
+    const rows = await this.db.selectFrom('work_units').select(['id', 'attempt']).where(RUNNING).where('lease_owner', '=', owner).where('job_id', '=', jobId).execute();
+    return new Map(rows.map((r) => [r.id, r.attempt]));
+  }
+
+  /** Extends the leases of this owner's running units; returns how many it still holds. */
+  async extendLeases(owner: string, leaseMs: number): Promise<number> {
+    const result = await this.db
+      .updateTable('work_units')
+      .set({ lease_expires_at: Date.now() + leaseMs })
+      .where('lease_owner', '=', owner)
+      .where(RUNNING)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+
+  /**
+   * Units whose lease expired (their executor died or hung) go back to PENDING,
+   * spending one retry, or to FAILED when none are left. Returns them so that the
+   * caller can reap process groups left behind on this host.
+   */
+  async reclaimExpired(now: number): Promise<UnitRow[]> {
+    // Every executor asks on every pass; most of the time there is nothing, and then no transaction.
+    const any = await this.db
+      .selectFrom('work_units')
+      .select('id')
+      .where(RUNNING)
+      .where('lease_expires_at', '<', now)
+      .limit(1)
+      .executeTakeFirst();
+    if (!any) return [];
+    return this.core.tx(async (t) => {
+      const expired = await t
+        .selectFrom('work_units')
+        .selectAll()
+        .where(RUNNING)
+        .where('lease_expires_at', '<', now)
+        .orderBy('job_id')
+        .limit(500)
+        .execute();
+      const jobs = new Map<number, JobRow>();
+      const reclaimed: UnitRow[] = [];
+      for (const unit of expired) {
+        // Jobs are locked in id order (the units are sorted by job), before their units.
+        const job = jobs.get(unit.job_id) ?? (await this.core.lockJob(t, unit.job_id));
+        jobs.set(job.id, job);
+        const failures = unit.failures + 1;
+        const next: UnitState = failures > job.max_retries ? 'FAILED' : 'PENDING';
+        const moved = await t
+          .updateTable('work_units')
+          .set({
+            status: next,
+            failures,
+            lease_owner: null,
+            lease_expires_at: null,
+            worker_pid: null,
+            error: `lease expired: executor ${unit.lease_owner} stopped answering during attempt ${unit.attempt}`,
+            error_kind: 'retryable',
+            finished_at: next === 'FAILED' ? now : null,
+            reserved_usd: 0,
+          })
+          .where('id', '=', unit.id)
+          .where('attempt', '=', unit.attempt)
+          .where('status', '=', 'RUNNING')
+          .executeTakeFirst();
+        // Another executor reclaimed it, or its outcome landed, since the read above.
+        if (Number(moved.numUpdatedRows) === 0) continue;
+        reclaimed.push(unit);
+        if (next === 'PENDING') await this.core.notifyWork(t, unit.job_id);
+        await this.jobs.bump(
+          t,
+          unit.job_id,
+          { RUNNING: -1, [next]: 1 },
+          unit.reserved_usd ? { reserved_usd: sql`reserved_usd - ${unit.reserved_usd}` } : {},
+        );
+        await this.events.write(t, unit.job_id, 'unit', { unit_id: unit.id, attempt: unit.attempt, status: next, error: 'lease expired' });
+      }
+      for (const jobId of jobs.keys()) await this.jobs.finishIfDone(t, jobId);
+      return reclaimed;
+    });
+  }
+
+  async getUnit(id: number): Promise<UnitRow | undefined> {
+    return this.db.selectFrom('work_units').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async firstUnit(jobId: number): Promise<UnitRow | undefined> {
+    return this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).orderBy('id').limit(1).executeTakeFirst();
+  }
+
+  async listUnits(jobId: number, filter: UnitFilter, page: Page): Promise<UnitRow[]> {
+    let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId);
+    if (filter.status?.length) q = q.where('status', 'in', filter.status);
+    if (filter.kind) q = q.where('kind', '=', filter.kind);
+    return q.orderBy('id').limit(page.limit).offset(page.offset).execute();
+  }
+
+  /** Every unit of a job in id order, read a page at a time so memory stays flat. */
+  async *iterateUnits(jobId: number, filter: UnitFilter, pageSize: number): AsyncGenerator<UnitRow> {
+    let after = 0;
+    for (;;) {
+      let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).where('id', '>', after);
+      if (filter.status?.length) q = q.where('status', 'in', filter.status);
+      if (filter.kind) q = q.where('kind', '=', filter.kind);
+      const rows = await q.orderBy('id').limit(pageSize).execute();
+      for (const row of rows) yield row;
+      if (rows.length < pageSize) return;
+      after = (rows.at(-1) as UnitRow).id;
+    }
+  }
+
+  async unitDurations(ids: number[]): Promise<{ id: number; duration_ms: number | null }[]> {
+    if (ids.length === 0) return [];
+    return this.db.selectFrom('work_units').select(['id', 'duration_ms']).where('id', 'in', ids).execute();
+  }
+
+  /** When each finished unit of a job ended, and what it cost: the dashboard's charts. */
+  async unitFinishes(jobId: number): Promise<{ finished_at: number | null; status: UnitState; cost_usd: number | null }[]> {
+    return this.db
+      .selectFrom('work_units')
+      .select(['finished_at', 'status', 'cost_usd'])
+      .where('job_id', '=', jobId)
+      .where('finished_at', 'is not', null)
+      .orderBy('finished_at')
+      .execute();
+  }
+
+  /**
+   * A job's RUNNING units, each with the id of its newest conversation event
+   * (null before the first). The units come from work_units_claim (job_id,
+   * status, id); each newest event is one probe of unit_events_unit (unit_id, id).
+   */
+  async runningUnitsActivity(jobId: number): Promise<UnitActivity[]> {
+    return this.db
+      .selectFrom('work_units')
+      .select(['work_units.id as unit_id', 'work_units.item_id', 'work_units.attempt', 'work_units.started_at'])
+      .select((eb) =>
+        eb.selectFrom('unit_events').select('unit_events.id').whereRef('unit_events.unit_id', '=', 'work_units.id').orderBy('unit_events.id', 'desc').limit(1).as('event_id'),
+      )
+      .where('work_units.job_id', '=', jobId)
+      .where(RUNNING)
+      .orderBy('work_units.id')
+      .execute();
+  }
+}

@@ -9,7 +9,7 @@ import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { Repository } from '../store/repository.js';
 import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup, processAlive } from '../util/process-group.js';
-import { envNamesOf, missingFrom } from './launcher.js';
+import { envNamesOf, missingFrom, storedNeeds } from './launcher.js';
 import { WorkerPool } from './worker-pool.js';
 
 export interface JobExecutorDeps {
@@ -268,13 +268,7 @@ export class JobExecutor {
     if (!job.env_needs) return false;
     let judged = this.lacks.get(job.id);
     if (judged?.needs !== job.env_needs) {
-      let needs: unknown;
-      try {
-        needs = JSON.parse(job.env_needs);
-      } catch {
-        needs = [];
-      }
-      judged = { needs: job.env_needs, missing: missingFrom({ env_names: this.envNames }, Array.isArray(needs) ? needs.map(String) : []) };
+      judged = { needs: job.env_needs, missing: missingFrom({ env_names: this.envNames }, storedNeeds(job)) };
       this.lacks.set(job.id, judged);
       if (judged.missing.length > 0) this.log(`job ${job.id} needs ${judged.missing.join(', ')}, which this executor was started without: leaving its units to another executor`);
     }

@@ -2,6 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { Repository } from '../store/repository.js';
+import { parseJson } from '../wire/views.js';
 import type { JobRow } from '../store/schema.js';
 
 export interface Gathered {
@@ -10,14 +11,6 @@ export interface Gathered {
   units: number;
 }
 
-function parse(text: string | null): unknown {
-  if (text === null) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
 
 /**
  * The gather step of scatter-gather-synthesize: writes every item unit's item,
@@ -39,9 +32,9 @@ export async function writeManifest(repo: Repository, job: JobRow, dir: string):
       unit_id: unit.id,
       item_id: unit.item_id,
       status: unit.status,
-      item: parse(unit.payload),
+      item: parseJson(unit.payload),
       output: unit.output,
-      structured_output: parse(unit.structured_output),
+      structured_output: parseJson(unit.structured_output),
       error: unit.error,
       cost_usd: unit.cost_usd,
     });

@@ -4,6 +4,7 @@ import { isTerminalJob } from '../domain/states.js';
 import type { EVENT_TYPES } from '../wire/schemas.js';
 import type { EventView, Monitor } from '../orchestrator/monitor.js';
 import { idParam, parseQuery } from './params.js';
+import { parseJson } from '../wire/views.js';
 import type { RouteContext, Router } from './router.js';
 
 export interface StreamOptions {
@@ -221,13 +222,6 @@ function resultText(content: unknown): string {
   return '';
 }
 
-function parse(text: string): any {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
 
 /** What a unit did last: which sort of step (a tool call, a tool's result, text, thinking, or another event) and one line about it. */
 export interface Activity {
@@ -244,7 +238,7 @@ export interface Activity {
 export function summarise(tail: { kind: string; data: string }[]): Activity {
   const [newest, ...older] = tail;
   if (!newest) return { what: 'event', summary: '' };
-  const d = parse(newest.data);
+  const d = parseJson(newest.data) as any;
   const event = (summary: string): Activity => ({ what: 'event', summary: oneLine(summary) });
   const text = (summary: string): Activity => ({ what: 'text', summary: oneLine(summary) });
   const thinking: Activity = { what: 'thinking', summary: 'thinking…' };
@@ -270,7 +264,7 @@ export function summarise(tail: { kind: string; data: string }[]): Activity {
         let call = 'tool';
         for (const e of older) {
           if (e.kind !== 'assistant') continue;
-          const use = blocksOf(parse(e.data)).find((b) => b?.type === 'tool_use' && b.id === last.tool_use_id);
+          const use = blocksOf(parseJson(e.data)).find((b) => b?.type === 'tool_use' && b.id === last.tool_use_id);
           if (use) {
             call = toolCall(use.name, use.input);
             break;

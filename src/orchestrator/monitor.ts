@@ -4,16 +4,10 @@ import { errorMessage } from '../domain/errors.js';
 import { LATEST_MIGRATION, MIGRATION_NAMES } from '../store/migration-names.js';
 import type { Repository } from '../store/repository.js';
 import type { EventRow } from '../store/schema.js';
+import { parseJson } from '../wire/views.js';
 
 const iso = (ms: number) => new Date(Number(ms)).toISOString();
 
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
 
 /** One row of the events table as front ends see it. */
 export function eventView(row: EventRow) {

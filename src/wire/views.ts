@@ -3,7 +3,8 @@ import type { JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
 
-function parseJson(text: string | null): unknown {
+/** A JSON column as its value; text that is not JSON stays text; null stays null. The one decoder of JSON columns. */
+export function parseJson(text: string | null): unknown {
   if (text === null) return null;
   try {
     return JSON.parse(text);

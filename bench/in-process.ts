@@ -20,7 +20,7 @@ export async function timeInProcessJob(units: number, slots: number, spec: Recor
     const job = await app.orchestrator.createJob({ ...spec, enumerator_type: 'csv', enumerator_config: { file_path: csv, id_column: 'id' }, max_workers: slots });
     const executor = app.createExecutor({ idleExitMs: 0 });
     const running = executor.run();
-    await app.orchestrator.start(job.job_id, { skipTest: true });
+    await app.orchestrator.skipTest(job.job_id);
     const done = await app.orchestrator.waitUntilSettled(job.job_id, 600_000);
     await executor.stop();
     await running;

@@ -34,7 +34,7 @@ export async function openStore(config: AbpConfig): Promise<Repository> {
  * store pays for none of them.
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const [{ enumerators }, { workers: plugins }, { createSyncApplyWorker }, { Registry }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { BATCH_JOB_TYPE }, { TaskRows }] = await Promise.all([
+  const [{ enumerators }, { workers: plugins }, { createSyncApplyWorker }, { Registry }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { TaskRows }] = await Promise.all([
     import('../enumerators/index.js'),
     import('../workers/index.js'),
     import('./sync/apply-worker.js'),
@@ -44,7 +44,6 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
     import('./orchestrator/orchestrator.js'),
     import('./executor/prompt-synthesizer.js'),
     import('./sync/sync-jobs.js'),
-    import('./contracts/job-type.js'),
     import('./store/task-store.js'),
   ]);
   // The plug-in workers, and sync jobs' writes: abp's own worker, which reads and writes providers (src/sync);
@@ -53,8 +52,8 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
   const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config);
-  // What each kind of job (jobs.type) does when it ends, for the executors and the orchestrator alike.
-  const jobTypes = [BATCH_JOB_TYPE, new SyncJobs(repo)];
+  // The job types besides batch (the Orchestrator's own): how a spec of each becomes a job, and what its end does.
+  const jobTypes = [new SyncJobs(repo)];
   const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher, jobTypes });
   return {
     config,

@@ -1,12 +1,26 @@
+import type { JobSpec } from '../domain/job-spec.js';
+
 /**
- * A kind of job, named by `jobs.type` ('batch', 'sync'): what differs between
- * kinds once a job has ended. Creation and preview still branch on the spec in
- * the Orchestrator; this is the seam for a job's end, whichever front end
- * (CLI, MCP, HTTP) started it and whichever process ended it.
+ * A kind of job, named by `jobs.type` ('batch', 'sync'): how a spec of this
+ * kind becomes a job and what it would produce (create, preview), and what
+ * happens once such a job has ended (onEnded). Everything between is the same
+ * for every kind: units claimed, run by a worker and fenced, moves through the
+ * state tables. The Orchestrator picks the type whose `accepts` takes a spec
+ * (batch, last, takes any); the executors and the moves that end a job call
+ * its end, whichever front end (CLI, MCP, HTTP) started it.
+ *
+ * `Created` and `Preview` are what create and preview answer; the front ends
+ * render them.
  */
-export interface JobType {
+export interface JobType<Created = unknown, Preview = unknown> {
   /** The value of `jobs.type` this implementation handles. */
   readonly type: string;
+  /** Whether a raw spec (as a front end received it) is a job of this type. */
+  accepts(input: unknown): boolean;
+  /** Makes the job, whole or not at all: CREATED, with its units (or waiting for a person's approval). */
+  create(spec: JobSpec, signal: AbortSignal): Promise<Created>;
+  /** What creating the spec would produce, creating and writing nothing. */
+  preview(spec: JobSpec, options: { sample?: number; signal: AbortSignal }): Promise<Preview>;
   /**
    * The job reached a final state (COMPLETED, FAILED or CANCELLED). Must be
    * idempotent and safe to race: the executors' passes and the move that ended
@@ -22,10 +36,7 @@ export interface JobType {
   settleEnded?(): Promise<number[]>;
 }
 
-/** A batch job needs nothing when it ends: its units' outcomes are its result. */
-export const BATCH_JOB_TYPE: JobType = { type: 'batch' };
-
 /** The job type for a `jobs.type` value, if one was wired. */
-export function jobTypeOf(types: readonly JobType[], type: string): JobType | undefined {
+export function jobTypeOf<T extends Pick<JobType, 'type'>>(types: readonly T[], type: string): T | undefined {
   return types.find((t) => t.type === type);
 }

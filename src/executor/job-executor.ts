@@ -1,3 +1,4 @@
+import { autoResumeDue, autoResumeReason, waitsForAutoResume } from '../domain/job-rules.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { JobType } from '../contracts/job-type.js';
@@ -242,12 +243,10 @@ export class JobExecutor {
         if (this.lacksNeedsOf(job)) continue;
         work = true;
         if (job.pending > 0) claimable.push(job);
-      } else if (job.status === 'PAUSED' && job.auto_resume && job.resume_at !== null) {
+      } else if (waitsForAutoResume(job)) {
         // A quota pause that the user allowed to end by itself: stay alive until the reset.
         work = true;
-        if (Number(job.resume_at) <= now) {
-          await repo.moveJob(job.id, 'resume', { reason: `auto_resumed: quota reset at ${new Date(Number(job.resume_at)).toISOString()}`, patch: { resume_at: null } }).catch(() => undefined);
-        }
+        if (autoResumeDue(job, now)) await repo.moveJob(job.id, 'resume', { reason: autoResumeReason(job), patch: { resume_at: null } }).catch(() => undefined);
       } else if (job.status === 'TESTING' && job.test_unit_id !== null && !this.lacksNeedsOf(job)) {
         const test = await repo.getUnit(job.test_unit_id);
         if (test && (test.status === 'PENDING' || test.status === 'RUNNING')) {

@@ -1,5 +1,6 @@
 import type { UnitOutcome } from '../contracts/worker.js';
 import { assertNever } from '../domain/errors.js';
+import { pausesJob } from '../domain/job-rules.js';
 import type { OutcomeWrite } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 
@@ -28,11 +29,8 @@ export function backoffMs(failures: number, s: Pick<RetrySettings, 'baseMs' | 'm
 }
 
 export interface Decision {
+  /** The unit's next state; `write.pause_job` when the failure pauses the whole job (domain/job-rules.ts). */
   write: OutcomeWrite;
-  /** Set when the outcome should pause the whole job instead of burning its units. */
-  pauseJob?: string;
-  /** When a quota resets: a job that allowed auto-resume resumes then. */
-  resumeAt?: number;
 }
 
 /**
@@ -74,7 +72,24 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
     case 'cancelled':
       // Cancel marks the unit CANCELLED itself; a shutdown gives the unit back unspent.
       return { write: outcomeWrite(outcome, { next: 'PENDING', spent: false, error: outcome.error, error_kind: 'shutdown' }) };
-    case 'failed':
+    case 'failed': {
+      if (pausesJob(outcome.kind)) {
+        // The worker's failure, not the item's: the job pauses (or, while testing, the test unit fails).
+        const resets = outcome.resets_at === undefined ? '' : ` (resets at ${new Date(outcome.resets_at).toISOString()})`;
+        return {
+          write: {
+            ...outcomeWrite(outcome, {
+              next: 'PENDING',
+              spent: false,
+              // Resuming before the reset would only hit the limit again.
+              available_at: outcome.resets_at ?? 0,
+              error: `${outcome.error}${resets}`,
+              error_kind: outcome.kind,
+            }),
+            pause_job: { reason: `${outcome.kind}: ${outcome.error}${resets}`, ...(outcome.resets_at !== undefined ? { resume_at: outcome.resets_at } : {}) },
+          },
+        };
+      }
       switch (outcome.kind) {
         case 'retryable':
           return retryOrFail(outcome.error, 'retryable', outcome.output);
@@ -93,25 +108,10 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
               error_kind: 'rate_limited',
             }),
           };
-        case 'auth_failed':
-        case 'quota_exhausted': {
-          const resets = outcome.resets_at === undefined ? '' : ` (resets at ${new Date(outcome.resets_at).toISOString()})`;
-          return {
-            write: outcomeWrite(outcome, {
-              next: 'PENDING',
-              spent: false,
-              // Resuming before the reset would only hit the limit again.
-              available_at: outcome.resets_at ?? 0,
-              error: `${outcome.error}${resets}`,
-              error_kind: outcome.kind,
-            }),
-            pauseJob: `${outcome.kind}: ${outcome.error}${resets}`,
-            ...(outcome.resets_at !== undefined ? { resumeAt: outcome.resets_at } : {}),
-          };
-        }
         default:
           return assertNever(outcome.kind, 'failure kind');
       }
+    }
     default:
       return assertNever(outcome, 'outcome');
   }

@@ -238,15 +238,6 @@ export class WorkerPool {
       baseMs: config.retryBaseMs,
       maxMs: config.retryMaxMs,
     });
-    if (decision.pauseJob) {
-      const current = await repo.getJob(job.id);
-      if (current?.status === 'RUNNING') {
-        const patch = decision.resumeAt !== undefined ? { resume_at: decision.resumeAt } : {};
-        await repo.moveJob(job.id, 'pause', { reason: decision.pauseJob, patch }).catch(() => undefined);
-      } else {
-        decision.write = { ...decision.write, next: 'FAILED', spent: true };
-      }
-    }
     decision.write.prompt = prompt;
     await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write), entry);
   }

@@ -146,13 +146,13 @@ export function jobRoutes(router: Router): void {
   router.add('POST', '/jobs/:id/start', async (ctx) => {
     const id = idParam(ctx.params, 'id');
     const body = parseBody(await ctx.body(), StartBody);
-    const result = await ctx.app.orchestrator.start(id, {
-      approve: body.approve ?? false,
-      reject: body.reject ?? false,
-      skipTest: body.skip_test ?? false,
+    if (Number(Boolean(body.approve)) + Number(Boolean(body.reject)) + Number(Boolean(body.skip_test)) > 1) throw new AbpError('invalid_input', 'approve, reject and skip_test: choose one');
+    const o = ctx.app.orchestrator;
+    const how = {
       ...(body.wait_seconds === undefined ? {} : { waitSeconds: body.wait_seconds }),
       approvedBy: ctx.caller.startsWith('session:') ? 'person (dashboard)' : 'api client (http)',
-    });
+    };
+    const result = body.reject ? await o.reject(id) : body.approve ? await o.approve(id, how) : body.skip_test ? await o.skipTest(id, how) : await o.startTest(id, how);
     sendJson(ctx.res, 200, withHttpHint(result));
   });
 

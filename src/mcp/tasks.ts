@@ -19,7 +19,7 @@ import { AbpError } from '../domain/errors.js';
 import { nextStepFor, type NextStep } from '../domain/next-step.js';
 import { isTerminalUnit } from '../domain/states.js';
 import { JobStatusWire, UnitDetailWire } from '../wire/schemas.js';
-import type { StartResult } from '../orchestrator/orchestrator.js';
+import type { StartResult } from '../orchestrator/job-start.js';
 import { mcpHint } from './hints.js';
 import { defineTool, fail, jobId, ok, register, unknownArguments, type Extra, type ToolDef } from './tool.js';
 import { fitUnit } from './tools/inspect.js';

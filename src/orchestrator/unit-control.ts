@@ -4,7 +4,8 @@ import { isTerminalUnit } from '../domain/states.js';
 import type { JobRow, UnitRow } from '../store/schema.js';
 import { unitSummary, jobStatus } from '../wire/views.js';
 import { storedNeeds } from '../executor/launcher.js';
-import { FRESH_TEST_UNIT, type OrchestratorDeps } from './orchestrator.js';
+import { FRESH_TEST_UNIT } from './job-start.js';
+import type { OrchestratorDeps } from './orchestrator.js';
 
 /**
  * One unit at a time, as a person asks: run a finished unit again (a retry, or a

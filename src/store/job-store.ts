@@ -2,9 +2,10 @@ import { sql } from 'kysely';
 import { AbpError, jobNotFound } from '../domain/errors.js';
 import { assertJobMove, counterColumn, UNIT_STATES, type JobMove, type JobState, type UnitMove, type UnitState } from '../domain/states.js';
 import type { EventStore } from './event-store.js';
-import type { JobRow, NewJob, UnitRow } from './schema.js';
+import type { JobRow, NewJob } from './schema.js';
 import type { Db, Transactions } from './tx.js';
-import { applyUnitMove } from './unit-moves.js';
+import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
+import { endOfWork } from '../domain/job-rules.js';
 
 /** A job's unit counters, by column. */
 export type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>;
@@ -13,6 +14,8 @@ export type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'ca
 export interface UnitDraft {
   item_id: string;
   payload: string;
+  /** 'item' unless said: the synthesis unit is the only other kind. */
+  kind?: 'item' | 'synthesis';
 }
 
 export interface Page {
@@ -60,36 +63,55 @@ export class JobStore {
     finalEvents: () => JobEventDraft[],
   ): Promise<JobRow> {
     return this.core.tx(async (t) => {
-      const now = Date.now();
-      const { id } = await t
-        .insertInto('jobs')
-        .values({ ...job, status: 'CREATED', created_at: now, updated_at: now })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      const seq = await this.insertUnits(t, id, units);
-      if (seq === 0) {
-        throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job was created');
-      }
-      await t.updateTable('jobs').set({ total: seq, pending: seq }).where('id', '=', id).execute();
-      await this.events.write(t, id, 'status', { status: 'CREATED', total: seq });
-      for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
-      return t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+      const id = await this.insertJob(t, job, units, finalEvents, { empty: 'refuse' });
+      return this.requireJob(id, t);
     });
   }
 
-  /** Inserts a job's items as PENDING units, a thousand per statement; returns how many. */
-  private async insertUnits(t: Db, jobId: number, units: AsyncIterable<UnitDraft>): Promise<number> {
-    let seq = 0;
-    let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState }[] = [];
+  /**
+   * The one way a job comes to be, inside `t`: its row (CREATED), its units
+   * streamed in (addUnits), its `status` event and then `finalEvents`. Batch
+   * creation and sync runs call it; `empty: 'allow'` lets a job have no units (a
+   * sync pair already in step, or a job whose code waits for approval).
+   */
+  async insertJob(
+    t: Db,
+    job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>,
+    units: AsyncIterable<UnitDraft> | Iterable<UnitDraft>,
+    finalEvents: () => JobEventDraft[],
+    options: { empty: 'refuse' | 'allow' },
+  ): Promise<number> {
+    const now = Date.now();
+    const { id } = await t
+      .insertInto('jobs')
+      .values({ ...job, status: 'CREATED', created_at: now, updated_at: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const total = await this.addUnits(t, id, 0, units);
+    if (total === 0 && options.empty === 'refuse') throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job was created');
+    await this.events.write(t, id, 'status', { status: 'CREATED', ...(job.status_reason ? { reason: job.status_reason } : {}), total });
+    for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
+    return id;
+  }
+
+  /**
+   * Adds units to a job, PENDING, a thousand per statement, numbered from `seq`;
+   * the job's total and pending counters rise with them. Returns how many.
+   */
+  private async addUnits(t: Db, jobId: number, seq: number, units: AsyncIterable<UnitDraft> | Iterable<UnitDraft>): Promise<number> {
+    const first = seq;
+    let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState; kind?: 'item' | 'synthesis' }[] = [];
     for await (const unit of units) {
-      batch.push({ job_id: jobId, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING' });
+      batch.push({ job_id: jobId, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING', ...(unit.kind ? { kind: unit.kind } : {}) });
       if (batch.length >= INSERT_BATCH) {
         await t.insertInto('work_units').values(batch).execute();
         batch = [];
       }
     }
     if (batch.length > 0) await t.insertInto('work_units').values(batch).execute();
-    return seq;
+    const added = seq - first;
+    if (added > 0) await this.bump(t, jobId, { PENDING: added }, { total: sql`total + ${added}` });
+    return added;
   }
 
   /** Whether a person has approved code with exactly this sha256. */
@@ -104,13 +126,7 @@ export class JobStore {
    */
   async createPendingJob(job: Omit<NewJob, 'created_at' | 'updated_at' | 'status' | 'status_reason'>): Promise<JobRow> {
     return this.core.tx(async (t) => {
-      const now = Date.now();
-      const { id } = await t
-        .insertInto('jobs')
-        .values({ ...job, status: 'CREATED', status_reason: PENDING_APPROVAL, created_at: now, updated_at: now })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      await this.events.write(t, id, 'status', { status: 'CREATED', reason: PENDING_APPROVAL, total: 0 });
+      const id = await this.insertJob(t, { ...job, status_reason: PENDING_APPROVAL }, [], () => [], { empty: 'allow' });
       return this.requireJob(id, t);
     });
   }
@@ -132,9 +148,9 @@ export class JobStore {
       }
       const now = Date.now();
       await t.insertInto('code_approvals').values({ ...approval, job_id: id, created_at: now }).execute();
-      const seq = await this.insertUnits(t, id, units);
+      const seq = await this.addUnits(t, id, 0, units);
       if (seq === 0) throw new AbpError('enumeration_failed', 'the enumeration produced no items; the job stays pending approval');
-      await t.updateTable('jobs').set({ total: seq, pending: seq, status_reason: null, updated_at: now }).where('id', '=', id).execute();
+      await t.updateTable('jobs').set({ status_reason: null, updated_at: now }).where('id', '=', id).execute();
       await this.events.write(t, id, 'code_approved', { code_sha256: approval.code_sha256, approved_by: approval.approved_by, total: seq });
       for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
       return this.requireJob(id, t);
@@ -247,23 +263,12 @@ export class JobStore {
     await this.events.write(t, job.id, 'status', { status: to, from: job.status, move, reason, ...(patch.approved_by ? { approved_by: patch.approved_by } : {}) });
   }
 
-  /** Moves every unit of a job that is in a `from` state of the move; returns how many moved. */
-  async moveUnitsIn(
-    t: Db,
-    jobId: number,
-    move: UnitMove,
-    set: Partial<Omit<UnitRow, 'id' | 'job_id' | 'status'>>,
-    onlyUnitId?: number,
-  ): Promise<number> {
-    const { to, moved } = await applyUnitMove(t, move, { jobId, ...(onlyUnitId !== undefined ? { unitId: onlyUnitId } : {}) }, set);
+  /** Moves every unit of a job in a `from` state of the move (or the one unit named); returns how many moved. */
+  async moveUnitsIn(t: Db, jobId: number, move: UnitMove, set: UnitMoveSet, onlyUnitId?: number): Promise<number> {
+    const { to, moved, deltas } = await applyUnitMove(t, move, { jobId, ...(onlyUnitId !== undefined ? { unitId: onlyUnitId } : {}) }, set);
     if (moved > 0) {
       if (to === 'PENDING') await this.core.notifyWork(t, jobId);
-      const after = await this.countsIn(t, jobId);
-      await t
-        .updateTable('jobs')
-        .set({ ...after, updated_at: Date.now() })
-        .where('id', '=', jobId)
-        .execute();
+      await this.bump(t, jobId, deltas);
     }
     return moved;
   }
@@ -307,70 +312,34 @@ export class JobStore {
   async dropSynthesisIn(t: Db, job: JobRow): Promise<void> {
     if (job.synthesis_unit_id === null) return;
     await t.deleteFrom('unit_events').where('unit_id', '=', job.synthesis_unit_id).execute();
-    await t.deleteFrom('work_units').where('id', '=', job.synthesis_unit_id).execute();
-    await t.updateTable('jobs').set({ synthesis_unit_id: null, total: sql`total - 1`, ...(await this.countsIn(t, job.id)) } as never).where('id', '=', job.id).execute();
+    const gone = await t.deleteFrom('work_units').where('id', '=', job.synthesis_unit_id).returning('status').executeTakeFirst();
+    await this.bump(t, job.id, gone ? { [gone.status]: -1 } : {}, { synthesis_unit_id: null, total: sql`total - ${gone ? 1 : 0}` });
     await this.events.write(t, job.id, 'synthesis_dropped', { unit_id: job.synthesis_unit_id });
   }
 
   /**
-   * A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any
-   * unit failed. A job with a post_processing_prompt first gets one synthesis unit
-   * (when every unit succeeded, or with allow_partial); its outcome decides the end.
+   * Asks the job rules (domain/job-rules.ts endOfWork) whether a job has run out
+   * of work, and applies the answer: its synthesis unit, or its final move.
+   * Returns the job as it is after, or undefined when nothing changed.
    */
   async finishIfDone(t: Db, jobId: number): Promise<JobRow | undefined> {
     const job = await this.core.lockJob(t, jobId);
-    if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return undefined;
-    if (job.post_processing_prompt !== null) {
-      if (job.synthesis_unit_id === null) {
-        if (job.failed === 0 || job.allow_partial) {
-          const unit = await t
-            .insertInto('work_units')
-            .values({ job_id: jobId, seq: job.total, item_id: '_synthesis', payload: '{}', status: 'PENDING', kind: 'synthesis' })
-            .returning('id')
-            .executeTakeFirstOrThrow();
-          await t
-            .updateTable('jobs')
-            .set({ synthesis_unit_id: unit.id, total: sql`total + 1`, pending: sql`pending + 1`, updated_at: Date.now() } as never)
-            .where('id', '=', jobId)
-            .execute();
-          await this.events.write(t, jobId, 'synthesis', { unit_id: unit.id, failed_units: job.failed });
-          await this.core.notifyWork(t, jobId);
-          return this.requireJob(jobId, t);
-        }
-      } else {
-        const synthesis = await t.selectFrom('work_units').selectAll().where('id', '=', job.synthesis_unit_id).executeTakeFirstOrThrow();
-        if (synthesis.status === 'SUCCEEDED') {
-          await t.updateTable('jobs').set({ result: synthesis.output }).where('id', '=', jobId).execute();
-          const partial = job.failed > 0 ? `partial: ${job.failed} of ${job.total - 1} units failed` : null;
-          await this.moveJobIn(t, job, 'complete', partial);
-        } else {
-          await this.moveJobIn(t, job, 'fail', `synthesis_failed: ${synthesis.error ?? synthesis.status}`);
-        }
-        return this.requireJob(jobId, t);
-      }
+    const synthesis =
+      job.synthesis_unit_id === null || job.status !== 'RUNNING'
+        ? undefined
+        : await t.selectFrom('work_units').select(['status', 'output', 'error']).where('id', '=', job.synthesis_unit_id).executeTakeFirst();
+    const end = endOfWork(job, synthesis);
+    if (end.kind === 'not_yet') return undefined;
+    if (end.kind === 'synthesis') {
+      await this.addUnits(t, jobId, job.total, [{ item_id: '_synthesis', payload: '{}', kind: 'synthesis' }]);
+      const unit = await t.selectFrom('work_units').select('id').where('job_id', '=', jobId).where('kind', '=', 'synthesis').executeTakeFirstOrThrow();
+      await t.updateTable('jobs').set({ synthesis_unit_id: unit.id }).where('id', '=', jobId).execute();
+      await this.events.write(t, jobId, 'synthesis', { unit_id: unit.id, failed_units: job.failed });
+      await this.core.notifyWork(t, jobId);
+      return this.requireJob(jobId, t);
     }
-    if (job.failed > 0) {
-      await this.moveJobIn(t, job, 'fail', `units_failed: ${job.failed} of ${job.total} units failed`);
-    } else {
-      await this.moveJobIn(t, job, 'complete', null);
-    }
+    if (end.result !== undefined) await t.updateTable('jobs').set({ result: end.result }).where('id', '=', jobId).execute();
+    await this.moveJobIn(t, job, end.move, end.reason);
     return this.requireJob(jobId, t);
   }
-}
-
-/**
- * How many units a job may claim within its budget. Each claim reserves the
- * expected cost of a unit: the running mean of the units that reported one (at
- * first, the test unit's). With no cost known yet, one unit at a time probes it.
- */
-export function budgetRoom(job: JobRow, room: number): { take: number; expected: number; exhausted: string | null } {
-  if (job.max_cost_usd === null || room <= 0) return { take: Math.max(0, room), expected: 0, exhausted: null };
-  const expected = job.costed_units > 0 ? job.cost_usd / job.costed_units : 0;
-  const left = job.max_cost_usd - job.cost_usd - job.reserved_usd;
-  const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise the budget, then resume`;
-  if (left <= 0) return { take: 0, expected, exhausted: why };
-  if (expected === 0) return { take: job.running > 0 ? 0 : Math.min(room, 1), expected, exhausted: null };
-  const fits = Math.floor(left / expected + 1e-9);
-  if (fits <= 0) return { take: 0, expected, exhausted: why };
-  return { take: Math.min(room, fits), expected, exhausted: null };
 }

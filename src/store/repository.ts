@@ -5,10 +5,11 @@ import { JobStore, type Counts, type JobEventDraft, type JobPatch, type Page, ty
 import type { EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
 import { SQLITE, Transactions, type Db, type StoreBackend } from './tx.js';
 import { UnitOutcomes, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
+import type { UnitMoveSet } from './unit-moves.js';
 import { UnitStore, type ClaimedUnit, type UnitActivity, type UnitFilter } from './unit-store.js';
 
 export type { Db, StoreBackend } from './tx.js';
-export { budgetRoom, PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
+export { PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
 export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter } from './unit-store.js';
 export type { OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
 
@@ -71,6 +72,21 @@ export class Repository {
     finalEvents: () => JobEventDraft[] = () => [],
   ): Promise<JobRow> {
     return this.jobs.createJob(job, units, finalEvents);
+  }
+
+  /**
+   * The one way a job comes to be, inside a transaction `t` the caller holds (a
+   * sync run adds its own rows beside it): the row, its units, its events.
+   * Returns the new job's id.
+   */
+  async insertJobIn(
+    t: Db,
+    job: Omit<NewJob, 'created_at' | 'updated_at' | 'status'>,
+    units: AsyncIterable<UnitDraft> | Iterable<UnitDraft>,
+    events: JobEventDraft[],
+    options: { empty: 'refuse' | 'allow' },
+  ): Promise<number> {
+    return this.jobs.insertJob(t, job, units, () => events, options);
   }
 
   /** Whether a person has approved code with exactly this sha256. */
@@ -137,7 +153,7 @@ export class Repository {
   }
 
   /** Moves every unit of a job that is in a `from` state of the move; returns how many moved. */
-  async moveUnitsIn(t: Db, jobId: number, move: UnitMove, set: Partial<Omit<UnitRow, 'id' | 'job_id' | 'status'>> = {}, onlyUnitId?: number): Promise<number> {
+  async moveUnitsIn(t: Db, jobId: number, move: UnitMove, set: UnitMoveSet = {}, onlyUnitId?: number): Promise<number> {
     return this.jobs.moveUnitsIn(t, jobId, move, set, onlyUnitId);
   }
 

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import { AbpError } from '../domain/errors.js';
-import { TERMINAL_JOB_STATES, type UnitState } from '../domain/states.js';
+import { TERMINAL_JOB_STATES } from '../domain/states.js';
 import type { Db, Repository, UnitDraft } from './repository.js';
 import type { Database, JobRow, NewJob } from './schema.js';
 
@@ -84,7 +84,6 @@ export interface RunCommit {
   summary: unknown;
 }
 
-const BATCH = 500;
 /** Rows per multi-row insert: SQLite allows 32766 bound values, PostgreSQL 65535. */
 const ROWS_PER_INSERT = 1000;
 
@@ -196,15 +195,7 @@ export class SyncStore {
     return this.repo.tx(async (db) => {
       const t = sync(db);
       const now = Date.now();
-      const { id } = await t
-        .insertInto('jobs')
-        .values({ ...args.job, status: 'CREATED', total: args.units.length, pending: args.units.length, created_at: now, updated_at: now })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      for (let i = 0; i < args.units.length; i += BATCH) {
-        const rows = args.units.slice(i, i + BATCH).map((u, j) => ({ job_id: id, seq: i + j, item_id: u.item_id, payload: u.payload, status: 'PENDING' as UnitState }));
-        await t.insertInto('work_units').values(rows).execute();
-      }
+      const id = await this.repo.insertJobIn(db, args.job, args.units, args.events, { empty: 'allow' });
       await t
         .insertInto('sync_pairs')
         .values({ ...args.pair, last_job_id: id, created_at: now, updated_at: now })
@@ -213,10 +204,6 @@ export class SyncStore {
       await t.insertInto('sync_runs').values({ job_id: id, pair_id: args.pair.id, plan: JSON.stringify(args.plan), committed_at: null, created_at: now }).execute();
       for (let i = 0; i < args.stage.length; i += ROWS_PER_INSERT) {
         await t.insertInto('sync_stage').values(args.stage.slice(i, i + ROWS_PER_INSERT).map((r) => ({ ...r, job_id: id }))).execute();
-      }
-      const events = [{ type: 'status', data: { status: 'CREATED', total: args.units.length } }, ...args.events];
-      for (const e of events) {
-        await t.insertInto('events').values({ job_id: id, type: e.type, data: JSON.stringify(e.data), created_at: now }).execute();
       }
       return t.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
     });

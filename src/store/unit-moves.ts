@@ -1,50 +1,152 @@
+import { CompiledQuery, PostgresAdapter, sql, type Expression } from 'kysely';
+import { AbpError } from '../domain/errors.js';
 import { UNIT_MOVES, type UnitMove, type UnitState } from '../domain/states.js';
 import type { UnitRow } from './schema.js';
 import type { Db } from './tx.js';
 
-/** Which units a move applies to: every unit of a job in a `from` state, or one of them. */
+/*
+ * The one way a unit's status changes. Every move (a claim, an attempt's
+ * outcome, a lease's reclaim, a person's cancel, retry or redo) is named in the
+ * unit state table (UNIT_MOVES), and applyUnitMove writes it with the table's
+ * `from` states in its WHERE and its `to` state in its SET, and returns how the
+ * job's counters change. The caller moves them with JobStore.bump in the same
+ * transaction; nothing else writes a unit's status.
+ */
+
+/** Which units a move applies to, beside the move's `from` states: a job's, and optionally one of them. */
 export interface UnitMoveWhere {
   jobId: number;
   unitId?: number;
+  /** Fencing: only this attempt of the unit… */
+  attempt?: number;
+  /** …and only while this owner's lease holds it. */
+  leaseOwner?: string;
+  /** Only the units whose ids this subquery selects (a claim's candidates). */
+  among?: Expression<{ id: number }>;
 }
 
-/** What a unit move may set on the rows it moves besides their state. */
-export type UnitMoveSet = Partial<Omit<UnitRow, 'id' | 'job_id' | 'status'>>;
+/** What a move may set on the rows it moves besides their status: values, or SQL expressions on the row. */
+export type UnitMoveSet = { [K in keyof Omit<UnitRow, 'id' | 'job_id' | 'status'>]?: UnitRow[K] | Expression<unknown> };
 
-export interface UnitMoveResult {
+export interface UnitMoveResult<R = never> {
   /** The state the units moved to. */
   to: UnitState;
   /** How many units moved. */
   moved: number;
-  /**
-   * How the job's counters change, when the count of moved rows says it: a move
-   * from one state. A move from several states (cancel, reset, redo) cannot split
-   * its count between them, so this is null and the caller counts the job's units.
-   */
-  deltas: Partial<Record<UnitState, number>> | null;
+  /** How the job's counters change: exact, one UPDATE per `from` state. */
+  deltas: Partial<Record<UnitState, number>>;
+  /** The moved rows' `returning` columns. */
+  rows: R[];
+}
+
+/** The columns a prepared move may set (the fenced outcome's). */
+const PREPARED_COLUMNS: ReadonlySet<string> = new Set([
+  'failures', 'available_at', 'finished_at', 'lease_owner', 'lease_expires_at', 'worker_pid', 'reserved_usd',
+  'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
+  'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms',
+]);
+
+/** Prepared SQL text by dialect, move and the shape of what it sets. */
+const prepared = new Map<string, string>();
+
+/**
+ * Moves units by name through the unit state table in `t`. It does not touch
+ * the job's row: the caller applies `deltas` to the counters in the same transaction.
+ */
+export async function applyUnitMove(t: Db, move: UnitMove, where: UnitMoveWhere, set?: UnitMoveSet): Promise<UnitMoveResult>;
+export async function applyUnitMove<C extends keyof UnitRow>(
+  t: Db,
+  move: UnitMove,
+  where: UnitMoveWhere,
+  set: UnitMoveSet,
+  returning: readonly C[],
+): Promise<UnitMoveResult<Pick<UnitRow, C>>>;
+export async function applyUnitMove(t: Db, move: UnitMove, where: UnitMoveWhere, set: UnitMoveSet = {}, returning?: readonly (keyof UnitRow)[]): Promise<UnitMoveResult<unknown>> {
+  const rule = UNIT_MOVES[move];
+  const deltas: Partial<Record<UnitState, number>> = {};
+  const rows: unknown[] = [];
+  let moved = 0;
+  for (const from of rule.from) {
+    let n: number;
+    if (returning) {
+      const got = await query(t, move, from, where, set).returning(returning as never).execute();
+      rows.push(...got);
+      n = got.length;
+    } else if (isFencedOne(where, set)) {
+      n = await fencedOne(t, move, from, where, set);
+    } else {
+      n = Number((await query(t, move, from, where, set).executeTakeFirst()).numUpdatedRows);
+    }
+    if (n === 0 || from === rule.to) {
+      moved += n;
+      continue;
+    }
+    moved += n;
+    deltas[from] = (deltas[from] ?? 0) - n;
+    deltas[rule.to] = (deltas[rule.to] ?? 0) + n;
+  }
+  return { to: rule.to, moved, deltas, rows };
+}
+
+/** The counters' change for `n` units moved by a one-state move (a batch of outcomes adds them up). */
+export function moveDeltas(move: UnitMove, n: number): Partial<Record<UnitState, number>> {
+  const rule = UNIT_MOVES[move];
+  const [from] = rule.from;
+  if (rule.from.length !== 1 || from === undefined) throw new AbpError('store_error', `the unit move ${move} starts from several states; its counters come from applyUnitMove`);
+  return from === rule.to || n === 0 ? {} : { [from]: -n, [rule.to]: n };
+}
+
+function query(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set: UnitMoveSet) {
+  let q = t
+    .updateTable('work_units')
+    .set({ ...set, status: UNIT_MOVES[move].to } as never)
+    .where('job_id', '=', where.jobId)
+    .where('status', '=', from);
+  if (where.unitId !== undefined) q = q.where('id', '=', where.unitId);
+  if (where.attempt !== undefined) q = q.where('attempt', '=', where.attempt);
+  if (where.leaseOwner !== undefined) q = q.where('lease_owner', '=', where.leaseOwner);
+  if (where.among !== undefined) {
+    // PostgreSQL: ARRAY(…) makes the candidates an InitPlan, chosen once. As `IN (…)` beside the
+    // state filter the planner may run the subquery again for each row, and with LIMIT … SKIP LOCKED
+    // every run picks the next unlocked rows: a claim of one unit took them all.
+    q = isPostgres(t) ? q.where(sql<boolean>`"id" = any(array(${where.among}))`) : q.where('id', 'in', where.among as never);
+  }
+  return q;
+}
+
+/** One fenced unit (id, attempt, owner) with plain values: the executor's hot path, prepared once per shape. */
+function isFencedOne(where: UnitMoveWhere, set: UnitMoveSet): boolean {
+  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined) return false;
+  for (const k in set) {
+    const v = set[k as keyof UnitMoveSet];
+    if (v !== null && typeof v === 'object') return false;
+  }
+  return true;
 }
 
 /**
- * Moves units by name through the unit state table (`UNIT_MOVES`) in one UPDATE
- * inside `t`. It does not touch the job's row: the caller moves the counters, in
- * the same transaction.
+ * The fenced move as prepared text. On the executor's hot path building the
+ * statement with Kysely cost more than running it, so the text is built once per
+ * dialect, move and set of columns (a handful in all) and only the values change.
  */
-export async function applyUnitMove(t: Db, move: UnitMove, where: UnitMoveWhere, set: UnitMoveSet = {}): Promise<UnitMoveResult> {
-  const rule = UNIT_MOVES[move];
-  let q = t
-    .updateTable('work_units')
-    .set({ ...set, status: rule.to })
-    .where('job_id', '=', where.jobId)
-    .where('status', 'in', [...rule.from]);
-  if (where.unitId !== undefined) q = q.where('id', '=', where.unitId);
-  const result = await q.executeTakeFirst();
-  const moved = Number(result.numUpdatedRows);
-  return { to: rule.to, moved, deltas: countDeltas(rule.from, rule.to, moved) };
+async function fencedOne(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set: UnitMoveSet): Promise<number> {
+  const columns = Object.keys(set).filter((c) => set[c as keyof UnitMoveSet] !== undefined);
+  const pg = isPostgres(t);
+  const key = `${pg ? 'pg' : 'sqlite'}|${move}|${from}|${columns.join(',')}`;
+  let text = prepared.get(key);
+  if (text === undefined) {
+    for (const c of columns) if (!PREPARED_COLUMNS.has(c)) throw new AbpError('store_error', `a unit move cannot set the column ${JSON.stringify(c)}`);
+    let n = 0;
+    const p = (): string => (pg ? `$${++n}` : '?');
+    const assignments = [`"status" = '${UNIT_MOVES[move].to}'`, ...columns.map((c) => `"${c}" = ${p()}`)];
+    text = `update "work_units" set ${assignments.join(', ')} where "id" = ${p()} and "attempt" = ${p()} and "lease_owner" = ${p()} and "job_id" = ${p()} and "status" = '${from}'`;
+    prepared.set(key, text);
+  }
+  const values = [...columns.map((c) => set[c as keyof UnitMoveSet]), where.unitId, where.attempt, where.leaseOwner, where.jobId];
+  const result = await t.executeQuery(CompiledQuery.raw(text, values));
+  return Number(result.numAffectedRows ?? 0);
 }
 
-function countDeltas(from: readonly UnitState[], to: UnitState, moved: number): Partial<Record<UnitState, number>> | null {
-  if (moved === 0) return {};
-  const [only] = from;
-  if (from.length !== 1 || only === undefined) return null;
-  return only === to ? {} : { [only]: -moved, [to]: moved };
+function isPostgres(t: Db): boolean {
+  return t.getExecutor().adapter instanceof PostgresAdapter;
 }

@@ -1,17 +1,23 @@
-import { CompiledQuery, sql } from 'kysely';
-import { AbpError } from '../domain/errors.js';
-import type { UnitState } from '../domain/states.js';
+import { sql } from 'kysely';
+import { onPausingFailure } from '../domain/job-rules.js';
+import type { JobState, UnitMove, UnitState } from '../domain/states.js';
 import type { EventStore, NewEvent } from './event-store.js';
 import type { JobStore } from './job-store.js';
 import type { UnitEventRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
+import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
 
 /** What the executor writes when an attempt ends. */
 export interface OutcomeWrite {
-  next: Extract<UnitState, 'SUCCEEDED' | 'FAILED' | 'PENDING' | 'CANCELLED'>;
+  next: Extract<UnitState, 'SUCCEEDED' | 'FAILED' | 'PENDING'>;
   /** Whether this attempt spent one of the unit's retries. */
   spent: boolean;
   available_at?: number;
+  /**
+   * The failure is the worker's, not the unit's (auth, quota): the job pauses in
+   * this outcome's transaction, as the job rules say (domain/job-rules.ts).
+   */
+  pause_job?: { reason: string; resume_at?: number };
   prompt?: string | null;
   output?: string | null;
   structured_output?: string | null;
@@ -27,8 +33,8 @@ export interface OutcomeWrite {
   duration_ms?: number | null;
 }
 
-/** What an outcome write needs of the claimed unit: its fencing token and its reservation. */
-export type OutcomeUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'reserved_usd'>;
+/** What an outcome write needs of the claimed unit: its fencing token, its spent retries and its reservation. */
+export type OutcomeUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'failures' | 'reserved_usd'>;
 
 /** One outcome of a batch: the attempt, the owner its lease names, and what to write. */
 export interface OutcomeEntry {
@@ -44,8 +50,11 @@ export interface WorkerPid {
   pid: number;
 }
 
+/** The unit move an attempt's outcome makes, by the state it leaves the unit in. */
+const OUTCOME_MOVE = { SUCCEEDED: 'succeed', FAILED: 'fail', PENDING: 'release' } as const satisfies Record<OutcomeWrite['next'], UnitMove>;
+
 /** The columns an OutcomeWrite may set besides status, failures and available_at. */
-const OUTCOME_COLUMNS: ReadonlySet<string> = new Set([
+const OUTCOME_COLUMNS: readonly string[] = ([
   'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
   'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms',
 ] satisfies (keyof OutcomeWrite)[]);
@@ -54,6 +63,8 @@ const OUTCOME_COLUMNS: ReadonlySet<string> = new Set([
 class OutcomeTally {
   readonly deltas: Partial<Record<UnitState, number>> = {};
   handedBack = false;
+  /** The first pause an outcome of this batch asks of the job. */
+  pause: { reason: string; resume_at?: number } | undefined;
   private reserved = 0;
   private costed = 0;
   private unitMs = 0;
@@ -61,9 +72,9 @@ class OutcomeTally {
   private inputTokens = 0;
   private outputTokens = 0;
 
-  add(unit: OutcomeUnit, w: OutcomeWrite, now: number): void {
-    this.deltas.RUNNING = (this.deltas.RUNNING ?? 0) - 1;
-    this.deltas[w.next] = (this.deltas[w.next] ?? 0) + 1;
+  add(unit: OutcomeUnit, w: OutcomeWrite, deltas: Partial<Record<UnitState, number>>, now: number): void {
+    for (const state in deltas) this.deltas[state as UnitState] = (this.deltas[state as UnitState] ?? 0) + (deltas[state as UnitState] ?? 0);
+    if (w.pause_job && !this.pause) this.pause = w.pause_job;
     if (w.next === 'PENDING' && (w.available_at ?? 0) <= now) this.handedBack = true;
     // The claim that this fenced write belongs to reserved it (it came back with the claimed row).
     this.reserved += unit.reserved_usd ?? 0;
@@ -93,9 +104,6 @@ class OutcomeTally {
  * lease owner so that an attempt that lost its lease never overwrites a newer one.
  */
 export class UnitOutcomes {
-  /** fencedOutcome's SQL text by the outcome's shape. */
-  private readonly outcomeSql = new Map<string, string>();
-
   constructor(
     private readonly core: Transactions,
     private readonly jobs: JobStore,
@@ -120,15 +128,25 @@ export class UnitOutcomes {
     const written: boolean[] = [];
     const tallies = new Map<number, OutcomeTally>();
     const events: NewEvent[] = [];
+    /** A job's state for its pausing failures in this batch, with the pause they already asked for. */
+    const pausing = new Map<number, JobState>();
     // Every unit row first, without the job rows' locks, so that concurrent
     // outcomes of one job serialise only on the counters' update at the end.
-    for (const { unit, owner, write: w } of outcomes) {
-      const ok = await this.fencedOutcome(t, unit, owner, w, now);
-      written.push(ok);
-      if (!ok) continue;
+    // (A pausing failure, rare, reads its job's state first: the rule depends on it.)
+    for (const { unit, owner, write } of outcomes) {
+      let w = write;
+      if (w.pause_job) {
+        const status = pausing.get(unit.job_id) ?? (await this.core.lockJob(t, unit.job_id)).status;
+        const rule = onPausingFailure(status);
+        if (rule === 'fail_unit') w = { ...w, next: 'FAILED', spent: true, pause_job: undefined };
+        pausing.set(unit.job_id, rule === 'pause' ? 'PAUSED' : status);
+      }
+      const deltas = await this.fencedOutcome(t, unit, owner, w, now);
+      written.push(deltas !== null);
+      if (deltas === null) continue;
       let tally = tallies.get(unit.job_id);
       if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
-      tally.add(unit, w, now);
+      tally.add(unit, w, deltas, now);
       events.push({
         job_id: unit.job_id,
         type: 'unit',
@@ -146,7 +164,10 @@ export class UnitOutcomes {
       // A unit handed back for now (not after a backoff) can run elsewhere at once.
       if (tally.handedBack) await this.core.notifyWork(t, jobId);
       const job = await this.jobs.bump(t, jobId, tally.deltas, tally.extra());
-      if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.jobs.finishIfDone(t, jobId);
+      if (tally.pause && job.status === 'RUNNING') {
+        const patch = tally.pause.resume_at !== undefined ? { resume_at: tally.pause.resume_at } : {};
+        await this.jobs.moveJobIn(t, job, 'pause', tally.pause.reason, undefined, patch);
+      } else if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.jobs.finishIfDone(t, jobId);
     }
     return written;
   }
@@ -178,37 +199,25 @@ export class UnitOutcomes {
   }
 
   /**
-   * The unit row of one outcome, fenced by attempt and lease owner; false if fenced out.
-   * This runs once per unit on the executor's hot path, where building the query with
-   * Kysely cost more than running it: the SQL text is built once per shape (the set of
-   * fields an outcome carries, a handful in all) and only the values change.
+   * The unit row of one outcome, fenced by attempt and lease owner: the move
+   * (succeed, fail or release) through applyUnitMove. Its deltas, or null if the
+   * attempt was fenced out.
    */
-  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: string, w: OutcomeWrite, now: number): Promise<boolean> {
-    const { next, spent, available_at } = w;
-    const columns: (keyof OutcomeWrite)[] = [];
-    for (const c in w) if (c !== 'next' && c !== 'spent' && c !== 'available_at' && w[c as keyof OutcomeWrite] !== undefined) columns.push(c as keyof OutcomeWrite);
-    const shape = columns.join(',');
-    let text = this.outcomeSql.get(shape);
-    if (text === undefined) {
-      for (const c of columns) if (!OUTCOME_COLUMNS.has(c)) throw new AbpError('store_error', `an outcome cannot set the column ${JSON.stringify(c)}`);
-      let n = 0;
-      const p = (): string => (this.core.pg ? `$${++n}` : '?');
-      const set = [
-        `"status" = ${p()}`,
-        `"failures" = "failures" + ${p()}`,
-        `"available_at" = ${p()}`,
-        `"finished_at" = ${p()}`,
-        '"lease_owner" = null',
-        '"lease_expires_at" = null',
-        '"worker_pid" = null',
-        '"reserved_usd" = 0',
-        ...columns.map((c) => `"${c}" = ${p()}`),
-      ];
-      text = `update "work_units" set ${set.join(', ')} where "id" = ${p()} and "attempt" = ${p()} and "status" = 'RUNNING' and "lease_owner" = ${p()}`;
-      this.outcomeSql.set(shape, text);
+  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: string, w: OutcomeWrite, now: number): Promise<Partial<Record<UnitState, number>> | null> {
+    const set: UnitMoveSet = {
+      failures: unit.failures + (w.spent ? 1 : 0),
+      available_at: w.available_at ?? 0,
+      finished_at: w.next === 'PENDING' ? null : now,
+      lease_owner: null,
+      lease_expires_at: null,
+      worker_pid: null,
+      reserved_usd: 0,
+    };
+    for (const c of OUTCOME_COLUMNS) {
+      const v = w[c as keyof OutcomeWrite];
+      if (v !== undefined) (set as Record<string, unknown>)[c] = v;
     }
-    const values = [next, spent ? 1 : 0, available_at ?? 0, next === 'PENDING' ? null : now, ...columns.map((c) => w[c]), unit.id, unit.attempt, owner];
-    const result = await t.executeQuery(CompiledQuery.raw(text, values));
-    return Number(result.numAffectedRows ?? 0) > 0;
+    const { moved, deltas } = await applyUnitMove(t, OUTCOME_MOVE[w.next], { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt, leaseOwner: owner }, set);
+    return moved > 0 ? deltas : null;
   }
 }

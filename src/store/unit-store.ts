@@ -1,9 +1,11 @@
 import { sql } from 'kysely';
 import type { UnitState } from '../domain/states.js';
 import type { EventStore } from './event-store.js';
-import { budgetRoom, type JobStore, type Page } from './job-store.js';
+import { budgetPauses, budgetRoom } from '../domain/job-rules.js';
+import type { JobStore, Page } from './job-store.js';
 import type { JobRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
+import { applyUnitMove } from './unit-moves.js';
 
 /** A running unit, as a literal: the partial index work_units_running is used only then (migration 007). */
 const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
@@ -53,13 +55,12 @@ export class UnitStore {
       const job = await this.core.lockJob(t, jobId);
       if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
       const { take, expected, exhausted } = budgetRoom(job, Math.min(want, job.max_workers - job.running));
-      if (exhausted && job.status === 'RUNNING' && job.pending > 0) {
+      if (budgetPauses(job, exhausted)) {
         // Spent plus reserved would pass the cap: stop claiming and say why.
         await this.jobs.moveJobIn(t, job, 'pause', exhausted);
         return { job: await this.jobs.requireJob(jobId, t), units: [] };
       }
-      const room = take;
-      if (room <= 0) return { job, units: [] };
+      if (take <= 0) return { job, units: [] };
       const now = Date.now();
       let candidates = t
         .selectFrom('work_units')
@@ -68,25 +69,26 @@ export class UnitStore {
         .where('status', '=', 'PENDING')
         .where('available_at', '<=', now);
       if (job.status === 'TESTING') candidates = candidates.where('id', '=', job.test_unit_id ?? -1);
-      const units = await t
-        .updateTable('work_units')
-        .set({
-          status: 'RUNNING',
-          attempt: sql`attempt + 1`,
+      // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
+      const among = this.core.pg ? candidates.orderBy('id').limit(take).forUpdate().skipLocked() : candidates.orderBy('id').limit(take);
+      const { rows: units, deltas } = await applyUnitMove(
+        t,
+        'claim',
+        { jobId, among },
+        {
+          attempt: sql<number>`attempt + 1`,
           lease_owner: owner,
           lease_expires_at: now + leaseMs,
           started_at: now,
           worker_pid: null,
           reserved_usd: expected,
-        })
-        // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
-        .where('id', 'in', this.core.pg ? candidates.orderBy('id').limit(room).forUpdate().skipLocked() : candidates.orderBy('id').limit(room))
-        // Not returningAll: a row's every column, made into an object, cost a third of a claim.
-        .returning(CLAIMED_COLUMNS)
-        .execute();
+        },
+        // Not every column: a row's every column, made into an object, cost a third of a claim.
+        CLAIMED_COLUMNS,
+      );
       if (units.length > 0) {
         const reserve = expected > 0 ? { reserved_usd: sql`reserved_usd + ${expected * units.length}` } : {};
-        await this.jobs.bump(t, jobId, { PENDING: -units.length, RUNNING: units.length }, reserve);
+        await this.jobs.bump(t, jobId, deltas, reserve);
       }
       return { job, units };
     });
@@ -141,10 +143,11 @@ export class UnitStore {
         jobs.set(job.id, job);
         const failures = unit.failures + 1;
         const next: UnitState = failures > job.max_retries ? 'FAILED' : 'PENDING';
-        const moved = await t
-          .updateTable('work_units')
-          .set({
-            status: next,
+        const { moved, deltas } = await applyUnitMove(
+          t,
+          next === 'FAILED' ? 'fail' : 'release',
+          { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt },
+          {
             failures,
             lease_owner: null,
             lease_expires_at: null,
@@ -153,21 +156,13 @@ export class UnitStore {
             error_kind: 'retryable',
             finished_at: next === 'FAILED' ? now : null,
             reserved_usd: 0,
-          })
-          .where('id', '=', unit.id)
-          .where('attempt', '=', unit.attempt)
-          .where('status', '=', 'RUNNING')
-          .executeTakeFirst();
+          },
+        );
         // Another executor reclaimed it, or its outcome landed, since the read above.
-        if (Number(moved.numUpdatedRows) === 0) continue;
+        if (moved === 0) continue;
         reclaimed.push(unit);
         if (next === 'PENDING') await this.core.notifyWork(t, unit.job_id);
-        await this.jobs.bump(
-          t,
-          unit.job_id,
-          { RUNNING: -1, [next]: 1 },
-          unit.reserved_usd ? { reserved_usd: sql`reserved_usd - ${unit.reserved_usd}` } : {},
-        );
+        await this.jobs.bump(t, unit.job_id, deltas, unit.reserved_usd ? { reserved_usd: sql`reserved_usd - ${unit.reserved_usd}` } : {});
         await this.events.write(t, unit.job_id, 'unit', { unit_id: unit.id, attempt: unit.attempt, status: next, error: 'lease expired' });
       }
       for (const jobId of jobs.keys()) await this.jobs.finishIfDone(t, jobId);

@@ -53,6 +53,11 @@ export interface PlanResult {
  */
 export class SyncJobs implements JobType {
   readonly type = 'sync';
+
+  /** A spec with a `sync` section. */
+  accepts(input: unknown): boolean {
+    return isSyncSpec(input);
+  }
   readonly store: SyncStore;
 
   constructor(private readonly repo: Repository) {
@@ -120,7 +125,8 @@ export class SyncJobs implements JobType {
   }
 
   /** A dry run (mode=plan, preview): the plan, and not one row written. */
-  async preview(spec: JobSpec, signal: AbortSignal = new AbortController().signal) {
+  async preview(spec: JobSpec, options: { signal: AbortSignal }) {
+    const { signal } = options;
     const pair = spec.sync as SyncPair;
     const result = await this.plan(pair, signal, Date.now(), false);
     const writes = result.plan.stage.filter((s) => s.op !== null);
@@ -139,7 +145,7 @@ export class SyncJobs implements JobType {
   }
 
   /** Plans and stores the job: one unit per chunk of writes, and the staged state changes. */
-  async createJob(spec: JobSpec, signal: AbortSignal = new AbortController().signal) {
+  async create(spec: JobSpec, signal: AbortSignal) {
     const pair = spec.sync as SyncPair;
     const pairId = pairIdOf(pair);
     await this.settleOpenRuns(pairId, true);

@@ -6,7 +6,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enumerators } from '../../enumerators/index.js';
 import { resolveConfig } from '../../src/config.js';
 import { AbpError } from '../../src/domain/errors.js';
-import { BATCH_JOB_TYPE } from '../../src/contracts/job-type.js';
 import { assertJobMove, canMoveJob, JOB_MOVES, JOB_STATES, UNIT_MOVES, type JobMove, type JobState, type UnitMove, type UnitState } from '../../src/domain/states.js';
 import type { Launcher } from '../../src/executor/launcher.js';
 import { Orchestrator } from '../../src/orchestrator/orchestrator.js';
@@ -213,7 +212,7 @@ const illegal = (move: string) => ({ code: 'illegal_transition', move: new RegEx
 const start = fc.constant(
   cmd('start', async (m, r) => {
     const ok = ['CREATED', 'TESTING', 'RUNNING'].includes(m.status);
-    await attempt(r, m, () => r.orchestrator.start(r.jobId), ok ? null : illegal('start'));
+    await attempt(r, m, () => r.orchestrator.startTest(r.jobId), ok ? null : illegal('start'));
     if (m.status === 'CREATED') {
       m.status = 'TESTING';
       m.test = 0;
@@ -231,7 +230,7 @@ function retestIfFailed(m: Model): void {
 const skipTest = fc.constant(
   cmd('start --skip-test', async (m, r) => {
     const ok = ['CREATED', 'TESTING', 'RUNNING'].includes(m.status);
-    await attempt(r, m, () => r.orchestrator.start(r.jobId, { skipTest: true }), ok ? null : illegal('start'));
+    await attempt(r, m, () => r.orchestrator.skipTest(r.jobId), ok ? null : illegal('start'));
     if (m.status === 'CREATED') m.status = 'RUNNING';
     else retestIfFailed(m);
   }),
@@ -243,7 +242,7 @@ const verdict = (move: 'approve' | 'reject') =>
     cmd(`start --${move}`, async (m, r) => {
       const test = m.test === null ? undefined : m.units[m.test];
       const refusal = m.status !== 'TESTING' ? illegal(move) : !DONE.includes(test!.status) ? { code: 'conflict', move: /./ } : null;
-      await attempt(r, m, () => r.orchestrator.start(r.jobId, { [move]: true }), refusal);
+      await attempt(r, m, () => r.orchestrator[move](r.jobId), refusal);
       if (refusal !== null) return;
       if (move === 'approve') {
         m.status = 'RUNNING';
@@ -344,6 +343,90 @@ const report = fc
     ),
   );
 
+/** An auth or quota failure: the job pauses in the outcome's transaction (domain/job-rules.ts onPausingFailure). */
+const reportPausing = fc.nat().map((pick) =>
+  cmd(
+    `executor reports auth_failed for claim #${pick}`,
+    async (m, r) => {
+      const [held] = r.held.splice(pick % r.held.length, 1) as [ClaimedUnit];
+      m.held = r.held.length;
+      const written = await r.repo.recordOutcome(held, OWNER, {
+        next: 'PENDING',
+        spent: false,
+        error: 'not logged in',
+        error_kind: 'auth_failed',
+        pause_job: { reason: 'auth_failed: not logged in' },
+      });
+      const u = m.units[r.unitIds.indexOf(held.id)]!;
+      const current = u.status === 'RUNNING' && u.attempt === held.attempt;
+      expect(written).toBe(current);
+      if (!current) return;
+      if (m.status === 'TESTING') {
+        u.status = 'FAILED';
+        u.failures++;
+      } else {
+        u.status = 'PENDING';
+        if (m.status === 'RUNNING') m.status = 'PAUSED';
+      }
+    },
+    (m) => m.held > 0,
+  ),
+);
+
+/** A person stops one unit (then failed, or back to pending): only a RUNNING one. */
+const stopUnit = fc.record({ pick: fc.nat(), then: fc.constantFrom('failed', 'pending') as fc.Arbitrary<'failed' | 'pending'> }).map(({ pick, then }) =>
+  cmd(`stop unit #${pick} then ${then}`, async (m, r) => {
+    const k = pick % m.units.length;
+    const u = m.units[k]!;
+    let err: unknown;
+    await r.orchestrator.stopUnit(r.unitIds[k]!, then).catch((e: unknown) => (err = e));
+    if (u.status !== 'RUNNING') {
+      expect(err).toBeInstanceOf(AbpError);
+      expect((err as AbpError).code).toBe('illegal_transition');
+      expect((err as AbpError).message).toContain(`unit ${r.unitIds[k]} of job ${r.jobId} is ${u.status}`);
+      return;
+    }
+    expect(err).toBeUndefined();
+    u.status = then === 'failed' ? 'FAILED' : 'PENDING';
+    finishIfDone(m);
+  }),
+);
+
+/** A person runs one finished unit again (retry_unit): the refusals, the synthesis dropped, a finished job running again. */
+const retryUnit = fc.nat().map((pick) =>
+  cmd(`retry unit #${pick}`, async (m, r) => {
+    const k = pick % m.units.length;
+    const u = m.units[k]!;
+    const isSynthesis = k === m.synthesisUnit;
+    const synthesisLive = m.synthesisUnit !== null && !isSynthesis && !DONE.includes(m.units[m.synthesisUnit]!.status);
+    const refused =
+      u.status === 'PENDING' ||
+      u.status === 'RUNNING' ||
+      m.status === 'CANCELLED' ||
+      m.status === 'CREATED' ||
+      (m.status === 'TESTING' && k !== m.test) ||
+      synthesisLive;
+    let err: unknown;
+    await r.orchestrator.retryUnit(r.unitIds[k]!).catch((e: unknown) => (err = e));
+    if (refused) {
+      expect(err).toBeInstanceOf(AbpError);
+      expect((err as AbpError).code).toBe('illegal_transition');
+      expect((err as AbpError).message).toContain(`unit ${r.unitIds[k]} of job ${r.jobId}`);
+      return;
+    }
+    expect(err).toBeUndefined();
+    if (m.synthesisUnit !== null && !isSynthesis) {
+      // The old synthesis would gather the old output: it goes, and a fresh one comes when the units are done.
+      m.units.splice(m.synthesisUnit, 1);
+      r.unitIds.splice(m.synthesisUnit, 1);
+      m.synthesisUnit = null;
+    }
+    u.status = 'PENDING';
+    u.failures = 0;
+    if (m.status === 'COMPLETED' || m.status === 'FAILED') m.status = 'RUNNING';
+  }),
+);
+
 const expire = fc.constant(
   cmd('leases expire', async (m, r) => {
     const reclaimed = await r.repo.reclaimExpired(Date.now() + 10 * LEASE_MS);
@@ -383,6 +466,9 @@ const command = fc.oneof(
   { weight: 2, arbitrary: retry },
   { weight: 5, arbitrary: claim },
   { weight: 6, arbitrary: report },
+  { weight: 1, arbitrary: reportPausing },
+  { weight: 1, arbitrary: stopUnit },
+  { weight: 2, arbitrary: retryUnit },
   { weight: 1, arbitrary: expire },
   { weight: 2, arbitrary: tick },
 );
@@ -422,7 +508,7 @@ describe(`Orchestrator and Repository (${TEST_BACKEND}) under random command seq
             synthesizer: new PromptSynthesizer(),
             // No executor is launched: the commands above play its part.
             launcher: { ensureExecutor: async () => ({ started: false }) } as unknown as Launcher,
-            jobTypes: [BATCH_JOB_TYPE],
+            jobTypes: [],
           });
           const created = await orchestrator.createJob({
             name: 'fuzz',

@@ -167,7 +167,7 @@ describe('budget', () => {
       max_cost_usd: 0.205, // 20.5 units at $0.01 each
     });
     const app = await createApp(resolveConfig(sb.env));
-    await app.orchestrator.start(id, { skipTest: true });
+    await app.orchestrator.skipTest(id);
     let peakReserved = 0;
     let s: any;
     try {
@@ -209,12 +209,12 @@ describe('estimates', () => {
     });
     const app = await createApp(resolveConfig(sb.env));
     try {
-      const tested = await app.orchestrator.start(id, { waitSeconds: 30 });
+      const tested = await app.orchestrator.startTest(id, { waitSeconds: 30 });
       expect(tested.test_unit?.status).toBe('SUCCEEDED');
       const estimate = tested.job.estimate;
       expect(estimate).toMatchObject({ basis: 'test_unit' });
       const started = Date.now();
-      await app.orchestrator.start(id, { approve: true });
+      await app.orchestrator.approve(id);
       const done = await app.orchestrator.waitUntilSettled(id, 60_000);
       const actualSeconds = (Number(done.finished_at) - started) / 1000;
       expect(done.status).toBe('COMPLETED');

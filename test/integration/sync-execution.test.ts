@@ -38,7 +38,7 @@ describe('sync execution', () => {
     const pair = { source: { type: 'dir', path: bed.path('src') }, target: { type: 'dir', path: bed.path('dst') }, options: { apply_chunk_size: 10, chunk_pause_ms: 2000 } };
     const job = (await bed.app.orchestrator.createJob({ sync: pair, max_workers: 1 })) as any;
     expect(job.total).toBe(3);
-    await bed.app.orchestrator.start(job.job_id, { skipTest: true });
+    await bed.app.orchestrator.skipTest(job.job_id);
     while ((await bed.app.repo.requireJob(job.job_id)).succeeded < 1) await sleep(20);
     const cancelled = await bed.app.orchestrator.cancel(job.job_id);
     expect(cancelled.status).toBe('CANCELLED');

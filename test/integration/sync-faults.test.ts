@@ -54,7 +54,7 @@ describe('sync faults', () => {
     const pair = { source: { type: 'dir', path: bed.path('src') }, target: { type: 'dir', path: bed.path('dst') }, options: { apply_chunk_size: 2, chunk_pause_ms: 1500 } };
     const job = (await bed.app.orchestrator.createJob({ sync: pair, max_retries: 0, max_workers: 1 })) as any;
     expect(job.total).toBe(2);
-    await bed.app.orchestrator.start(job.job_id, { skipTest: true });
+    await bed.app.orchestrator.skipTest(job.job_id);
     // Unmounted after the first chunk, during the pause before the second.
     for (let i = 0; i < 200 && (await bed.app.repo.requireJob(job.job_id)).succeeded < 1; i++) await new Promise((r) => setTimeout(r, 20));
     renameSync(bed.path('dst'), bed.path('dst-away'));

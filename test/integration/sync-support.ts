@@ -83,7 +83,7 @@ export class SyncBed {
     const job = (await orchestrator.createJob({ sync, max_retries: 0, ...extra })) as any;
     let status = job.status as string;
     if (status === 'CREATED') {
-      const started = await orchestrator.start(job.job_id, { skipTest: true, waitSeconds: 30 });
+      const started = await orchestrator.skipTest(job.job_id, { waitSeconds: 30 });
       status = started.job.status;
     }
     await orchestrator.sync.commit(job.job_id);

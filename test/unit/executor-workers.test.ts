@@ -49,7 +49,7 @@ describe('output schema', () => {
 describe('quota and Retry-After in the retry policy', () => {
   it('pauses on quota_exhausted with the reset time, and holds the unit until then', () => {
     const d = decide({ status: 'failed', kind: 'quota_exhausted', error: 'usage limit reached', resets_at: Date.UTC(2030, 0, 1) }, 0, s, 0);
-    expect(d.pauseJob).toBe('quota_exhausted: usage limit reached (resets at 2030-01-01T00:00:00.000Z)');
+    expect(d.write.pause_job?.reason).toBe('quota_exhausted: usage limit reached (resets at 2030-01-01T00:00:00.000Z)');
     expect(d.write).toMatchObject({ next: 'PENDING', spent: false, available_at: Date.UTC(2030, 0, 1) });
   });
 

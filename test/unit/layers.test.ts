@@ -226,4 +226,31 @@ describe('the layers', () => {
     expect(checked.violations.filter((v) => v.startsWith('src/domain/x.ts'))).toEqual([]);
     expect(checked.stale).toEqual(['KNOWN src/cli/gone.ts → src/store/repository.ts no longer occurs: remove it from KNOWN']);
   });
+
+  it('a unit’s status is written in one place: store/unit-moves.ts (applyUnitMove), and its counters by its deltas', () => {
+    expect(statusWriters(Object.fromEntries(sourceFiles().map((f) => [f, readFileSync(join(ROOT, f), 'utf8')])))).toEqual(['src/store/unit-moves.ts']);
+    // The check itself sees a status written by hand, through Kysely or in SQL text.
+    expect(
+      statusWriters({
+        'src/store/a.ts': "await t.updateTable('work_units')\n  .set({ worker_pid: null, status: 'PENDING' })\n  .where('id', '=', 1)",
+        'src/store/b.ts': 'const text = `update "work_units" set "status" = ? where "id" = ?`;',
+        'src/store/c.ts': "await t.updateTable('work_units').set({ worker_pid: pid }).where('status', '=', 'RUNNING')",
+      }),
+    ).toEqual(['src/store/a.ts', 'src/store/b.ts']);
+  });
 });
+
+/** Files that set work_units.status: a Kysely update of work_units whose set names status, or SQL text that does. */
+function statusWriters(files: Record<string, string>): string[] {
+  const writers: string[] = [];
+  for (const [file, text] of Object.entries(files)) {
+    const kysely = [...text.matchAll(/updateTable\('work_units'\)/g)].some((m) => {
+      const rest = text.slice(m.index! + m[0].length);
+      const set = rest.slice(0, rest.search(/\.where\(|\.execute|;/));
+      return /\bstatus\b/.test(set);
+    });
+    const raw = /update\s+"?work_units"?\s+set\s[^;`]*"?status"?\s*=/i.test(text);
+    if (kysely || raw) writers.push(file);
+  }
+  return writers.sort();
+}

@@ -27,7 +27,7 @@ describe('retry policy', () => {
   it('pauses the job on auth or quota failures instead of burning units', () => {
     const d = decide({ status: 'failed', kind: 'auth_failed', error: 'not logged in' }, 0, s);
     expect(d.write).toMatchObject({ next: 'PENDING', spent: false });
-    expect(d.pauseJob).toBe('auth_failed: not logged in');
+    expect(d.write.pause_job?.reason).toBe('auth_failed: not logged in');
   });
 
   it('gives a unit stopped by shutdown back unspent', () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { csvRow, flatten } from '../../src/wire/exports.js';
-import { budgetRoom } from '../../src/store/repository.js';
+import { budgetRoom } from '../../src/domain/job-rules.js';
 import type { JobRow } from '../../src/store/schema.js';
 
 const job = (over: Partial<JobRow>): JobRow => ({ id: 1, max_cost_usd: 1, cost_usd: 0, reserved_usd: 0, costed_units: 0, running: 0, ...over }) as JobRow;

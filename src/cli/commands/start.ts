@@ -19,13 +19,9 @@ export const start: Command = {
     if (v['skip-test'] && (v.approve || v.reject)) throw usage('--skip-test cannot be combined with --approve or --reject');
     const waitSeconds = intFlag(ctx, 'wait-seconds', 0) ?? (v.wait ? 365 * 24 * 3600 : 0);
     const app = await ctx.app();
-    const result = await app.orchestrator.start(id, {
-      approve: Boolean(v.approve),
-      reject: Boolean(v.reject),
-      skipTest: Boolean(v['skip-test']),
-      waitSeconds,
-      approvedBy: 'person (cli)',
-    });
+    const o = app.orchestrator;
+    const how = { waitSeconds, approvedBy: 'person (cli)' };
+    const result = v.reject ? await o.reject(id) : v.approve ? await o.approve(id, how) : v['skip-test'] ? await o.skipTest(id, how) : await o.startTest(id, how);
     const lines = [statusLine(result.job)];
     if (result.executor?.started) lines.push(`started an executor (pid ${result.executor.pid}, log ${result.executor.log})`);
     // Which live executor lacked which variable the job needs, and what was done about it.

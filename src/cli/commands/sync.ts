@@ -201,7 +201,7 @@ export const sync: Command = {
     let final: unknown = job;
     const wait = intFlag(ctx, 'wait', 0) ?? 600;
     if (job.status === 'CREATED' && (ctx.values.start || ctx.values['skip-test'])) {
-      const started = await orchestrator.start(job.job_id, { skipTest: Boolean(ctx.values['skip-test']), waitSeconds: wait, approvedBy: 'person (cli)' });
+      const started = await (ctx.values['skip-test'] ? orchestrator.skipTest : orchestrator.startTest).call(orchestrator, job.job_id, { waitSeconds: wait, approvedBy: 'person (cli)' });
       // The job type's end (saving the pair's state) runs in the executors' passes; running the same
       // idempotent hook here makes this answer final without waiting for one. A job still going is left alone.
       await orchestrator.jobEnded(job.job_id);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { JobSpec } from '../../domain/job-spec.js';
 import { JobDetailWire, JobStatusWire, UnitDetailWire } from '../../wire/schemas.js';
-import type { StartResult } from '../../orchestrator/orchestrator.js';
+import type { StartResult } from '../../orchestrator/job-start.js';
 import { AbpError } from '../../domain/errors.js';
 import type { NextStep } from '../../domain/next-step.js';
 import { isTerminalUnit } from '../../domain/states.js';
@@ -126,7 +126,7 @@ export const startJob = defineTool({
     const [approve, reject, skipTest] = [truthy(args.approve), truthy(args.reject), truthy(args.skip_test)];
     if (Number(approve) + Number(reject) + Number(skipTest) > 1) throw new AbpError('invalid_input', 'approve, reject and skip_test: choose one');
 
-    if (reject) return answer(await orchestrator.start(id, { reject: true }), 'not_asked');
+    if (reject) return answer(await orchestrator.reject(id), 'not_asked');
 
     if (skipTest) {
       const current = await orchestrator.startState(id);
@@ -136,13 +136,13 @@ export const startJob = defineTool({
         if (asked === 'reject' || asked === 'wait' || asked === 'declined') return answer(current, asked === 'declined' ? 'declined_by_person' : 'not_asked');
         if (asked === 'approve') decision = 'approved_by_person';
       }
-      const started = await orchestrator.start(id, { skipTest: true, approvedBy: decision === 'approved_by_person' ? BY_PERSON : BY_ASSISTANT });
+      const started = await orchestrator.skipTest(id, { approvedBy: decision === 'approved_by_person' ? BY_PERSON : BY_ASSISTANT });
       return answer(await waitWithProgress(ctx, extra, id, wait, started), decision);
     }
 
     // A plain start (or a start on a job that is not waiting for approval) runs the test unit or makes sure an executor runs.
     let result = await orchestrator.startState(id);
-    if (!approve || result.job.status !== 'TESTING') result = await orchestrator.start(id, approve ? { approve: true } : {});
+    if (!approve || result.job.status !== 'TESTING') result = approve ? await orchestrator.approve(id) : await orchestrator.startTest(id);
     result = await waitWithProgress(ctx, extra, id, wait, result);
     const test = result.test_unit;
     if (result.job.status !== 'TESTING' || !test || !isTerminalUnit(test.status)) return answer(result, 'not_asked');
@@ -150,7 +150,7 @@ export const startJob = defineTool({
     // The test unit has finished: the decision belongs to the person. Ask them once, where the host can.
     const asked = (await alreadyAsked(ctx, result)) ? 'not_asked' : await askPerson(ctx, result, 'approve');
     if (asked === 'approve') return answer(await approveWithTest(ctx, id, BY_PERSON, result), 'approved_by_person');
-    if (asked === 'reject') return answer(await orchestrator.start(id, { reject: true }), 'rejected_by_person');
+    if (asked === 'reject') return answer(await orchestrator.reject(id), 'rejected_by_person');
     if (asked === 'declined' || asked === 'wait') return answer(result, 'declined_by_person');
     // No answer from the host (it cancelled the dialog, or has none): the assistant's approve=true stands, on the user's word.
     if (approve) return answer(await approveWithTest(ctx, id, BY_ASSISTANT, result), 'approved_by_assistant');
@@ -160,7 +160,7 @@ export const startJob = defineTool({
 
 /** Approves, and keeps the test unit in the answer: the assistant is told to show it whichever way it was approved. */
 async function approveWithTest(ctx: ToolContext, id: number, approvedBy: string, tested: StartResult): Promise<StartResult> {
-  const after = await ctx.app.orchestrator.start(id, { approve: true, approvedBy });
+  const after = await ctx.app.orchestrator.approve(id, { approvedBy });
   return { ...after, test_unit: tested.test_unit };
 }
 

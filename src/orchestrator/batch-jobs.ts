@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import type { JobType } from '../contracts/job-type.js';
 import { enumeratorInfo, type CodeApprovalRequest, type Enumerator, type Item } from '../contracts/enumerator.js';
 import { workerInfo, type Worker } from '../contracts/worker.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
@@ -8,8 +9,6 @@ import { redactUrlPasswords } from '../domain/redact.js';
 import { placeholdersOf } from '../domain/template.js';
 import { compileOutputSchema } from '../executor/output-schema.js';
 import { PENDING_APPROVAL, type UnitDraft } from '../store/repository.js';
-import type { SyncJobs } from '../sync/sync-jobs.js';
-import { isSyncSpec } from '../sync/sync-jobs.js';
 import { jobDetail, jobStatus } from '../wire/views.js';
 import type { OrchestratorDeps } from './orchestrator.js';
 import { SkipLog } from './skip-log.js';
@@ -19,28 +18,38 @@ import { doctor } from './worker-health.js';
 export const MAX_ITEM_BYTES = 1024 * 1024;
 
 /**
- * Creating jobs: a spec checked against the registries, its enumeration streamed
- * into one transaction (whole or not at all), dynamic code held until a person
- * approves its exact hash, and the dry run of all of it. The Orchestrator hands
- * its front ends these methods.
+ * The batch job type: a spec checked against the registries, its enumeration
+ * streamed into one transaction (whole or not at all), dynamic code held until
+ * a person approves its exact hash, the dry run of all of it, and the edits a
+ * job allows. It takes every spec no other job type accepts; its jobs need
+ * nothing when they end (their units' outcomes are their result).
  */
-export class JobCreation {
-  constructor(
-    private readonly deps: Pick<OrchestratorDeps, 'repo' | 'config' | 'enumerators' | 'workers' | 'synthesizer'>,
-    private readonly sync: () => SyncJobs,
-  ) {}
+export class BatchJobs implements JobType {
+  readonly type = 'batch';
+
+  constructor(private readonly deps: Pick<OrchestratorDeps, 'repo' | 'config' | 'enumerators' | 'workers' | 'synthesizer'>) {}
+
+  /** The default job type: any spec another type does not accept. */
+  accepts(): boolean {
+    return true;
+  }
 
   /**
-   * The one place a spec gets its defaults, for every front end (CLI, MCP, HTTP):
-   * the installation's (ABP_MAX_RETRIES) where the spec says nothing, then the schema's.
+   * The one place a spec gets its defaults, for every front end (CLI, MCP, HTTP)
+   * and every job type: the installation's (ABP_MAX_RETRIES) where the spec says
+   * nothing, then the schema's.
    */
-  private parseSpec(input: unknown): JobSpec {
+  parseSpec(input: unknown): JobSpec {
     return parseJobSpec(input, { max_retries: this.deps.config.defaultMaxRetries });
   }
 
   /** Validates a spec against the registries and returns it parsed, with every default filled in. */
-  validate(input: unknown): { spec: JobSpec; enumerator: Enumerator<any>; enumeratorConfig: unknown; worker: Worker<any>; workerConfig: unknown; template: string } {
-    const spec = this.parseSpec(input);
+  validate(input: unknown) {
+    return this.check(this.parseSpec(input));
+  }
+
+  /** A parsed spec against the registries: its enumerator, worker, their configs and the prompt template. */
+  private check(spec: JobSpec): { spec: JobSpec; enumerator: Enumerator<any>; enumeratorConfig: unknown; worker: Worker<any>; workerConfig: unknown; template: string } {
     const enumerator = this.deps.enumerators.get(spec.enumerator_type);
     const enumeratorConfig = parseWith(enumerator.configSchema, spec.enumerator_config, 'enumerator_config');
     const worker = this.deps.workers.get(spec.worker_type);
@@ -57,10 +66,8 @@ export class JobCreation {
    * makes a job pending approval instead: CREATED, no units, and `approval` says
    * which hash to approve (see approveCode).
    */
-  async createJob(input: unknown, signal: AbortSignal = new AbortController().signal) {
-    // A sync job's enumeration is its plan (health, snapshots, baselines, guardrails).
-    if (isSyncSpec(input)) return this.sync().createJob(this.parseSpec(input), signal);
-    const { spec, enumerator, enumeratorConfig, worker, workerConfig, template } = this.validate(input);
+  async create(parsed: JobSpec, signal: AbortSignal) {
+    const { spec, enumerator, enumeratorConfig, worker, workerConfig, template } = this.check(parsed);
     const row = { ...jobRow(spec, enumeratorConfig, workerConfig, template), agent_access: worker.access?.(workerConfig) ?? null };
     const request = enumerator.approvalFor?.(enumeratorConfig);
     if (request && !(await this.deps.repo.isCodeApproved(request.code_sha256))) {
@@ -128,9 +135,8 @@ export class JobCreation {
    * first items and the first unit's rendered prompt. Unapproved code is not run;
    * the answer carries the hash to approve instead.
    */
-  async preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}) {
-    if (isSyncSpec(input)) return this.sync().preview(this.parseSpec(input), options.signal);
-    const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.validate(input);
+  async preview(parsed: JobSpec, options: { sample?: number; signal: AbortSignal }) {
+    const { spec, enumerator, enumeratorConfig, workerConfig, template } = this.check(parsed);
     const sample = Math.max(0, options.sample ?? 5);
     const base = { name: spec.name, enumerator_type: spec.enumerator_type, worker_type: spec.worker_type };
     const request = enumerator.approvalFor?.(enumeratorConfig);
@@ -146,7 +152,7 @@ export class JobCreation {
     }
     const skipped = new SkipLog();
     const stream = enumerator.enumerate(enumeratorConfig, {
-      signal: options.signal ?? new AbortController().signal,
+      signal: options.signal,
       onSkip: skipped.add,
       ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
     });

@@ -40,6 +40,12 @@ const ONE_STORE = [
   'test/integration/stale-env.test.ts',
   'test/integration/mcp-dashboard.test.ts',
   'test/integration/config-env.test.ts',
+  // The MCP transports and stream resumption, the http-llm worker against its mock providers, and
+  // the test unit's single attempt (an executor rule): none reads the store beyond the calls above.
+  'test/integration/mcp-transports.test.ts',
+  'test/integration/mcp-resumable.test.ts',
+  'test/integration/workers-http-llm.test.ts',
+  'test/integration/test-unit-fails-fast.test.ts',
 ];
 
 export default defineConfig({
@@ -48,8 +54,11 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Integration tests spawn executors and subprocesses; two cores share them.
-    maxWorkers: 2,
+    // Three files at a time on two cores: an integration test spends most of its time waiting on
+    // the processes it spawned (units that sleep, leases that expire, servers that answer), so a
+    // third file fills the gaps. Every test makes the condition it needs happen rather than
+    // waiting a fixed time for it, so a busier machine only makes the suite slower.
+    maxWorkers: 3,
     reporters: ['default'],
     projects: [
       { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], env: { ABP_TEST_DB: 'sqlite' } } },

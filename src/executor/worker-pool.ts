@@ -163,6 +163,14 @@ export class WorkerPool {
     let prompt: string | null = null;
     let outcome: UnitOutcome;
     let timer: NodeJS.Timeout | undefined;
+    let ended = false;
+    // The timeout is decided after the event loop's next poll, not in the timer itself: when the
+    // loop was held up (a long synchronous write, a starved host), the timer and the unit's exit are
+    // both due at once, and timers run first. An exit already waiting is read first, and wins.
+    const timeUp = () =>
+      setImmediate(() => {
+        if (!ended) controller.abort('timeout');
+      });
     let started = false;
     try {
       const worker = this.deps.workers.get(job.worker_type);
@@ -179,7 +187,7 @@ export class WorkerPool {
       // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
       await this.coolDowns.wait(job.worker_type, controller.signal);
       // The timeout covers the work, not the cool-down.
-      timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
+      timer = setTimeout(timeUp, job.timeout_seconds * 1000);
       outcome = await worker.run(
         {
           unit_id: unit.id,
@@ -201,7 +209,7 @@ export class WorkerPool {
             if (!started) {
               started = true;
               clearTimeout(timer);
-              if (!controller.signal.aborted) timer = setTimeout(() => controller.abort('timeout'), job.timeout_seconds * 1000);
+              if (!controller.signal.aborted) timer = setTimeout(timeUp, job.timeout_seconds * 1000);
             }
             this.writes.pid(unit.id, unit.attempt, pid);
           },
@@ -220,6 +228,7 @@ export class WorkerPool {
         outcome = { status: 'failed', kind: 'retryable', error: `worker error: ${errorMessage(err)}` };
       }
     } finally {
+      ended = true;
       clearTimeout(timer);
     }
     if (outcome.status === 'failed' && outcome.kind === 'rate_limited') {

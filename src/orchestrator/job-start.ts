@@ -145,7 +145,9 @@ export class JobStart {
     for (;;) {
       const job = await this.deps.repo.requireJob(id);
       onTick?.(job);
-      if (await this.settled(job)) return job;
+      // A finished test unit's outcome and the job's counters are written in one transaction; the
+      // job read before the unit may predate it, so read it again (its estimate needs the counters).
+      if (await this.settled(job)) return job.status === 'TESTING' ? this.deps.repo.requireJob(id) : job;
       if (Date.now() >= deadline) return job;
       if (Date.now() - lastLook >= this.deps.config.heartbeatMs) {
         lastLook = Date.now();

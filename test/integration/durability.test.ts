@@ -129,7 +129,7 @@ describe('SIGKILL at any moment', () => {
     await countersHold();
   });
 
-  it('abp create killed mid-enumeration of a large CSV leaves no partial job, and the database stays usable', async () => {
+  it('abp create killed mid-enumeration of a large CSV leaves no partial job, and the database stays usable', { timeout: 180_000 }, async () => {
     const rows = 60_000;
     const big = csv('big.csv', rows);
     const create = () =>

@@ -132,7 +132,8 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     const victims = fleet.slice(0, 2);
     for (const v of victims) killGroup(v, 'SIGKILL');
     const killed = await Promise.all(victims);
-    expect(killed.map((k) => k.signal)).toEqual(['SIGKILL', 'SIGKILL']);
+    // An executor that ended before the kill says why in its exit code and log.
+    expect(killed.map((k) => k.signal), killed.map((k) => `exit ${k.exitCode}: ${String(k.stderr).slice(-1500)}`).join('\n')).toEqual(['SIGKILL', 'SIGKILL']);
 
     const done = await s.waitFor(id, (st) => st.status === 'COMPLETED' || st.status === 'FAILED', 400_000);
     const elapsed = Date.now() - started;

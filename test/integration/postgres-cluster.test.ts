@@ -115,7 +115,9 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     const CAP = 24;
     const s = (sb = new Sandbox({ ABP_SKIP_TEST: '1', ABP_LEASE_SECONDS: '2', ABP_MAX_WORKERS: '10', ABP_EXECUTOR_IDLE_SECONDS: '5', ABP_POLL_MS: '100' }));
     const id = await createFunctionJob(s, UNITS, CAP, 20);
-    const fleet = [1, 2, 3, 4].map(() => startExecutor(s));
+    // No idle exit: on a loaded host the first to register could idle out before the job starts
+    // (ABP_EXECUTOR_IDLE_SECONDS is 5 here). The survivors are stopped with SIGTERM at the end.
+    const fleet = [1, 2, 3, 4].map(() => startExecutor(s, { ABP_EXECUTOR_IDLE_SECONDS: '0' }));
     // Every executor has registered before the job starts, so all four compete for it.
     const deadline = Date.now() + 60_000;
     while ((await s.query('select id from executors')).length < 4) {
@@ -138,6 +140,7 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     const done = await s.waitFor(id, (st) => st.status === 'COMPLETED' || st.status === 'FAILED', 400_000);
     const elapsed = Date.now() - started;
     const peaks = await sampler.stop();
+    for (const e of fleet.slice(2)) e.kill('SIGTERM');
     const survivors = await Promise.all(fleet.slice(2));
 
     expect(done.status).toBe('COMPLETED');

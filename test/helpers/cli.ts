@@ -160,7 +160,9 @@ export class Sandbox {
       // no database was created
     }
     if (this.pgDatabase) await dropTestDatabase(this.pgDatabase).catch(() => undefined);
-    rmSync(this.home, { recursive: true, force: true });
+    // A process the test started may still be writing its last lines (a killed executor's unit, a
+    // log) while the folder goes: rmSync tries again on ENOTEMPTY rather than fail the test.
+    rmSync(this.home, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 }
 

@@ -14,8 +14,25 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 import { PACKAGE_ROOT } from '../package-root.js';
+
+/**
+ * zod exports its error-message translations as one namespace (`z.locales`), so
+ * bundling `z` brings all ~60 of them (~300 KB of source every command that
+ * validates would parse). abp keeps zod's default English messages (zod's
+ * schemas load `en` directly) and never switches locale: the namespace
+ * resolves to an empty module.
+ */
+const zodWithoutLocales: Plugin = {
+  name: 'zod-without-locales',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(args.importer) ? { path: 'zod-locales', namespace: 'abp-empty' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'abp-empty' }, () => ({ contents: 'export {};', loader: 'js' }));
+  },
+};
 
 const outdir = join(PACKAGE_ROOT, 'dist', 'cli');
 rmSync(outdir, { recursive: true, force: true });
@@ -36,6 +53,9 @@ await build({
   banner: {
     js: "import { createRequire as __abpCreateRequire } from 'node:module'; let __abpRequire; const require = (id) => (__abpRequire ??= __abpCreateRequire(import.meta.url))(id);",
   },
+  plugins: [zodWithoutLocales],
   logLevel: 'warning',
   legalComments: 'none',
+  minifyWhitespace: true,
+  minifySyntax: true,
 });

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
 import { openStore } from '../../src/app.js';
-import { openQuickReader } from '../../src/store/quick-read.js';
+import { openQuickReader, type JobReader } from '../../src/store/quick-read.js';
 import { resolveConfig } from '../../src/config.js';
 import { jobStatus } from '../../src/wire/views.js';
 import { createTestDatabaseSync, dropTestDatabase, queryPostgres, TEST_BACKEND } from './postgres.js';
@@ -32,6 +32,8 @@ export class Sandbox {
   readonly backend = TEST_BACKEND;
   /** The PostgreSQL database this sandbox created, dropped by cleanup. */
   private readonly pgDatabase: string | undefined;
+  /** The store statusHere reads through, opened on its first call and closed by cleanup. */
+  private reader: Promise<JobReader> | undefined;
 
   constructor(env: Record<string, string> = {}) {
     this.home = mkdtempSync(join(tmpdir(), 'abp-test-'));
@@ -89,15 +91,22 @@ export class Sandbox {
   /**
    * The job as `abp status JOB --json` prints it (the same reader and view), read
    * in this process. Waiting polls ten times a second, and a CLI process per poll
-   * cost the suite more CPU than the work it waited on.
+   * cost the suite more CPU than the work it waited on; the reader stays open
+   * between polls (opening the whole store on PostgreSQL each time cost as much).
    */
   async statusHere(job: number): Promise<any> {
-    const config = resolveConfig(this.env);
-    const reader = openQuickReader(config.db, config.busyTimeoutMs) ?? (await openStore(config));
+    this.reader ??= (async () => {
+      const config = resolveConfig(this.env);
+      return openQuickReader(config.db, config.busyTimeoutMs) ?? (await openStore(config));
+    })();
+    const reader = this.reader;
     try {
-      return JSON.parse(JSON.stringify(jobStatus(await reader.requireJob(job))));
-    } finally {
-      await reader.close();
+      return JSON.parse(JSON.stringify(jobStatus(await (await reader).requireJob(job))));
+    } catch (err) {
+      // A reader that failed to open is not kept: the next poll opens again.
+      if (this.reader === reader) this.reader = undefined;
+      await (await reader.catch(() => undefined))?.close().catch(() => undefined);
+      throw err;
     }
   }
 
@@ -147,6 +156,9 @@ export class Sandbox {
   }
 
   async cleanup(): Promise<void> {
+    const reader = this.reader;
+    this.reader = undefined;
+    await (await reader?.catch(() => undefined))?.close().catch(() => undefined);
     try {
       const pids = (await this.query<{ pid: number }>('select pid from executors')).map((r) => r.pid);
       for (const pid of pids) {

@@ -203,6 +203,7 @@ export function createTestDatabaseSync(adminUrl = testPostgresUrl()): string {
 export async function dropTestDatabase(url: string, adminUrl = testPostgresUrl()): Promise<void> {
   const name = new URL(url).pathname.slice(1);
   if (!/^abp_test_\w+$/.test(name)) throw new Error(`refusing to drop ${name}: not a test database`);
+  await closePostgresPool(url);
   await pgExec(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
 }
 
@@ -214,17 +215,36 @@ const numberTypes = {
   },
 } as pg.CustomTypesConfig;
 
+/*
+ * One small pool per database URL for the tests' own reads: tests poll (counts,
+ * executors, leases) many times a second, and a connection per query made
+ * PostgreSQL fork a backend for each. dropTestDatabase ends the pool first.
+ */
+const pools = new Map<string, pg.Pool>();
+
+function poolFor(url: string): pg.Pool {
+  let pool = pools.get(url);
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: url, types: numberTypes, max: 2, idleTimeoutMillis: 2_000, allowExitOnIdle: true });
+    // An idle connection cut by the server (a dropped database) is not a test's failure.
+    pool.on('error', () => undefined);
+    pools.set(url, pool);
+  }
+  return pool;
+}
+
+/** Ends the pool queryPostgres keeps for a database, if any. */
+export async function closePostgresPool(url: string): Promise<void> {
+  const pool = pools.get(url);
+  pools.delete(url);
+  await pool?.end();
+}
+
 /** One query with `?` placeholders (SQLite style, as tests write them) against a database URL. */
 export async function queryPostgres<T>(url: string, text: string, params: unknown[] = []): Promise<T[]> {
   let n = 0;
-  const client = new pg.Client({ connectionString: url, types: numberTypes });
-  await client.connect();
-  try {
-    const result = await client.query(text.replace(/\?/g, () => `$${++n}`), params);
-    return result.rows as T[];
-  } finally {
-    await client.end();
-  }
+  const result = await poolFor(url).query(text.replace(/\?/g, () => `$${++n}`), params);
+  return result.rows as T[];
 }
 
 /** A fresh, empty database on the test server; returns its URL. */

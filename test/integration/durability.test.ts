@@ -90,7 +90,8 @@ function csv(name: string, n: number): string {
 
 describe('SIGKILL at any moment', () => {
   it('an executor killed repeatedly mid-write leaves an intact database with exact counters, and a restart finishes the job', { timeout: 180_000 }, async () => {
-    const n = 600;
+    // Enough units that the kills, each after fresh progress, land while the job is still running.
+    const n = 300;
     const file = csv('items.csv', n);
     const job = await sb.ok([
       'create', '--name', 'durable', '--intent', 'survive kill -9', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
@@ -130,7 +131,7 @@ describe('SIGKILL at any moment', () => {
   });
 
   it('abp create killed mid-enumeration of a large CSV leaves no partial job, and the database stays usable', { timeout: 180_000 }, async () => {
-    const rows = 60_000;
+    const rows = 25_000;
     const big = csv('big.csv', rows);
     const create = () =>
       execa(process.execPath, [CLI, 'create', '--name', 'big', '--intent', 'many rows', '--enumerator', 'csv', '-e', `file_path=${big}`, '-e', 'id_column=id', '--worker', 'shell', '-w', 'command=true', '--json'], {

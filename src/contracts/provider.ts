@@ -29,7 +29,18 @@ export type WriteStatus = (typeof WRITE_STATUSES)[number];
 
 /** What happened to one key of a write. Outcomes are values: a write never throws for one bad item. */
 export type WriteOutcome =
-  | { key: string; status: 'confirmed'; /** The hash a snapshot will show for what was written. */ hash: string }
+  | {
+      key: string;
+      status: 'confirmed';
+      /** The hash a snapshot will show for what was written. */
+      hash: string;
+      /**
+       * The item was read back after the write, under its key and through the provider's own view
+       * (its filters, its format), so the next snapshot shows it with this hash. A confirmed add
+       * without it stays unobserved until a snapshot shows it (the phantom guard).
+       */
+      read_back?: boolean;
+    }
   | { key: string; status: 'skipped' | 'unresolved'; reason: string };
 
 export interface ProviderHealth {

@@ -30,8 +30,9 @@ type Prepared = { items: ProviderItem[]; stop?: undefined } | { stop: UnitOutcom
 /**
  * Applies one chunk of a sync plan: reads the items from the side they come
  * from, optionally passes each through a transform worker (the agentic part),
- * and writes them. Every key's outcome goes into the output; any unresolved key
- * fails the attempt, so the executor retries the chunk (writes are idempotent).
+ * and writes them. Every key's outcome goes into the output. A chunk that
+ * applied nothing fails the attempt, so the executor retries it (writes are
+ * idempotent); one that applied some writes succeeds with the rest unresolved.
  */
 export function createSyncApplyWorker(registry: () => Registry<Worker<any>>): Worker<SyncApplyConfig> {
   return {
@@ -164,10 +165,17 @@ function transformed(record: ProviderRecord, output: string, isDir: boolean): Pr
   }
 }
 
+/**
+ * A chunk that applied at least one write succeeds, and its unresolved keys stay in its report:
+ * the run ends COMPLETED with `unresolved N`, and the next run plans them again (quarantined after
+ * repeated failures). A chunk that applied nothing (every key refused, or the provider broke)
+ * fails, so the executor retries it and a run that could not apply it ends FAILED.
+ */
 function outcomeOf(report: ApplyReport, duration_ms: number): UnitOutcome {
   const output = JSON.stringify(report);
   const unresolved = report.outcomes.filter((o) => o.status === 'unresolved') as { key: string; reason: string }[];
-  if (unresolved.length === 0) return { status: 'succeeded', output, structured_output: report, duration_ms };
+  const applied = report.outcomes.some((o) => o.status === 'confirmed');
+  if (unresolved.length === 0 || applied) return { status: 'succeeded', output, structured_output: report, duration_ms };
   const first = unresolved[0];
   return {
     status: 'failed',

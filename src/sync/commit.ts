@@ -6,7 +6,7 @@ import { parseReport } from './apply-report.js';
 import { quarantineUntil } from './guardrails.js';
 import { otherSide, type Side } from './pair-state.js';
 
-type KeyOutcome = { status: 'confirmed'; hash: string } | { status: 'skipped' | 'unresolved'; reason: string };
+type KeyOutcome = { status: 'confirmed'; hash: string; read_back?: boolean } | { status: 'skipped' | 'unresolved'; reason: string };
 
 /**
  * When a sync job has ended (completed, failed or cancelled), its confirmed
@@ -69,7 +69,10 @@ export async function commitRun(repo: Repository, store: SyncStore, jobId: numbe
         else tally.updates++;
         const fromHash = hashOf(from);
         if (fromHash !== null) set(from, row.key, fromHash, true);
-        set(side, row.key, o?.status === 'confirmed' && o.hash ? o.hash : (fromHash ?? ''), row.op !== 'add');
+        // A write abp applied and read back is part of this side's baseline: a later absence is a deletion.
+        // An add confirmed without a read-back stays unobserved until a snapshot shows it (the phantom guard).
+        const readBack = o?.status === 'confirmed' && o.read_back === true && o.hash !== '';
+        set(side, row.key, o?.status === 'confirmed' && o.hash ? o.hash : (fromHash ?? ''), row.op !== 'add' || readBack);
         c.tombstoneDelete.push(row.key);
       }
       const prev = items.get(row.key);

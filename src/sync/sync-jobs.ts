@@ -66,8 +66,9 @@ export class SyncJobs implements JobType {
 
   /**
    * Health-checks both sides, snapshots them and plans against the pair's
-   * baselines. Writes nothing, except a `sync_skipped` event for a real run
-   * (`record`) that a side's health stops; a dry run writes nothing at all.
+   * baselines. Writes nothing, except for a real run (`record`): a `sync_skipped`
+   * event when a side's health stops it, `sync_failed` when a snapshot fails. A
+   * dry run writes nothing at all.
    */
   async plan(pair: SyncPair, signal: AbortSignal, now = Date.now(), record = true): Promise<PlanResult> {
     const pairId = pairIdOf(pair);
@@ -89,7 +90,7 @@ export class SyncJobs implements JobType {
       try {
         snapshots = await snapshotBoth(source, targetDown ? null : target, signal);
       } catch (err) {
-        await this.store.pairEvent('sync_failed', { pair: pairId, error: errorMessage(err) });
+        if (record) await this.store.pairEvent('sync_failed', { pair: pairId, error: errorMessage(err) });
         throw new AbpError('enumeration_failed', `sync pair ${pairId}: ${errorMessage(err)}; no writes, and the baseline is unchanged`, { cause: err });
       }
       const state = await this.loadState(pairId);

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -62,20 +62,40 @@ describe('sync jobs from every front end', () => {
     expect(done.job.status).toBe('COMPLETED');
   });
 
-  it('abp sync run exits 1 when its job ends FAILED, as abp start does; a dry run against a down side writes nothing', async () => {
-    const src = files('src', { 'a.txt': 'A' });
-    // The target has a folder where the file must go: the write fails every time.
+  it('abp sync run exits 0 when its job COMPLETED (unresolved items included) and 1 when it FAILED, as abp start does', async () => {
+    const src = files('src', { 'a.txt': 'A', 'b.txt': 'B' });
+    // The target has a folder where a.txt must go: that write fails every time; b.txt goes through.
     mkdirSync(sb.path('dst', 'a.txt'), { recursive: true });
-    const flags = ['--source', `dir:${src}`, '--target', `dir:${sb.path('dst')}`];
-    const failed = await sb.cli(['sync', 'run', ...flags, '--skip-test', '--wait', '60', '--json']);
-    expect(failed.json?.job?.status, failed.stdout + failed.stderr).toBe('FAILED');
+    const flags = ['--source', `dir:${src}`, '--target', `dir:${sb.path('dst')}`, '--skip-test', '--wait', '60'];
+    const partial = await sb.cli(['sync', 'run', ...flags, '--json']);
+    expect(partial.json?.job?.status, partial.stdout + partial.stderr).toBe('COMPLETED');
+    expect(partial.json.summary).toMatchObject({ adds: 1, unresolved: 1 });
+    expect(partial.exitCode).toBe(0);
+
+    // Only a.txt is left to write, and nothing of the run can be applied: FAILED.
+    const failed = await sb.cli(['sync', 'run', ...flags]);
+    expect(failed.stdout, failed.stderr).toMatch(/is FAILED: \+0 ~0 −0 unresolved 1 blocked 0/);
     expect(failed.exitCode).toBe(1);
 
-    const before = await sb.query<{ n: number }>('select count(*) n from events');
+    rmSync(sb.path('dst', 'a.txt'), { recursive: true });
+    const done = await sb.cli(['sync', 'run', ...flags]);
+    expect(done.stdout, done.stderr).toMatch(/is COMPLETED: \+1 ~0 −0 unresolved 0 blocked 0/);
+    expect(done.exitCode).toBe(0);
+  });
+
+  it('a dry run writes nothing, not even against a down source or a snapshot that fails', async () => {
+    files('dst', {});
+    const events = () => sb.query<{ n: number }>('select count(*) n from events');
+    await sb.ok(['migrate']);
+    const before = await events();
     const down = await sb.cli(['sync', 'plan', '--source', `dir:${sb.path('gone')}`, '--target', `dir:${sb.path('dst')}`, '--json']);
     expect(down.exitCode).not.toBe(0);
     expect(down.stderr + down.stdout).toMatch(/source .* is down/);
-    expect(await sb.query<{ n: number }>('select count(*) n from events')).toEqual(before);
+    writeFileSync(sb.path('broken.jsonl'), '{"id": "a"}\n{"id": "b", broken\n');
+    const broken = await sb.cli(['sync', 'plan', '--source', `jsonl:${sb.path('broken.jsonl')}`, '--target', `json:${sb.path('out.json')}`, '--json']);
+    expect(broken.exitCode).not.toBe(0);
+    expect(broken.stderr + broken.stdout).toMatch(/not valid JSON/);
+    expect(await events()).toEqual(before);
   });
 
   it('bad sync specs are refused with the field named', async () => {

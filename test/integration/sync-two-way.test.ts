@@ -1,4 +1,5 @@
-import { existsSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { numberedFiles, SyncBed } from './sync-support.js';
 
@@ -92,5 +93,115 @@ describe('two-way sync between two folders', () => {
       expect(bed.read(side)['f002.txt']).toBeUndefined();
     }
     expect((await bed.run(pairAB())).job.total).toBe(0);
+  });
+});
+
+type Rows = Record<string, string>;
+
+/** One kind of provider as a test sees it: make a side holding these items (id → v), and read its items back. */
+interface Kind {
+  name: string;
+  side(name: string, rows: Rows): Record<string, unknown>;
+  read(config: Record<string, unknown>): Rows;
+}
+
+const fromRecords = (records: { id: unknown; v: unknown }[]): Rows => Object.fromEntries(records.map((r) => [String(r.id), String(r.v)]));
+
+const KINDS: Kind[] = [
+  {
+    name: 'dir',
+    side: (name, rows) => ({ type: 'dir', path: bed.files(name, Object.fromEntries(Object.entries(rows).map(([k, v]) => [`${k}.txt`, v]))) }),
+    read: (c) => Object.fromEntries(Object.entries(bed.read(String(c.path).slice(bed.dir.length + 1))).map(([k, v]) => [k.replace(/\.txt$/, ''), v])),
+  },
+  {
+    name: 'jsonl',
+    side: (name, rows) => {
+      const path = bed.path(`${name}.jsonl`);
+      writeFileSync(path, Object.entries(rows).map(([id, v]) => `${JSON.stringify({ id, v })}\n`).join(''));
+      return { type: 'jsonl', path };
+    },
+    read: (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))),
+  },
+  {
+    name: 'json',
+    side: (name, rows) => {
+      const path = bed.path(`${name}.json`);
+      writeFileSync(path, JSON.stringify(Object.entries(rows).map(([id, v]) => ({ id, v }))));
+      return { type: 'json', path };
+    },
+    read: (c) => fromRecords(JSON.parse(readFileSync(String(c.path), 'utf8'))),
+  },
+  {
+    name: 'csv',
+    side: (name, rows) => {
+      const path = bed.path(`${name}.csv`);
+      writeFileSync(path, `id,v\n${Object.entries(rows).map(([id, v]) => `${id},${v}\n`).join('')}`);
+      return { type: 'csv', path };
+    },
+    read: (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').slice(1).filter(Boolean).map((l) => ({ id: l.split(',')[0], v: l.split(',')[1] }))),
+  },
+  {
+    name: 'sqlite',
+    side: (name, rows) => {
+      const path = bed.path(`${name}.db`);
+      const db = new Database(path);
+      db.exec('create table items (id text primary key, v text not null)');
+      for (const [id, v] of Object.entries(rows)) db.prepare('insert into items (id, v) values (?, ?)').run(id, v);
+      db.close();
+      return { type: 'sqlite', path, table: 'items' };
+    },
+    read: (c) => {
+      const db = new Database(String(c.path), { readonly: true });
+      try {
+        return fromRecords(db.prepare('select id, v from items').all() as { id: string; v: string }[]);
+      } finally {
+        db.close();
+      }
+    },
+  },
+];
+
+/** Removes one item from a side, the way a person would: the file or row goes. */
+function drop(kind: Kind, config: Record<string, unknown>, id: string): void {
+  if (kind.name === 'dir') return rmSync(`${String(config.path)}/${id}.txt`);
+  if (kind.name === 'sqlite') {
+    const db = new Database(String(config.path));
+    db.prepare('delete from items where id = ?').run(id);
+    return db.close();
+  }
+  const rows = kind.read(config);
+  delete rows[id];
+  kind.side(String(config.path).replace(/^.*\/|\.[a-z]+$/g, ''), rows);
+}
+
+// Every pairing two-way allows: dir with dir, and the record kinds with each other (each with itself, and across).
+const PAIRS: [Kind, Kind][] = [
+  [KINDS[0]!, KINDS[0]!],
+  ...KINDS.slice(1).map((k, i, all) => [k, all[(i + 1) % all.length]!] as [Kind, Kind]),
+  ...KINDS.slice(1).map((k) => [k, k] as [Kind, Kind]),
+];
+
+describe.each(PAIRS.map(([a, b]) => ({ a, b, title: `${a.name} ↔ ${b.name}` })))('two-way, $title: a deletion of an item the previous run copied', ({ a, b }) => {
+  it('propagates: the copy on A is part of A\'s baseline, so its absence is a deletion, not a phantom add', async () => {
+    const A = a.side('side-a', { a01: 'one' });
+    const B = b.side('side-b', { b01: 'from b', b02: 'two' });
+    // Two items would be removed on B if B held three: allow a third, not the default tenth.
+    const pair = { source: A, target: B, mode: 'two-way', options: { max_delete_ratio: 0.5 } };
+    const first = await bed.run(pair);
+    expect(first.status).toBe('COMPLETED');
+    expect(a.read(A)).toEqual({ a01: 'one', b01: 'from b', b02: 'two' });
+
+    drop(a, A, 'b01');
+    const second = await bed.run(pair);
+    expect(second.plan.writes).toEqual([{ op: 'remove', side: 'target', key: b.name === 'dir' ? 'b01.txt' : 'b01' }]);
+    expect(second.plan.blocked).toEqual([]);
+    expect(second.summary).toMatchObject({ adds: 0, removes: 1, blocked: 0 });
+    expect(a.read(A)).toEqual({ a01: 'one', b02: 'two' });
+    expect(b.read(B)).toEqual({ a01: 'one', b02: 'two' });
+
+    const quiet = await bed.run(pair);
+    expect(quiet.job.total).toBe(0);
+    expect(quiet.plan.counts).toMatchObject({ adds: 0, removes: 0, blocked: 0 });
+    expect(a.read(A)).toEqual({ a01: 'one', b02: 'two' });
   });
 });

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile, rename, rmdir } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { errorMessage } from '../../domain/errors.js';
@@ -40,6 +40,8 @@ export const dirProvider: ProviderFactory<Config> = {
   open(cfg): Provider {
     const root = resolve(cfg.path);
     const wanted = (name: string) => !cfg.extensions || cfg.extensions.some((e) => name.endsWith(e));
+    /** Whether a snapshot lists a file of this name. */
+    const shown = (name: string) => wanted(name) && !name.endsWith('.tmp');
     const write = async (items: readonly ProviderItem[]): Promise<WriteOutcome[]> => {
       const out: WriteOutcome[] = [];
       for (const item of items) {
@@ -54,7 +56,9 @@ export const dirProvider: ProviderFactory<Config> = {
           const tmp = `${file}.abp-${process.pid}.tmp`;
           await writeFile(tmp, bytes);
           await rename(tmp, file);
-          out.push({ key: item.key, status: 'confirmed', hash: hash('sha256', bytes) });
+          // Read back: the file as a snapshot reads it, and whether the snapshot's filters show it at all.
+          const stored = await readFile(file);
+          out.push({ key: item.key, status: 'confirmed', hash: hash('sha256', stored), read_back: shown(basename(file)) });
         } catch (err) {
           out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
         }
@@ -75,7 +79,7 @@ export const dirProvider: ProviderFactory<Config> = {
               signal.throwIfAborted();
               const full = join(dir, entry.name);
               if (entry.isDirectory()) await walk(full);
-              else if (entry.isFile() && wanted(entry.name) && !entry.name.endsWith('.tmp')) {
+              else if (entry.isFile() && shown(entry.name)) {
                 const [bytes, info] = await Promise.all([readFile(full), stat(full)]);
                 snapshot.set(relative(root, full).split(sep).join('/'), { hash: hash('sha256', bytes), updated_at: Math.floor(info.mtimeMs) });
               }

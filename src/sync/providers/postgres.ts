@@ -81,7 +81,7 @@ export const postgresProvider: ProviderFactory<Config> = {
                 cols.map((col) => bindable(data[col], false)),
               );
               const stored = (await readRows(c, k, [item.key])).get(item.key);
-              out.push(stored ? { key: item.key, status: 'confirmed', hash: recordHash(stored) } : { key: item.key, status: 'unresolved', reason: 'written, but not found under its key' });
+              out.push(stored ? { key: item.key, status: 'confirmed', hash: recordHash(stored), read_back: true } : { key: item.key, status: 'unresolved', reason: 'written, but not found under its key' });
             } catch (err) {
               out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
             }

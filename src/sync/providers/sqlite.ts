@@ -52,7 +52,7 @@ export const sqliteProvider: ProviderFactory<Config> = {
           const sql = `insert into ${table} (${cols.map(quoteIdent).join(', ')}) values (${cols.map(() => '?').join(', ')}) on conflict(${quoteIdent(k)}) do ${updates.length ? `update set ${updates.join(', ')}` : 'nothing'}`;
           conn().prepare(sql).run(...cols.map((c) => bindable(data[c], true)));
           const stored = readOne(item.key);
-          out.push(stored ? { key: item.key, status: 'confirmed', hash: recordHash(stored) } : { key: item.key, status: 'unresolved', reason: 'written, but not found under its key' });
+          out.push(stored ? { key: item.key, status: 'confirmed', hash: recordHash(stored), read_back: true } : { key: item.key, status: 'unresolved', reason: 'written, but not found under its key' });
         } catch (err) {
           out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
         }

@@ -53,29 +53,36 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
     format.parse(await readFile(path, 'utf8'), path, (key, record) => rows.push({ key, record }));
     return rows;
   };
-  const write = async (apply: (byKey: Map<string, ProviderRecord>) => WriteOutcome[], keys: readonly string[]): Promise<WriteOutcome[]> => {
+  const write = async (apply: (byKey: Map<string, ProviderRecord>) => WriteOutcome[]): Promise<{ outcomes: WriteOutcome[]; text: string }> => {
+    const rows = await load();
+    const byKey = new Map(rows.map((r) => [r.key, r.record]));
+    const outcomes = apply(byKey);
+    const text = format.serialise([...byKey.values()], path);
+    writeFileAtomic(path, text);
+    return { outcomes, text };
+  };
+  const put = async (items: readonly ProviderItem[]): Promise<WriteOutcome[]> => {
+    const keys = items.map((i) => i.key);
     try {
-      const rows = await load();
-      const byKey = new Map(rows.map((r) => [r.key, r.record]));
-      const outcomes = apply(byKey);
-      writeFileAtomic(path, format.serialise([...byKey.values()], path));
-      return outcomes;
+      const { text } = await write((byKey) => {
+        for (const item of items) byKey.set(item.key, item.data);
+        return [];
+      });
+      // Read back: the file's text as written, parsed as a snapshot parses it (CSV keeps only text,
+      // and a row gains the columns other rows have), so the hash is the one the next snapshot shows.
+      const wanted = new Set(keys);
+      const stored = new Map<string, string>();
+      format.parse(text, path, (key, record) => {
+        if (wanted.has(key)) stored.set(key, recordHash(record));
+      });
+      return keys.map((key) => {
+        const hash = stored.get(key);
+        return hash === undefined ? { key, status: 'unresolved' as const, reason: 'written, but not found under its key' } : { key, status: 'confirmed' as const, hash, read_back: true };
+      });
     } catch (err) {
       return allUnresolved(keys, err);
     }
   };
-  const put = (items: readonly ProviderItem[]) =>
-    write(
-      (byKey) =>
-        items.map((item) => {
-          byKey.set(item.key, item.data);
-          // The hash a snapshot will show: the record as this format stores it (CSV keeps only text).
-          let stored = item.data;
-          format.parse(format.serialise([item.data], path), path, (_key, record) => (stored = record));
-          return { key: item.key, status: 'confirmed' as const, hash: recordHash(stored) };
-        }),
-      items.map((i) => i.key),
-    );
   return {
     type,
     async health(): Promise<ProviderHealth> {
@@ -104,11 +111,14 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
     },
     add: put,
     update: put,
-    remove: (keys) =>
-      write(
-        (byKey) => keys.map((key) => (byKey.delete(key) ? { key, status: 'confirmed' as const, hash: '' } : { key, status: 'skipped' as const, reason: 'not present' })),
-        keys,
-      ),
+    async remove(keys) {
+      try {
+        const { outcomes } = await write((byKey) => keys.map((key) => (byKey.delete(key) ? { key, status: 'confirmed' as const, hash: '' } : { key, status: 'skipped' as const, reason: 'not present' })));
+        return outcomes;
+      } catch (err) {
+        return allUnresolved(keys, err);
+      }
+    },
     async close() {},
   };
 }

@@ -58,8 +58,14 @@ export interface Throttle {
   acquire(key: string, limits: ThrottleLimits, tokens: number, signal: AbortSignal): Promise<ThrottleTicket>;
 }
 
-/** How a failure should be handled: data, never parsed back out of a message. */
-export const FAILURE_KINDS = ['retryable', 'permanent', 'rate_limited', 'auth_failed', 'quota_exhausted', 'invalid_output'] as const;
+/**
+ * How a failure should be handled: data, never parsed back out of a message.
+ * `unresolved`: the destination answered and refused every item the unit
+ * carried; the items are recorded for a later run. It is retried like
+ * `retryable`, and a job whose only failed units are `unresolved` still ends
+ * COMPLETED when some unit succeeded (domain/job-rules.ts endOfWork).
+ */
+export const FAILURE_KINDS = ['retryable', 'permanent', 'rate_limited', 'auth_failed', 'quota_exhausted', 'invalid_output', 'unresolved'] as const;
 export type FailureKind = (typeof FAILURE_KINDS)[number];
 
 interface OutcomeCommon {

@@ -16,6 +16,7 @@ export interface JobFacts {
   total: number;
   pending: number;
   running: number;
+  succeeded: number;
   failed: number;
   max_cost_usd: number | null;
   cost_usd: number;
@@ -69,17 +70,40 @@ export type EndOfWork =
   /** The job ends by this move, with this reason; `result` is the synthesis unit's output. */
   | { kind: 'end'; move: Extract<JobMove, 'complete' | 'fail'>; reason: string | null; result?: string | null };
 
+/** The failure kind (contracts/worker.ts) of a unit whose destination refused every item it carried. */
+export const UNRESOLVED_FAILURE = 'unresolved';
+
+/** What endOfWork reads: the job's row, and one fact the store counts only when the rule needs it. */
+export type EndFacts = Pick<JobFacts, 'status' | 'pending' | 'running' | 'succeeded' | 'failed' | 'total' | 'post_processing_prompt' | 'allow_partial' | 'synthesis_unit_id'> & {
+  /**
+   * Failed units whose failure kind is not `unresolved` (an error_kind of null counts too). The
+   * store counts them when `countsHardFailures` says so; absent, every failed unit counts as hard.
+   */
+  failed_hard?: number;
+};
+
+/** Whether endOfWork will read `failed_hard`: a job without a synthesis that ran out of work with failed units. */
+export function countsHardFailures(job: Pick<JobFacts, 'status' | 'pending' | 'running' | 'failed' | 'post_processing_prompt'>): boolean {
+  return job.status === 'RUNNING' && job.pending === 0 && job.running === 0 && job.failed > 0 && job.post_processing_prompt === null;
+}
+
 /**
  * A RUNNING job with nothing pending or running ends COMPLETED, or FAILED if any
- * unit failed. A job with a post_processing_prompt first gets one synthesis unit
- * (when every unit succeeded, or with allow_partial); that unit's outcome
+ * unit failed. Units that failed only because the destination refused every
+ * item they carried (`unresolved`: the items are recorded for a later run) fail
+ * the job only when no unit succeeded, since then the run could apply nothing;
+ * otherwise the job completes with a reason naming them. Any other failed unit
+ * fails the job. A job with a post_processing_prompt first gets one synthesis
+ * unit (when every unit succeeded, or with allow_partial); that unit's outcome
  * decides the end. `synthesis` is the synthesis unit, when the job has one.
  */
-export function endOfWork(job: Pick<JobFacts, 'status' | 'pending' | 'running' | 'failed' | 'total' | 'post_processing_prompt' | 'allow_partial' | 'synthesis_unit_id'>, synthesis?: SynthesisFacts): EndOfWork {
+export function endOfWork(job: EndFacts, synthesis?: SynthesisFacts): EndOfWork {
   if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return { kind: 'not_yet' };
+  const unitsFailed: EndOfWork = { kind: 'end', move: 'fail', reason: `units_failed: ${job.failed} of ${job.total} units failed` };
   if (job.post_processing_prompt !== null) {
     if (job.synthesis_unit_id === null) {
       if (job.failed === 0 || job.allow_partial) return { kind: 'synthesis' };
+      return unitsFailed;
     } else if (synthesis) {
       if (synthesis.status === 'SUCCEEDED') {
         const partial = job.failed > 0 ? `partial: ${job.failed} of ${job.total - 1} units failed` : null;
@@ -88,8 +112,12 @@ export function endOfWork(job: Pick<JobFacts, 'status' | 'pending' | 'running' |
       return { kind: 'end', move: 'fail', reason: `synthesis_failed: ${synthesis.error ?? synthesis.status}` };
     }
   }
-  if (job.failed > 0) return { kind: 'end', move: 'fail', reason: `units_failed: ${job.failed} of ${job.total} units failed` };
-  return { kind: 'end', move: 'complete', reason: null };
+  if (job.failed === 0) return { kind: 'end', move: 'complete', reason: null };
+  const hard = job.failed_hard ?? job.failed;
+  if (hard === 0 && job.succeeded > 0) {
+    return { kind: 'end', move: 'complete', reason: `unresolved: ${job.failed} of ${job.total} units had every item refused` };
+  }
+  return unitsFailed;
 }
 
 /**

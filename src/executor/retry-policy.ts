@@ -93,6 +93,9 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
       switch (outcome.kind) {
         case 'retryable':
           return retryOrFail(outcome.error, 'retryable', outcome.output);
+        case 'unresolved':
+          // Retried like retryable; a unit that stays FAILED this way fails its job only if none succeeded (endOfWork).
+          return retryOrFail(outcome.error, 'unresolved', outcome.output);
         case 'invalid_output':
           // The next attempt sees this error (error_kind invalid_output) and feeds it back into the prompt.
           return retryOrFail(outcome.error, 'invalid_output', outcome.output);

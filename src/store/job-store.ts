@@ -5,7 +5,7 @@ import type { EventStore } from './event-store.js';
 import type { JobRow, NewJob } from './schema.js';
 import type { Db, Transactions } from './tx.js';
 import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
-import { endOfWork } from '../domain/job-rules.js';
+import { countsHardFailures, endOfWork, UNRESOLVED_FAILURE } from '../domain/job-rules.js';
 
 /** A job's unit counters, by column. */
 export type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>;
@@ -320,7 +320,9 @@ export class JobStore {
   /**
    * Asks the job rules (domain/job-rules.ts endOfWork) whether a job has run out
    * of work, and applies the answer: its synthesis unit, or its final move.
-   * Returns the job as it is after, or undefined when nothing changed.
+   * Counts the failed units whose kind is not `unresolved` only when the rules
+   * read it (countsHardFailures). Returns the job as it is after, or undefined
+   * when nothing changed.
    */
   async finishIfDone(t: Db, jobId: number): Promise<JobRow | undefined> {
     const job = await this.core.lockJob(t, jobId);
@@ -328,7 +330,7 @@ export class JobStore {
       job.synthesis_unit_id === null || job.status !== 'RUNNING'
         ? undefined
         : await t.selectFrom('work_units').select(['status', 'output', 'error']).where('id', '=', job.synthesis_unit_id).executeTakeFirst();
-    const end = endOfWork(job, synthesis);
+    const end = endOfWork(countsHardFailures(job) ? { ...job, failed_hard: await this.countHardFailures(t, jobId) } : job, synthesis);
     if (end.kind === 'not_yet') return undefined;
     if (end.kind === 'synthesis') {
       await this.addUnits(t, jobId, job.total, [{ item_id: '_synthesis', payload: '{}', kind: 'synthesis' }]);
@@ -341,5 +343,17 @@ export class JobStore {
     if (end.result !== undefined) await t.updateTable('jobs').set({ result: end.result }).where('id', '=', jobId).execute();
     await this.moveJobIn(t, job, end.move, end.reason);
     return this.requireJob(jobId, t);
+  }
+
+  /** The job's FAILED units whose failure kind is not `unresolved` (endOfWork's `failed_hard`). */
+  private async countHardFailures(t: Db, jobId: number): Promise<number> {
+    const row = await t
+      .selectFrom('work_units')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('job_id', '=', jobId)
+      .where('status', '=', 'FAILED')
+      .where((eb) => eb.or([eb('error_kind', 'is', null), eb('error_kind', '!=', UNRESOLVED_FAILURE)]))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
   }
 }

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import type { Provider, ProviderItem, ProviderRecord } from '../contracts/provider.js';
+import type { Provider, ProviderItem, ProviderRecord, WriteOutcome } from '../contracts/provider.js';
 import type { Registry } from '../contracts/registry.js';
 import type { RunContext, UnitInput, UnitOutcome, Worker, WorkerHealth } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
@@ -25,6 +25,9 @@ const WHOLE_UNIT: readonly string[] = ['rate_limited', 'auth_failed', 'quota_exh
 
 const RANK: Record<WorkerHealth['status'], number> = { ok: 0, degraded: 1, down: 2, auth_failed: 3 };
 
+/** Health statuses of a provider that is answering writes. */
+const ANSWERS: readonly WorkerHealth['status'][] = ['ok', 'degraded'];
+
 type Prepared = { items: ProviderItem[]; stop?: undefined } | { stop: UnitOutcome };
 
 /**
@@ -32,7 +35,9 @@ type Prepared = { items: ProviderItem[]; stop?: undefined } | { stop: UnitOutcom
  * from, optionally passes each through a transform worker (the agentic part),
  * and writes them. Every key's outcome goes into the output. A chunk that
  * applied nothing fails the attempt, so the executor retries it (writes are
- * idempotent); one that applied some writes succeeds with the rest unresolved.
+ * idempotent): with kind `unresolved` when the destination answered and refused
+ * its items, otherwise `retryable`. One that applied some writes succeeds with
+ * the rest unresolved.
  */
 export function createSyncApplyWorker(registry: () => Registry<Worker<any>>): Worker<SyncApplyConfig> {
   return {
@@ -59,16 +64,26 @@ export function createSyncApplyWorker(registry: () => Registry<Worker<any>>): Wo
         const health = await to.health();
         if (health.status === 'auth_failed') return { status: 'failed', kind: 'auth_failed', error: `the ${chunk.side} refused the credentials: ${health.details}` };
         const report: ApplyReport = { side: chunk.side, op: chunk.op, outcomes: [], transform_calls: 0 };
+        /** The outcomes of the destination's own write: what it answered for the keys it was given. */
+        let written: WriteOutcome[] = [];
         if (health.status === 'down') {
           report.outcomes = chunk.keys.map((key) => ({ key, status: 'unresolved', reason: `the ${chunk.side} is down: ${health.details}` }));
         } else if (chunk.op === 'remove') {
-          report.outcomes = await to.remove(chunk.keys);
+          written = await to.remove(chunk.keys);
+          report.outcomes = written;
         } else {
           const prepared = await readAndTransform(registry, unit, cfg, ctx, chunk.keys, from, report);
           if (prepared.stop) return prepared.stop;
-          report.outcomes.push(...(chunk.op === 'add' ? await to.add(prepared.items) : await to.update(prepared.items)));
+          written = chunk.op === 'add' ? await to.add(prepared.items) : await to.update(prepared.items);
+          report.outcomes.push(...written);
         }
-        return outcomeOf(report, Date.now() - started);
+        // Refused, not broken: the destination answered with refusals and still answers now (a provider
+        // that lost its connection mid-write marks every key unresolved too, and is down when asked).
+        const refused =
+          !report.outcomes.some((o) => o.status === 'confirmed') &&
+          written.some((o) => o.status === 'unresolved') &&
+          ANSWERS.includes((await to.health()).status);
+        return outcomeOf(report, Date.now() - started, refused);
       } finally {
         await Promise.all([to.close(), from.close()]);
       }
@@ -168,10 +183,14 @@ function transformed(record: ProviderRecord, output: string, isDir: boolean): Pr
 /**
  * A chunk that applied at least one write succeeds, and its unresolved keys stay in its report:
  * the run ends COMPLETED with `unresolved N`, and the next run plans them again (quarantined after
- * repeated failures). A chunk that applied nothing (every key refused, or the provider broke)
- * fails, so the executor retries it and a run that could not apply it ends FAILED.
+ * repeated failures). A chunk that applied nothing fails, so the executor retries it; its report
+ * stays its output, so its keys count as unresolved too. When the destination answered and
+ * refused every key it was given (`refused`), the failure's kind is `unresolved`: the job still
+ * ends COMPLETED if another chunk succeeded (domain/job-rules.ts endOfWork). When the provider was
+ * down or broke, or nothing reached it (every transform failed), the kind is `retryable`, and a
+ * run that cannot apply the chunk ends FAILED.
  */
-function outcomeOf(report: ApplyReport, duration_ms: number): UnitOutcome {
+function outcomeOf(report: ApplyReport, duration_ms: number, refused: boolean): UnitOutcome {
   const output = JSON.stringify(report);
   const unresolved = report.outcomes.filter((o) => o.status === 'unresolved') as { key: string; reason: string }[];
   const applied = report.outcomes.some((o) => o.status === 'confirmed');
@@ -179,7 +198,7 @@ function outcomeOf(report: ApplyReport, duration_ms: number): UnitOutcome {
   const first = unresolved[0];
   return {
     status: 'failed',
-    kind: 'retryable',
+    kind: refused ? 'unresolved' : 'retryable',
     error: `${unresolved.length} of ${report.outcomes.length} ${report.op} writes to the ${report.side} unresolved; first: ${first?.key}: ${first?.reason}`,
     output,
     duration_ms,

@@ -106,7 +106,8 @@ const DONE: readonly UnitState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
 
 interface Model {
   status: JobState;
-  units: { status: UnitState; failures: number; attempt: number }[];
+  /** `unresolved`: the unit's last failure was of that kind (every item refused), which alone fails no job that had a success. */
+  units: { status: UnitState; failures: number; attempt: number; unresolved?: boolean }[];
   /** Index into units of the test unit, once one was picked. */
   test: number | null;
   maxWorkers: number;
@@ -145,7 +146,9 @@ function finishIfDone(m: Model): void {
   } else if (m.synthesisUnit !== null) {
     m.status = m.units[m.synthesisUnit]!.status === 'SUCCEEDED' ? 'COMPLETED' : 'FAILED';
   } else {
-    m.status = count(m, 'FAILED') > 0 ? 'FAILED' : 'COMPLETED';
+    const hard = m.units.filter((u) => u.status === 'FAILED' && !u.unresolved).length;
+    const onlyUnresolved = !m.synthesis && hard === 0 && count(m, 'SUCCEEDED') > 0;
+    m.status = count(m, 'FAILED') > 0 && !onlyUnresolved ? 'FAILED' : 'COMPLETED';
   }
 }
 
@@ -168,9 +171,9 @@ async function expectAgrees(m: Model, r: Real, after: string): Promise<void> {
   if (units.length > r.unitIds.length && units.length === m.units.length) r.unitIds = units.map((u) => u.id);
   expect(job.synthesis_unit_id, after).toBe(m.synthesisUnit === null ? null : r.unitIds[m.synthesisUnit]);
   expect(
-    units.map((u) => ({ id: u.id, status: u.status, failures: u.failures, attempt: u.attempt })),
+    units.map((u) => ({ id: u.id, status: u.status, failures: u.failures, attempt: u.attempt, unresolved: u.status === 'FAILED' && u.error_kind === 'unresolved' })),
     after,
-  ).toEqual(m.units.map((u, k) => ({ id: r.unitIds[k], ...u })));
+  ).toEqual(m.units.map((u, k) => ({ id: r.unitIds[k], status: u.status, failures: u.failures, attempt: u.attempt, unresolved: u.status === 'FAILED' && Boolean(u.unresolved) })));
   if (m.status === 'TESTING') expect(job.test_unit_id, after).toBe(r.unitIds[m.test ?? -1]);
 }
 
@@ -321,21 +324,23 @@ const claim = fc.integer({ min: 1, max: 4 }).map((want) =>
 );
 
 const report = fc
-  .record({ pick: fc.nat(), next: fc.constantFrom('SUCCEEDED', 'FAILED', 'PENDING') as fc.Arbitrary<'SUCCEEDED' | 'FAILED' | 'PENDING'>, spent: fc.boolean() })
-  .map(({ pick, next, spent }) =>
+  .record({ pick: fc.nat(), next: fc.constantFrom('SUCCEEDED', 'FAILED', 'PENDING') as fc.Arbitrary<'SUCCEEDED' | 'FAILED' | 'PENDING'>, spent: fc.boolean(), unresolved: fc.boolean() })
+  .map(({ pick, next, spent, unresolved }) =>
     cmd(
-      `executor reports ${next}${spent ? ' (spent)' : ''} for claim #${pick}`,
+      `executor reports ${next}${spent ? ' (spent)' : ''}${next === 'FAILED' && unresolved ? ' (unresolved)' : ''} for claim #${pick}`,
       async (m, r) => {
         const [held] = r.held.splice(pick % r.held.length, 1) as [ClaimedUnit];
         m.held = r.held.length;
         const spends = next === 'FAILED' || (next === 'PENDING' && spent);
-        const written = await r.repo.recordOutcome(held, OWNER, { next, spent: spends, ...(next === 'FAILED' ? { error: 'fuzz' } : {}) });
+        const failure = next === 'FAILED' ? { error: 'fuzz', error_kind: unresolved ? 'unresolved' : 'retryable' } : {};
+        const written = await r.repo.recordOutcome(held, OWNER, { next, spent: spends, ...failure });
         const u = m.units[r.unitIds.indexOf(held.id)]!;
         // Fencing: only the attempt that still holds its unit may write.
         const current = u.status === 'RUNNING' && u.attempt === held.attempt;
         expect(written).toBe(current);
         if (!current) return;
         u.status = next;
+        u.unresolved = next === 'FAILED' && unresolved;
         if (spends) u.failures++;
         finishIfDone(m);
       },
@@ -363,6 +368,7 @@ const reportPausing = fc.nat().map((pick) =>
       if (!current) return;
       if (m.status === 'TESTING') {
         u.status = 'FAILED';
+        u.unresolved = false;
         u.failures++;
       } else {
         u.status = 'PENDING';
@@ -388,6 +394,7 @@ const stopUnit = fc.record({ pick: fc.nat(), then: fc.constantFrom('failed', 'pe
     }
     expect(err).toBeUndefined();
     u.status = then === 'failed' ? 'FAILED' : 'PENDING';
+    u.unresolved = false;
     finishIfDone(m);
   }),
 );
@@ -437,6 +444,7 @@ const expire = fc.constant(
       expected.push(r.unitIds[k]!);
       u.failures++;
       u.status = u.failures > m.maxRetries ? 'FAILED' : 'PENDING';
+      u.unresolved = false;
     });
     expect(mine.sort((a, b) => a - b)).toEqual(expected);
     if (expected.length > 0) finishIfDone(m);

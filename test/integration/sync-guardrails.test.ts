@@ -134,6 +134,37 @@ describe('sync guardrails', () => {
     expect(rows(dst)).toBe(4);
   });
 
+  it('a run whose updates apply but whose only add chunk is refused entirely ends COMPLETED with it unresolved', async () => {
+    const src = bed.path('items.jsonl');
+    const write = (rows: { id: number; title: string }[]) => writeFileSync(src, rows.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    const dst = table('dst.db', 0, ', check (length(title) <= 20)');
+    const pair = { source: { type: 'jsonl', path: src }, target: { type: 'sqlite', path: dst, table: 'items' }, options: { quarantine_after: 3 } };
+    write([{ id: 1, title: 'one' }, { id: 2, title: 'two' }]);
+    expect((await bed.run(pair)).summary).toMatchObject({ adds: 2, unresolved: 0 });
+
+    // Both updates are taken; the one add, alone in its chunk, is refused: that chunk applies nothing.
+    const bad = { id: 99, title: 'this title is far too long for the target' };
+    write([{ id: 1, title: 'one, edited' }, { id: 2, title: 'two, edited' }, bad]);
+    const run = await bed.run(pair);
+    expect(run.job.total).toBe(2);
+    expect(run.status).toBe('COMPLETED');
+    expect(run.summary).toMatchObject({ status: 'COMPLETED', adds: 0, updates: 2, unresolved: 1, text: '+0 ~2 −0 unresolved 1 blocked 0' });
+    const job = await bed.app.repo.requireJob(run.job.job_id);
+    expect(job).toMatchObject({ succeeded: 1, failed: 1, status_reason: 'unresolved: 1 of 2 units had every item refused' });
+    const [refused] = await bed.app.repo.listUnits(run.job.job_id, { status: ['FAILED'] }, { limit: 10, offset: 0 });
+    expect(refused).toMatchObject({ error_kind: 'unresolved', error: expect.stringMatching(/1 of 1 add writes to the target unresolved; first: 99: CHECK constraint failed/) });
+    const status = await bed.app.orchestrator.sync.status(run.job.sync.pair);
+    expect(status.failing).toEqual([expect.objectContaining({ key: '99', failures: 1, last_error: expect.stringMatching(/CHECK constraint failed/) })]);
+
+    // The refused add is planned again next run; alone, it could apply nothing, so that run fails.
+    const again = await bed.run(pair);
+    expect(again.plan.writes).toEqual([{ op: 'add', side: 'target', key: '99' }]);
+    expect(again.status).toBe('FAILED');
+    expect(again.summary).toMatchObject({ unresolved: 1 });
+    expect((await bed.app.orchestrator.sync.status(again.job.sync.pair)).failing).toEqual([expect.objectContaining({ key: '99', failures: 2 })]);
+    expect(rows(dst)).toBe(2);
+  });
+
   it('a success resets the failure count', async () => {
     const src = bed.path('items.jsonl');
     const write = (title: string) => writeFileSync(src, `${JSON.stringify({ id: 'x', title })}\n`);

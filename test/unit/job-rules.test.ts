@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { autoResumeDue, budgetPauses, endOfWork, onPausingFailure, pausesJob, waitsForAutoResume, type JobFacts } from '../../src/domain/job-rules.js';
+import { autoResumeDue, budgetPauses, countsHardFailures, endOfWork, onPausingFailure, pausesJob, waitsForAutoResume, type JobFacts } from '../../src/domain/job-rules.js';
 
-const job = (over: Partial<JobFacts>): JobFacts => ({
+/** A job's facts; `failed_hard` is what the store counts for endOfWork (absent: not counted). */
+const job = (over: Partial<JobFacts> & { failed_hard?: number }): JobFacts & { failed_hard?: number } => ({
   id: 1,
   status: 'RUNNING',
   total: 4,
   pending: 0,
   running: 0,
+  // Every unit that did not fail succeeded, unless said.
+  succeeded: (over.total ?? 4) - (over.failed ?? 0),
   failed: 0,
   max_cost_usd: null,
   cost_usd: 0,
@@ -34,6 +37,34 @@ describe('endOfWork', () => {
     expect(endOfWork(job({ failed: 2 }))).toEqual({ kind: 'end', move: 'fail', reason: 'units_failed: 2 of 4 units failed' });
   });
 
+  it('units that failed only with every item refused (unresolved) fail the job only when no unit succeeded', () => {
+    const refused = 'unresolved: 1 of 4 units had every item refused';
+    // Only unresolved failures, and successes beside them: the run applied something, so it completes.
+    expect(endOfWork(job({ failed: 1, failed_hard: 0 }))).toEqual({ kind: 'end', move: 'complete', reason: refused });
+    expect(endOfWork(job({ failed: 3, failed_hard: 0 }))).toEqual({ kind: 'end', move: 'complete', reason: 'unresolved: 3 of 4 units had every item refused' });
+    // Only unresolved failures and no success: the run could apply nothing.
+    expect(endOfWork(job({ failed: 4, failed_hard: 0 }))).toEqual({ kind: 'end', move: 'fail', reason: 'units_failed: 4 of 4 units failed' });
+    expect(endOfWork(job({ failed: 2, succeeded: 0, failed_hard: 0 }))).toEqual({ kind: 'end', move: 'fail', reason: 'units_failed: 2 of 4 units failed' });
+    // A hard failure fails the job, with or without unresolved ones beside it.
+    expect(endOfWork(job({ failed: 1, failed_hard: 1 }))).toEqual({ kind: 'end', move: 'fail', reason: 'units_failed: 1 of 4 units failed' });
+    expect(endOfWork(job({ failed: 2, failed_hard: 1 }))).toEqual({ kind: 'end', move: 'fail', reason: 'units_failed: 2 of 4 units failed' });
+    // Not counted (the store counts it only when the rule reads it): every failure is hard.
+    expect(endOfWork(job({ failed: 1 }))).toMatchObject({ kind: 'end', move: 'fail' });
+    // The count is not read while work remains, nor for a job that gathers its units in a synthesis.
+    expect(endOfWork(job({ failed: 1, failed_hard: 0, pending: 1 }))).toEqual({ kind: 'not_yet' });
+    expect(endOfWork(job({ failed: 1, failed_hard: 0, post_processing_prompt: 'combine' }))).toMatchObject({ kind: 'end', move: 'fail', reason: 'units_failed: 1 of 4 units failed' });
+    expect(endOfWork(job({ failed: 1, failed_hard: 0, post_processing_prompt: 'combine', allow_partial: 1 }))).toEqual({ kind: 'synthesis' });
+  });
+
+  it('asks the store to count hard failures only when the job ran out of work with failed units and no synthesis', () => {
+    expect(countsHardFailures(job({ failed: 1 }))).toBe(true);
+    expect(countsHardFailures(job({}))).toBe(false);
+    expect(countsHardFailures(job({ failed: 1, pending: 1 }))).toBe(false);
+    expect(countsHardFailures(job({ failed: 1, running: 1 }))).toBe(false);
+    expect(countsHardFailures(job({ failed: 1, status: 'PAUSED' }))).toBe(false);
+    expect(countsHardFailures(job({ failed: 1, post_processing_prompt: 'combine' }))).toBe(false);
+  });
+
   it('adds a synthesis unit when every unit succeeded, or with allow_partial; otherwise fails', () => {
     const gathering = { post_processing_prompt: 'combine' };
     expect(endOfWork(job(gathering))).toEqual({ kind: 'synthesis' });
@@ -57,7 +88,7 @@ describe('pausing failures', () => {
   it('auth and quota failures pause a job; the others are the unit’s own', () => {
     expect(pausesJob('auth_failed')).toBe(true);
     expect(pausesJob('quota_exhausted')).toBe(true);
-    for (const kind of ['retryable', 'permanent', 'rate_limited', 'invalid_output']) expect(pausesJob(kind)).toBe(false);
+    for (const kind of ['retryable', 'permanent', 'rate_limited', 'invalid_output', 'unresolved']) expect(pausesJob(kind)).toBe(false);
   });
 
   it('pause a running job, wait in a paused one, and fail a test unit at once', () => {

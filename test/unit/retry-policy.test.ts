@@ -18,6 +18,13 @@ describe('retry policy', () => {
     expect(decide(fail, 2, s, 0).write).toMatchObject({ next: 'FAILED', spent: true, error: 'exit code 1 (after 3 attempts)' });
   });
 
+  it('retries an unresolved failure (every item refused) like a retryable one, keeping its kind and its report', () => {
+    const refused = { status: 'failed', kind: 'unresolved', error: '1 of 1 add writes to the target unresolved', output: '{"outcomes":[]}' } as const;
+    expect(decide(refused, 0, s, 0).write).toMatchObject({ next: 'PENDING', spent: true, error_kind: 'unresolved' });
+    expect(decide(refused, 2, s, 0).write).toMatchObject({ next: 'FAILED', spent: true, error_kind: 'unresolved', output: '{"outcomes":[]}' });
+    expect(decide(refused, 0, s, 0).write.pause_job).toBeUndefined();
+  });
+
   it('fails a permanent failure at once and never spends an attempt on a rate limit', () => {
     expect(decide({ status: 'failed', kind: 'permanent', error: 'bad' }, 0, s).write.next).toBe('FAILED');
     const limited = decide({ status: 'failed', kind: 'rate_limited', error: '429', retry_after_ms: 5000 }, 0, s, 1000);

@@ -14,6 +14,7 @@ import * as postgres from './postgres.js';
 import * as startup from './startup.js';
 import * as status from './status.js';
 import * as sync from './sync.js';
+import * as syncIncremental from './sync-incremental.js';
 import * as workers from './workers.js';
 import type { BenchRow } from './table.js';
 
@@ -24,6 +25,7 @@ const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
   { name: 'startup', run: startup.run },
   { name: 'workers', run: workers.run },
   { name: 'sync', run: sync.run },
+  { name: 'sync-incremental', run: syncIncremental.run },
   { name: 'postgres', run: postgres.run },
 ];
 

@@ -43,6 +43,25 @@ export type WriteOutcome =
     }
   | { key: string; status: 'skipped' | 'unresolved'; reason: string };
 
+/**
+ * What a provider keeps of one side of a pair after a run that committed, to tell at the next run
+ * what changed since: plain JSON in the provider's own shape (a file's size, mtime and inode; a
+ * folder's per-file size and mtime; a table's newest updated_at and row count).
+ */
+export type Checkpoint = Record<string, unknown>;
+
+/**
+ * One side as read against its checkpoint.
+ * - `full`: every item was read (no usable checkpoint, or what changed cannot be told from it).
+ * - `delta`: only what changed since the checkpoint: `changed` holds the items read anew (changed or
+ *   added), `removed` the keys that are gone, and `items`, when the provider counts them, how many
+ *   items the side holds now. Every other item is as the pair's baselines have it.
+ * Either way `checkpoint` is what the provider saw, taken before it read (null: none to keep).
+ */
+export type SideRead =
+  | { kind: 'full'; snapshot: Snapshot; checkpoint: Checkpoint | null; why: string }
+  | { kind: 'delta'; changed: Snapshot; removed: readonly string[]; items: number | null; checkpoint: Checkpoint; note: string };
+
 export interface ProviderHealth {
   status: HealthStatus;
   details: string;
@@ -54,6 +73,12 @@ export interface Provider {
   health(): Promise<ProviderHealth>;
   /** Every item's key and hash. Throws AbpError('enumeration_failed') when the inventory cannot be read whole. */
   snapshot(signal: AbortSignal): Promise<Snapshot>;
+  /**
+   * The side's items, reading only what changed since `since` (this provider's checkpoint from the
+   * pair's last committed run; null reads everything). The one place a provider compares a
+   * checkpoint. Throws as snapshot() does.
+   */
+  readSince(since: Checkpoint | null, signal: AbortSignal): Promise<SideRead>;
   /** Full items for these keys; keys that are gone are absent from the map. */
   read(keys: readonly string[]): Promise<Map<string, ProviderRecord>>;
   /** Adds (or overwrites, so a retried chunk is harmless) each item. */

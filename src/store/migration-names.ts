@@ -17,6 +17,7 @@ export const MIGRATION_NAMES = [
   '010-agent-access',
   '011-unit-stops',
   '012-executor-env',
+  '013-sync-checkpoints',
 ] as const;
 
 export type MigrationName = (typeof MIGRATION_NAMES)[number];

@@ -315,6 +315,22 @@ const migrations: Record<MigrationName, Migration> = {
       await db.schema.alterTable('jobs').addColumn('env_needs', 'text').execute();
     },
   },
+  // Sync checkpoints (src/sync/side-reads.ts): per pair and side, what the provider saw at the last
+  // run that committed and left the pair at rest; a run stages its own until its commit decides.
+  '013-sync-checkpoints': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('sync_checkpoints')
+        .addColumn('pair_id', 'text', (c) => c.notNull())
+        .addColumn('side', 'text', (c) => c.notNull())
+        .addColumn('fingerprint', 'text', (c) => c.notNull())
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addColumn('items', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('sync_checkpoints_pk', ['pair_id', 'side'])
+        .execute();
+      await db.schema.alterTable('sync_runs').addColumn('checkpoints', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

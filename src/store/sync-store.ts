@@ -47,6 +47,18 @@ export interface SyncRunsTable {
   plan: string;
   committed_at: number | null;
   created_at: number;
+  /** The checkpoints this run's reads saw (JSON: CheckpointRow[]), kept by its commit only if the run left the pair at rest. */
+  checkpoints: string | null;
+}
+export interface SyncCheckpointsTable {
+  pair_id: string;
+  side: string;
+  /** The side's provider config with the pair's mode: a checkpoint of another config is never used. */
+  fingerprint: string;
+  /** The provider's checkpoint (JSON). */
+  data: string;
+  /** The side's baseline size when it was saved. */
+  items: number;
 }
 export interface SyncStageTable {
   job_id: number;
@@ -64,6 +76,7 @@ type SyncTables = {
   sync_items: SyncItemsTable;
   sync_runs: SyncRunsTable;
   sync_stage: SyncStageTable;
+  sync_checkpoints: SyncCheckpointsTable;
 };
 type SyncDb = Kysely<Database & SyncTables>;
 
@@ -71,6 +84,7 @@ export type BaselineRow = Omit<SyncBaselinesTable, 'pair_id'>;
 export type StageRowData = Omit<SyncStageTable, 'job_id'>;
 export type ItemRow = Omit<SyncItemsTable, 'pair_id'>;
 export type TombstoneRow = Omit<SyncTombstonesTable, 'pair_id'>;
+export type CheckpointRow = Omit<SyncCheckpointsTable, 'pair_id'>;
 
 /** Everything a finished run changes, applied in one transaction. */
 export interface RunCommit {
@@ -82,7 +96,13 @@ export interface RunCommit {
   /** Tombstones older than this are dropped. */
   tombstonesBefore: number;
   summary: unknown;
+  /** The pair's checkpoints from now on: they replace every one it had (none: the next run reads both sides whole). */
+  checkpoints: CheckpointRow[];
 }
+
+/** Baseline rows per page of a streamed read, and keys per lookup of chosen keys. */
+const BASELINE_PAGE = 5000;
+const KEYS_PER_LOOKUP = 500;
 
 /** Rows per multi-row insert: SQLite allows 32766 bound values, PostgreSQL 65535. */
 const ROWS_PER_INSERT = 1000;
@@ -106,13 +126,43 @@ export class SyncStore {
     return this.read((t) => t.selectFrom('sync_pairs').selectAll().orderBy('id').execute());
   }
 
-  /** The pair's remembered state, read in one transaction so that it is consistent. */
-  async loadState(pairId: string): Promise<{ baseline: BaselineRow[]; tombstones: TombstoneRow[]; items: ItemRow[] }> {
-    return this.read(async (t) => ({
-      baseline: await t.selectFrom('sync_baselines').select(['side', 'key', 'hash', 'observed']).where('pair_id', '=', pairId).execute(),
-      tombstones: await t.selectFrom('sync_tombstones').select(['key', 'hash', 'side', 'deleted_at']).where('pair_id', '=', pairId).execute(),
-      items: await t.selectFrom('sync_items').select(['key', 'failures', 'quarantined_until', 'phantoms', 'last_error', 'updated_at']).where('pair_id', '=', pairId).execute(),
-    }));
+  /**
+   * The pair's remembered state, read in one transaction so that it is consistent. Baselines
+   * are handed to `visit` a page at a time, never held as one list: every one, or only those
+   * of `keys` (an incremental plan's).
+   */
+  async loadState(pairId: string, visit: (row: BaselineRow) => void, keys?: readonly string[]): Promise<{ tombstones: TombstoneRow[]; items: ItemRow[] }> {
+    return this.read(async (t) => {
+      const baselines = t.selectFrom('sync_baselines').select(['side', 'key', 'hash', 'observed']).where('pair_id', '=', pairId);
+      if (keys) {
+        // By side, so that each lookup is a probe of the primary key (pair_id, side, key).
+        for (const side of ['source', 'target']) {
+          for (let i = 0; i < keys.length; i += KEYS_PER_LOOKUP) {
+            for (const row of await baselines.where('side', '=', side).where('key', 'in', keys.slice(i, i + KEYS_PER_LOOKUP)).execute()) visit(row);
+          }
+        }
+      } else {
+        for (const side of ['source', 'target']) {
+          for (let after: string | null = null; ; ) {
+            let page = baselines.where('side', '=', side);
+            if (after !== null) page = page.where('key', '>', after);
+            const rows = await page.orderBy('key').limit(BASELINE_PAGE).execute();
+            for (const row of rows) visit(row);
+            if (rows.length < BASELINE_PAGE) break;
+            after = (rows.at(-1) as BaselineRow).key;
+          }
+        }
+      }
+      return {
+        tombstones: await t.selectFrom('sync_tombstones').select(['key', 'hash', 'side', 'deleted_at']).where('pair_id', '=', pairId).execute(),
+        items: await t.selectFrom('sync_items').select(['key', 'failures', 'quarantined_until', 'phantoms', 'last_error', 'updated_at']).where('pair_id', '=', pairId).execute(),
+      };
+    });
+  }
+
+  /** The pair's saved checkpoints, one per side at most. */
+  async checkpoints(pairId: string): Promise<CheckpointRow[]> {
+    return this.read((t) => t.selectFrom('sync_checkpoints').select(['side', 'fingerprint', 'data', 'items']).where('pair_id', '=', pairId).execute());
   }
 
   async items(pairId: string): Promise<ItemRow[]> {
@@ -191,6 +241,8 @@ export class SyncStore {
     stage: StageRowData[];
     plan: unknown;
     events: { type: string; data: unknown }[];
+    /** What the run's reads saw; its commit keeps them only if the run leaves the pair at rest. */
+    checkpoints: CheckpointRow[] | null;
   }): Promise<JobRow> {
     return this.repo.tx(async (db) => {
       const t = sync(db);
@@ -201,7 +253,7 @@ export class SyncStore {
         .values({ ...args.pair, last_job_id: id, created_at: now, updated_at: now })
         .onConflict((oc) => oc.column('id').doUpdateSet({ mode: args.pair.mode, source: args.pair.source, target: args.pair.target, last_job_id: id, updated_at: now }))
         .execute();
-      await t.insertInto('sync_runs').values({ job_id: id, pair_id: args.pair.id, plan: JSON.stringify(args.plan), committed_at: null, created_at: now }).execute();
+      await t.insertInto('sync_runs').values({ job_id: id, pair_id: args.pair.id, plan: JSON.stringify(args.plan), committed_at: null, created_at: now, checkpoints: args.checkpoints && JSON.stringify(args.checkpoints) }).execute();
       for (let i = 0; i < args.stage.length; i += ROWS_PER_INSERT) {
         await t.insertInto('sync_stage').values(args.stage.slice(i, i + ROWS_PER_INSERT).map((r) => ({ ...r, job_id: id }))).execute();
       }
@@ -256,6 +308,8 @@ export class SyncStore {
       // Items back to health need no row.
       await t.deleteFrom('sync_items').where('pair_id', '=', pairId).where('failures', '=', 0).where('phantoms', '=', 0).where('quarantined_until', 'is', null).execute();
       await t.deleteFrom('sync_stage').where('job_id', '=', jobId).execute();
+      await t.deleteFrom('sync_checkpoints').where('pair_id', '=', pairId).execute();
+      if (c.checkpoints.length) await t.insertInto('sync_checkpoints').values(c.checkpoints.map((r) => ({ ...r, pair_id: pairId }))).execute();
       await t.insertInto('events').values({ job_id: jobId, type: 'sync_summary', data: JSON.stringify(c.summary), created_at: now }).execute();
       return true;
     });
@@ -267,7 +321,7 @@ export class SyncStore {
     if (open.length > 0) throw new AbpError('conflict', `pair ${pairId}: job ${open[0]?.job_id} has not ended; cancel it or wait before resetting the pair`);
     await this.repo.tx(async (db) => {
       const t = sync(db);
-      for (const table of ['sync_baselines', 'sync_tombstones', 'sync_items'] as const) await t.deleteFrom(table).where('pair_id', '=', pairId).execute();
+      for (const table of ['sync_baselines', 'sync_tombstones', 'sync_items', 'sync_checkpoints'] as const) await t.deleteFrom(table).where('pair_id', '=', pairId).execute();
     });
   }
 }

@@ -1,7 +1,7 @@
 import { isTerminalJob } from '../domain/states.js';
 import type { SyncPair } from '../domain/sync-pair.js';
 import type { Repository } from '../store/repository.js';
-import type { BaselineRow, ItemRow, RunCommit, SyncStore, TombstoneRow } from '../store/sync-store.js';
+import type { BaselineRow, CheckpointRow, ItemRow, RunCommit, SyncStore, TombstoneRow } from '../store/sync-store.js';
 import { parseReport } from './apply-report.js';
 import { quarantineUntil } from './guardrails.js';
 import { otherSide, type Side } from './pair-state.js';
@@ -34,13 +34,19 @@ export async function commitRun(repo: Repository, store: SyncStore, jobId: numbe
   }
 
   const items = new Map((await store.items(run.pair_id)).map((i) => [i.key, i]));
-  const c: RunCommit = { baselineSet: [], baselineDelete: [], tombstoneSet: [], tombstoneDelete: [], items: [], tombstonesBefore: now - options.tombstone_ttl_days * 86_400_000, summary: null };
+  const c: RunCommit = { baselineSet: [], baselineDelete: [], tombstoneSet: [], tombstoneDelete: [], items: [], tombstonesBefore: now - options.tombstone_ttl_days * 86_400_000, summary: null, checkpoints: [] };
   const set = (side: Side, key: string, hash: string, observed: boolean) => c.baselineSet.push({ side, key, hash, observed: observed ? 1 : 0 } satisfies BaselineRow);
   const item = (key: string, patch: Partial<ItemRow>) => {
     const prev = items.get(key) ?? { key, failures: 0, quarantined_until: null, phantoms: 0, last_error: null, updated_at: now };
     c.items.push({ ...prev, ...patch, key, updated_at: now });
   };
   const tally = { adds: 0, updates: 0, removes: 0, unresolved: 0, skipped: 0 };
+  // The checkpoints the run's reads saw are kept only if every write left the baselines as the
+  // sides will show them: confirmed and read back (with the hash copied, unless a transform
+  // changed it by design), or a removal done. Then every key is at rest, and each side's baseline
+  // is its snapshot less its removes and plus its adds.
+  let atRest = run.checkpoints !== null;
+  const grew: Record<Side, number> = { source: 0, target: 0 };
   const quarantined: string[] = [];
 
   for (const row of await store.stage(jobId)) {
@@ -59,6 +65,9 @@ export async function commitRun(repo: Repository, store: SyncStore, jobId: numbe
     const o = outcomes.get(`${side}\0${row.key}`);
     const gone = o?.status === 'skipped' && row.op === 'remove';
     if (o?.status === 'confirmed' || gone) {
+      if (row.op === 'remove') grew[side]--;
+      else if (row.op === 'add') grew[side]++;
+      if (row.op !== 'remove' && !(o?.status === 'confirmed' && o.read_back === true && (pair.transform !== undefined || o.hash === hashOf(from)))) atRest = false;
       if (row.op === 'remove') {
         tally.removes++;
         c.baselineDelete.push({ side: 'source', key: row.key }, { side: 'target', key: row.key });
@@ -78,18 +87,22 @@ export async function commitRun(repo: Repository, store: SyncStore, jobId: numbe
       const prev = items.get(row.key);
       if (prev || row.phantom) item(row.key, { failures: 0, quarantined_until: null, last_error: null, phantoms: row.phantom ? (prev?.phantoms ?? 0) + 1 : (prev?.phantoms ?? 0) });
     } else if (o?.status === 'unresolved') {
+      atRest = false;
       tally.unresolved++;
       const failures = (items.get(row.key)?.failures ?? 0) + 1;
       const until = quarantineUntil(failures, now, options);
       if (until !== null) quarantined.push(row.key);
       item(row.key, { failures, quarantined_until: until, last_error: o.reason.slice(0, 500) });
     } else if (o?.status === 'skipped') {
+      atRest = false;
       tally.skipped++;
     } else {
+      atRest = false;
       // Never applied (cancelled, or the job failed first): planned again next run.
       tally.unresolved++;
     }
   }
+  if (atRest) c.checkpoints = (JSON.parse(run.checkpoints as string) as CheckpointRow[]).map((r) => ({ ...r, items: Number(r.items) + grew[r.side as Side] }));
   const unresolved = tally.unresolved + (planned.counts?.unresolved ?? 0);
   const blocked = planned.counts?.blocked ?? 0;
   c.summary = {

@@ -53,6 +53,23 @@ export interface Plan {
   unresolved: HeldWrite[];
   events: GuardEvent[];
   counts: PlanCounts;
+  /**
+   * Whether the pair is at rest once every staged write is confirmed as planned: both sides
+   * were read, no write is held back, so each side's baseline will be what it showed (or what
+   * abp wrote and read back). Only such a run keeps its checkpoints (commit.ts).
+   */
+  settles: boolean;
+}
+
+/**
+ * An incremental plan: only `keys` can differ from the pair's baselines; every other key is on
+ * both sides as its baselines have it, and at rest (its decision is to observe, and nothing
+ * changes). `rest` is how many such keys there are, `baseline` each side's baseline size.
+ */
+export interface PlanScope {
+  keys: Iterable<string>;
+  rest: number;
+  baseline: Record<Side, number>;
 }
 
 export interface PlanInput {
@@ -65,6 +82,8 @@ export interface PlanInput {
   /** One-way through a transform: the target differs from the source by design, so changes are read from the source's baseline. */
   transform: boolean;
   now: number;
+  /** Plan only these keys (the rest is known to rest); without it, every key of both snapshots and the baselines. */
+  scope?: PlanScope;
 }
 
 /** What a key without baselines looks up. */
@@ -84,8 +103,8 @@ export function plan(input: PlanInput): Plan {
   const targetDown = input.target === null;
   const target: Snapshot = input.target ?? baselineAsSnapshot(state.baseline);
   const base = state.baseline;
-  const bsSize = base.size('source');
-  const btSize = base.size('target');
+  const bsSize = input.scope?.baseline.source ?? base.size('source');
+  const btSize = input.scope?.baseline.target ?? base.size('target');
   const firstRun = bsSize === 0 && btSize === 0;
 
   const decide = mode === 'one-way' ? oneWay : twoWay;
@@ -126,13 +145,18 @@ export function plan(input: PlanInput): Plan {
   // Every key once: the source's, then the target's the source lacks (none, when the
   // source's visits met every target key), then keys only a baseline still has.
   // forEach, not for-of: a PackedSnapshot's entries come faster that way than through an iterator.
-  source.forEach((s, key) => {
-    const t = target.get(key);
-    if (t) seenT++;
-    visit(key, s, t);
-  });
-  if (seenT < target.size) target.forEach((t, key) => !source.has(key) && visit(key, undefined, t));
-  if (seenBs < bsSize || seenBt < btSize) for (const key of base.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
+  if (input.scope) {
+    for (const key of input.scope.keys) visit(key, source.get(key), target.get(key));
+    counts.unchanged += input.scope.rest;
+  } else {
+    source.forEach((s, key) => {
+      const t = target.get(key);
+      if (t) seenT++;
+      visit(key, s, t);
+    });
+    if (seenT < target.size) target.forEach((t, key) => !source.has(key) && visit(key, undefined, t));
+    if (seenBs < bsSize || seenBt < btSize) for (const key of base.keys()) if (!source.has(key) && !target.has(key)) visit(key, undefined, undefined);
+  }
 
   // Mass-delete block: per written side, against that side's current size.
   const events: GuardEvent[] = [];
@@ -172,7 +196,7 @@ export function plan(input: PlanInput): Plan {
   }
   counts.blocked = blocked.length;
   counts.unresolved = unresolved.length;
-  return { first_run: firstRun, stage, blocked, unresolved, events, counts };
+  return { first_run: firstRun, stage, blocked, unresolved, events, counts, settles: !targetDown && blocked.length === 0 && unresolved.length === 0 };
 }
 
 /** Whether a baseline already says what a snapshot shows. */

@@ -10,8 +10,10 @@ import type { Repository } from '../store/repository.js';
 import { SyncStore } from '../store/sync-store.js';
 import { chunkUnits } from './chunks.js';
 import { commitRun } from './commit.js';
-import { emptyState, type PairState, type Side } from './pair-state.js';
+import type { Side } from './pair-state.js';
 import { plan, type Plan } from './planner.js';
+import type { CheckpointRow } from '../store/sync-store.js';
+import { bothAtOnce, readPair, type SideReport } from './side-reads.js';
 import { openProvider, wholeFile } from './providers/index.js';
 
 /** The job's prompt is its intent: the sync-apply worker hands it to the transform worker. */
@@ -42,6 +44,10 @@ export interface PlanResult {
   pair_id: string;
   health: { source: ProviderHealth; target: ProviderHealth };
   plan: Plan;
+  /** How each side was read: whole, or from its checkpoint (null: the target is down). */
+  reads: { source: SideReport; target: SideReport | null };
+  /** What the reads saw, staged by a real run (built on demand). */
+  checkpoints: () => CheckpointRow[];
 }
 
 /**
@@ -86,28 +92,19 @@ export class SyncJobs implements JobType {
       if (health.source.status === 'down') throw await skip(`the source (${describe(pair.source)}) is down: ${health.source.details}`, 'source');
       const targetDown = health.target.status === 'down';
 
-      let snapshots: { source: Snapshot; target: Snapshot | null };
+      let reads: Awaited<ReturnType<typeof readPair>>;
       try {
-        snapshots = await snapshotBoth(source, targetDown ? null : target, signal);
+        reads = await readPair(this.store, pairId, pair, { source, target: targetDown ? null : target }, signal);
       } catch (err) {
         if (record) await this.store.pairEvent('sync_failed', { pair: pairId, error: errorMessage(err) });
         throw new AbpError('enumeration_failed', `sync pair ${pairId}: ${errorMessage(err)}; no writes, and the baseline is unchanged`, { cause: err });
       }
-      const state = await this.loadState(pairId);
-      const result = plan({ mode: pair.mode, source: snapshots.source, target: snapshots.target, state, options: pair.options, transform: pair.transform !== undefined, now });
-      return { pair_id: pairId, health, plan: result };
+      const { state, scope } = reads;
+      const result = plan({ mode: pair.mode, source: reads.source, target: reads.target, state, options: pair.options, transform: pair.transform !== undefined, now, scope });
+      return { pair_id: pairId, health, plan: result, reads: reads.reports, checkpoints: reads.checkpoints };
     } finally {
       await Promise.all([source.close(), target.close()]);
     }
-  }
-
-  private async loadState(pairId: string): Promise<PairState> {
-    const raw = await this.store.loadState(pairId);
-    const state = emptyState();
-    for (const b of raw.baseline) state.baseline.set(b.side as Side, b.key, { hash: b.hash, observed: Number(b.observed) === 1 });
-    for (const t of raw.tombstones) state.tombstones.set(t.key, { hash: t.hash, side: t.side as Side, deleted_at: Number(t.deleted_at) });
-    for (const i of raw.items) state.items.set(i.key, { failures: i.failures, quarantined_until: i.quarantined_until === null ? null : Number(i.quarantined_until), phantoms: i.phantoms });
-    return state;
   }
 
   /**
@@ -179,6 +176,8 @@ export class SyncJobs implements JobType {
       pair: { id: pairId, mode: pair.mode, source: JSON.stringify(pair.source), target: JSON.stringify(pair.target) },
       stage: p.stage.map((r) => ({ ...r, phantom: r.phantom ? 1 : 0 })),
       plan: summary,
+      // Kept by the commit only if every write is confirmed: a run that holds writes back keeps none.
+      checkpoints: p.settles ? result.checkpoints() : null,
       events: [
         { type: 'sync_plan', data: summary },
         ...p.events.map((e) => ({ type: 'sync_guard', data: { pair: pairId, ...e } })),
@@ -283,6 +282,7 @@ function view(spec: JobSpec, r: PlanResult, flags: { dry_run: boolean }) {
       blocked: r.plan.blocked.slice(0, SHOWN),
       unresolved: r.plan.unresolved.slice(0, SHOWN),
       guards: r.plan.events,
+      reads: r.reads,
       mode: (spec.sync as SyncPair).mode,
     },
   };
@@ -290,22 +290,5 @@ function view(spec: JobSpec, r: PlanResult, flags: { dry_run: boolean }) {
 
 /** Both sides' snapshots at once (null for a target that is down); the first to fail stops the other. */
 export async function snapshotBoth(source: Provider, target: Provider | null, signal: AbortSignal): Promise<{ source: Snapshot; target: Snapshot | null }> {
-  const both = new AbortController();
-  const stop = () => both.abort(signal.reason);
-  if (signal.aborted) stop();
-  else signal.addEventListener('abort', stop, { once: true });
-  const take = async (provider: Provider): Promise<Snapshot> => {
-    try {
-      return await provider.snapshot(both.signal);
-    } catch (err) {
-      both.abort('the other side failed');
-      throw err;
-    }
-  };
-  try {
-    const [s, t] = await Promise.all([take(source), target ? take(target) : null]);
-    return { source: s, target: t };
-  } finally {
-    signal.removeEventListener('abort', stop);
-  }
+  return bothAtOnce((s) => source.snapshot(s), target ? (s) => target.snapshot(s) : null, signal);
 }

@@ -105,6 +105,13 @@ function planLine(p: { text?: string; first_run?: boolean }): string {
   return `${p.text ?? ''}${p.first_run ? ' (first run: no removes)' : ''}`;
 }
 
+type Reads = { source: { text: string }; target: { text: string } | null };
+
+/** How each side was read: `source: checkpoint (unchanged), target: full snapshot (no checkpoint)`. */
+function readsLine(r: Reads): string {
+  return `source: ${r.source.text}, target: ${r.target?.text ?? 'not read (down)'}`;
+}
+
 type GuardEvent = { guard: string; side?: string; count: number; items?: number; max_delete_ratio?: number; previous?: number; current?: number };
 
 /** Why a guard held writes back, and what lets a deletion you mean through. */
@@ -184,10 +191,11 @@ export const sync: Command = {
     const spec = syncSpecFromFlags(ctx);
     if (sub === 'plan') {
       const p = await orchestrator.preview(spec);
-      const s = (p as { sync: { text?: string; first_run?: boolean; guards: GuardEvent[]; writes: { op: string; side: string; key: string }[]; blocked: { key: string; guard: string }[] } }).sync;
+      const s = (p as { sync: { text?: string; first_run?: boolean; guards: GuardEvent[]; reads: Reads; writes: { op: string; side: string; key: string }[]; blocked: { key: string; guard: string }[] } }).sync;
       ctx.print(
         [
           `dry run, nothing written: ${planLine(s)}`,
+          readsLine(s.reads),
           ...s.guards.map(guardLine),
           ...s.writes.map((w) => `  ${w.op} ${w.side} ${w.key}`),
           ...s.blocked.map((b) => `  blocked (${b.guard}) ${b.key}`),
@@ -196,8 +204,8 @@ export const sync: Command = {
       );
       return;
     }
-    const job = (await orchestrator.createJob(spec)) as { job_id: number; status: string; units?: number; sync?: { text?: string; first_run?: boolean; guards?: GuardEvent[] } };
-    const lines = [`created sync job ${job.job_id}: ${planLine(job.sync ?? {})}, ${job.units ?? 0} units`, ...(job.sync?.guards ?? []).map(guardLine)];
+    const job = (await orchestrator.createJob(spec)) as { job_id: number; status: string; units?: number; sync?: { text?: string; first_run?: boolean; guards?: GuardEvent[]; reads?: Reads } };
+    const lines = [`created sync job ${job.job_id}: ${planLine(job.sync ?? {})}, ${job.units ?? 0} units`, ...(job.sync?.reads ? [readsLine(job.sync.reads)] : []), ...(job.sync?.guards ?? []).map(guardLine)];
     let final: unknown = job;
     const wait = intFlag(ctx, 'wait', 0) ?? 600;
     if (job.status === 'CREATED' && (ctx.values.start || ctx.values['skip-test'])) {

@@ -5,6 +5,7 @@ import { AbpError, errorMessage } from '../../domain/errors.js';
 import type { PostgresProviderConfig } from '../../domain/sync-pair.js';
 import { entryOf, recordHash, snapshotFailed } from './records.js';
 import { bindable, chunks, jsonRow, quoteIdent } from './table.js';
+import { tableReadSince } from './table-checkpoint.js';
 
 type Config = z.infer<typeof PostgresProviderConfig>;
 
@@ -92,6 +93,17 @@ export const postgresProvider: ProviderFactory<Config> = {
         return items.map((i) => ({ key: i.key, status: 'unresolved' as const, reason: `cannot connect: ${errorMessage(err)}` }));
       }
     };
+    /** The rows a query returns, as snapshot entries by key. */
+    const rows = async (c: pg.Client, k: string, sql: string, params: unknown[]): Promise<Snapshot> => {
+      const snapshot = new Map<string, SnapshotEntry>();
+      const r = await c.query(sql, params);
+      for (const row of r.rows as Record<string, unknown>[]) {
+        const record = jsonRow(row);
+        if (record[k] === null || record[k] === undefined) continue;
+        snapshot.set(String(record[k]), entryOf(record, cfg.updated_at_column));
+      }
+      return snapshot;
+    };
     return {
       type: 'postgres',
       async health() {
@@ -106,16 +118,32 @@ export const postgresProvider: ProviderFactory<Config> = {
       },
       async snapshot() {
         try {
+          return await withClient(async (c) => rows(c, await key(c), `select * from ${table}`, []));
+        } catch (err) {
+          throw snapshotFailed(`postgres ${where}`, err);
+        }
+      },
+      async readSince(since) {
+        const u = cfg.updated_at_column === undefined ? undefined : quoteIdent(cfg.updated_at_column);
+        try {
           return await withClient(async (c) => {
             const k = await key(c);
-            const snapshot = new Map<string, SnapshotEntry>();
-            const r = await c.query(`select * from ${table}`);
-            for (const row of r.rows as Record<string, unknown>[]) {
-              const record = jsonRow(row);
-              if (record[k] === null || record[k] === undefined) continue;
-              snapshot.set(String(record[k]), entryOf(record, cfg.updated_at_column));
+            // One snapshot of the database for the stats and the rows.
+            await c.query('begin isolation level repeatable read read only');
+            try {
+              return await tableReadSince(cfg.updated_at_column, since, {
+                stats: async () => {
+                  // max as text keeps the column's own precision (a timestamp's microseconds) for the next comparison.
+                  const r = await c.query<{ n: string; nu: string; m: string | null }>(`select count(*) as n, count(${u}) as nu, max(${u})::text as m from ${table} where ${quoteIdent(k)} is not null`);
+                  const row = r.rows[0] as { n: string; nu: string; m: string | null };
+                  return { count: Number(row.n), stamped: Number(row.nu), max: row.m };
+                },
+                newer: (max) => (max === null ? rows(c, k, `select * from ${table}`, []) : rows(c, k, `select * from ${table} where ${u} >= $1`, [max])),
+                all: () => rows(c, k, `select * from ${table}`, []),
+              });
+            } finally {
+              await c.query('commit');
             }
-            return snapshot;
           });
         } catch (err) {
           throw snapshotFailed(`postgres ${where}`, err);

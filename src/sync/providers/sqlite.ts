@@ -8,6 +8,7 @@ import { AbpError, errorMessage } from '../../domain/errors.js';
 import type { SqliteProviderConfig } from '../../domain/sync-pair.js';
 import { down, entryOf, ok, recordHash, snapshotFailed } from './records.js';
 import { bindable, chunks, jsonRow, quoteIdent } from './table.js';
+import { tableReadSince } from './table-checkpoint.js';
 
 type Config = z.infer<typeof SqliteProviderConfig>;
 
@@ -59,6 +60,19 @@ export const sqliteProvider: ProviderFactory<Config> = {
       }
       return out;
     };
+    /** The rows a query returns, as snapshot entries by key. */
+    const rows = (sql: string, params: unknown[], signal: AbortSignal): Snapshot => {
+      const k = key();
+      const snapshot = new Map<string, SnapshotEntry>();
+      for (const row of conn().prepare(sql).iterate(...params) as IterableIterator<Record<string, unknown>>) {
+        const record = jsonRow(row);
+        const value = record[k];
+        if (value === null || value === undefined) continue;
+        snapshot.set(String(value), entryOf(record, cfg.updated_at_column));
+        if (snapshot.size % 10_000 === 0) signal.throwIfAborted();
+      }
+      return snapshot;
+    };
     return {
       type: 'sqlite',
       async health() {
@@ -73,16 +87,30 @@ export const sqliteProvider: ProviderFactory<Config> = {
       },
       async snapshot(signal) {
         try {
-          const k = key();
-          const snapshot = new Map<string, SnapshotEntry>();
-          for (const row of conn().prepare(`select * from ${table}`).iterate() as IterableIterator<Record<string, unknown>>) {
-            const record = jsonRow(row);
-            const value = record[k];
-            if (value === null || value === undefined) continue;
-            snapshot.set(String(value), entryOf(record, cfg.updated_at_column));
-            if (snapshot.size % 10_000 === 0) signal.throwIfAborted();
+          return rows(`select * from ${table}`, [], signal);
+        } catch (err) {
+          throw snapshotFailed(`sqlite ${path} ${cfg.table}`, err);
+        }
+      },
+      async readSince(since, signal) {
+        const u = cfg.updated_at_column === undefined ? undefined : quoteIdent(cfg.updated_at_column);
+        const db = conn();
+        try {
+          // One read transaction: the stats and the rows are of the same moment.
+          db.exec('begin');
+          try {
+            return await tableReadSince(cfg.updated_at_column, since, {
+              stats: async () => {
+                const k = quoteIdent(key());
+                const r = db.prepare(`select count(*) as n, count(${u}) as nu, max(${u}) as m from ${table} where ${k} is not null`).get() as { n: number; nu: number; m: number | string | null };
+                return { count: Number(r.n), stamped: Number(r.nu), max: typeof r.m === 'bigint' ? Number(r.m) : r.m };
+              },
+              newer: async (max) => (max === null ? rows(`select * from ${table}`, [], signal) : rows(`select * from ${table} where ${u} >= ?`, [max], signal)),
+              all: async () => rows(`select * from ${table}`, [], signal),
+            });
+          } finally {
+            db.exec('commit');
           }
-          return snapshot;
         } catch (err) {
           throw snapshotFailed(`sqlite ${path} ${cfg.table}`, err);
         }

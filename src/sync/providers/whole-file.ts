@@ -2,11 +2,12 @@ import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
+import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, SideRead, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, type ErrorCode } from '../../domain/errors.js';
 import type { ProviderConfig } from '../../domain/sync-pair.js';
 import { PACKAGE_ROOT } from '../../package-root.js';
 import { PackedSnapshot } from './packed-snapshot.js';
+import { fileStamp, sameStamp, settledMtime } from './stamps.js';
 import { allUnresolved, down, entryOf, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
 
 /** The config of a provider over one file of records. */
@@ -83,25 +84,40 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
       return allUnresolved(keys, err);
     }
   };
+  const snapshot = async (signal: AbortSignal): Promise<Snapshot> => {
+    try {
+      const out = new Map<string, SnapshotEntry>();
+      if (!existsSync(path)) return out;
+      // A large file is parsed and hashed on a thread of its own: both sides of a pair
+      // are read at once, and the event loop stays free meanwhile.
+      if (statSync(path).size >= THREAD_MIN_BYTES) return await snapshotInThread(config, signal);
+      // Records are hashed as they are parsed and not kept: a million-line file fits in a snapshot.
+      format.parse(await readFile(path, 'utf8'), path, (key, record) => out.set(key, entryOf(record, updatedAtField)));
+      return out;
+    } catch (err) {
+      throw snapshotFailed(`${type} ${path}`, err);
+    }
+  };
   return {
     type,
     async health(): Promise<ProviderHealth> {
       if (existsSync(path)) return statSync(path).isFile() ? ok(`${path} is readable`) : down(`${path} is not a file`);
       return existsSync(dirname(path)) ? ok(`${path} does not exist yet; it is empty until the first write`) : down(`the folder of ${path} does not exist`);
     },
-    async snapshot(signal): Promise<Snapshot> {
-      try {
-        const snapshot = new Map<string, SnapshotEntry>();
-        if (!existsSync(path)) return snapshot;
-        // A large file is parsed and hashed on a thread of its own: both sides of a pair
-        // are read at once, and the event loop stays free meanwhile.
-        if (statSync(path).size >= THREAD_MIN_BYTES) return await snapshotInThread(config, signal);
-        // Records are hashed as they are parsed and not kept: a million-line file fits in a snapshot.
-        format.parse(await readFile(path, 'utf8'), path, (key, record) => snapshot.set(key, entryOf(record, updatedAtField)));
-        return snapshot;
-      } catch (err) {
-        throw snapshotFailed(`${type} ${path}`, err);
-      }
+    snapshot,
+    /**
+     * The checkpoint is the file's size, mtime and inode, taken before the read: the same stamp
+     * means the same records (the pair's baselines); any other means a full read. A stamp that
+     * changed while the file was read, or is too recent to trust, is not kept.
+     */
+    async readSince(since, signal): Promise<SideRead> {
+      const now = Date.now();
+      const before = fileStamp(path);
+      if (since && before && sameStamp(since, before)) return { kind: 'delta', changed: new Map(), removed: [], items: null, checkpoint: since, note: 'unchanged' };
+      const full = await snapshot(signal);
+      const after = fileStamp(path);
+      const keep = before && after && sameStamp(before, after) && settledMtime(before.mtime_ms, now);
+      return { kind: 'full', snapshot: full, checkpoint: keep ? { ...before } : null, why: since ? 'the file changed' : 'no checkpoint' };
     },
     async read(keys) {
       const wanted = new Set(keys);

@@ -1,14 +1,19 @@
 import { existsSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDatabase, dropTestDatabase, queryPostgres } from '../helpers/postgres.js';
 import { numberedFiles, SyncBed } from './sync-support.js';
 
 let bed: SyncBed;
+/** A PostgreSQL database for the test's postgres sides, made on first use. */
+let pgUrl: string | undefined;
 beforeEach(async () => {
   bed = await SyncBed.open();
 });
 afterEach(async () => {
   await bed.close();
+  if (pgUrl) await dropTestDatabase(pgUrl);
+  pgUrl = undefined;
 });
 
 const pairAB = () => ({ source: { type: 'dir', path: bed.path('a') }, target: { type: 'dir', path: bed.path('b') }, mode: 'two-way' });
@@ -101,8 +106,8 @@ type Rows = Record<string, string>;
 /** One kind of provider as a test sees it: make a side holding these items (id → v), and read its items back. */
 interface Kind {
   name: string;
-  side(name: string, rows: Rows): Record<string, unknown>;
-  read(config: Record<string, unknown>): Rows;
+  side(name: string, rows: Rows): Promise<Record<string, unknown>>;
+  read(config: Record<string, unknown>): Promise<Rows>;
 }
 
 const fromRecords = (records: { id: unknown; v: unknown }[]): Rows => Object.fromEntries(records.map((r) => [String(r.id), String(r.v)]));
@@ -110,39 +115,39 @@ const fromRecords = (records: { id: unknown; v: unknown }[]): Rows => Object.fro
 const KINDS: Kind[] = [
   {
     name: 'dir',
-    side: (name, rows) => ({ type: 'dir', path: bed.files(name, Object.fromEntries(Object.entries(rows).map(([k, v]) => [`${k}.txt`, v]))) }),
-    read: (c) => Object.fromEntries(Object.entries(bed.read(String(c.path).slice(bed.dir.length + 1))).map(([k, v]) => [k.replace(/\.txt$/, ''), v])),
+    side: async (name, rows) => ({ type: 'dir', path: bed.files(name, Object.fromEntries(Object.entries(rows).map(([k, v]) => [`${k}.txt`, v]))) }),
+    read: async (c) => Object.fromEntries(Object.entries(bed.read(String(c.path).slice(bed.dir.length + 1))).map(([k, v]) => [k.replace(/\.txt$/, ''), v])),
   },
   {
     name: 'jsonl',
-    side: (name, rows) => {
+    side: async (name, rows) => {
       const path = bed.path(`${name}.jsonl`);
       writeFileSync(path, Object.entries(rows).map(([id, v]) => `${JSON.stringify({ id, v })}\n`).join(''));
       return { type: 'jsonl', path };
     },
-    read: (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))),
+    read: async (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))),
   },
   {
     name: 'json',
-    side: (name, rows) => {
+    side: async (name, rows) => {
       const path = bed.path(`${name}.json`);
       writeFileSync(path, JSON.stringify(Object.entries(rows).map(([id, v]) => ({ id, v }))));
       return { type: 'json', path };
     },
-    read: (c) => fromRecords(JSON.parse(readFileSync(String(c.path), 'utf8'))),
+    read: async (c) => fromRecords(JSON.parse(readFileSync(String(c.path), 'utf8'))),
   },
   {
     name: 'csv',
-    side: (name, rows) => {
+    side: async (name, rows) => {
       const path = bed.path(`${name}.csv`);
       writeFileSync(path, `id,v\n${Object.entries(rows).map(([id, v]) => `${id},${v}\n`).join('')}`);
       return { type: 'csv', path };
     },
-    read: (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').slice(1).filter(Boolean).map((l) => ({ id: l.split(',')[0], v: l.split(',')[1] }))),
+    read: async (c) => fromRecords(readFileSync(String(c.path), 'utf8').split('\n').slice(1).filter(Boolean).map((l) => ({ id: l.split(',')[0], v: l.split(',')[1] }))),
   },
   {
     name: 'sqlite',
-    side: (name, rows) => {
+    side: async (name, rows) => {
       const path = bed.path(`${name}.db`);
       const db = new Database(path);
       db.exec('create table items (id text primary key, v text not null)');
@@ -150,7 +155,7 @@ const KINDS: Kind[] = [
       db.close();
       return { type: 'sqlite', path, table: 'items' };
     },
-    read: (c) => {
+    read: async (c) => {
       const db = new Database(String(c.path), { readonly: true });
       try {
         return fromRecords(db.prepare('select id, v from items').all() as { id: string; v: string }[]);
@@ -159,19 +164,34 @@ const KINDS: Kind[] = [
       }
     },
   },
+  {
+    name: 'postgres',
+    side: async (name, rows) => {
+      pgUrl ??= await createTestDatabase();
+      const table = name.replace(/-/g, '_');
+      await queryPostgres(pgUrl, `create table ${table} (id text primary key, v text not null)`);
+      for (const [id, v] of Object.entries(rows)) await queryPostgres(pgUrl, `insert into ${table} (id, v) values (?, ?)`, [id, v]);
+      return { type: 'postgres', url: pgUrl, table };
+    },
+    read: async (c) => fromRecords(await queryPostgres<{ id: string; v: string }>(String(c.url), `select id, v from ${String(c.table)}`)),
+  },
 ];
 
 /** Removes one item from a side, the way a person would: the file or row goes. */
-function drop(kind: Kind, config: Record<string, unknown>, id: string): void {
+async function drop(kind: Kind, config: Record<string, unknown>, id: string): Promise<void> {
   if (kind.name === 'dir') return rmSync(`${String(config.path)}/${id}.txt`);
+  if (kind.name === 'postgres') {
+    await queryPostgres(String(config.url), `delete from ${String(config.table)} where id = ?`, [id]);
+    return;
+  }
   if (kind.name === 'sqlite') {
     const db = new Database(String(config.path));
     db.prepare('delete from items where id = ?').run(id);
     return db.close();
   }
-  const rows = kind.read(config);
+  const rows = await kind.read(config);
   delete rows[id];
-  kind.side(String(config.path).replace(/^.*\/|\.[a-z]+$/g, ''), rows);
+  await kind.side(String(config.path).replace(/^.*\/|\.[a-z]+$/g, ''), rows);
 }
 
 // Every pairing two-way allows: dir with dir, and the record kinds with each other (each with itself, and across).
@@ -183,25 +203,25 @@ const PAIRS: [Kind, Kind][] = [
 
 describe.each(PAIRS.map(([a, b]) => ({ a, b, title: `${a.name} ↔ ${b.name}` })))('two-way, $title: a deletion of an item the previous run copied', ({ a, b }) => {
   it('propagates: the copy on A is part of A\'s baseline, so its absence is a deletion, not a phantom add', async () => {
-    const A = a.side('side-a', { a01: 'one' });
-    const B = b.side('side-b', { b01: 'from b', b02: 'two' });
+    const A = await a.side('side-a', { a01: 'one' });
+    const B = await b.side('side-b', { b01: 'from b', b02: 'two' });
     // Two items would be removed on B if B held three: allow a third, not the default tenth.
     const pair = { source: A, target: B, mode: 'two-way', options: { max_delete_ratio: 0.5 } };
     const first = await bed.run(pair);
     expect(first.status).toBe('COMPLETED');
-    expect(a.read(A)).toEqual({ a01: 'one', b01: 'from b', b02: 'two' });
+    expect(await a.read(A)).toEqual({ a01: 'one', b01: 'from b', b02: 'two' });
 
-    drop(a, A, 'b01');
+    await drop(a, A, 'b01');
     const second = await bed.run(pair);
     expect(second.plan.writes).toEqual([{ op: 'remove', side: 'target', key: b.name === 'dir' ? 'b01.txt' : 'b01' }]);
     expect(second.plan.blocked).toEqual([]);
     expect(second.summary).toMatchObject({ adds: 0, removes: 1, blocked: 0 });
-    expect(a.read(A)).toEqual({ a01: 'one', b02: 'two' });
-    expect(b.read(B)).toEqual({ a01: 'one', b02: 'two' });
+    expect(await a.read(A)).toEqual({ a01: 'one', b02: 'two' });
+    expect(await b.read(B)).toEqual({ a01: 'one', b02: 'two' });
 
     const quiet = await bed.run(pair);
     expect(quiet.job.total).toBe(0);
     expect(quiet.plan.counts).toMatchObject({ adds: 0, removes: 0, blocked: 0 });
-    expect(a.read(A)).toEqual({ a01: 'one', b02: 'two' });
+    expect(await a.read(A)).toEqual({ a01: 'one', b02: 'two' });
   });
 });

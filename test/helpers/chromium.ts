@@ -46,10 +46,14 @@ async function unpackChromium(): Promise<Unpacked> {
     await pipeline(brotli('chromium.br'), createWriteStream(join(staging, 'chromium'), { mode: 0o755 }));
     // fonts.tar.br holds fonts.conf (which names lambda paths) and fonts/. Ours points at the unpacked
     // copy, after the system's fonts if it has any (for glyphs such as arrows that Open Sans lacks).
-    const tar = spawn('tar', ['-x', '-C', join(staging, 'fonts')], { stdio: ['pipe', 'ignore', 'inherit'] });
-    const exited = new Promise<number | null>((resolve, reject) => tar.on('error', reject).on('close', resolve));
-    await pipeline(brotli('fonts.tar.br'), tar.stdin);
-    if ((await exited) !== 0) throw new Error('tar could not unpack the fonts shipped with @sparticuz/chromium');
+    // The archive is written out whole before tar reads it: tar stops reading at the archive's end
+    // marker, and a pipe into it then closed before the decompressor had pushed its last bytes.
+    const fontsTar = join(staging, 'fonts.tar');
+    await pipeline(brotli('fonts.tar.br'), createWriteStream(fontsTar));
+    const tar = spawn('tar', ['-x', '-f', fontsTar, '-C', join(staging, 'fonts')], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const exited = await new Promise<number | null>((resolve, reject) => tar.on('error', reject).on('close', resolve));
+    if (exited !== 0) throw new Error('tar could not unpack the fonts shipped with @sparticuz/chromium');
+    rmSync(fontsTar);
     const fontDir = join(dir, 'fonts', 'fonts');
     writeFileSync(
       join(staging, 'fonts', 'fonts.conf'),

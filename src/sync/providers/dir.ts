@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile, rename, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile, rename, rmdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { z } from 'zod';
 import type { Checkpoint, Provider, ProviderFactory, ProviderItem, ProviderRecord, SideRead, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
@@ -10,9 +10,6 @@ import { down, ok, snapshotFailed } from './records.js';
 import { settledMtime } from './stamps.js';
 
 type Config = z.infer<typeof DirProviderConfig>;
-
-/** Files of one folder stat'ed at once by a checkpointed read: enough to keep libuv's threads busy, few open requests. */
-const STAT_BATCH = 64;
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -100,36 +97,25 @@ export const dirProvider: ProviderFactory<Config> = {
         let count = 0;
         try {
           // Keys and paths are built by concatenation: path.join and path.relative per file were a
-          // good part of a walk over a large folder that reads almost nothing. A folder's files are
-          // stat'ed STAT_BATCH at a time on libuv's threads, so the main thread only collects the
-          // answers and the pair's other side walks meanwhile; files are taken in listing order.
-          const take = async (dir: string, prefix: string, names: string[]): Promise<void> => {
-            const infos = await Promise.all(names.map((name) => stat(`${dir}${sep}${name}`)));
-            for (const [i, name] of names.entries()) {
-              const info = infos[i]!;
-              const key = `${prefix}${name}`;
-              count++;
-              const prev = before?.[key];
-              if (prev && prev[0] === info.size && prev[1] === info.mtimeMs) {
-                files[key] = prev;
-                continue;
-              }
-              files[key] = settledMtime(info.mtimeMs, now) ? [info.size, info.mtimeMs] : [-1, info.mtimeMs];
-              changed.set(key, { hash: hash('sha256', await readFile(`${dir}${sep}${name}`)), updated_at: Math.floor(info.mtimeMs) });
-            }
-          };
+          // good part of a walk over a large folder that reads almost nothing.
           const walk = async (dir: string, prefix: string): Promise<void> => {
-            let batch: string[] = [];
             for (const entry of await readdir(dir, { withFileTypes: true })) {
               signal.throwIfAborted();
-              if (entry.isFile() && shown(entry.name)) batch.push(entry.name);
-              if (batch.length === STAT_BATCH || (entry.isDirectory() && batch.length > 0)) {
-                await take(dir, prefix, batch);
-                batch = [];
+              const full = `${dir}${sep}${entry.name}`;
+              if (entry.isDirectory()) await walk(full, `${prefix}${entry.name}/`);
+              else if (entry.isFile() && shown(entry.name)) {
+                const key = `${prefix}${entry.name}`;
+                const info = statSync(full);
+                count++;
+                const prev = before?.[key];
+                if (prev && prev[0] === info.size && prev[1] === info.mtimeMs) {
+                  files[key] = prev;
+                  continue;
+                }
+                files[key] = settledMtime(info.mtimeMs, now) ? [info.size, info.mtimeMs] : [-1, info.mtimeMs];
+                changed.set(key, { hash: hash('sha256', await readFile(full)), updated_at: Math.floor(info.mtimeMs) });
               }
-              if (entry.isDirectory()) await walk(`${dir}${sep}${entry.name}`, `${prefix}${entry.name}/`);
             }
-            if (batch.length > 0) await take(dir, prefix, batch);
           };
           await walk(root, '');
         } catch (err) {

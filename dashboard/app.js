@@ -582,8 +582,7 @@ async function unitPage(jobId, unitId) {
     const act = async (button, call) => {
       button.disabled = true;
       try {
-        unit = await call();
-        render();
+        show(await call());
       } catch (err) {
         showError(err.message);
       }
@@ -620,17 +619,22 @@ async function unitPage(jobId, unitId) {
   let pending = null;
   let lastEvent = null;
 
+  /** Shows the unit as read and, in the same moment, follows it or stops: the state and the live mark never disagree. */
+  function show(fresh) {
+    unit = fresh;
+    render();
+    if (FOLLOWED_UNIT.includes(unit.status)) follow();
+    else unfollow();
+  }
+
   async function reload() {
     try {
       const fresh = await api(`/jobs/${jobId}/units/${unitId}`);
       if (stopped) return;
-      unit = fresh;
-      render();
+      show(fresh);
     } catch (err) {
       showError(err.message);
     }
-    if (FOLLOWED_UNIT.includes(unit.status)) follow();
-    else unfollow();
   }
   // A burst of frames causes one fetch.
   const reloadSoon = () => {
@@ -682,8 +686,7 @@ async function unitPage(jobId, unitId) {
     live.textContent = `unit ${unit.status.toLowerCase()}`;
   }
 
-  render();
-  if (FOLLOWED_UNIT.includes(unit.status)) follow();
+  show(unit);
   cleanup = () => {
     stopped = true;
     source?.close();

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -9,6 +9,8 @@ import { csvFormat } from '../../src/sync/providers/csv.js';
 import { openProvider } from '../../src/sync/providers/index.js';
 import { jsonlFormat } from '../../src/sync/providers/jsonl.js';
 import { createHash } from 'node:crypto';
+import { THREAD_MIN_FILES } from '../../src/sync/providers/dir.js';
+import { FILE_HASH_CHARS, walkFolder, type WalkEnd } from '../../src/sync/providers/folder-walk.js';
 import { PACKED_BATCH_MAX, PackedSnapshot } from '../../src/sync/providers/packed-snapshot.js';
 import { entryOf, HASH_CHARS, recordHash } from '../../src/sync/providers/records.js';
 import { THREAD_MIN_BYTES, updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat } from '../../src/sync/providers/whole-file.js';
@@ -74,6 +76,61 @@ describe('sync providers on real files', () => {
     expect(readFileSync(join(root, 'img.png'))).toEqual(png);
     expect([...(await p.snapshot(signal)).keys()].sort()).toEqual(['a/b.txt', 'img.png']);
     expect((await p.read(['img.png'])).get('img.png')).toMatchObject({ encoding: 'base64' });
+  });
+
+  it('dir: a large folder is walked on a thread exactly as inline, whatever order its checkpoint lists the files in', async () => {
+    const root = join(dir, 'many');
+    const old = new Date(Date.UTC(2024, 0, 1));
+    const n = THREAD_MIN_FILES + 500;
+    for (let d = 0; d < 5; d++) mkdirSync(join(root, `d${d}`), { recursive: true });
+    const path = (i: number) => join(root, `d${i % 5}`, `f${i}.txt`);
+    for (let i = 0; i < n; i++) {
+      writeFileSync(path(i), `file ${i}\n`);
+      utimesSync(path(i), old, old);
+    }
+    const p = open({ type: 'dir', path: root });
+    const first = await p.readSince(null, signal);
+    expect(first.kind).toBe('full');
+    expect(first.kind === 'full' && first.snapshot.size).toBe(n);
+    expect(first.kind === 'full' && first.snapshot.get('d3/f8.txt')).toEqual({ hash: createHash('sha256').update('file 8\n').digest('hex'), updated_at: old.getTime() });
+    const saved = first.checkpoint as { files: number; stamps: string };
+    expect(saved.files).toBe(n);
+
+    // Changed (other size), touched (same size, other mtime), removed, added, and one written just now (never trusted).
+    writeFileSync(path(1), 'file 1, changed\n');
+    utimesSync(path(1), old, old);
+    utimesSync(path(2), new Date(old.getTime() + 1000), new Date(old.getTime() + 1000));
+    rmSync(path(3));
+    writeFileSync(join(root, 'd0', 'new.txt'), 'new\n');
+    utimesSync(join(root, 'd0', 'new.txt'), old, old);
+    writeFileSync(join(root, 'd1', 'fresh.txt'), 'fresh\n');
+
+    const inline = (stamps: string): { end: WalkEnd; changed: PackedSnapshot } => {
+      const changed = new PackedSnapshot(FILE_HASH_CHARS);
+      const end = walkFolder(root, undefined, stamps, Date.now(), (b) => changed.add(b.keys, b.hashes, b.updated));
+      return { end, changed };
+    };
+    const [keys, sizes, mtimes] = JSON.parse(saved.stamps) as [string[], number[], number[]];
+    const reversed = JSON.stringify([[...keys].reverse(), [...sizes].reverse(), [...mtimes].reverse()]);
+    const threaded = await p.readSince(saved, signal);
+    for (const read of [threaded, { kind: 'delta' as const, ...inline(saved.stamps) }, { kind: 'delta' as const, ...inline(reversed) }]) {
+      expect(read.kind).toBe('delta');
+      if (read.kind !== 'delta') continue;
+      const end = 'end' in read ? read.end : { removed: read.removed, count: read.items };
+      expect([...read.changed.keys()].sort()).toEqual(['d0/new.txt', 'd1/f1.txt', 'd1/fresh.txt', 'd2/f2.txt']);
+      expect(end.removed).toEqual(['d3/f3.txt']);
+      expect(end.count).toBe(n + 1);
+    }
+    // The fresh file's stamp is kept as untrusted (size -1), so the next walk reads it again.
+    const next = threaded.checkpoint as { stamps: string };
+    const [k2, s2] = JSON.parse(next.stamps) as [string[], number[]];
+    expect(s2[k2.indexOf('d1/fresh.txt')]).toBe(-1);
+    expect(s2[k2.indexOf('d1/f1.txt')]).toBe('file 1, changed\n'.length);
+    const again = await p.readSince(next, signal);
+    expect(again.kind === 'delta' && [...again.changed.keys()]).toEqual(['d1/fresh.txt']);
+
+    // A checkpoint of another format is a full read.
+    expect((await p.readSince({ files: { 'd0/f0.txt': [7, 0] } }, signal)).kind).toBe('full');
   });
 
   it('a record without its key field fails the snapshot, naming the line', async () => {

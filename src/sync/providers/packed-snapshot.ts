@@ -18,7 +18,10 @@ export class PackedSnapshot implements ReadonlyMap<string, SnapshotEntry> {
   private readonly hashes: string[] = [];
   private readonly times: Float64Array[] = [];
 
-  /** One batch: keys[i]'s hash is hashes from i × HASH_CHARS; a time of NaN is none. A later key replaces an earlier one. */
+  /** `hashChars`: the width of every hash (a record's base64 sha256 by default; a folder's files use hex). */
+  constructor(private readonly hashChars: number = HASH_CHARS) {}
+
+  /** One batch: keys[i]'s hash is hashes from i × hashChars; a time of NaN is none. A later key replaces an earlier one. */
   add(keys: readonly string[], hashes: string, updated: Float64Array): void {
     if (keys.length > PACKED_BATCH_MAX) throw new Error(`a snapshot batch holds at most ${PACKED_BATCH_MAX} entries`);
     const base = this.hashes.length << 16;
@@ -43,7 +46,7 @@ export class PackedSnapshot implements ReadonlyMap<string, SnapshotEntry> {
   private entry(at: number): SnapshotEntry {
     const batch = at >>> 16;
     const i = at & 0xffff;
-    const hash = (this.hashes[batch] as string).slice(i * HASH_CHARS, (i + 1) * HASH_CHARS);
+    const hash = (this.hashes[batch] as string).slice(i * this.hashChars, (i + 1) * this.hashChars);
     const time = (this.times[batch] as Float64Array)[i] as number;
     return Number.isNaN(time) ? { hash } : { hash, updated_at: time };
   }

@@ -14,7 +14,8 @@ import { csvFormat } from './csv.js';
 import { jsonFormat } from './json.js';
 import { jsonlFormat } from './jsonl.js';
 import { recordHash, updatedAtOf } from './records.js';
-import { updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat, type SnapshotThreadMessage } from './whole-file.js';
+import { postFromThread, type ThreadReadMessage } from './thread-read.js';
+import { updatedAtFieldOf, type FileProviderConfig, type RecordFileFormat } from './whole-file.js';
 
 const BATCH = 20_000; // at most PACKED_BATCH_MAX (packed-snapshot.ts)
 
@@ -45,7 +46,7 @@ async function* wholeLines(path: string): AsyncGenerator<string> {
   if (rest !== '') yield rest;
 }
 
-const post = (message: SnapshotThreadMessage, transfer: ArrayBuffer[] = []): void => parentPort?.postMessage(message, transfer);
+const post = (message: ThreadReadMessage<true>): void => postFromThread(parentPort?.postMessage.bind(parentPort), message);
 
 async function main(config: FileProviderConfig): Promise<void> {
   const path = resolve(config.path);
@@ -57,7 +58,7 @@ async function main(config: FileProviderConfig): Promise<void> {
   const flush = (): void => {
     const times = Float64Array.from(updated);
     // The hashes as one string: one string to copy across, not 20,000.
-    post({ keys, hashes: hashes.join(''), updated: times }, [times.buffer]);
+    post({ batch: { keys, hashes: hashes.join(''), updated: times } });
     keys = [];
     hashes = [];
     updated = [];

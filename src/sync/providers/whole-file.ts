@@ -1,13 +1,11 @@
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { dirname, resolve } from 'node:path';
 import type { Provider, ProviderHealth, ProviderItem, ProviderRecord, SideRead, Snapshot, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
-import { AbpError, type ErrorCode } from '../../domain/errors.js';
 import type { ProviderConfig } from '../../domain/sync-pair.js';
-import { PACKAGE_ROOT } from '../../package-root.js';
 import { PackedSnapshot } from './packed-snapshot.js';
 import { fileStamp, sameStamp, settledMtime } from './stamps.js';
+import { readInThread, threadScript } from './thread-read.js';
 import { allUnresolved, down, entryOf, ok, recordHash, snapshotFailed, writeFileAtomic } from './records.js';
 
 /** The config of a provider over one file of records. */
@@ -15,13 +13,6 @@ export type FileProviderConfig = Extract<ProviderConfig, { type: 'jsonl' | 'json
 
 /** Files from this size on are snapshotted on a worker thread. */
 export const THREAD_MIN_BYTES = 8 * 1024 * 1024;
-const SNAPSHOT_THREAD = join(PACKAGE_ROOT, 'dist', 'src', 'sync', 'providers', 'snapshot-thread.js');
-
-/** What the snapshot thread posts: batches of entries in file order (see PackedSnapshot.add), then done or an error. */
-export type SnapshotThreadMessage =
-  | { keys: string[]; hashes: string; updated: Float64Array }
-  | { done: true }
-  | { error: { code: ErrorCode; message: string } };
 
 export function updatedAtFieldOf(config: FileProviderConfig): string | undefined {
   return config.type === 'csv' ? config.updated_at_column : config.updated_at_field;
@@ -139,32 +130,9 @@ export function wholeFileProvider(config: FileProviderConfig, format: RecordFile
   };
 }
 
-/**
- * The snapshot of a large file, parsed and hashed by snapshot-thread.ts. Entries
- * arrive in batches and go into the snapshot while the thread goes on parsing.
- */
-function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Promise<Snapshot> {
-  return new Promise<Snapshot>((resolvePromise, reject) => {
-    const snapshot = new PackedSnapshot();
-    const worker = new Worker(SNAPSHOT_THREAD, { workerData: { config } });
-    let settled = false;
-    const settle = (err?: unknown): void => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', onAbort);
-      void worker.terminate();
-      if (err === undefined) resolvePromise(snapshot);
-      else reject(err);
-    };
-    const onAbort = (): void => settle(new AbpError('enumeration_failed', `the snapshot was stopped (${String(signal.reason)})`));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (m: SnapshotThreadMessage) => {
-      if ('error' in m) return settle(new AbpError(m.error.code, m.error.message));
-      if ('done' in m) return settle();
-      snapshot.add(m.keys, m.hashes, m.updated);
-    });
-    worker.on('error', (err) => settle(err));
-    worker.on('exit', (code) => settle(new AbpError('internal', `the snapshot thread exited (code ${code}) before it finished`)));
-  });
+/** The snapshot of a large file, parsed and hashed by snapshot-thread.ts while the entries it has sent go into the snapshot. */
+async function snapshotInThread(config: FileProviderConfig, signal: AbortSignal): Promise<Snapshot> {
+  const snapshot = new PackedSnapshot();
+  await readInThread<true>(threadScript('snapshot-thread'), { config }, snapshot, signal);
+  return snapshot;
 }

@@ -48,6 +48,14 @@ const ONE_STORE = [
   'test/integration/test-unit-fails-fast.test.ts',
 ];
 
+/*
+ * The suite talks only to loopback servers over plain HTTP. A machine that sets
+ * NODE_EXTRA_CA_CERTS makes every node process parse that CA bundle before its
+ * first line (about 40 ms of CPU here), and the suite starts thousands of them
+ * (CLI calls, executors, MCP servers, Claude Code): they start without it.
+ */
+delete process.env.NODE_EXTRA_CA_CERTS;
+
 export default defineConfig({
   test: {
     globalSetup: ['test/global-setup.ts'],

@@ -82,7 +82,11 @@ export async function run(): Promise<BenchRow[]> {
   try {
     writeFileSync(join(scratch, 'report-rss.cjs'), REPORT_RSS);
     const home = join(scratch, 'home');
-    const env = { ...process.env, ABP_HOME: home, ABP_DB: join(home, 'abp.db') };
+    // As a default Node install starts: NODE_EXTRA_CA_CERTS makes every node process parse a CA
+    // bundle before it runs a line (~40 ms here). A machine that sets it is measured as well.
+    const { NODE_EXTRA_CA_CERTS: extraCa, ...inherited } = process.env;
+    const env = { ...inherited, ABP_HOME: home, ABP_DB: join(home, 'abp.db') };
+    const withCa = extraCa ? { ...env, NODE_EXTRA_CA_CERTS: extraCa } : null;
     const csv = join(scratch, 'rows.csv');
     const lines = ['id,title,body'];
     for (let i = 1; i <= CREATE_ROWS; i++) lines.push(`${i},Title ${i},"Some body text for row ${i}, with a comma"`);
@@ -98,9 +102,15 @@ export async function run(): Promise<BenchRow[]> {
     const mcp: number[] = [];
     const create: Run[] = [];
     const raw: Run[] = [];
+    const caBare: Run[] = [];
+    const caStatus: Run[] = [];
     for (let i = 0; i < RUNS; i++) {
       bare.push(processRun(['-e', '0'], env, scratch));
       status.push(processRun([CLI_ENTRY, 'status', job, '--json'], env, scratch));
+      if (withCa) {
+        caBare.push(processRun(['-e', '0'], withCa, scratch));
+        caStatus.push(processRun([CLI_ENTRY, 'status', job, '--json'], withCa, scratch));
+      }
       list.push(processRun([CLI_ENTRY, 'list', '--json'], env, scratch));
       mcp.push(await mcpInitialize(env));
       // Job creation: each side writes a fresh database.
@@ -112,8 +122,13 @@ export async function run(): Promise<BenchRow[]> {
     }
     const mcpRatios = mcp.map((m, i) => m / (bare[i] as Run).ms);
     const createRatios = create.map((c, i) => c.ms / (raw[i] as Run).ms);
+    const statusRow = cliRow('`abp status JOB --json`', status, bare);
+    if (withCa) {
+      statusRow.measure += `; this machine sets NODE_EXTRA_CA_CERTS, without which every process here was run: with it, status ${spread(ms(caStatus), 0, ' ms')} and node -e 0 ${spread(ms(caBare), 0, ' ms')}`;
+      statusRow.raw = { ...(statusRow.raw as object), extra_ca_ms: ms(caStatus), extra_ca_node_ms: ms(caBare) };
+    }
     return [
-      cliRow('`abp status JOB --json`', status, bare),
+      statusRow,
       cliRow('`abp list --json`', list, bare),
       {
         what: '`abp mcp`, first answer',

@@ -172,7 +172,7 @@ export class JobExecutor {
     if (now - this.lastHeartbeat >= config.heartbeatMs) {
       // A row pruned while this executor was cut off (a long stall) comes back.
       if (!(await repo.heartbeat(this.id))) await repo.registerExecutor(this.registration(now));
-      await repo.extendLeases(this.id, config.leaseMs);
+      await repo.extendLeases(this.id, config.leaseMs, this.pool.unitIds());
       this.lastHeartbeat = now;
       if (now - this.lastPrune >= config.leaseMs) {
         // Killed executors never unregister: their rows go once they are stale

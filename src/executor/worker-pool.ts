@@ -14,6 +14,7 @@ import { checkOutput, feedbackSection } from './output-schema.js';
 import { backoffMs, decide, retryAllowance } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
+import { checkedOutcome, eventRow } from './worker-boundary.js';
 import { WriteBatch } from './write-batch.js';
 
 export interface WorkerPoolDeps {
@@ -89,6 +90,11 @@ export class WorkerPool {
   wakeNow(): void {
     if (this.wake) this.wake();
     else this.woken = true;
+  }
+
+  /** The units this pool is running or still recording: the leases the heartbeat extends. */
+  unitIds(): number[] {
+    return [...new Set([...this.running.values()].map((r) => r.unit.id))];
   }
 
   runningJobIds(): Set<number> {
@@ -188,7 +194,7 @@ export class WorkerPool {
       await this.coolDowns.wait(job.worker_type, controller.signal);
       // The timeout covers the work, not the cool-down.
       timer = setTimeout(timeUp, job.timeout_seconds * 1000);
-      outcome = await worker.run(
+      const returned: unknown = await worker.run(
         {
           unit_id: unit.id,
           job_id: job.id,
@@ -213,11 +219,13 @@ export class WorkerPool {
             }
             this.writes.pid(unit.id, unit.attempt, pid);
           },
-          onEvent: (event) =>
-            this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, kind: event.kind, data: JSON.stringify(event.data), created_at: Date.now() }),
+          onEvent: (event) => this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...eventRow(event), created_at: Date.now() }),
           throttle: this.throttle,
         },
       );
+      const checked = checkedOutcome(returned);
+      if (checked.dropped.length > 0) this.deps.log(`unit ${unit.id}: left out of its outcome: ${checked.dropped.join('; ')}`);
+      outcome = checked.outcome;
       if (outputSchema && unit.kind !== 'synthesis') outcome = checkOutput(outcome, outputSchema);
     } catch (err) {
       if (controller.signal.aborted) {

@@ -1,5 +1,6 @@
 import type { OutcomeUnit, OutcomeWrite, Repository } from '../store/repository.js';
 import type { UnitEventRow } from '../store/schema.js';
+import { refusesRow } from '../store/tx.js';
 
 interface QueuedOutcome {
   unit: OutcomeUnit;
@@ -12,11 +13,12 @@ interface QueuedOutcome {
  * Group commit for the executor's hot path. Outcomes, the pids of units that
  * just started and the conversation events of running units queue up during one turn of the event loop and are written in one
  * transaction, so that many short units cost one commit, not one each. Each
- * outcome stays fenced on its own and learns whether it was written; a batch that
- * fails rejects every outcome in it, and each caller retries as it would alone.
- * A unit's events are queued before its outcome, so they land first. A pid is a
- * hint for reaping orphans and events are a record of the conversation: those lost
- * with a failed batch are not written again.
+ * outcome stays fenced on its own and learns whether it was written. A batch the
+ * store refuses for one row's values is written again row by row, so that row
+ * fails only its own unit (whose caller retries as it would alone) and every
+ * other outcome commits. A unit's events are queued before its outcome, so they land first. A
+ * pid is a hint for reaping orphans and events are a record of the conversation:
+ * those the store refuses are left out.
  */
 export class WriteBatch {
   private outcomes: QueuedOutcome[] = [];
@@ -74,11 +76,30 @@ export class WriteBatch {
           );
           outcomes.forEach((o, i) => o.resolve(written[i] === true));
         } catch (err) {
-          for (const o of outcomes) o.reject(err);
+          if (refusesRow(err) && outcomes.length + pids.length + events.length > 1) await this.rowByRow(outcomes, pids, events);
+          else for (const o of outcomes) o.reject(err);
         }
       }
     } finally {
       this.draining = false;
+    }
+  }
+
+  /**
+   * A batch the store refused for what a row holds, one transaction per row:
+   * only the bad row fails. (A batch that failed for the store itself, down or
+   * locked, fails whole, and each outcome's caller backs off and tries again.)
+   */
+  private async rowByRow(outcomes: QueuedOutcome[], pids: { unit_id: number; attempt: number; pid: number }[], events: Omit<UnitEventRow, 'id'>[]): Promise<void> {
+    for (const event of events) await this.repo.recordOutcomes([], [], [event]).catch(() => undefined);
+    for (const pid of pids) await this.repo.recordOutcomes([], [pid], []).catch(() => undefined);
+    for (const o of outcomes) {
+      try {
+        const [written] = await this.repo.recordOutcomes([{ unit: o.unit, owner: this.owner, write: o.write }], [], []);
+        o.resolve(written === true);
+      } catch (err) {
+        o.reject(err);
+      }
     }
   }
 }

@@ -209,8 +209,8 @@ export class Repository {
   }
 
   /** Extends the leases of this owner's running units; returns how many it still holds. */
-  async extendLeases(owner: string, leaseMs: number): Promise<number> {
-    return this.units.extendLeases(owner, leaseMs);
+  async extendLeases(owner: string, leaseMs: number, unitIds: readonly number[]): Promise<number> {
+    return this.units.extendLeases(owner, leaseMs, unitIds);
   }
 
   async setWorkerPid(unitId: number, attempt: number, pid: number, t: Db = this.core.db): Promise<void> {

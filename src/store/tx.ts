@@ -21,6 +21,18 @@ export const SQLITE: StoreBackend = { kind: 'sqlite', listen: async () => async 
 const RETRYABLE_TX = new Set(['40P01', '40001']);
 
 /**
+ * Whether a write failed for what a row holds (a value the driver cannot bind, data
+ * or a constraint the database refuses) rather than for the database itself (down,
+ * locked, busy): written again alone, the other rows of its batch commit.
+ */
+export function refusesRow(err: unknown): boolean {
+  if (err instanceof TypeError || err instanceof RangeError) return true; // better-sqlite3 binding; pg's value conversion
+  const code = String((err as { code?: unknown }).code ?? '');
+  // SQLite: constraint, too big, datatype mismatch, bind range. PostgreSQL: data exceptions, integrity constraints, limits.
+  return /^SQLITE_(CONSTRAINT|TOOBIG|MISMATCH|RANGE)/.test(code) || /^(22|23)[0-9A-Z]{3}$/.test(code) || code === '54000';
+}
+
+/**
  * The primitive every store module shares: the database handle, write
  * transactions, the job row lock and the work notification.
  *

@@ -101,14 +101,24 @@ export class UnitStore {
   }
 
   /** Extends the leases of this owner's running units; returns how many it still holds. */
-  async extendLeases(owner: string, leaseMs: number): Promise<number> {
-    const result = await this.db
-      .updateTable('work_units')
-      .set({ lease_expires_at: Date.now() + leaseMs })
-      .where('lease_owner', '=', owner)
-      .where(RUNNING)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows);
+  /**
+   * Extends the leases of the units this executor still runs, and no others: a unit
+   * whose outcome it gave up on keeps its old lease, which expires, and the unit is
+   * reclaimed (it is not held RUNNING by a live executor's heartbeat for good).
+   */
+  async extendLeases(owner: string, leaseMs: number, unitIds: readonly number[]): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < unitIds.length; i += 500) {
+      const result = await this.db
+        .updateTable('work_units')
+        .set({ lease_expires_at: Date.now() + leaseMs })
+        .where('lease_owner', '=', owner)
+        .where(RUNNING)
+        .where('id', 'in', unitIds.slice(i, i + 500))
+        .executeTakeFirst();
+      n += Number(result.numUpdatedRows);
+    }
+    return n;
   }
 
   /**

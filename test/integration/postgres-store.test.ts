@@ -86,7 +86,7 @@ describe(`the store on ${TEST_BACKEND}`, () => {
 
     // exec-a wakes up and tries to write its outcome: fenced out.
     expect(await store.repo.recordOutcome(stalled, 'exec-a', { next: 'SUCCEEDED', spent: false, output: 'late' })).toBe(false);
-    expect(await store.repo.extendLeases('exec-a', 30_000)).toBe(0);
+    expect(await store.repo.extendLeases('exec-a', 30_000, [stalled.id])).toBe(0);
     expect(await other.recordOutcome(retry, 'exec-b', { next: 'SUCCEEDED', spent: false, output: 'on time' })).toBe(true);
     // A second write of the same attempt is refused too: an outcome lands once.
     expect(await other.recordOutcome(retry, 'exec-b', { next: 'FAILED', spent: true, output: 'twice' })).toBe(false);

@@ -1,0 +1,102 @@
+import { writeFileSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { WriteBatch } from '../../src/executor/write-batch.js';
+import type { OutcomeWrite } from '../../src/store/repository.js';
+import { Sandbox } from '../helpers/cli.js';
+import { createTestStore, queryDb, runningJob, type TestStore } from '../helpers/store.js';
+
+/*
+ * One poisoned outcome never harms the others (both stores). Outcomes are
+ * group-committed; a row the store refuses used to fail its whole batch, and
+ * every unit in it retried into the same batch again.
+ */
+
+/** A value neither store binds: past a 64-bit integer (better-sqlite3 throws RangeError; PostgreSQL 22003). */
+const UNBINDABLE = (2n ** 70n) as unknown as number;
+
+describe('a group commit with one row the store refuses', () => {
+  let store: TestStore;
+  beforeEach(async () => {
+    store = await createTestStore();
+  });
+  afterEach(async () => {
+    await store.cleanup();
+  });
+
+  const units = (jobId: number) => queryDb<{ item_id: string; status: string; output: string | null }>(store.url, 'select item_id, status, output from work_units where job_id = ? order by id', jobId);
+
+  it('fails only that unit: every other outcome and event in the batch commits', async () => {
+    const job = await runningJob(store.repo, 5, 5);
+    const claimed = (await store.repo.claimUnits(job.id, 'exec-a', 5, 30_000)).units;
+    expect(claimed).toHaveLength(5);
+    const batch = new WriteBatch(store.repo, 'exec-a');
+    const event = (unitId: number, kind: string, createdAt: number) => batch.event({ unit_id: unitId, job_id: job.id, attempt: 1, kind, data: '{}', created_at: createdAt });
+    // All queued in one turn of the event loop: one batch, with one bad outcome and one bad event in it.
+    for (const u of claimed) event(u.id, 'assistant', Date.now());
+    event(claimed[0]!.id, 'poisoned', UNBINDABLE);
+    const written = await Promise.allSettled(
+      claimed.map((u, i) => batch.outcome(u, { next: 'SUCCEEDED', spent: false, output: `ok ${i}`, ...(i === 2 ? { duration_ms: UNBINDABLE } : {}) } as OutcomeWrite)),
+    );
+    expect(written.map((w) => w.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect(written.filter((w) => w.status === 'fulfilled').map((w) => (w as PromiseFulfilledResult<boolean>).value)).toEqual([true, true, true, true]);
+
+    expect((await units(job.id)).map((u) => [u.status, u.output])).toEqual([
+      ['SUCCEEDED', 'ok 0'],
+      ['SUCCEEDED', 'ok 1'],
+      ['RUNNING', null],
+      ['SUCCEEDED', 'ok 3'],
+      ['SUCCEEDED', 'ok 4'],
+    ]);
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 1, succeeded: 4, failed: 0, cancelled: 0 });
+    const events = await queryDb<{ kind: string }>(store.url, 'select kind from unit_events where job_id = ?', job.id);
+    expect(events.map((e) => e.kind)).toEqual(Array.from({ length: 5 }, () => 'assistant'));
+
+    // The refused unit's caller writes it again, well-formed, alone: it lands.
+    expect(await batch.outcome(claimed[2]!, { next: 'SUCCEEDED', spent: false, output: 'ok 2' })).toBe(true);
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 0, succeeded: 5, failed: 0, cancelled: 0 });
+  });
+
+  it('a heartbeat extends only the leases of the units the executor still runs', async () => {
+    const job = await runningJob(store.repo, 3, 3);
+    const [a, b, c] = (await store.repo.claimUnits(job.id, 'exec-a', 3, 1_000)).units;
+    const before = await queryDb<{ id: number; lease_expires_at: number }>(store.url, 'select id, lease_expires_at from work_units where job_id = ? order by id', job.id);
+    // c's outcome was given up: the executor no longer runs it, so its lease is left to expire.
+    expect(await store.repo.extendLeases('exec-a', 600_000, [a!.id, b!.id])).toBe(2);
+    const after = await queryDb<{ id: number; lease_expires_at: number }>(store.url, 'select id, lease_expires_at from work_units where job_id = ? order by id', job.id);
+    expect(Number(after[0]!.lease_expires_at)).toBeGreaterThan(Number(before[0]!.lease_expires_at) + 500_000);
+    expect(Number(after[1]!.lease_expires_at)).toBeGreaterThan(Number(before[1]!.lease_expires_at) + 500_000);
+    expect(Number(after[2]!.lease_expires_at)).toBe(Number(before[2]!.lease_expires_at));
+    expect(after[2]!.id).toBe(c!.id);
+    // And none for another executor's owner, or with nothing running.
+    expect(await store.repo.extendLeases('exec-b', 600_000, [a!.id])).toBe(0);
+    expect(await store.repo.extendLeases('exec-a', 600_000, [])).toBe(0);
+  });
+});
+
+describe('an executor running a job whose worker output the store cannot take as it is', () => {
+  let sb: Sandbox;
+  beforeEach(() => {
+    sb = new Sandbox();
+  });
+  afterEach(async () => {
+    await sb.cleanup();
+  });
+
+  it('records every unit: a NUL byte in one output (refused by PostgreSQL in text) is kept as U+FFFD', async () => {
+    const file = sb.path('items.csv');
+    writeFileSync(file, ['id', ...Array.from({ length: 6 }, (_, i) => `i${i + 1}`)].join('\n') + '\n');
+    const script = 'if [ "$1" = i3 ]; then printf "a\\000b"; else printf "ok-%s" "$1"; fi';
+    const job = await sb.ok([
+      'create', '--name', 'nul', '--intent', 'binary output', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
+      '--worker', 'shell', '-w', 'command=sh', '-w', `args:=${JSON.stringify(['-c', script, 'sh', '{{item.id}}'])}`,
+      '--max-workers', '6', '--max-retries', '0',
+    ]);
+    const id = job.job_id as number;
+    await sb.ok(['start', String(id), '--skip-test']);
+    const done = await sb.waitFor(id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
+    expect(done.status).toBe('COMPLETED');
+    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 6, failed: 0, cancelled: 0 });
+    const outputs = Object.fromEntries((await sb.results(id)).map((r) => [r.item_id, r.output]));
+    expect(outputs).toEqual({ i1: 'ok-i1', i2: 'ok-i2', i3: 'a\uFFFDb', i4: 'ok-i4', i5: 'ok-i5', i6: 'ok-i6' });
+  });
+});

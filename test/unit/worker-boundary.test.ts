@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { checkedOutcome, eventRow, MAX_TOKENS } from '../../src/executor/worker-boundary.js';
+
+/*
+ * What a worker hands back is untrusted: checkedOutcome keeps only values every
+ * store binds, and says what it left out.
+ */
+describe('the worker boundary', () => {
+  it('keeps a well-formed outcome as it is', () => {
+    const outcome = { status: 'succeeded', output: 'ok', structured_output: { a: [1, 'x'] }, session_id: 's-1', cost_usd: 0.25, usage: { input_tokens: 10, output_tokens: 3 }, exit_code: 0, duration_ms: 12, stderr_tail: 'warn' };
+    expect(checkedOutcome(outcome)).toEqual({ outcome, dropped: [] });
+  });
+
+  it('leaves out a session id that is not an id, and still records the result', () => {
+    const { outcome, dropped } = checkedOutcome({ status: 'succeeded', output: 'fine', session_id: { nested: true } });
+    expect(outcome).toEqual({ status: 'succeeded', output: 'fine' });
+    expect(dropped).toEqual(['session_id {"nested":true} (not an id)']);
+  });
+
+  it('refuses negative, fractional and absurd usage and cost: a job cannot cost $-99999.99', () => {
+    const negative = checkedOutcome({ status: 'succeeded', output: 'x', cost_usd: -99999.99, usage: { input_tokens: -5, output_tokens: 2 } });
+    expect(negative.outcome).toEqual({ status: 'succeeded', output: 'x' });
+    expect(negative.dropped.join('\n')).toMatch(/cost_usd -99999\.99 \(not a number from 0/);
+    expect(negative.dropped.join('\n')).toMatch(/input_tokens is not a count/);
+    for (const usage of [{ input_tokens: 1.5 }, { output_tokens: MAX_TOKENS + 1 }, { input_tokens: '7' }, 'lots']) {
+      expect(checkedOutcome({ status: 'succeeded', output: 'x', usage }).outcome).not.toHaveProperty('usage');
+    }
+    for (const cost of [Number.NaN, Number.POSITIVE_INFINITY, 1e9, '0.1']) expect(checkedOutcome({ status: 'succeeded', output: 'x', cost_usd: cost }).outcome).not.toHaveProperty('cost_usd');
+  });
+
+  it('turns values the store cannot bind into text, and NUL into U+FFFD (PostgreSQL refuses NUL in text)', () => {
+    const { outcome } = checkedOutcome({ status: 'failed', kind: 'permanent', error: { code: 42 }, output: 'a\u0000b', stderr_tail: 7, exit_code: 2n ** 70n });
+    expect(outcome).toEqual({ status: 'failed', kind: 'permanent', error: '{"code":42}', output: 'a\uFFFDb', stderr_tail: '7' });
+  });
+
+  it('a structured output JSON cannot hold fails that unit as invalid output', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    for (const value of [{ n: 10n }, cyclic]) {
+      const { outcome } = checkedOutcome({ status: 'succeeded', output: 'x', structured_output: value });
+      expect(outcome).toMatchObject({ status: 'failed', kind: 'invalid_output', output: 'x' });
+      expect(outcome.status === 'failed' && outcome.error).toMatch(/cannot be stored as JSON/);
+    }
+  });
+
+  it('an unknown status or failure kind, or no outcome at all, is a retryable failure that says so', () => {
+    expect(checkedOutcome({ status: 'done', output: 'x' }).outcome).toEqual({ status: 'failed', kind: 'retryable', error: 'the worker returned an outcome with status done' });
+    expect(checkedOutcome(undefined).outcome).toMatchObject({ status: 'failed', kind: 'retryable', error: 'the worker returned undefined, not an outcome' });
+    const odd = checkedOutcome({ status: 'failed', kind: 'explode', error: 'boom', retry_after_ms: -1 });
+    expect(odd.outcome).toEqual({ status: 'failed', kind: 'retryable', error: 'boom' });
+    expect(odd.dropped).toEqual(['failure kind explode (read as retryable)', 'retry_after_ms -1 (not a number from 0 to 86400000)']);
+  });
+
+  it('an event keeps a short kind and its data as JSON text, whatever the data', () => {
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    expect(eventRow({ kind: 'assistant', data: { text: 'hi' } })).toEqual({ kind: 'assistant', data: '{"text":"hi"}' });
+    expect(eventRow({ kind: 'x'.repeat(500), data: { big: 2n ** 70n } })).toEqual({ kind: 'x'.repeat(64), data: '{"big":"1180591620717411303424"}' });
+    expect(JSON.parse(eventRow({ kind: 'system', data: cyclic }).data)).toHaveProperty('unserialisable');
+    expect(eventRow({ kind: { weird: true } as never, data: undefined })).toEqual({ kind: '{"weird":true}', data: 'null' });
+  });
+});

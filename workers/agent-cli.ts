@@ -4,7 +4,7 @@ import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contr
 import { lookup } from '../src/domain/template.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
 import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
-import { NOT_A_FLAG, notAFlag } from './cli-args.js';
+import { NOT_A_FLAG, notAFlag, refusedArguments } from './cli-args.js';
 import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd, fillFor } from './unit-values.js';
 import { which } from './which.js';
@@ -267,11 +267,23 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       if (u) usage = u;
     };
     const cwd = agentCwd(unit, cfg.cwd);
+    const args = agentCliArgs(cfg, fill, cwd);
+    const extraEnv = Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v)]));
+    const refused = refusedArguments([
+      ...(cwd === undefined ? [] : [{ field: 'the working directory (worker_config.cwd)', value: cwd }]),
+      ...args.map((value, i) => {
+        const base = args.length - cfg.extra_args.length;
+        const field = i >= base ? `worker_config.extra_args[${i - base}]` : cfg.args ? `worker_config.args[${i}]` : `argument ${i + 1} of ${r.command}`;
+        return { field, value };
+      }),
+      ...Object.entries(extraEnv).map(([k, v]) => ({ field: `worker_config.env.${k}`, value: `${k}=${v}` })),
+    ]);
+    if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
     const proc = runAgentProcess({
       command: r.command,
-      args: agentCliArgs(cfg, fill, cwd),
+      args,
       cwd,
-      env: agentEnv(Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v)]))),
+      env: agentEnv(extraEnv),
       input: r.stdin === null ? undefined : fill(r.stdin),
       signal: ctx.signal,
       onProcess: ctx.onProcess,

@@ -40,7 +40,7 @@ process.on('message', (m) => {
       stdio: [m.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
   } catch (err) {
-    send({ id: m.id, done: true, errorCode: err.code || 'ESPAWN', errorMessage: String(err.message) });
+    send({ id: m.id, done: true, exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, errorCode: err.code || 'ESPAWN', errorMessage: String(err.message) });
     return;
   }
   let finished = false;

@@ -5,6 +5,7 @@ import { fillFor, unitValues } from './unit-values.js';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
 import { ForkServers } from './fork-server.js';
 import { which } from './which.js';
+import { refusedArguments } from './cli-args.js';
 
 const config = z.strictObject({
   command: z.string().min(1).describe('The program to run, looked up on PATH unless absolute.'),
@@ -39,12 +40,21 @@ export const shellWorker: Worker<ShellConfig> = {
     const started = Date.now();
     let pid: number | undefined;
     let unwatch = () => undefined as void;
+    const args = cfg.args.map((a) => fill(a, unit));
+    const env = Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, renderWithEnv(v, unitValues(unit))]));
+    const cwd = cfg.cwd === undefined ? unit.work_dir : fill(cfg.cwd, unit);
+    const refused = refusedArguments([
+      { field: 'worker_config.cwd', value: cwd },
+      ...args.map((value, i) => ({ field: `worker_config.args[${i}]`, value })),
+      ...Object.entries(env).map(([k, v]) => ({ field: `worker_config.env.${k}`, value: `${k}=${v}` })),
+    ]);
+    if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
     const result = await forkServer.run(
       {
         file: cfg.command,
-        args: cfg.args.map((a) => fill(a, unit)),
-        cwd: cfg.cwd === undefined ? unit.work_dir : fill(cfg.cwd, unit),
-        env: Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, renderWithEnv(v, unitValues(unit))])),
+        args,
+        cwd,
+        env,
         ...(cfg.stdin === undefined ? {} : { input: fill(cfg.stdin, unit) }),
         shell: cfg.shell,
         maxStdout: cfg.max_output_bytes,
@@ -76,7 +86,9 @@ export const shellWorker: Worker<ShellConfig> = {
       return { ...common, status: 'failed', kind: 'permanent', error: `command not found: ${cfg.command}` };
     }
     if (result.errorCode) {
-      return { ...common, status: 'failed', kind: 'retryable', error: `could not start ${cfg.command}: ${result.errorMessage}` };
+      // E2BIG: the system's limit on arguments and environment together, which refusedArguments only estimates.
+      const kind = result.errorCode === 'E2BIG' ? 'permanent' : 'retryable';
+      return { ...common, status: 'failed', kind, error: `could not start ${cfg.command}: ${result.errorMessage}` };
     }
     if (result.overflow) {
       return { ...common, status: 'failed', kind: 'permanent', error: `stdout exceeded max_output_bytes (${cfg.max_output_bytes})` };

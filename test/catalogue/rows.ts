@@ -950,6 +950,20 @@ export const ROWS: Row[] = [
   },
   {
     surface: 'worker', group: 'worker',
+    input: 'a shell argument filled from an item past the system’s limit per argument (`{{item.text}}`, 200,000 bytes for item b), with `max_retries: 2`',
+    error: 'worker_config.args[1] is 200,000 bytes once filled in, over the system\'s 131,072 per argument: pass long values on stdin',
+    signal: 'unit FAILED (permanent)', kept: 'one attempt, no retries spent on it; items a and c SUCCEEDED (before: `Cannot read properties of undefined (reading \'replace\')`, retried)',
+    trigger: (b) =>
+      onlyB(b, {
+        enumerator_type: 'csv',
+        enumerator_config: { file_path: b.write('long.csv', `id,text\na,alpha\nb,${'x'.repeat(200_000)}\nc,gamma\n`), id_column: 'id' },
+        worker_type: 'shell',
+        worker_config: { command: 'echo', args: ['-n', '{{item.text}}'] },
+        max_retries: 2,
+      }),
+  },
+  {
+    surface: 'worker', group: 'worker',
     input: 'a function worker whose export throws',
     error: 'cannot handle item b',
     signal: 'unit FAILED (retryable)', kept: 'the stack is kept as the unit’s stderr tail; items a and c SUCCEEDED',

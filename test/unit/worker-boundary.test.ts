@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkedOutcome, eventRow, MAX_TOKENS } from '../../src/executor/worker-boundary.js';
+import { MAX_ARG_BYTES, refusedArguments } from '../../workers/cli-args.js';
 
 /*
  * What a worker hands back is untrusted: checkedOutcome keeps only values every
@@ -58,5 +59,16 @@ describe('the worker boundary', () => {
     expect(eventRow({ kind: 'x'.repeat(500), data: { big: 2n ** 70n } })).toEqual({ kind: 'x'.repeat(64), data: '{"big":"1180591620717411303424"}' });
     expect(JSON.parse(eventRow({ kind: 'system', data: cyclic }).data)).toHaveProperty('unserialisable');
     expect(eventRow({ kind: { weird: true } as never, data: undefined })).toEqual({ kind: '{"weird":true}', data: 'null' });
+  });
+});
+
+describe('arguments the system refuses', () => {
+  it('names the field with a NUL byte, over 131,072 bytes, or all of them past 2 MiB together', () => {
+    expect(refusedArguments([{ field: 'worker_config.args[0]', value: 'ok' }], {})).toBeUndefined();
+    expect(refusedArguments([{ field: 'worker_config.args[2]', value: 'a\u0000b' }], {})).toBe('worker_config.args[2] holds a NUL byte once filled in: no program can be given one; pass such data on stdin');
+    expect(refusedArguments([{ field: 'a', value: 'x'.repeat(MAX_ARG_BYTES - 1) }], {})).toBeUndefined();
+    expect(refusedArguments([{ field: 'worker_config.env.NOTE', value: 'é'.repeat(MAX_ARG_BYTES / 2) }], {})).toMatch(/^worker_config\.env\.NOTE is 131,072 bytes once filled in, over the system's 131,072 per argument/);
+    const many = Array.from({ length: 20 }, (_, i) => ({ field: `worker_config.args[${i}]`, value: 'x'.repeat(120_000) }));
+    expect(refusedArguments(many, {})).toMatch(/^the arguments and environment are 2,400,\d+ bytes together once filled in/);
   });
 });

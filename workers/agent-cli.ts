@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { lookup } from '../src/domain/template.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
-import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
+import { AGENT_MAX_OUTPUT_BYTES, agentEnv, MAX_OUTPUT_BYTES_DESCRIPTION, parseJsonLine, runAgentProcess, stdoutLimits } from './agent-process.js';
 import { NOT_A_FLAG, notAFlag, refusedArguments } from './cli-args.js';
 import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd, fillFor } from './unit-values.js';
@@ -161,6 +161,7 @@ const config = z
     session_path: z.string().min(1).optional().describe('json/jsonl: dot path of a session id.'),
     env: secretFreeRecord().default({}).describe('Extra environment variables; an empty value removes one, and a secret is named, not stored: "{{env.NAME}}".'),
     cwd: z.string().optional().describe("Working directory; default: the item's folder for file items, else a work dir per job."),
+    max_output_bytes: z.int().positive().default(AGENT_MAX_OUTPUT_BYTES).describe(MAX_OUTPUT_BYTES_DESCRIPTION),
   })
   .refine((c) => c.preset !== undefined || c.command !== undefined, { path: ['command'], message: 'required when no preset is given' })
   .superRefine((c, ctx) => {
@@ -287,6 +288,7 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       input: r.stdin === null ? undefined : fill(r.stdin),
       signal: ctx.signal,
       onProcess: ctx.onProcess,
+      maxStdoutBytes: cfg.max_output_bytes,
       onLine(line) {
         if (r.output !== 'jsonl') {
           stdout += `${line}\n`;
@@ -302,9 +304,10 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       },
     });
     const ended = await proc.done;
+    const limits = stdoutLimits(ended, cfg.max_output_bytes);
     const common = {
       exit_code: ended.exitCode,
-      stderr_tail: ended.stderrTail,
+      stderr_tail: limits.stderrTail,
       duration_ms: Date.now() - started,
       ...(sessionId ? { session_id: sessionId } : {}),
       ...(usage ? { usage } : {}),
@@ -314,6 +317,7 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
       if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; killed process group ${ended.pid}` };
       return { ...common, status: 'cancelled', error: `stopped (${reason}); killed process group ${ended.pid}` };
     }
+    if (limits.overflow) return { ...common, status: 'failed', kind: 'permanent', error: limits.overflow };
     if (ended.spawnError) {
       const missing = ended.spawnError.code === 'ENOENT';
       return { ...common, status: 'failed', kind: missing ? 'permanent' : 'retryable', error: missing ? `command not found: ${r.command}` : `could not start ${r.command}: ${ended.spawnError.message}` };

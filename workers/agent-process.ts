@@ -1,9 +1,15 @@
 import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
 import { resolveEnvRefs } from './secret-refs.js';
 
 const STDERR_TAIL = 4000;
+
+/** An agent's stdout is read line by line, never whole: a line is cut here (the rest of it is dropped and counted). */
+export const MAX_LINE_CHARS = 16 * 1024 * 1024;
+/** The default for `max_output_bytes` of the agent workers: past it the process group is killed and the unit fails. */
+export const AGENT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 export interface AgentProcessOptions {
   command: string;
@@ -14,8 +20,10 @@ export interface AgentProcessOptions {
   input?: string | undefined;
   signal: AbortSignal;
   onProcess(pid: number): void;
-  /** Called with each stdout line as it arrives. */
+  /** Called with each stdout line as it arrives (a line longer than MAX_LINE_CHARS arrives cut). */
   onLine(line: string): void;
+  /** Past this many bytes of stdout the process group is killed and the result says `overflow`. */
+  maxStdoutBytes: number;
 }
 
 export interface AgentProcessResult {
@@ -27,6 +35,10 @@ export interface AgentProcessResult {
   pid: number | undefined;
   /** Whether stop() ended it. */
   stopped: boolean;
+  /** Whether stdout passed maxStdoutBytes (the group was killed). */
+  overflow: boolean;
+  /** How many stdout lines were cut at MAX_LINE_CHARS. */
+  linesCut: number;
 }
 
 export interface AgentProcess {
@@ -59,10 +71,22 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
     child.stdin.on('error', () => undefined); // a CLI that exits without reading stdin is not our failure
     child.stdin.end(o.input);
   }
-  const lines = child.stdout ? createInterface({ input: child.stdout, crlfDelay: Infinity }) : undefined;
-  lines?.on('line', (line) => {
-    if (line.trim()) o.onLine(line);
-  });
+  let overflow = false;
+  let linesCut = 0;
+  if (child.stdout) {
+    readLines(
+      child.stdout,
+      (line) => {
+        if (line.trim()) o.onLine(line);
+      },
+      () => linesCut++,
+      o.maxStdoutBytes,
+      () => {
+        overflow = true;
+        if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
+      },
+    );
+  }
   const done = new Promise<AgentProcessResult>((resolve) => {
     let settled = false;
     const finish = (exitCode: number | null, signal: NodeJS.Signals | null) => {
@@ -70,7 +94,7 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
       settled = true;
       unwatch();
       if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
-      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, ...(spawnError ? { spawnError } : {}) });
+      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, overflow, linesCut, ...(spawnError ? { spawnError } : {}) });
     };
     child.on('error', (err: NodeJS.ErrnoException) => {
       spawnError = err;
@@ -88,6 +112,68 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
     },
     done,
   };
+}
+
+/**
+ * Hands `stream` over as lines (without their \n or \r\n) as they arrive, holding
+ * at most MAX_LINE_CHARS of one line: a longer one is handed over cut, and the rest
+ * of it is skipped. Past `maxBytes` in all, `overflow` is called once and the rest
+ * is ignored.
+ */
+export function readLines(stream: Readable, onLine: (line: string) => void, onCut: () => void, maxBytes: number, overflow: () => void): void {
+  const decoder = new StringDecoder('utf8');
+  let pending = '';
+  let skipping = false;
+  let bytes = 0;
+  let over = false;
+  const emit = (line: string) => onLine(line.endsWith('\r') ? line.slice(0, -1) : line);
+  const take = (text: string) => {
+    let start = 0;
+    for (;;) {
+      const nl = text.indexOf('\n', start);
+      const piece = nl < 0 ? text.slice(start) : text.slice(start, nl);
+      if (skipping) {
+        if (nl >= 0) skipping = false;
+      } else if (pending.length + piece.length > MAX_LINE_CHARS) {
+        emit((pending + piece.slice(0, MAX_LINE_CHARS - pending.length)));
+        onCut();
+        pending = '';
+        skipping = nl < 0;
+      } else if (nl >= 0) {
+        emit(pending + piece);
+        pending = '';
+      } else {
+        pending += piece;
+      }
+      if (nl < 0) return;
+      start = nl + 1;
+    }
+  };
+  stream.on('data', (chunk: Buffer) => {
+    if (over) return;
+    bytes += chunk.length;
+    if (bytes > maxBytes) {
+      over = true;
+      overflow();
+      return;
+    }
+    take(decoder.write(chunk));
+  });
+  stream.on('end', () => {
+    if (over) return;
+    take(decoder.end());
+    if (pending !== '' && !skipping) emit(pending);
+    pending = '';
+  });
+}
+
+/** The config field both agent workers take for AGENT_MAX_OUTPUT_BYTES. */
+export const MAX_OUTPUT_BYTES_DESCRIPTION = `A unit whose stdout grows past this many bytes fails for good (its process group is killed); one line is kept up to ${MAX_LINE_CHARS / 1024 / 1024} MiB, the rest of a longer one is cut.`;
+
+/** What the stdout limits did to a run: the stderr tail with a note of cut lines, and past max_output_bytes the unit's failure. */
+export function stdoutLimits(ended: AgentProcessResult, maxBytes: number): { stderrTail: string; overflow?: string } {
+  const note = ended.linesCut > 0 ? `\n[abp: ${ended.linesCut} stdout line${ended.linesCut === 1 ? ' was' : 's were'} cut at ${MAX_LINE_CHARS} characters]` : '';
+  return { stderrTail: ended.stderrTail + note, ...(ended.overflow ? { overflow: `stdout exceeded max_output_bytes (${maxBytes})` } : {}) };
 }
 
 /** Parses one stream line as a JSON object; anything else is undefined. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
-import { agentEnv, parseJsonLine, runAgentProcess } from './agent-process.js';
+import { AGENT_MAX_OUTPUT_BYTES, agentEnv, MAX_OUTPUT_BYTES_DESCRIPTION, parseJsonLine, runAgentProcess, stdoutLimits } from './agent-process.js';
 import { NOT_A_FLAG, notAFlag } from './cli-args.js';
 import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd } from './unit-values.js';
@@ -33,6 +33,7 @@ const config = z
       .default({})
       .describe('Extra environment variables; an empty value removes one (e.g. ANTHROPIC_API_KEY: ""), and a secret is named, not stored: "{{env.NAME}}".'),
     cwd: z.string().optional().describe("Working directory (placeholders allowed); default: the item's folder for file items, else a work dir per job."),
+    max_output_bytes: z.int().positive().default(AGENT_MAX_OUTPUT_BYTES).describe(MAX_OUTPUT_BYTES_DESCRIPTION),
     dangerously_skip_permissions: z
       .boolean()
       .default(false)
@@ -161,6 +162,7 @@ export const claudeWorker: Worker<ClaudeConfig> = {
       input: unit.prompt,
       signal: ctx.signal,
       onProcess: ctx.onProcess,
+      maxStdoutBytes: cfg.max_output_bytes,
       onLine(line) {
         const ev = parseJsonLine(line);
         if (!ev) {
@@ -212,13 +214,14 @@ export const claudeWorker: Worker<ClaudeConfig> = {
     });
     const ended = await proc.done;
     clearTimeout(linger);
+    const limits = stdoutLimits(ended, cfg.max_output_bytes);
 
     const common = {
       ...(sessionId ? { session_id: sessionId } : {}),
       ...(typeof result?.total_cost_usd === 'number' ? { cost_usd: result.total_cost_usd } : {}),
       ...(usageOf(result?.usage) ? { usage: usageOf(result?.usage) } : {}),
       exit_code: ended.exitCode,
-      stderr_tail: ended.stderrTail,
+      stderr_tail: limits.stderrTail,
       duration_ms: typeof result?.duration_ms === 'number' ? result.duration_ms : Date.now() - started,
     };
     if (ctx.signal.aborted) {
@@ -227,6 +230,7 @@ export const claudeWorker: Worker<ClaudeConfig> = {
       if (reason === 'timeout') return { ...common, status: 'timed_out', error: `timed out; ${what}` };
       return { ...common, status: 'cancelled', error: `stopped (${reason}); ${what}` };
     }
+    if (limits.overflow) return { ...common, status: 'failed', kind: 'permanent', error: limits.overflow };
     if (rateLimit) {
       return {
         ...common,

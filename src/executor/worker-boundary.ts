@@ -119,6 +119,39 @@ function usageOf(value: unknown, dropped: string[]): TokenUsage | undefined {
   return out;
 }
 
+/** One attempt's conversation is stored up to this many events… */
+export const MAX_EVENTS = 10_000;
+/** …and this many characters of event data; the rest is counted, not kept. */
+export const MAX_EVENT_CHARS = 16 * 1024 * 1024;
+
+/**
+ * What is stored of one attempt's conversation: its first MAX_EVENTS events, within
+ * MAX_EVENT_CHARS of data. An agent that floods its stream cannot fill the store or
+ * make its unit's page slow to read; the last event says how much was left out.
+ */
+export class ConversationLimit {
+  private events = 0;
+  private chars = 0;
+  private cut = 0;
+
+  /** The row to store for this event, or null once the limits are reached. */
+  take(event: ConversationEvent): { kind: string; data: string } | null {
+    const row = eventRow(event);
+    if (this.cut > 0 || this.events >= MAX_EVENTS || this.chars + row.data.length > MAX_EVENT_CHARS) {
+      this.cut++;
+      return null;
+    }
+    this.events++;
+    this.chars += row.data.length;
+    return row;
+  }
+
+  /** After the attempt: one event that records the cut, if there was one. */
+  end(): { kind: string; data: string } | null {
+    return this.cut === 0 ? null : { kind: 'events_cut', data: JSON.stringify({ kept: this.events, left_out: this.cut, max_events: MAX_EVENTS, max_chars: MAX_EVENT_CHARS }) };
+  }
+}
+
 /** A conversation event as the store keeps it: a short kind, and its data as JSON text. */
 export function eventRow(event: ConversationEvent): { kind: string; data: string } {
   const kind = text(event?.kind ?? 'event').slice(0, MAX_EVENT_KIND);

@@ -14,7 +14,7 @@ import { checkOutput, feedbackSection } from './output-schema.js';
 import { backoffMs, decide, retryAllowance } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
-import { checkedOutcome, eventRow } from './worker-boundary.js';
+import { checkedOutcome, ConversationLimit } from './worker-boundary.js';
 import { WriteBatch } from './write-batch.js';
 
 export interface WorkerPoolDeps {
@@ -178,6 +178,7 @@ export class WorkerPool {
         if (!ended) controller.abort('timeout');
       });
     let started = false;
+    const conversation = new ConversationLimit();
     try {
       const worker = this.deps.workers.get(job.worker_type);
       let item = JSON.parse(unit.payload) as Item;
@@ -219,7 +220,10 @@ export class WorkerPool {
             }
             this.writes.pid(unit.id, unit.attempt, pid);
           },
-          onEvent: (event) => this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...eventRow(event), created_at: Date.now() }),
+          onEvent: (event) => {
+            const row = conversation.take(event);
+            if (row) this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...row, created_at: Date.now() });
+          },
           throttle: this.throttle,
         },
       );
@@ -256,6 +260,8 @@ export class WorkerPool {
       maxMs: config.retryMaxMs,
     });
     decision.write.prompt = prompt;
+    const cut = conversation.end();
+    if (cut) this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...cut, created_at: Date.now() });
     await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write), entry);
   }
 

@@ -964,6 +964,19 @@ export const ROWS: Row[] = [
   },
   {
     surface: 'worker', group: 'worker',
+    input: 'an agent CLI (`agent-cli`, text output) that writes 1 GB without a newline for item b, with `max_retries: 2`',
+    error: 'stdout exceeded max_output_bytes (67108864)',
+    signal: 'unit FAILED (permanent)', kept: 'its process group is killed at 64 MiB, one attempt; items a and c SUCCEEDED (before: the executor crashed with `Invalid string length`)',
+    trigger: (b) =>
+      onlyB(b, {
+        ...items(b),
+        worker_type: 'agent-cli',
+        worker_config: { command: 'sh', args: ['-c', 'if [ "$1" = b ]; then head -c 1000000000 /dev/zero; else echo "$1"; fi', 'sh', '{{item.id}}'], output: 'text', stdin: null },
+        max_retries: 2,
+      }),
+  },
+  {
+    surface: 'worker', group: 'worker',
     input: 'a function worker whose export throws',
     error: 'cannot handle item b',
     signal: 'unit FAILED (retryable)', kept: 'the stack is kept as the unit’s stderr tail; items a and c SUCCEEDED',

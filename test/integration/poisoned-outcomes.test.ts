@@ -82,6 +82,26 @@ describe('an executor running a job whose worker output the store cannot take as
     await sb.cleanup();
   });
 
+  it('an agent that floods its stream keeps its result; its conversation is stored up to 10,000 events, and the cut is recorded', async () => {
+    const file = sb.path('items.csv');
+    writeFileSync(file, 'id\nflood\n');
+    const script = 'seq 0 11999 | awk \'{ print "{\\"type\\":\\"tick\\",\\"n\\":" $1 "}" }\'; echo \'{"type":"result","text":"done"}\'';
+    const job = await sb.ok([
+      'create', '--name', 'flood', '--intent', 'many events', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
+      '--worker', 'agent-cli', '-w', 'command=sh', '-w', `args:=${JSON.stringify(['-c', script])}`, '-w', 'output=jsonl', '-w', 'result_path=text', '-w', 'stdin:=null',
+      '--max-retries', '0',
+    ]);
+    const id = job.job_id as number;
+    await sb.ok(['start', String(id), '--skip-test']);
+    const done = await sb.waitFor(id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
+    expect(done.status).toBe('COMPLETED');
+    expect((await sb.results(id))[0]).toMatchObject({ status: 'SUCCEEDED', output: 'done' });
+    const kinds = await sb.query<{ kind: string; n: number }>('select kind, count(*) as n from unit_events where job_id = ? group by kind order by kind', id);
+    expect(kinds.map((k) => [k.kind, Number(k.n)])).toEqual([['events_cut', 1], ['tick', 10_000]]);
+    const [cut] = await sb.query<{ data: string }>("select data from unit_events where job_id = ? and kind = 'events_cut'", id);
+    expect(JSON.parse(cut!.data)).toMatchObject({ kept: 10_000, left_out: 2001 });
+  });
+
   it('records every unit: a NUL byte in one output (refused by PostgreSQL in text) is kept as U+FFFD', async () => {
     const file = sb.path('items.csv');
     writeFileSync(file, ['id', ...Array.from({ length: 6 }, (_, i) => `i${i + 1}`)].join('\n') + '\n');

@@ -1,5 +1,7 @@
+import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { checkedOutcome, eventRow, MAX_TOKENS } from '../../src/executor/worker-boundary.js';
+import { MAX_LINE_CHARS, readLines } from '../../workers/agent-process.js';
 import { MAX_ARG_BYTES, refusedArguments } from '../../workers/cli-args.js';
 
 /*
@@ -70,5 +72,36 @@ describe('arguments the system refuses', () => {
     expect(refusedArguments([{ field: 'worker_config.env.NOTE', value: 'é'.repeat(MAX_ARG_BYTES / 2) }], {})).toMatch(/^worker_config\.env\.NOTE is 131,072 bytes once filled in, over the system's 131,072 per argument/);
     const many = Array.from({ length: 20 }, (_, i) => ({ field: `worker_config.args[${i}]`, value: 'x'.repeat(120_000) }));
     expect(refusedArguments(many, {})).toMatch(/^the arguments and environment are 2,400,\d+ bytes together once filled in/);
+  });
+});
+
+describe('an agent’s stdout, read as bounded lines', () => {
+  const read = (chunks: Buffer[], maxBytes = 1 << 30) =>
+    new Promise<{ lines: string[]; cut: number; over: boolean }>((resolve) => {
+      const stream = new PassThrough();
+      const out = { lines: [] as string[], cut: 0, over: false };
+      readLines(stream, (l) => out.lines.push(l), () => out.cut++, maxBytes, () => (out.over = true));
+      stream.on('end', () => setImmediate(() => resolve(out)));
+      for (const c of chunks) stream.write(c);
+      stream.end();
+    });
+
+  it('splits on \\n and \\r\\n, across chunks, and keeps a character split between chunks whole', async () => {
+    const euro = Buffer.from('€');
+    const out = await read([Buffer.from('one\r\ntw'), Buffer.from('o\nthree '), euro.subarray(0, 1), Buffer.concat([euro.subarray(1), Buffer.from('\nlast')])]);
+    expect(out).toEqual({ lines: ['one', 'two', 'three €', 'last'], cut: 0, over: false });
+  });
+
+  it('cuts a line past MAX_LINE_CHARS and skips the rest of it, however many chunks it spans', async () => {
+    const chunk = Buffer.alloc(4 * 1024 * 1024, 'x');
+    const out = await read([Buffer.from('before\n'), chunk, chunk, chunk, chunk, chunk, Buffer.from('tail of the long line\nafter\n')]);
+    expect(out.lines.map((l) => l.length)).toEqual([6, MAX_LINE_CHARS, 5]);
+    expect(out.lines[2]).toBe('after');
+    expect(out.cut).toBe(1);
+  });
+
+  it('stops at maxBytes and says so once', async () => {
+    const out = await read([Buffer.from('a\nb\n'), Buffer.alloc(100, 'z'), Buffer.from('\nnever\n')], 50);
+    expect(out).toEqual({ lines: ['a', 'b'], cut: 0, over: true });
   });
 });

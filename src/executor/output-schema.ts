@@ -10,11 +10,35 @@ const ECHO_CHARS = 2000;
 const compiled = new Map<string, ValidateFunction>();
 let ajv: Ajv | undefined;
 
+/**
+ * A schema's `pattern`s run on every answer, which the worker (an LLM, an agent)
+ * writes: with JavaScript's backtracking RegExp, `^(a+)+$` against thirty `a`s and
+ * a `!` holds the executor's event loop for minutes (no heartbeats, no timeouts,
+ * no other unit). They run on RE2 instead (re2js), which matches in time linear in
+ * the answer; a pattern RE2 cannot run (lookaround, backreferences) is refused
+ * when the job is created, naming it.
+ */
+function re2Engine(require: NodeJS.Require): ((pattern: string, flags: string) => { test(s: string): boolean }) & { code: string } {
+  const { RE2JS } = require('re2js') as typeof import('re2js');
+  const engine = (pattern: string, flags: string) => {
+    let re: InstanceType<typeof RE2JS>;
+    try {
+      re = RE2JS.compile(pattern);
+    } catch (err) {
+      throw new Error(`pattern ${JSON.stringify(pattern)} cannot be used: abp matches patterns in linear time (RE2), without lookaround or backreferences (${(err as Error).message})`);
+    }
+    // Ajv keys compiled patterns by their text: each engine result must print as its own.
+    return { test: (s: string) => re.matcher(s).find(), toString: () => `/${pattern}/${flags}` };
+  };
+  return Object.assign(engine, { code: 're2' });
+}
+
 /** Ajv (CommonJS, so it can load synchronously) loads with the first job that has an output_schema. */
 function validator(): Ajv {
   if (!ajv) {
-    const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
-    ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
+    const require = createRequire(import.meta.url);
+    const { Ajv } = require('ajv') as typeof import('ajv');
+    ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false, code: { regExp: re2Engine(require) } });
   }
   return ajv;
 }

@@ -255,6 +255,13 @@ export const ROWS: Row[] = [
   },
   {
     surface: 'CLI', group: 'cli-flags',
+    input: '`abp create … --output-schema FILE` whose `pattern` needs lookahead (`(?=a)b`), which a linear-time matcher cannot run',
+    error: 'output_schema: not a valid JSON Schema: pattern "(?=a)b" cannot be used: abp matches patterns in linear time (RE2), without lookaround or backreferences (error parsing regexp: invalid or unsupported Perl syntax: `(?=`)',
+    signal: 'exit 2', kept: 'no job is created',
+    trigger: (b) => b.create([...csvShell(b), '--output-schema', b.write('lookahead.json', JSON.stringify({ type: 'object', properties: { s: { type: 'string', pattern: '(?=a)b' } } }))]),
+  },
+  {
+    surface: 'CLI', group: 'cli-flags',
     input: '`abp create … -e noequals` (a config flag without `=`)',
     error: '--enum: expected KEY=VALUE or KEY:=JSON, got "noequals"',
     signal: 'exit 2', kept: 'no job is created',
@@ -1025,6 +1032,19 @@ export const ROWS: Row[] = [
       if ((await unitDetail(b, seen.unit)).output !== '{"n": "two"}') throw new Error('the rejected answer was not kept');
       return seen;
     },
+  },
+  {
+    surface: 'worker', group: 'worker',
+    input: 'an `output_schema` pattern that backtracks catastrophically (`^(a+)+$`) and an answer of 40 `a`s and a `!` for item b',
+    error: 'output_schema: the answer does not match: /s: must match pattern "^(a+)+$" {"pattern":"^(a+)+$"}',
+    signal: 'unit FAILED (invalid_output)', kept: 'the executor is not held up (patterns run on RE2, in linear time); items a and c SUCCEEDED (before: the executor froze for hours)',
+    trigger: (b) =>
+      onlyB(b, {
+        ...items(b),
+        worker_type: 'shell',
+        worker_config: { command: 'sh', args: ['-c', `if [ "$1" = b ]; then echo '{"s": "${'a'.repeat(40)}!"}'; else echo '{"s": "aaa"}'; fi`, 'sh', '{{item.id}}'] },
+        output_schema: { type: 'object', required: ['s'], properties: { s: { type: 'string', pattern: '^(a+)+$' } } },
+      }),
   },
   {
     surface: 'worker', group: 'worker',

@@ -12,6 +12,7 @@ import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup, processAlive } from '../util/process-group.js';
 import { envNamesOf, missingFrom, storedNeeds } from './launcher.js';
 import { WorkerPool } from './worker-pool.js';
+import { logLine } from '../util/log-line.js';
 
 export interface JobExecutorDeps {
   repo: Repository;
@@ -51,7 +52,7 @@ export class JobExecutor {
   private readonly settleErrors = new Map<string, string>();
 
   constructor(private readonly deps: JobExecutorDeps) {
-    this.log = deps.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} executor ${this.id}: ${m}\n`));
+    this.log = deps.log ?? ((m) => logLine(`${new Date().toISOString()} executor ${this.id}: ${m}`));
     this.pool = new WorkerPool({ ...deps, owner: this.id, log: this.log }, deps.config.maxWorkers);
   }
 

@@ -1,8 +1,9 @@
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WriteBatch } from '../../src/executor/write-batch.js';
 import type { OutcomeWrite } from '../../src/store/repository.js';
-import { Sandbox } from '../helpers/cli.js';
+import { CLI, ROOT, Sandbox, sleep } from '../helpers/cli.js';
 import { createTestStore, queryDb, runningJob, type TestStore } from '../helpers/store.js';
 
 /*
@@ -118,5 +119,36 @@ describe('an executor running a job whose worker output the store cannot take as
     expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 6, failed: 0, cancelled: 0 });
     const outputs = Object.fromEntries((await sb.results(id)).map((r) => [r.item_id, r.output]));
     expect(outputs).toEqual({ i1: 'ok-i1', i2: 'ok-i2', i3: 'a\uFFFDb', i4: 'ok-i4', i5: 'ok-i5', i6: 'ok-i6' });
+  });
+});
+
+describe('an executor whose log cannot be written (a full disk)', () => {
+  let sb: Sandbox;
+  beforeEach(() => {
+    sb = new Sandbox();
+  });
+  afterEach(async () => {
+    await sb.cleanup();
+  });
+
+  it('keeps working: it runs the job to the end and exits 0 on SIGTERM, with every log line refused by /dev/full', async () => {
+    const file = sb.path('items.csv');
+    writeFileSync(file, 'id\nx1\nx2\nx3\n');
+    const job = await sb.ok(['create', '--name', 'log', '--intent', 'no log', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id', '--worker', 'shell', '-w', 'command=echo']);
+    const full = openSync('/dev/full', 'w');
+    const exec = execa(process.execPath, [CLI, 'executor', '--idle-seconds', '0'], { env: sb.env, stdout: 'ignore', stderr: full, reject: false, cwd: ROOT });
+    closeSync(full);
+    for (let i = 0; (await sb.query('select id from executors where pid = ?', exec.pid)).length === 0; i++) {
+      if (exec.exitCode !== null || i > 300) throw new Error(`the executor did not register (exit ${exec.exitCode})`);
+      await sleep(100);
+    }
+    const started = await sb.ok(['start', String(job.job_id), '--skip-test']);
+    // The executor that cannot log is alive and registered: abp start launches no other.
+    expect(started.executor.started).toBe(false);
+    const done = await sb.waitFor(job.job_id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
+    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0 });
+    exec.kill('SIGTERM');
+    expect((await exec).exitCode).toBe(0);
+    expect(await sb.query('select id from executors')).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
+import { logLine } from '../../util/log-line.js';
 import { shutdownSignals } from '../signals.js';
 
 export const executor: Command = {
@@ -13,13 +14,13 @@ export const executor: Command = {
     // signal stops them at once. Either way the leases are released and it exits 0.
     let stopNow: (() => Promise<void>) | undefined;
     const signals = shutdownSignals((signal) => {
-      process.stderr.write(`executor: ${signal} received again; stopping the running units now\n`);
+      logLine(`executor: ${signal} received again; stopping the running units now`);
       void stopNow?.();
     });
     try {
       const app = await ctx.app();
       if (signals.first) {
-        process.stderr.write(`executor: ${signals.first} received while starting; exiting\n`);
+        logLine(`executor: ${signals.first} received while starting; exiting`);
         return;
       }
       const exec = app.createExecutor({
@@ -28,7 +29,7 @@ export const executor: Command = {
       });
       stopNow = () => exec.stopNow();
       void signals.received.then((signal) => {
-        process.stderr.write(`executor: ${signal} received; draining (up to ${app.config.shutdownGraceMs / 1000} s; send it again to stop the running units now)\n`);
+        logLine(`executor: ${signal} received; draining (up to ${app.config.shutdownGraceMs / 1000} s; send it again to stop the running units now)`);
         return exec.stop();
       });
       await exec.run();

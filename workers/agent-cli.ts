@@ -4,7 +4,7 @@ import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contr
 import { lookup } from '../src/domain/template.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
 import { AGENT_MAX_OUTPUT_BYTES, agentEnv, MAX_OUTPUT_BYTES_DESCRIPTION, parseJsonLine, runAgentProcess, stdoutLimits } from './agent-process.js';
-import { NOT_A_FLAG, notAFlag, refusedArguments } from './cli-args.js';
+import { envFields, NOT_A_FLAG, notAFlag, refusedArguments } from './cli-args.js';
 import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd, fillFor } from './unit-values.js';
 import { which } from './which.js';
@@ -277,7 +277,7 @@ export const agentCliWorker: Worker<AgentCliConfig> = {
         const field = i >= base ? `worker_config.extra_args[${i - base}]` : cfg.args ? `worker_config.args[${i}]` : `argument ${i + 1} of ${r.command}`;
         return { field, value };
       }),
-      ...Object.entries(extraEnv).map(([k, v]) => ({ field: `worker_config.env.${k}`, value: `${k}=${v}` })),
+      ...envFields(extraEnv),
     ]);
     if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
     const proc = runAgentProcess({

@@ -39,3 +39,8 @@ export function refusedArguments(fields: readonly ArgField[], inherited: NodeJS.
   if (total > MAX_TOTAL_BYTES) return `the arguments and environment are ${total.toLocaleString('en')} bytes together once filled in, over the system's ${MAX_TOTAL_BYTES.toLocaleString('en')}: pass long values on stdin`;
   return undefined;
 }
+
+/** A unit's environment additions as ArgFields, each named worker_config.env.NAME. */
+export function envFields(env: Record<string, string>): ArgField[] {
+  return Object.entries(env).map(([k, v]) => ({ field: `worker_config.env.${k}`, value: `${k}=${v}` }));
+}

@@ -5,7 +5,7 @@ import { fillFor, unitValues } from './unit-values.js';
 import { killGroup, watchAbort } from '../src/util/process-group.js';
 import { ForkServers } from './fork-server.js';
 import { which } from './which.js';
-import { refusedArguments } from './cli-args.js';
+import { envFields, refusedArguments } from './cli-args.js';
 
 const config = z.strictObject({
   command: z.string().min(1).describe('The program to run, looked up on PATH unless absolute.'),
@@ -46,7 +46,7 @@ export const shellWorker: Worker<ShellConfig> = {
     const refused = refusedArguments([
       { field: 'worker_config.cwd', value: cwd },
       ...args.map((value, i) => ({ field: `worker_config.args[${i}]`, value })),
-      ...Object.entries(env).map(([k, v]) => ({ field: `worker_config.env.${k}`, value: `${k}=${v}` })),
+      ...envFields(env),
     ]);
     if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
     const result = await forkServer.run(

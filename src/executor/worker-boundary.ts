@@ -24,7 +24,7 @@ function text(value: unknown): string {
 }
 
 /** JSON text of any value; a value JSON cannot hold (a cycle, a BigInt) is described instead. */
-export function jsonText(value: unknown): string {
+function jsonText(value: unknown): string {
   try {
     const s = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
     return s === undefined ? 'null' : s;
@@ -136,8 +136,9 @@ export class ConversationLimit {
 
   /** The row to store for this event, or null once the limits are reached. */
   take(event: ConversationEvent): { kind: string; data: string } | null {
-    const row = eventRow(event);
-    if (this.cut > 0 || this.events >= MAX_EVENTS || this.chars + row.data.length > MAX_EVENT_CHARS) {
+    // Once cut, a flood's events are counted, not serialised.
+    const row = this.cut > 0 || this.events >= MAX_EVENTS ? null : eventRow(event);
+    if (row === null || this.chars + row.data.length > MAX_EVENT_CHARS) {
       this.cut++;
       return null;
     }

@@ -74,7 +74,7 @@ describe('a group commit with one row the store refuses', () => {
   });
 });
 
-describe('an executor running a job whose worker output the store cannot take as it is', () => {
+describe('an executor running units whose worker or log misbehaves', () => {
   let sb: Sandbox;
   beforeEach(() => {
     sb = new Sandbox();
@@ -120,18 +120,8 @@ describe('an executor running a job whose worker output the store cannot take as
     const outputs = Object.fromEntries((await sb.results(id)).map((r) => [r.item_id, r.output]));
     expect(outputs).toEqual({ i1: 'ok-i1', i2: 'ok-i2', i3: 'a\uFFFDb', i4: 'ok-i4', i5: 'ok-i5', i6: 'ok-i6' });
   });
-});
 
-describe('an executor whose log cannot be written (a full disk)', () => {
-  let sb: Sandbox;
-  beforeEach(() => {
-    sb = new Sandbox();
-  });
-  afterEach(async () => {
-    await sb.cleanup();
-  });
-
-  it('keeps working: it runs the job to the end and exits 0 on SIGTERM, with every log line refused by /dev/full', async () => {
+  it('an executor whose log cannot be written (a full disk) keeps working: it runs the job to the end and exits 0 on SIGTERM, with every log line refused by /dev/full', async () => {
     const file = sb.path('items.csv');
     writeFileSync(file, 'id\nx1\nx2\nx3\n');
     const job = await sb.ok(['create', '--name', 'log', '--intent', 'no log', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id', '--worker', 'shell', '-w', 'command=echo']);

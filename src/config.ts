@@ -13,6 +13,8 @@ export interface AbpConfig {
   readonly maxWorkers: number;
   readonly leaseMs: number;
   readonly heartbeatMs: number;
+  /** An executor whose heartbeat is older than this is taken for dead (three missed heartbeats). */
+  readonly executorStaleMs: number;
   readonly pollMs: number;
   readonly idleExitMs: number;
   readonly retryBaseMs: number;
@@ -77,6 +79,7 @@ export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConf
     maxWorkers: Math.floor(number(env, 'ABP_MAX_WORKERS', 16, 1)),
     leaseMs,
     heartbeatMs: Math.max(200, Math.floor(leaseMs / 3)),
+    executorStaleMs: 3 * Math.max(200, Math.floor(leaseMs / 3)),
     pollMs: number(env, 'ABP_POLL_MS', 200, 10),
     idleExitMs: number(env, 'ABP_EXECUTOR_IDLE_SECONDS', 30, 0) * 1000,
     retryBaseMs: number(env, 'ABP_RETRY_BASE_MS', 1000, 0),

@@ -1,13 +1,18 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
-import { killGroup, watchAbort } from '../src/util/process-group.js';
+import { killGroup, newUnitMark, sweepTree, UNIT_MARK_VAR, watchAbort } from '../src/util/process-group.js';
 import { resolveEnvRefs } from './secret-refs.js';
 
 const STDERR_TAIL = 4000;
 
 /** An agent's stdout is read line by line, never whole: a line is cut here (the rest of it is dropped and counted). */
 export const MAX_LINE_CHARS = 16 * 1024 * 1024;
+/** How long an agent's stdout may stay open after it exits (held by something it left running) before it is closed. */
+const DRAIN_MS = 2000;
+/** The same after a timeout, cancel or stop. */
+const STOPPED_DRAIN_MS = 100;
+
 /** The default for `max_output_bytes` of the agent workers: past it the process group is killed and the unit fails. */
 export const AGENT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
@@ -39,6 +44,13 @@ export interface AgentProcessResult {
   overflow: boolean;
   /** How many stdout lines were cut at MAX_LINE_CHARS. */
   linesCut: number;
+  /**
+   * Whether its stdout or stderr stayed open after it exited (held by a process it
+   * left running, e.g. one that escaped with setsid): the pipes were closed, and
+   * everything the run started was swept (`swept` processes killed).
+   */
+  held: boolean;
+  swept: number;
 }
 
 export interface AgentProcess {
@@ -53,9 +65,10 @@ export interface AgentProcess {
  * kill the whole group, and anything left in the group is reaped at the end.
  */
 export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
+  const mark = newUnitMark();
   const child = spawn(o.command, o.args, {
     cwd: o.cwd,
-    env: o.env,
+    env: { ...o.env, [UNIT_MARK_VAR]: mark },
     detached: true, // its own process group, so timeout and cancel reach every descendant
     stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
@@ -87,14 +100,27 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
       },
     );
   }
+  let held = false;
+  // Once it has exited: ends the run after `ms` even if its pipes are still open.
+  let cutAfter: ((ms: number) => void) | undefined;
+  const hurry = () => cutAfter?.(STOPPED_DRAIN_MS);
+  o.signal.addEventListener('abort', hurry, { once: true });
   const done = new Promise<AgentProcessResult>((resolve) => {
     let settled = false;
+    let drain: NodeJS.Timeout | undefined;
     const finish = (exitCode: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return;
       settled = true;
+      clearTimeout(drain);
+      o.signal.removeEventListener('abort', hurry);
       unwatch();
-      if (child.pid !== undefined) killGroup(child.pid, 'SIGKILL');
-      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, overflow, linesCut, ...(spawnError ? { spawnError } : {}) });
+      let swept = 0;
+      if (child.pid !== undefined) {
+        // After a timeout, cancel, stop, overflow or held pipes, whatever escaped the group is found too.
+        if (held || stopped || overflow || o.signal.aborted) swept = sweepTree(child.pid, mark);
+        else killGroup(child.pid, 'SIGKILL');
+      }
+      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, overflow, linesCut, held, swept, ...(spawnError ? { spawnError } : {}) });
     };
     child.on('error', (err: NodeJS.ErrnoException) => {
       spawnError = err;
@@ -102,11 +128,26 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
     });
     // 'close' waits for stdout to end, so every line has been handed over.
     child.on('close', (code, signal) => finish(code, signal));
+    // A process it left running may hold stdout open after it exits: the run still ends.
+    child.on('exit', (code, signal) => {
+      const cut = () => {
+        held = true;
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish(code, signal);
+      };
+      cutAfter = (ms) => {
+        clearTimeout(drain);
+        drain = setTimeout(cut, ms);
+      };
+      cutAfter(stopped || overflow || o.signal.aborted ? STOPPED_DRAIN_MS : DRAIN_MS);
+    });
   });
   return {
     stop() {
       if (stopped || child.pid === undefined) return;
       stopped = true;
+      hurry();
       killGroup(child.pid, 'SIGTERM');
       setTimeout(() => child.pid !== undefined && killGroup(child.pid, 'SIGKILL'), 2000).unref();
     },
@@ -172,7 +213,10 @@ export const MAX_OUTPUT_BYTES_DESCRIPTION = `A unit whose stdout grows past this
 
 /** What the stdout limits did to a run: the stderr tail with a note of cut lines, and past max_output_bytes the unit's failure. */
 export function stdoutLimits(ended: AgentProcessResult, maxBytes: number): { stderrTail: string; overflow?: string } {
-  const note = ended.linesCut > 0 ? `\n[abp: ${ended.linesCut} stdout line${ended.linesCut === 1 ? ' was' : 's were'} cut at ${MAX_LINE_CHARS} characters]` : '';
+  let note = ended.linesCut > 0 ? `\n[abp: ${ended.linesCut} stdout line${ended.linesCut === 1 ? ' was' : 's were'} cut at ${MAX_LINE_CHARS} characters]` : '';
+  if (ended.held) {
+    note += `\n[abp: stdout stayed open after the agent ended, held by a process it left running; the pipes were closed${ended.swept ? ` and ${ended.swept} leftover process${ended.swept === 1 ? ' was' : 'es were'} killed` : ''}]`;
+  }
   return { stderrTail: ended.stderrTail + note, ...(ended.overflow ? { overflow: `stdout exceeded max_output_bytes (${maxBytes})` } : {}) };
 }
 

@@ -21,6 +21,8 @@ import { availableParallelism } from 'node:os';
 const SERVER_SOURCE = String.raw`
 const { spawn } = require('node:child_process');
 const groups = new Set();
+// Requests whose process is running, for 'release'.
+const running = new Map();
 const reapAll = () => {
   for (const pid of groups) { try { process.kill(-pid, 'SIGKILL'); } catch {} }
   process.exit(0);
@@ -30,6 +32,11 @@ const reapAll = () => {
 const send = (m) => { if (process.connected) process.send(m, (err) => { if (err) reapAll(); }); };
 process.on('disconnect', reapAll);
 process.on('message', (m) => {
+  if (m.release !== undefined) {
+    const r = running.get(m.release);
+    if (r) r.release();
+    return;
+  }
   let child;
   try {
     child = spawn(m.file, m.args, {
@@ -40,7 +47,7 @@ process.on('message', (m) => {
       stdio: [m.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
   } catch (err) {
-    send({ id: m.id, done: true, exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, errorCode: err.code || 'ESPAWN', errorMessage: String(err.message) });
+    send({ id: m.id, done: true, exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, held: false, errorCode: err.code || 'ESPAWN', errorMessage: String(err.message) });
     return;
   }
   let finished = false;
@@ -71,9 +78,15 @@ process.on('message', (m) => {
     child.stdin.on('error', () => {});
     child.stdin.end(m.input);
   }
+  let held = false;
+  let released = false;
+  let exited;
+  let drain;
   const finish = (exitCode, signal) => {
     if (finished) return;
     finished = true;
+    clearTimeout(drain);
+    running.delete(m.id);
     if (child.pid !== undefined) groups.delete(child.pid);
     send({
       id: m.id,
@@ -83,13 +96,38 @@ process.on('message', (m) => {
       stdout: Buffer.concat(out).toString('utf8'),
       stderr: errTail.toString('utf8'),
       overflow,
+      held,
       errorCode: spawnError ? spawnError.code || 'ESPAWN' : undefined,
       errorMessage: spawnError ? String(spawnError.message) : undefined,
     });
   };
+  // The command has exited, but something it started (in the background, or escaped with
+  // setsid) still holds its stdout or stderr: the pipes are closed and the run ends.
+  const cutPipes = () => {
+    if (finished || !exited) return;
+    held = true;
+    child.stdout.destroy();
+    child.stderr.destroy();
+    finish(exited.code, exited.signal);
+  };
+  // Once released (a timeout or cancel), the pipes get a moment to drain after the exit, not drainMs.
+  const RELEASED_DRAIN_MS = 100;
+  running.set(m.id, {
+    release() {
+      released = true;
+      if (exited) {
+        clearTimeout(drain);
+        drain = setTimeout(cutPipes, RELEASED_DRAIN_MS);
+      }
+    },
+  });
   child.on('error', (err) => {
     spawnError = err;
     if (child.pid === undefined) finish(null, null);
+  });
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    drain = setTimeout(cutPipes, released ? RELEASED_DRAIN_MS : m.drainMs);
   });
   child.on('close', (code, signal) => finish(code, signal));
 });
@@ -109,6 +147,8 @@ export interface SpawnRequest {
   maxStdout: number;
   /** Only the last this many bytes of stderr are kept. */
   maxStderr: number;
+  /** How long stdout and stderr may stay open after the command exits before they are closed (see `held`). */
+  drainMs: number;
 }
 
 export interface SpawnResult {
@@ -118,6 +158,12 @@ export interface SpawnResult {
   /** The tail of stderr. */
   stderr: string;
   overflow: boolean;
+  /**
+   * The command exited but its pipes stayed open (a background or escaped process
+   * held them) past `drainMs`, or after `release`: they were closed, and the caller
+   * should sweep what is left (see sweepTree).
+   */
+  held: boolean;
   /** Set when the process could not be started (e.g. ENOENT). */
   errorCode?: string;
   errorMessage?: string;
@@ -141,16 +187,25 @@ export class ForkServer {
     return this.pending.size;
   }
 
-  /** Starts a process; `onPid` hears its pid (a process group id) as soon as it exists. */
-  async run(request: SpawnRequest, onPid: (pid: number) => void): Promise<SpawnResult> {
+  /**
+   * Starts a process; `onPid` hears its pid (a process group id) as soon as it exists.
+   * Once `release` aborts, the run ends as soon as the process has exited, without
+   * waiting for its pipes (the caller signals the process group itself).
+   */
+  async run(request: SpawnRequest, onPid: (pid: number) => void, release?: AbortSignal): Promise<SpawnResult> {
     const child = await this.start();
     const id = this.nextId++;
+    const onRelease = () => {
+      if (this.child === child && child.connected) child.send({ release: id });
+    };
     return new Promise<SpawnResult>((resolve) => {
       this.pending.set(id, { onPid, resolve });
       // Only a server with work in flight keeps the process alive.
       if (this.pending.size === 1) child.channel?.ref();
       child.send({ id, ...request });
-    });
+      if (release?.aborted) onRelease();
+      else release?.addEventListener('abort', onRelease, { once: true });
+    }).finally(() => release?.removeEventListener('abort', onRelease));
   }
 
   /** Stops the server; processes it started are killed with it. */
@@ -193,7 +248,7 @@ export class ForkServer {
           this.ready = undefined;
         }
         const why = `the fork server exited (${signal ?? `code ${code}`})`;
-        for (const p of this.pending.values()) p.resolve({ exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, errorCode: 'ESERVER', errorMessage: why });
+        for (const p of this.pending.values()) p.resolve({ exitCode: null, signal: null, stdout: '', stderr: '', overflow: false, held: false, errorCode: 'ESERVER', errorMessage: why });
         this.pending.clear();
         reject(new Error(why));
       });
@@ -210,9 +265,9 @@ export class ForkServers {
     this.servers = Array.from({ length: count }, () => new ForkServer());
   }
 
-  run(request: SpawnRequest, onPid: (pid: number) => void): Promise<SpawnResult> {
+  run(request: SpawnRequest, onPid: (pid: number) => void, release?: AbortSignal): Promise<SpawnResult> {
     const idle = this.servers.reduce((best, s) => (s.load < best.load ? s : best));
-    return idle.run(request, onPid);
+    return idle.run(request, onPid, release);
   }
 
   async close(): Promise<void> {

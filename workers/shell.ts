@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { UnitInput, UnitOutcome, Worker } from '../src/contracts/worker.js';
 import { renderWithEnv, secretFreeRecord } from './secret-refs.js';
 import { fillFor, unitValues } from './unit-values.js';
-import { killGroup, watchAbort } from '../src/util/process-group.js';
+import { killGroup, newUnitMark, sweepTree, UNIT_MARK_VAR, watchAbort } from '../src/util/process-group.js';
 import { ForkServers } from './fork-server.js';
 import { which } from './which.js';
 import { envFields, refusedArguments } from './cli-args.js';
@@ -24,6 +24,8 @@ const config = z.strictObject({
 type ShellConfig = z.infer<typeof config>;
 
 const STDERR_TAIL = 2000;
+/** How long a command's pipes may stay open after it exits (held by something it left running) before they are closed. */
+export const DRAIN_MS = 2000;
 
 const fill = (template: string, unit: UnitInput) => fillFor(unit)(template);
 
@@ -49,16 +51,18 @@ export const shellWorker: Worker<ShellConfig> = {
       ...envFields(env),
     ]);
     if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
+    const mark = newUnitMark();
     const result = await forkServer.run(
       {
         file: cfg.command,
         args,
         cwd,
-        env,
+        env: { ...env, [UNIT_MARK_VAR]: mark },
         ...(cfg.stdin === undefined ? {} : { input: fill(cfg.stdin, unit) }),
         shell: cfg.shell,
         maxStdout: cfg.max_output_bytes,
         maxStderr: STDERR_TAIL,
+        drainMs: DRAIN_MS,
       },
       (started) => {
         // Its own process group, so timeout and cancel reach every descendant.
@@ -66,14 +70,23 @@ export const shellWorker: Worker<ShellConfig> = {
         ctx.onProcess(started);
         unwatch = watchAbort(ctx.signal, started);
       },
+      // Timeout and cancel end the unit once the command is dead, whoever still holds its pipes.
+      ctx.signal,
     );
     unwatch();
-    // Reap anything the command left running in its group.
-    if (pid !== undefined) killGroup(pid, 'SIGKILL');
-
+    // Reap anything the command left running: its group, and after a timeout, a cancel or
+    // pipes held open, whatever escaped the group too (setsid, double fork).
+    let swept = 0;
+    if (pid !== undefined) {
+      if (ctx.signal.aborted || result.held) swept = sweepTree(pid, mark);
+      else killGroup(pid, 'SIGKILL');
+    }
+    const heldNote = result.held
+      ? `\n[abp: stdout stayed open after the command ended, held by a process it left running; the pipes were closed${swept ? ` and ${swept} leftover process${swept === 1 ? ' was' : 'es were'} killed` : ''}]`
+      : '';
     const common = {
       exit_code: result.exitCode,
-      stderr_tail: result.stderr,
+      stderr_tail: result.stderr + heldNote,
       duration_ms: Date.now() - started,
     };
     const stdout = result.stdout.replace(/\r?\n$/, '');

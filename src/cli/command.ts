@@ -1,5 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { App } from '../app.js';
+import type { AbpConfig } from '../config.js';
 import type { openJobReader } from '../open-store.js';
 import { AbpError } from '../domain/errors.js';
 
@@ -14,6 +15,8 @@ export interface CommandContext {
   app(): Promise<App>;
   /** Job rows alone (`abp status`, `abp list`): on SQLite, without loading Kysely or the app. */
   jobs(): ReturnType<typeof openJobReader>;
+  /** The configuration from the environment and --home/--db. */
+  config(): AbpConfig;
   print(human: string, data: unknown): void;
 }
 

@@ -8,7 +8,7 @@ export function statusLine(s: JobStatus): string {
   return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason}${approved} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.pending} pending, ${c.cancelled} cancelled${cost}`;
 }
 
-export function statusBlock(s: JobStatus): string {
+export function statusBlock(s: JobStatus & { executors?: { warning: string | null } | null }): string {
   return [
     statusLine(s),
     `  enumerator ${s.enumerator_type}, worker ${s.worker_type}, max_workers ${s.max_workers}, max_retries ${s.max_retries}, timeout ${s.timeout_seconds}s`,
@@ -21,6 +21,7 @@ export function statusBlock(s: JobStatus): string {
         ]
       : []),
     ...(s.estimate_note ? [`  ${s.estimate_note}`] : []),
+    ...(s.executors?.warning ? [`  warning: ${s.executors.warning}`] : []),
     ...(s.budget ? [`  budget $${s.budget.max_cost_usd}: spent $${s.budget.spent_usd.toFixed(4)}, reserved $${s.budget.reserved_usd.toFixed(4)}`] : []),
   ].join('\n');
 }

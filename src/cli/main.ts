@@ -101,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
       // Job rows for status and list: plain SQL on an up-to-date SQLite file (the
       // composition root, with its package.json read, never loads), else the store.
       jobs: async () => app?.repo ?? (reader ??= await (await import('../open-store.js')).openJobReader(resolveConfig(env))),
+      config: () => resolveConfig(env),
       print(human, data) {
         process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
       },

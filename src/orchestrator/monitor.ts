@@ -39,7 +39,7 @@ export class Monitor {
   /** The state of the whole installation: live executors and jobs by status. */
   async overview() {
     const { repo, config } = this;
-    const executors = await repo.liveExecutors(config.heartbeatMs * 3);
+    const executors = await repo.liveExecutors(config.executorStaleMs);
     return {
       executors: executors.map((e) => ({ id: e.id, hostname: e.hostname, pid: e.pid, version: e.version, heartbeat_age_ms: Date.now() - Number(e.heartbeat_at) })),
       jobs_by_status: await repo.countJobsByStatus(),

@@ -17,7 +17,7 @@ import { checkWorker, doctor } from './worker-health.js';
 import { SyncJobs } from '../sync/sync-jobs.js';
 import { exportResults, type ExportFormat } from '../wire/exports.js';
 import { parseSinkSpec, writeSink } from '../sinks/index.js';
-import { jobDetail, jobStatus, resultLine, unitDetail, unitSummary } from '../wire/views.js';
+import { executorsView, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
 
 export interface OrchestratorDeps {
   repo: Repository;
@@ -233,12 +233,20 @@ export class Orchestrator {
     return this.units.stopUnit(unitId, then);
   }
 
+  /** A job's status, and for one that needs an executor, whether one is alive. */
   async status(id: number) {
-    return jobStatus(await this.deps.repo.requireJob(id));
+    const job = await this.deps.repo.requireJob(id);
+    return { ...jobStatus(job), executors: await this.executorsFor(job) };
   }
 
   async getJob(id: number) {
-    return jobDetail(await this.deps.repo.requireJob(id));
+    const job = await this.deps.repo.requireJob(id);
+    return { ...jobDetail(job), executors: await this.executorsFor(job) };
+  }
+
+  private async executorsFor(job: JobRow) {
+    const { repo, config } = this.deps;
+    return executorsView(job, waitsForExecutor(job) ? await repo.executors() : [], config.executorStaleMs);
   }
 
   async listJobs(filter: { status?: JobState[] } = {}, page = { limit: 50, offset: 0 }) {

@@ -5,12 +5,14 @@ import type { JobState } from '../domain/states.js';
 import { migrationsMatch } from './migration-names.js';
 import { isPostgresUrl } from './postgres.js';
 import type { Page } from './repository.js';
-import type { JobRow } from './schema.js';
+import type { ExecutorRow, JobRow } from './schema.js';
 
 /** The reads `abp status` and `abp list` make; the Repository has them too. */
 export interface JobReader {
   requireJob(id: number): Promise<JobRow>;
   listJobs(filter: { status?: JobState[] }, page: Page): Promise<JobRow[]>;
+  /** Every registered executor, fresh or stale. */
+  executors(): Promise<ExecutorRow[]>;
   close(): Promise<void>;
 }
 
@@ -48,6 +50,9 @@ export function openQuickReader(db: string, busyTimeoutMs: number): JobReader | 
       const states = filter.status ?? [];
       const where = states.length ? `where status in (${states.map(() => '?').join(', ')})` : '';
       return open.prepare(`select * from jobs ${where} order by id desc limit ? offset ?`).all(...states, page.limit, page.offset) as JobRow[];
+    },
+    async executors() {
+      return open.prepare('select * from executors').all() as ExecutorRow[];
     },
     async close() {
       open.close();

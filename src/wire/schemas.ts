@@ -40,6 +40,15 @@ export const JobStatusWire = z
       .nullable()
       .optional()
       .describe('What the job’s agent may do, in the worker’s words (e.g. "read only: Read, Glob, Grep, in the working directory; …"); null for workers that are not agents'),
+    executors: z
+      .strictObject({
+        live: z.int().describe('Executors with a fresh heartbeat'),
+        last_heartbeat_age_seconds: z.number().nullable(),
+        warning: z.string().nullable().describe('Set when no executor is alive to run the job, with what to do'),
+      })
+      .nullable()
+      .optional()
+      .describe('For a job that needs an executor now (RUNNING with units left, or its test unit running): whether one is alive; null otherwise'),
     created_at: when,
     started_at: when,
     finished_at: when,

@@ -1,5 +1,5 @@
 import { isTerminalJob } from '../domain/states.js';
-import type { JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
+import type { ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
 
@@ -88,6 +88,31 @@ const round = (n: number) => Math.round(n * 1e6) / 1e6;
 function noEstimate(job: JobRow): string | null {
   if (job.succeeded > 0 || job.failed === 0 || isTerminalJob(job.status)) return null;
   return job.status === 'TESTING' ? 'no estimate: the test unit failed' : 'no estimate: no unit has succeeded yet';
+}
+
+/** Whether the job has work an executor should be doing now. */
+export function waitsForExecutor(job: JobRow): boolean {
+  // While TESTING, only the test unit runs: once it has finished, the job waits for a person, not an executor.
+  if (job.status === 'TESTING') return job.succeeded + job.failed + job.cancelled === 0;
+  return job.status === 'RUNNING' && job.pending + job.running > 0;
+}
+
+/**
+ * Whether anything is running a job that needs an executor: for a RUNNING job
+ * with units left, or a TESTING job whose test unit has not finished, how many executors have a fresh heartbeat, and a
+ * warning when none has (the executor died, was killed, or could not be started),
+ * so a stalled job says why instead of looking slow. Null for any other job.
+ */
+export function executorsView(job: JobRow, executors: readonly ExecutorRow[], staleMs: number, now = Date.now()) {
+  if (!waitsForExecutor(job)) return null;
+  const live = executors.filter((e) => Number(e.heartbeat_at) >= now - staleMs).length;
+  const newest = executors.reduce<number | null>((best, e) => Math.max(best ?? 0, Number(e.heartbeat_at)), null);
+  const ageSeconds = newest === null ? null : Math.max(0, Math.round((now - newest) / 1000));
+  const warning =
+    live > 0
+      ? null
+      : `no executor is alive to run this job (${ageSeconds === null ? 'none has registered' : `the last heartbeat was ${ageSeconds}s ago`}); \`abp start ${job.id}\` launches one, and \`abp executor\` runs one in the foreground with its log`;
+  return { live, last_heartbeat_age_seconds: ageSeconds, warning };
 }
 
 /** The job with its full spec, for get_job. */

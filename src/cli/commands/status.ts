@@ -1,4 +1,4 @@
-import { jobStatus } from '../../wire/views.js';
+import { executorsView, jobStatus, waitsForExecutor } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { jobIdArg } from '../command.js';
 import { statusBlock } from '../format.js';
@@ -8,7 +8,9 @@ export const status: Command = {
   options: {},
   async run(ctx) {
     const id = jobIdArg(ctx);
-    const s = jobStatus(await (await ctx.jobs()).requireJob(id));
+    const reader = await ctx.jobs();
+    const job = await reader.requireJob(id);
+    const s = { ...jobStatus(job), executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], ctx.config().executorStaleMs) };
     ctx.print(statusBlock(s), s);
   },
 };

@@ -1,22 +1,57 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
-import { finished } from 'node:stream/promises';
+import { lstat, mkdir, readlink, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { AbpError, errorMessage } from '../domain/errors.js';
+import { openExclusiveTemp } from '../util/confined-write.js';
 import type { Job, Lines, SinkReport } from './sink.js';
 
-/** Every unit's result line, written to a temporary file and renamed over the target: a re-run replaces it whole. */
+/** Lines are handed to the file in chunks of about this many bytes. */
+const CHUNK = 1 << 16;
+
+/**
+ * Every unit's result line, written to a new temporary file beside the target
+ * (a random name, opened O_EXCL|O_NOFOLLOW, so nothing planted there can catch
+ * the write) and renamed over the target: a re-run replaces it whole. A target
+ * that is a symbolic link is refused rather than replaced: the rename would put
+ * a plain file where the link was and leave the link's target as it was, which
+ * is not what whoever made the link meant.
+ */
 export async function writeJsonl(path: string, _job: Job, lines: Lines): Promise<SinkReport> {
   const target = resolve(path);
-  await mkdir(dirname(target), { recursive: true });
-  const temp = `${target}.${process.pid}.tmp`;
-  const out = createWriteStream(temp);
-  let written = 0;
-  for await (const line of lines()) {
-    if (!out.write(`${JSON.stringify(line)}\n`)) await new Promise<void>((r) => out.once('drain', () => r()));
-    written++;
+  const dir = dirname(target);
+  const existing = await lstat(target).catch(() => undefined);
+  if (existing?.isSymbolicLink()) {
+    const to = await readlink(target).catch(() => '?');
+    throw new AbpError('invalid_input', `sink jsonl: ${target} is a symbolic link (to ${to}); abp replaces the file whole and never writes through a link: give the file itself as the path`);
   }
-  out.end();
-  await finished(out);
-  await rename(temp, target);
-  return { sink: 'jsonl', target, written, skipped: 0 };
+  if (existing && !existing.isFile()) throw new AbpError('invalid_input', `sink jsonl: ${target} is ${existing.isDirectory() ? 'a folder' : 'not a regular file'}; give a file path`);
+  let temp: Awaited<ReturnType<typeof openExclusiveTemp>>;
+  try {
+    await mkdir(dir, { recursive: true });
+    temp = await openExclusiveTemp(dir, basename(target));
+  } catch (err) {
+    throw new AbpError('invalid_input', `sink jsonl: cannot write beside ${target}: ${errorMessage(err)}`);
+  }
+  let written = 0;
+  let renamed = false;
+  try {
+    try {
+      let chunk = '';
+      for await (const line of lines()) {
+        chunk += `${JSON.stringify(line)}\n`;
+        written++;
+        if (chunk.length >= CHUNK) {
+          await temp.handle.appendFile(chunk);
+          chunk = '';
+        }
+      }
+      if (chunk) await temp.handle.appendFile(chunk);
+    } finally {
+      await temp.handle.close();
+    }
+    await rename(temp.path, target);
+    renamed = true;
+  } finally {
+    if (!renamed) await unlink(temp.path).catch(() => undefined);
+  }
+  return { sink: 'jsonl', target, written, unchanged: 0, skipped: 0, failed: 0, failures: [] };
 }

@@ -9,26 +9,61 @@ type Lines = () => AsyncIterable<ResultLine>;
 
 const CSV_FIXED = ['unit_id', 'item_id', 'status', 'attempt', 'output', 'error', 'cost_usd', 'duration_ms', 'payload'] as const;
 
-/** RFC 4180 quoting. */
-export function csvRow(values: unknown[]): string {
-  return values
-    .map((v) => {
-      const text = v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v);
-      return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-    })
-    .join(',');
+/** What spreadsheets read as the start of a formula (OWASP, CSV injection): = + - @, a tab, a carriage return. */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/**
+ * One CSV cell: RFC 4180 quoting, and a text value that a spreadsheet would run
+ * as a formula (`=HYPERLINK(…)`, `+1+1`, `@SUM(…)`) gets a leading single quote
+ * and is quoted, as OWASP advises. Only strings: a number abp writes as a number
+ * (a cost, an exit code, -1) is written as it is.
+ */
+export function csvCell(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  if (typeof value === 'string' && FORMULA_START.test(value)) return `"'${value.replace(/"/g, '""')}"`;
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? '');
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-/** {a: {b: 1}, c: [1]} → {"a.b": 1, "c": [1]}: nested objects become dotted columns, lists stay JSON. */
-export function flatten(value: unknown, prefix = '', out: Record<string, unknown> = {}): Record<string, unknown> {
+/** One CSV row of cells (csvCell). */
+export function csvRow(values: unknown[]): string {
+  return values.map(csvCell).join(',');
+}
+
+/**
+ * A field's path as one key: segments joined by ".", with "\" written "\\", "."
+ * written "\." and an empty segment "\e", so two distinct paths never give the
+ * same key (`{"a.b": 1}` → `a\.b`, `{"a": {"b": 1}}` → `a.b`). A structured
+ * output that is not an object is the root field, key "".
+ */
+export function fieldKey(path: readonly string[]): string {
+  return path.map((s) => (s === '' ? '\\e' : s.replace(/[\\.]/g, (c) => `\\${c}`))).join('.');
+}
+
+/** Every leaf of a structured output with its path: nested objects are walked, lists stay values. */
+export function fields(value: unknown, path: string[] = [], out: Array<{ path: string[]; value: unknown }> = []): Array<{ path: string[]; value: unknown }> {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
-  } else if (prefix) {
-    out[prefix] = value;
+    for (const [k, v] of Object.entries(value)) fields(v, [...path, k], out);
   } else {
-    out.value = value;
+    out.push({ path, value });
   }
   return out;
+}
+
+/**
+ * {a: {b: 1}, c: [1]} → {"a.b": 1, "c": [1]}: nested objects become dotted keys
+ * (fieldKey), lists stay JSON. The object has no prototype, so a field named
+ * `__proto__` or `constructor` is a field like any other.
+ */
+export function flatten(value: unknown): Record<string, unknown> {
+  const out = Object.create(null) as Record<string, unknown>;
+  for (const f of fields(value)) out[fieldKey(f.path)] = f.value;
+  return out;
+}
+
+/** A CSV export's header for a field key: `output.KEY`, or `structured_output` for an output that is not an object. */
+export function csvHeader(key: string): string {
+  return key === '' ? 'structured_output' : `output.${key}`;
 }
 
 /**
@@ -59,9 +94,9 @@ export async function* exportResults(job: Job, lines: Lines, format: ExportForma
         }
       }
       const extra = [...columns].sort();
-      yield `${csvRow([...CSV_FIXED, ...extra.map((c) => `output.${c}`)])}\n`;
+      yield `${csvRow([...CSV_FIXED, ...extra.map(csvHeader)])}\n`;
       for await (const line of lines()) {
-        const flat = line.structured_output === null || line.structured_output === undefined ? {} : flatten(line.structured_output);
+        const flat = flatten(line.structured_output === null || line.structured_output === undefined ? {} : line.structured_output);
         yield `${csvRow([...CSV_FIXED.map((c) => line[c]), ...extra.map((c) => flat[c])])}\n`;
       }
       return;

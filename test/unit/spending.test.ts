@@ -31,7 +31,8 @@ describe('budgetRoom', () => {
 describe('export helpers', () => {
   it('flattens nested structured outputs into dotted columns, lists stay whole', () => {
     expect(flatten({ a: 1, b: { c: 'x', d: { e: true } }, f: [1, 2] })).toEqual({ a: 1, 'b.c': 'x', 'b.d.e': true, f: [1, 2] });
-    expect(flatten('plain')).toEqual({ value: 'plain' });
+    // An output that is not an object is the root field (key ""), exported as structured_output.
+    expect(flatten('plain')).toEqual({ '': 'plain' });
   });
 
   it('quotes CSV cells per RFC 4180', () => {

@@ -1,4 +1,5 @@
 import { UNIT_STATES } from '../../domain/states.js';
+import type { SinkReport } from '../../sinks/index.js';
 import { EXPORT_FORMATS, type ExportFormat } from '../../wire/exports.js';
 import type { Command } from '../command.js';
 import { enumFlag, jobIdArg, usage } from '../command.js';
@@ -28,6 +29,15 @@ export function sinkFromFlag(raw: string, create: boolean): unknown {
   return { type, path: rest };
 }
 
+/** A sink's report for people: its counts, then one line per unit it could not write. */
+export function sinkReportText(r: SinkReport): string {
+  const counts = [`${r.written} written`, ...(r.unchanged ? [`${r.unchanged} unchanged`] : []), `${r.skipped} skipped`, ...(r.failed ? [`${r.failed} failed`] : [])];
+  const lines = [`${r.sink} ${r.target}: ${counts.join(', ')}`];
+  for (const f of r.failures) lines.push(`  unit ${f.unit_id} (item ${JSON.stringify(f.item_id)}): ${f.reason}`);
+  if (r.failed > r.failures.length) lines.push(`  … and ${r.failed - r.failures.length} more not listed`);
+  return lines.join('\n');
+}
+
 export const results: Command = {
   usage: 'abp results JOB [--format jsonl|json|csv|markdown] [--status STATE[,STATE]] [--sink dir:PATH | jsonl:PATH | table:CONNECTION#TABLE [--create-table]]',
   options: { format: { type: 'string' }, status: { type: 'string', multiple: true }, sink: { type: 'string', multiple: true }, 'create-table': { type: 'boolean' } },
@@ -36,10 +46,11 @@ export const results: Command = {
     const app = await ctx.app();
     const sinks = (ctx.values.sink as string[] | undefined) ?? [];
     if (sinks.length > 0) {
-      const reports = [];
+      const reports: SinkReport[] = [];
       for (const raw of sinks) reports.push(await app.orchestrator.writeSink(id, sinkFromFlag(raw, Boolean(ctx.values['create-table']))));
-      ctx.print(reports.map((r) => `${r.sink} ${r.target}: ${r.written} written, ${r.skipped} skipped`).join('\n'), reports);
-      return;
+      ctx.print(reports.map(sinkReportText).join('\n'), reports);
+      // Units that could not be written are listed above; the exit code says there were some.
+      return reports.some((r) => r.failed > 0) ? 1 : 0;
     }
     const format = ((ctx.values.format as string | undefined) ?? (ctx.json ? 'json' : 'jsonl')) as ExportFormat;
     if (!EXPORT_FORMATS.includes(format)) throw usage(`--format: expected one of ${EXPORT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);

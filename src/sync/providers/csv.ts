@@ -8,6 +8,12 @@ import { wholeFileProvider, type RecordFileFormat } from './whole-file.js';
 
 type Config = z.infer<typeof CsvProviderConfig>;
 
+/*
+ * No CSV-injection neutralising here, unlike the results export (src/wire/exports.ts):
+ * this file is the user's own data, read back by the next sync. A leading quote
+ * added to `=1+1` would be read back as `'=1+1`, a change the next run would sync
+ * again (and again), and it would corrupt a value the user wrote on purpose.
+ */
 function cell(value: unknown): string {
   if (value === null || value === undefined) return '';
   const text = typeof value === 'string' ? value : typeof value === 'object' ? JSON.stringify(value) : String(value);

@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto';
+import { constants, type Stats } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/*
+ * Writing a file inside a folder whose contents someone else may also write (an
+ * agent's workspace, a shared results folder), so that no link planted inside
+ * the folder can carry the write outside it. The boundary is the filesystem's,
+ * not the path text's: Node has no openat/mkdirat/renameat, so each directory
+ * component is checked with lstat as the walk reaches it, links are never
+ * followed, and the file itself is never opened by its final name.
+ *
+ * 1. Walk the components under the root one by one: lstat each; a missing one is
+ *    made with a plain (non-recursive) mkdir and lstat'ed again; a link, or
+ *    anything that is not a folder, ends the write with a reason.
+ * 2. Create a temporary file with a random name in the last folder, opened with
+ *    O_CREAT|O_EXCL|O_NOFOLLOW: it is new, and never a link or someone's file.
+ * 3. Before the rename, lstat the chain again and check each component is the
+ *    same folder (device and inode) the walk saw, and that the temporary file
+ *    is the one written (its inode).
+ * 4. rename() it over the final name: rename replaces a link (or any file) at
+ *    the name itself and never writes through it.
+ *
+ * What remains: between step 3 and the rename (microseconds), a process that can
+ * write inside the folder could swap a component for a link, and the rename would
+ * follow it. Closing that needs renameat on directory descriptors, which Node
+ * does not offer.
+ */
+
+/** A write that could not happen, with a reason for people. */
+export class ConfinedWriteError extends Error {
+  override name = 'ConfinedWriteError';
+}
+
+export type ConfinedOutcome = 'written' | 'unchanged';
+
+interface Seen {
+  path: string;
+  dev: number;
+  ino: number;
+}
+
+const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+
+async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function describe(st: Stats): string {
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isFile()) return 'a file';
+  if (st.isDirectory()) return 'a folder';
+  return 'not a regular file';
+}
+
+/** Step 1: the folders from root down to `dirs`, each lstat'ed, made when missing, never a link. */
+async function walk(root: string, dirs: readonly string[]): Promise<Seen[]> {
+  const rootStat = await lstat(root);
+  const chain: Seen[] = [{ path: root, dev: rootStat.dev, ino: rootStat.ino }];
+  let here = root;
+  const shown: string[] = [];
+  for (const name of dirs) {
+    here = join(here, name);
+    shown.push(name);
+    let st = await lstatOrUndefined(here);
+    if (!st) {
+      await mkdir(here).catch((err: unknown) => {
+        if (errnoOf(err) !== 'EEXIST') throw err;
+      });
+      st = await lstat(here);
+    }
+    if (st.isSymbolicLink()) throw new ConfinedWriteError(`${shown.join('/')} is a symbolic link; links inside the folder are never followed`);
+    if (!st.isDirectory()) throw new ConfinedWriteError(`${shown.join('/')} is ${describe(st)}, not a folder`);
+    chain.push({ path: here, dev: st.dev, ino: st.ino });
+  }
+  return chain;
+}
+
+/** Step 3: every folder on the way is still the one the walk checked. */
+async function recheck(chain: readonly Seen[], root: string): Promise<void> {
+  for (const seen of chain) {
+    const st = await lstatOrUndefined(seen.path);
+    if (!st || st.isSymbolicLink() || !st.isDirectory() || st.dev !== seen.dev || st.ino !== seen.ino) {
+      const rel = seen.path === root ? 'the folder' : seen.path.slice(root.length + 1);
+      throw new ConfinedWriteError(`${rel} was replaced while the file was being written; nothing was written`);
+    }
+  }
+}
+
+/** True when `path` is a regular file (not followed if a link) holding exactly `bytes`. */
+async function holds(path: string, bytes: Buffer): Promise<boolean> {
+  let handle;
+  try {
+    // O_NONBLOCK: a FIFO planted at the name must not stall the write.
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile() || st.size !== bytes.length) return false;
+    const have = Buffer.alloc(bytes.length);
+    let read = 0;
+    while (read < have.length) {
+      const { bytesRead } = await handle.read(have, read, have.length - read, read);
+      if (bytesRead === 0) return false;
+      read += bytesRead;
+    }
+    return have.equals(bytes);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes `content` to `rel` (segments separated by "/", none of them "", "." or
+ * "..") under `root`, a folder the caller has already resolved. A file that
+ * already holds exactly `content` is left alone ('unchanged'). Throws a
+ * ConfinedWriteError with a reason when the write would leave the folder or
+ * cannot happen; never leaves its temporary file behind.
+ */
+export async function writeConfined(root: string, rel: string, content: string | Buffer): Promise<ConfinedOutcome> {
+  const parts = rel.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) throw new ConfinedWriteError(`${JSON.stringify(rel)} is not a relative path inside the folder`);
+  const leaf = parts.pop()!;
+  const chain = await walk(root, parts);
+  const dir = chain[chain.length - 1]!.path;
+  const target = join(dir, leaf);
+  const existing = await lstatOrUndefined(target);
+  if (existing?.isDirectory()) throw new ConfinedWriteError(`${rel} is a folder; the item's file cannot replace it`);
+  const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+  if (existing?.isFile() && (await holds(target, bytes))) return 'unchanged';
+
+  // Step 2: a new file under a name nobody can guess; a leading dot keeps it apart from item names.
+  const temp = join(dir, `.abp-${randomBytes(12).toString('hex')}.tmp`);
+  const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+  let renamed = false;
+  try {
+    let ino: number;
+    try {
+      await handle.writeFile(bytes);
+      ino = (await handle.stat()).ino;
+    } finally {
+      await handle.close();
+    }
+    await recheck(chain, root);
+    const st = await lstatOrUndefined(temp);
+    if (!st || !st.isFile() || st.ino !== ino) throw new ConfinedWriteError(`${rel}: the temporary file was replaced while it was written; nothing was written`);
+    // Step 4: replaces whatever is at the name (a link included) without following it.
+    await rename(temp, target);
+    renamed = true;
+    return 'written';
+  } finally {
+    if (!renamed) await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** Opens a new file for writing under a random name beside `target`: exclusive, never through a link. */
+export async function openExclusiveTemp(dir: string, hint: string): Promise<{ path: string; handle: Awaited<ReturnType<typeof open>> }> {
+  const path = join(dir, `.${hint.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64)}.${randomBytes(12).toString('hex')}.tmp`);
+  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+  return { path, handle };
+}

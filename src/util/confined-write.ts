@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /*
@@ -59,8 +59,13 @@ function describe(st: Stats): string {
   return 'not a regular file';
 }
 
-/** Step 1: the folders from root down to `dirs`, each lstat'ed, made when missing, never a link. */
-async function walk(root: string, dirs: readonly string[]): Promise<Seen[]> {
+/**
+ * Step 1: the folders from root down to `dirs`, each lstat'ed, made when missing
+ * (undefined instead when `create` is false), never a link.
+ */
+async function walk(root: string, dirs: readonly string[], create: false): Promise<Seen[] | undefined>;
+async function walk(root: string, dirs: readonly string[], create?: true): Promise<Seen[]>;
+async function walk(root: string, dirs: readonly string[], create = true): Promise<Seen[] | undefined> {
   const rootStat = await lstat(root);
   const chain: Seen[] = [{ path: root, dev: rootStat.dev, ino: rootStat.ino }];
   let here = root;
@@ -69,6 +74,7 @@ async function walk(root: string, dirs: readonly string[]): Promise<Seen[]> {
     here = join(here, name);
     shown.push(name);
     let st = await lstatOrUndefined(here);
+    if (!st && !create) return undefined;
     if (!st) {
       await mkdir(here).catch((err: unknown) => {
         if (errnoOf(err) !== 'EEXIST') throw err;
@@ -126,10 +132,8 @@ async function holds(path: string, bytes: Buffer): Promise<boolean> {
  * cannot happen; never leaves its temporary file behind.
  */
 export async function writeConfined(root: string, rel: string, content: string | Buffer): Promise<ConfinedOutcome> {
-  const parts = rel.split('/');
-  if (parts.some((p) => p === '' || p === '.' || p === '..')) throw new ConfinedWriteError(`${JSON.stringify(rel)} is not a relative path inside the folder`);
-  const leaf = parts.pop()!;
-  const chain = await walk(root, parts);
+  const { dirs, leaf } = segments(rel);
+  const chain = await walk(root, dirs);
   const dir = chain[chain.length - 1]!.path;
   const target = join(dir, leaf);
   const existing = await lstatOrUndefined(target);
@@ -158,6 +162,69 @@ export async function writeConfined(root: string, rel: string, content: string |
     return 'written';
   } finally {
     if (!renamed) await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** Splits a relative path into its folders and its leaf, refusing empty, "." and ".." segments. */
+function segments(rel: string): { dirs: string[]; leaf: string } {
+  const parts = rel.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) throw new ConfinedWriteError(`${JSON.stringify(rel)} is not a relative path inside the folder`);
+  const leaf = parts.pop()!;
+  return { dirs: parts, leaf };
+}
+
+/**
+ * Removes the file at `rel` under `root` the way writeConfined writes it: the
+ * folders on the way are checked with lstat and never followed, a link at the
+ * name is removed itself (not what it points to), and a folder is refused. Then
+ * the folders the removal left empty are removed, up to (not including) the root.
+ * 'absent' when there was nothing to remove.
+ */
+export async function removeConfined(root: string, rel: string): Promise<'removed' | 'absent'> {
+  const { dirs, leaf } = segments(rel);
+  const chain = await walk(root, dirs, false);
+  if (!chain) return 'absent';
+  const target = join(chain[chain.length - 1]!.path, leaf);
+  const st = await lstatOrUndefined(target);
+  if (!st) return 'absent';
+  if (st.isDirectory()) throw new ConfinedWriteError(`${rel} is a folder, not a file; it was left in place`);
+  await recheck(chain, root);
+  await unlink(target);
+  for (let i = chain.length - 1; i > 0; i--) {
+    try {
+      await rmdir(chain[i]!.path);
+    } catch {
+      break; // not empty (or gone): the folders above it are not empty either
+    }
+  }
+  return 'removed';
+}
+
+/**
+ * Reads the regular file at `rel` under `root` without following a link on the
+ * way or at the name; undefined when it is missing, a link or not a regular file.
+ */
+export async function readConfined(root: string, rel: string): Promise<Buffer | undefined> {
+  const { dirs, leaf } = segments(rel);
+  let chain: Seen[] | undefined;
+  try {
+    chain = await walk(root, dirs, false);
+  } catch (err) {
+    if (err instanceof ConfinedWriteError) return undefined;
+    throw err;
+  }
+  if (!chain) return undefined;
+  let handle;
+  try {
+    handle = await open(join(chain[chain.length - 1]!.path, leaf), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (!(await handle.stat()).isFile()) return undefined;
+    return await handle.readFile();
+  } finally {
+    await handle.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -76,6 +76,45 @@ describe('sync providers on real files', () => {
     expect(readFileSync(join(root, 'img.png'))).toEqual(png);
     expect([...(await p.snapshot(signal)).keys()].sort()).toEqual(['a/b.txt', 'img.png']);
     expect((await p.read(['img.png'])).get('img.png')).toMatchObject({ encoding: 'base64' });
+  });
+
+  it('dir: links planted inside the folder never carry a write, a read or a remove outside it', async () => {
+    const root = join(dir, 'files');
+    const elsewhere = join(dir, 'elsewhere');
+    mkdirSync(root);
+    mkdirSync(elsewhere);
+    writeFileSync(join(elsewhere, 'victim.txt'), 'keep me');
+    symlinkSync(elsewhere, join(root, 'sub'));
+    symlinkSync(join(elsewhere, 'victim.txt'), join(root, 'linked.txt'));
+    const p = open({ type: 'dir', path: root });
+    const out = await p.add([
+      { key: 'sub/pwned.txt', data: { content: 'no', encoding: 'utf8' } },
+      { key: 'sub/victim.txt', data: { content: 'no', encoding: 'utf8' } },
+      { key: 'linked.txt', data: { content: 'replaced', encoding: 'utf8' } },
+      { key: 'fine/x.txt', data: { content: 'yes', encoding: 'utf8' } },
+    ]);
+    expect(out.map((o) => [o.key, o.status])).toEqual([
+      ['sub/pwned.txt', 'unresolved'],
+      ['sub/victim.txt', 'unresolved'],
+      ['linked.txt', 'confirmed'],
+      ['fine/x.txt', 'confirmed'],
+    ]);
+    expect(out[0]).toMatchObject({ reason: 'sub is a symbolic link; links inside the folder are never followed' });
+    // The link at linked.txt was replaced by a file; what it pointed to is untouched.
+    expect(lstatSync(join(root, 'linked.txt')).isSymbolicLink()).toBe(false);
+    expect(readFileSync(join(root, 'linked.txt'), 'utf8')).toBe('replaced');
+    expect(readdirSync(elsewhere)).toEqual(['victim.txt']);
+    expect(readFileSync(join(elsewhere, 'victim.txt'), 'utf8')).toBe('keep me');
+    // Reading and removing through the link are refused too.
+    expect((await p.read(['sub/victim.txt'])).size).toBe(0);
+    const removed = await p.remove(['sub/victim.txt', 'fine/x.txt']);
+    expect(removed.map((o) => [o.key, o.status])).toEqual([
+      ['sub/victim.txt', 'unresolved'],
+      ['fine/x.txt', 'confirmed'],
+    ]);
+    expect(readFileSync(join(elsewhere, 'victim.txt'), 'utf8')).toBe('keep me');
+    // The folder the removal emptied is gone; no temporary file is left anywhere.
+    expect(readdirSync(root).sort()).toEqual(['linked.txt', 'sub']);
   });
 
   it('dir: a large folder is walked on a thread exactly as inline, whatever order its checkpoint lists the files in', async () => {

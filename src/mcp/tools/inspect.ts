@@ -181,12 +181,20 @@ export const writeResults = defineTool({
   name: 'write_results',
   title: 'Write a job’s results to a sink',
   description:
-    'Writes every unit’s result to a folder (one file per unit, named from the item), a SQLite or PostgreSQL table (one row per unit, structured output fields as columns) or a JSONL file. Re-running replaces what it wrote; it never duplicates.',
+    'Writes every unit’s result to a folder (one file per unit, named from the item), a SQLite or PostgreSQL table (one row per unit, structured output fields as columns) or a JSONL file. Re-running replaces what it wrote; it never duplicates. Links inside the folder are never followed; a unit that cannot be written is listed in failures with why, and the rest are written.',
   input: {
     job_id: jobId,
     sink: jsonObject('{"type": "dir", "path": …} | {"type": "jsonl", "path": …} | {"type": "table", "connection_string": …, "table": …, "create": true}.'),
   },
-  output: { sink: z.string(), target: z.string(), written: z.int(), skipped: z.int() },
+  output: {
+    sink: z.string(),
+    target: z.string(),
+    written: z.int(),
+    unchanged: z.int().describe('Units whose result was already there, the same (a re-run)'),
+    skipped: z.int(),
+    failed: z.int().describe('Units that could not be written; each is listed in failures (up to 100) with why'),
+    failures: z.array(z.object({ unit_id: z.int(), item_id: z.string(), reason: z.string() })),
+  },
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
   async handler({ job_id, sink }, { app }) {
     return app.orchestrator.writeSink(job_id, toObject(sink, 'sink'));

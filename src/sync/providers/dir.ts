@@ -1,10 +1,10 @@
 import { hash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile, rename, rmdir } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, SideRead, WriteOutcome } from '../../contracts/provider.js';
 import { errorMessage } from '../../domain/errors.js';
+import { readConfined, removeConfined, writeConfined } from '../../util/confined-write.js';
 import type { DirProviderConfig } from '../../domain/sync-pair.js';
 import { FILE_HASH_CHARS, folderCheckpointOf, shownIn, walkFolder, type WalkEnd } from './folder-walk.js';
 import { PackedSnapshot } from './packed-snapshot.js';
@@ -60,13 +60,11 @@ export const dirProvider: ProviderFactory<Config> = {
           continue;
         }
         try {
-          const bytes = bytesOf(item.data);
-          await mkdir(dirname(file), { recursive: true });
-          const tmp = `${file}.abp-${process.pid}.tmp`;
-          await writeFile(tmp, bytes);
-          await rename(tmp, file);
+          // Confined by the filesystem: a link planted inside the folder is never followed (see confined-write.ts).
+          await writeConfined(root, item.key, bytesOf(item.data));
           // Read back: the file as a snapshot reads it, and whether the snapshot's filters show it at all.
-          const stored = await readFile(file);
+          const stored = await readConfined(root, item.key);
+          if (stored === undefined) throw new Error(`${item.key} could not be read back`);
           out.push({ key: item.key, status: 'confirmed', hash: hash('sha256', stored), read_back: shown(basename(file)) });
         } catch (err) {
           out.push({ key: item.key, status: 'unresolved', reason: errorMessage(err) });
@@ -107,11 +105,9 @@ export const dirProvider: ProviderFactory<Config> = {
         for (const key of keys) {
           const file = inside(root, key);
           if (!file) continue;
-          try {
-            out.set(key, toItem(key, await readFile(file)));
-          } catch {
-            // Gone since the plan: the caller reports it as skipped.
-          }
+          // Gone since the plan (or a link now): the caller reports it as skipped.
+          const bytes = await readConfined(root, key).catch(() => undefined);
+          if (bytes !== undefined) out.set(key, toItem(key, bytes));
         }
         return out;
       },
@@ -125,14 +121,12 @@ export const dirProvider: ProviderFactory<Config> = {
             out.push({ key, status: 'unresolved', reason: 'the key leaves the folder' });
             continue;
           }
-          if (!existsSync(file)) {
-            out.push({ key, status: 'skipped', reason: 'not present' });
-            continue;
-          }
           try {
-            await rm(file);
-            // Leave no empty folders behind, up to the root.
-            for (let d = dirname(file); d !== root && d.startsWith(root); d = dirname(d)) await rmdir(d).catch(() => undefined);
+            // Leaves no empty folders behind, up to the root; never through a link.
+            if ((await removeConfined(root, key)) === 'absent') {
+              out.push({ key, status: 'skipped', reason: 'not present' });
+              continue;
+            }
             out.push({ key, status: 'confirmed', hash: '' });
           } catch (err) {
             out.push({ key, status: 'unresolved', reason: errorMessage(err) });

@@ -1,5 +1,5 @@
-import { hash } from 'node:crypto';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { hash, randomBytes } from 'node:crypto';
+import { closeSync, constants, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ProviderHealth, ProviderRecord, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
@@ -107,12 +107,26 @@ export function keyOf(record: ProviderRecord, field: string, where: () => string
   return typeof value === 'string' ? value : String(value);
 }
 
-/** Writes through a temporary file and a rename, so a reader never sees half a file. */
+/**
+ * Writes through a temporary file and a rename, so a reader never sees half a
+ * file. The temporary name is random and opened exclusively without following a
+ * link, so nothing planted beside the file can catch the write.
+ */
 export function writeFileAtomic(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
+  const tmp = `${path}.${randomBytes(12).toString('hex')}.tmp`;
+  try {
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+    try {
+      writeFileSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** Every key of a failed whole-file write is unresolved, with the same reason. */

@@ -8,9 +8,10 @@ import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
+import { CODE_FILE, CONTEXT_FILE, confinedCommand, confinedEnv, confinement, foldersToHide, SETUP_FAILED } from './confine.js';
 import { RUNNER_SOURCE } from './dynamic-runner.js';
 
-/** A context is for parameters (a region, a date range), not data: the code can read data itself. */
+/** A context is for parameters (a region, a date range), not bulk data: the code reads no files but its own, so data belongs to the file, csv and json enumerators. */
 const MAX_CONTEXT_BYTES = 64 * 1024;
 
 /**
@@ -40,7 +41,7 @@ function contextProblem(context: Record<string, unknown>): string | undefined {
   }
   const bytes = Buffer.byteLength(JSON.stringify(context), 'utf8');
   if (bytes > MAX_CONTEXT_BYTES) {
-    return `${bytes} bytes of JSON, over the ${MAX_CONTEXT_BYTES}-byte cap; pass parameters here and let the code read larger data itself`;
+    return `${bytes} bytes of JSON, over the ${MAX_CONTEXT_BYTES}-byte cap; pass parameters here; larger data belongs to the csv, json or file enumerators (dynamic code can read no other file)`;
   }
   return undefined;
 }
@@ -51,7 +52,8 @@ const config = z.strictObject({
     .min(1)
     .max(1024 * 1024)
     .describe(
-      'An ES module: `export default async function* enumerate(ctx) { yield {...} }`, or a default function that returns an array. Runs in a separate Node process only after a person approves its sha256.',
+      'An ES module: `export default async function* enumerate(ctx) { yield {...} }`, or a default function that returns an array. Runs only after a person approves the sha256 of the code with its context and limits, ' +
+        'in a confined Node process: no network, no child processes, no files but its own scratch folder (its cwd, /tmp), and none of abp’s environment or files.',
     ),
   context: z
     .record(z.string(), z.unknown(), { error: 'must be a JSON object, e.g. {"region": "eu"}' })
@@ -61,27 +63,49 @@ const config = z.strictObject({
       if (problem) issues.addIssue({ code: 'custom', message: problem });
     })
     .describe(
-      `A JSON object (at most ${MAX_CONTEXT_BYTES / 1024} KiB) the code receives as ctx.context. It is shown with the code for approval but is not part of the approved sha256, so new values need no new approval.`,
+      `A JSON object (at most ${MAX_CONTEXT_BYTES / 1024} KiB) the code receives as ctx.context: all the data it gets, since it can read no other file and reach no network. It is shown with the code for approval and is part of the approved sha256, so new values need a new approval.`,
     ),
-  timeout_seconds: z.number().positive().max(3600).default(60).describe('Wall-clock limit for the whole enumeration; the process is killed after it.'),
-  max_memory_mb: z.int().min(16).max(8192).default(256).describe('Heap cap for the code’s process (--max-old-space-size).'),
-  limit: z.int().positive().optional().describe('Stop after this many items.'),
+  timeout_seconds: z.number().positive().max(3600).default(60).describe('Wall-clock limit for the whole enumeration; the process is killed after it. Part of the approved sha256.'),
+  max_memory_mb: z
+    .int()
+    .min(16)
+    .max(8192)
+    .default(256)
+    .describe('Heap cap for the code’s process (--max-old-space-size), and the size of its scratch folder. Part of the approved sha256.'),
+  limit: z.int().positive().optional().describe('Stop after this many items. Part of the approved sha256.'),
 });
 type DynamicConfig = z.infer<typeof config>;
 
+/** The sha256 of the code alone. */
 export function codeSha256(code: string): string {
   return createHash('sha256').update(code, 'utf8').digest('hex');
 }
 
-/** The child's whole environment: enough to run Node, and nothing that could be a secret. */
-function minimalEnv(home: string): Record<string, string> {
-  return {
-    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-    HOME: home,
-    TMPDIR: home,
-    LANG: 'C.UTF-8',
-    TZ: process.env.TZ ?? 'UTC',
-  };
+/** JSON with every object's keys sorted, so equal values give equal text whatever their key order. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The limits a person approves with the code. */
+function limitsOf(cfg: Pick<DynamicConfig, 'timeout_seconds' | 'max_memory_mb' | 'limit'>) {
+  return { timeout_seconds: cfg.timeout_seconds, max_memory_mb: cfg.max_memory_mb, limit: cfg.limit ?? null };
+}
+
+/**
+ * What a person approves, as one sha256: the canonical JSON of
+ * {code, context, limit, max_memory_mb, timeout_seconds} (context {} and limit
+ * null when absent). A change to any of them needs a new approval.
+ */
+export function approvalSha256(cfg: Pick<DynamicConfig, 'code' | 'context' | 'timeout_seconds' | 'max_memory_mb' | 'limit'>): string {
+  const approved = canonicalJson({ code: cfg.code, context: cfg.context ?? {}, ...limitsOf(cfg) });
+  return createHash('sha256').update(approved, 'utf8').digest('hex');
 }
 
 /** Room for Node itself (code, young generation, native heap) beside max_memory_mb of heap. */
@@ -107,22 +131,29 @@ function tail(text: string, max = 1500): string {
 export const dynamicEnumerator: Enumerator<DynamicConfig> = {
   type: 'dynamic',
   description:
-    'Items from JavaScript you supply, run in a separate Node process with a timeout, a heap cap and no inherited secrets. Needs a person’s approval of the code’s sha256 first.',
+    'Items from JavaScript you supply, computed from its context alone: it runs in a confined Node process (no network, no child processes, no files but its scratch folder, none of abp’s secrets) with a timeout and a memory cap. Needs a person’s approval first, of the sha256 of the code with its context and limits.',
   promptTemplate: 'generic',
   configSchema: config,
   approvalFor(cfg) {
-    // The context is shown beside the code but not hashed: the approval is of what the code does, whatever values it is given.
-    return { code: cfg.code, code_sha256: codeSha256(cfg.code), ...(cfg.context === undefined ? {} : { context: cfg.context }) };
+    // The context and the limits are hashed with the code: the person approves what runs, with what, for how long and how large.
+    return {
+      code: cfg.code,
+      code_sha256: approvalSha256(cfg),
+      ...(cfg.context === undefined ? {} : { context: cfg.context }),
+      limits: limitsOf(cfg),
+    };
   },
   async *enumerate(cfg, ctx) {
-    const sha = codeSha256(cfg.code);
+    const sha = approvalSha256(cfg);
     if (ctx.approvedCodeSha256 !== sha) {
       throw new AbpError(
         'conflict',
-        `enumerator_config.code: this code (sha256 ${sha}) has not been approved${ctx.approvedCodeSha256 ? `; the approval names ${ctx.approvedCodeSha256}, so the code changed after it was approved` : ''}; a person must approve exactly this hash before it runs`,
+        `enumerator_config.code: this code with its context and limits (sha256 ${sha}) has not been approved${ctx.approvedCodeSha256 ? `; the approval names ${ctx.approvedCodeSha256}, so the code, its context or its limits changed after it was approved` : ''}; a person must approve exactly this hash before it runs`,
         { details: { code_sha256: sha } },
       );
     }
+    // Where it cannot be confined, it does not run: this throws what is missing.
+    const confined = await confinement();
     const dir = mkdtempSync(join(tmpdir(), 'abp-dynamic-'));
     const file = join(dir, 'enumerate.mjs');
     writeFileSync(file, cfg.code, { mode: 0o600 });
@@ -132,12 +163,16 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
     // The heap cap does not cover Buffers and typed arrays: a data-segment limit (ulimit -d)
     // on top caps all of the process's memory, with room for Node itself.
     const dataKb = (cfg.max_memory_mb + NODE_OVERHEAD_MB) * 1024;
-    const child = spawn(
-      '/bin/sh',
-      ['-c', `ulimit -d ${dataKb} 2>/dev/null; unset PWD OLDPWD; exec "$0" "$@"`, process.execPath, `--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, file, cfg.limit === undefined ? '' : String(cfg.limit), contextFile],
-      // Its own process group, so a timeout kills anything it spawned too.
-      { cwd: dir, env: minimalEnv(dir), detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
-    );
+    const { file: shell, args } = confinedCommand(confined, {
+      codeFile: file,
+      contextFile,
+      scratchMb: cfg.max_memory_mb,
+      dataKb,
+      hide: foldersToHide(confined, ctx.privatePaths),
+      nodeArgs: [`--max-old-space-size=${cfg.max_memory_mb}`, '--input-type=module', '-e', RUNNER_SOURCE, CODE_FILE, cfg.limit === undefined ? '' : String(cfg.limit), CONTEXT_FILE],
+    });
+    // Its own process group, so a timeout kills it and its namespace's PID 1 (and with it all it started).
+    const child = spawn(shell, args, { cwd: dir, env: confinedEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
     let output = '';
     const keep = (chunk: Buffer) => {
       output = (output + chunk.toString('utf8')).slice(-8000);
@@ -198,6 +233,9 @@ export const dynamicEnumerator: Enumerator<DynamicConfig> = {
         throw new AbpError('enumeration_failed', `dynamic code: killed after enumerator_config.timeout_seconds (${cfg.timeout_seconds}s) with ${count} items; it never finished (an endless loop, or a promise that never settles?)`);
       }
       if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'dynamic enumeration was cancelled');
+      if (output.includes(SETUP_FAILED)) {
+        throw new AbpError('enumeration_failed', `dynamic code could not be confined, so it was not run: ${tail(output.replace(SETUP_FAILED, ''))}`);
+      }
       if (/out of memory|allocation failed/i.test(`${output}\n${ending?.error ?? ''}`)) {
         throw new AbpError('enumeration_failed', `dynamic code: ran out of memory (enumerator_config.max_memory_mb is ${cfg.max_memory_mb}) after ${count} items and was stopped`);
       }

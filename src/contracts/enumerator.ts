@@ -17,18 +17,32 @@ export interface EnumerateContext {
   /** Told about each input record that was left out; the orchestrator records them on the job. */
   onSkip?: (skipped: SkippedItem) => void;
   /**
-   * The code hash a person approved, for enumerators that run user code. Such an
-   * enumerator refuses to run code whose hash differs.
+   * The hash a person approved, for enumerators that run user code (see
+   * CodeApprovalRequest.code_sha256). Such an enumerator refuses to run when the
+   * hash of its code and limits differs.
    */
   approvedCodeSha256?: string;
+  /**
+   * Folders of abp's own (its home, its database's folder): user code an
+   * enumerator runs must not see them.
+   */
+  privatePaths?: readonly string[];
 }
 
 /** User code that a person must approve, by its exact hash, before it runs. */
 export interface CodeApprovalRequest {
   code: string;
+  /**
+   * The sha256 a person approves: of the code together with the values it is
+   * given and the limits it runs under, so that changing any of them needs a new
+   * approval. (The name is the field's first meaning, the code's hash, kept for
+   * the clients that pass it back.)
+   */
   code_sha256: string;
-  /** Values the code is given; shown with it, but not part of the hash. */
+  /** Values the code is given; shown with it, and part of the hash. */
   context?: Record<string, unknown>;
+  /** The limits it runs under, shown with it, and part of the hash. */
+  limits?: Record<string, number | null>;
 }
 
 /**

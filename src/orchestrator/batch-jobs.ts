@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { dirname, resolve } from 'node:path';
 import type { JobType } from '../contracts/job-type.js';
 import { enumeratorInfo, type CodeApprovalRequest, type Enumerator, type Item } from '../contracts/enumerator.js';
 import { workerInfo, type Worker } from '../contracts/worker.js';
@@ -8,7 +9,7 @@ import { parseJobSpec, parseWith, type JobSpec } from '../domain/job-spec.js';
 import { redactUrlPasswords } from '../domain/redact.js';
 import { placeholdersOf } from '../domain/template.js';
 import { compileOutputSchema } from '../executor/output-schema.js';
-import { PENDING_APPROVAL, type UnitDraft } from '../store/repository.js';
+import { CODE_REFUSED, PENDING_APPROVAL, type UnitDraft } from '../store/repository.js';
 import { jobDetail, jobStatus } from '../wire/views.js';
 import type { OrchestratorDeps } from './orchestrator.js';
 import { SkipLog } from './skip-log.js';
@@ -78,6 +79,7 @@ export class BatchJobs implements JobType {
     const items = enumerator.enumerate(enumeratorConfig, {
       signal,
       onSkip: skipped.add,
+      privatePaths: this.privatePaths(),
       ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
     });
     const checks = draftChecks(spec.enumerator_type, enumeratorConfig, template, workerConfig, spec.post_processing_prompt, 'no job was created');
@@ -92,9 +94,11 @@ export class BatchJobs implements JobType {
   }
 
   /**
-   * A person approves a pending job's code by naming its exact sha256; the code
-   * then runs and the units are inserted, in one transaction with the approval.
-   * A hash that differs from the job's code (the code changed, or a typo) is refused.
+   * A person approves a pending job's code by naming its exact sha256 (of the
+   * code with its context and limits); the code then runs and the units are
+   * inserted, in one transaction with the approval. A hash that differs (another
+   * job's, a typo) is refused, and so is any approval of a job whose code a person
+   * refused (refuseCode): a refusal is final.
    */
   async approveCode(id: number, codeSha256: string, approvedBy = 'cli', signal: AbortSignal = new AbortController().signal) {
     const hash = codeSha256.trim().toLowerCase();
@@ -105,12 +109,12 @@ export class BatchJobs implements JobType {
     if (hash !== request.code_sha256) {
       throw new AbpError(
         'conflict',
-        `code_sha256: ${hash} does not match job ${id}'s code (sha256 ${request.code_sha256}); the code is not the one that was approved. Review the code again and approve its own hash`,
+        `code_sha256: ${hash} does not match job ${id}'s code (sha256 ${request.code_sha256}, of the code with its context and limits); the code is not the one that was approved. Review the code again and approve its own hash`,
         { details: { job_id: id, code_sha256: request.code_sha256, next: { action: 'approve_code', job_id: id, code_sha256: null } satisfies NextStep } },
       );
     }
     const skipped = new SkipLog();
-    const items = enumerator.enumerate(config, { signal, onSkip: skipped.add, approvedCodeSha256: hash });
+    const items = enumerator.enumerate(config, { signal, onSkip: skipped.add, approvedCodeSha256: hash, privatePaths: this.privatePaths() });
     const checks = draftChecks(job.enumerator_type, config, job.prompt_template, JSON.parse(job.worker_config), job.post_processing_prompt, 'the job stays pending approval');
     const filled = await this.deps.repo.fillPendingJob(id, { code_sha256: hash, approved_by: approvedBy }, drafts(items, job.enumerator_type, checks), () =>
       skipped.events(),
@@ -118,8 +122,33 @@ export class BatchJobs implements JobType {
     return { ...jobDetail(filled), ...(skipped.count ? { skipped: skipped.summary() } : {}) };
   }
 
+  /**
+   * A person refused a pending job's code (they said no in the approval dialog).
+   * The job is cancelled and the refusal recorded: no approval of it, by any front
+   * end or hash, is accepted afterwards. To ask again, create a new job.
+   */
+  async refuseCode(id: number, refusedBy: string) {
+    const { request } = await this.approvalRequest(id);
+    const job = await this.deps.repo.refusePendingJob(id, { code_sha256: request.code_sha256, refused_by: refusedBy });
+    return { ...jobStatus(job), approval: { status: CODE_REFUSED, code_sha256: request.code_sha256, refused_by: refusedBy } };
+  }
+
+  /** abp's own folders, which code an enumerator runs must not see: its home, and its SQLite database's folder. */
+  private privatePaths(): string[] {
+    const { home, db } = this.deps.config;
+    const file = db && db !== ':memory:' && !/^[a-z][a-z0-9+.-]*:/i.test(db);
+    return [home, ...(file ? [dirname(resolve(db))] : [])];
+  }
+
   private async approvalRequest(id: number) {
     const job = await this.deps.repo.requireJob(id);
+    if (job.status === 'CANCELLED' && job.status_reason === CODE_REFUSED) {
+      throw new AbpError(
+        'conflict',
+        `job ${id}: a person refused its code, and a refusal is final: it cannot be approved or run. Create a new job if the person wants to be asked again`,
+        { details: { job_id: id, status: job.status, status_reason: job.status_reason, next: { action: 'create_job' } satisfies NextStep } },
+      );
+    }
     if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
       throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; it is not waiting for code approval`);
     }
@@ -154,6 +183,7 @@ export class BatchJobs implements JobType {
     const stream = enumerator.enumerate(enumeratorConfig, {
       signal: options.signal,
       onSkip: skipped.add,
+      privatePaths: this.privatePaths(),
       ...(request ? { approvedCodeSha256: request.code_sha256 } : {}),
     });
     let count = 0;
@@ -235,12 +265,13 @@ function jobRow(spec: JobSpec, enumeratorConfig: unknown, workerConfig: unknown,
   };
 }
 
-/** What a person needs to approve a job's code: the code, the context it is given, its hash, and the command. */
+/** What a person needs to approve a job's code: the code, the context it is given, its limits, the hash of all three, and the command. */
 function approvalView(jobId: number, request: CodeApprovalRequest) {
   return {
     status: PENDING_APPROVAL,
     code: request.code,
     ...(request.context === undefined ? {} : { context: request.context }),
+    ...(request.limits === undefined ? {} : { limits: request.limits }),
     code_sha256: request.code_sha256,
     next_step: { action: 'approve_code', job_id: jobId, code_sha256: request.code_sha256 } satisfies NextStep,
   };

@@ -122,6 +122,11 @@ export class Orchestrator {
     return this.batch.approveCode(id, codeSha256, approvedBy, signal);
   }
 
+  /** A person refused a pending job's code: the job is cancelled, and no approval of it is accepted afterwards. */
+  refuseCode(id: number, refusedBy: string) {
+    return this.batch.refuseCode(id, refusedBy);
+  }
+
   /** What creating this spec would produce, creating nothing. */
   preview(input: unknown, options: { sample?: number; signal?: AbortSignal } = {}): Promise<Previewed> {
     return this.typeOf(input).preview(this.batch.parseSpec(input), { ...options, signal: options.signal ?? new AbortController().signal });

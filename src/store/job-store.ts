@@ -26,6 +26,9 @@ export interface Page {
 /** The status_reason of a CREATED job whose code waits for a person's approval. */
 export const PENDING_APPROVAL = 'pending_approval';
 
+/** The status_reason of a job cancelled because a person refused its code: final, it can never be approved. */
+export const CODE_REFUSED = 'code_refused';
+
 /** An event recorded together with a job's creation. */
 export interface JobEventDraft {
   type: string;
@@ -153,6 +156,24 @@ export class JobStore {
       await t.updateTable('jobs').set({ status_reason: null, updated_at: now }).where('id', '=', id).execute();
       await this.events.write(t, id, 'code_approved', { code_sha256: approval.code_sha256, approved_by: approval.approved_by, total: seq });
       for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
+      return this.requireJob(id, t);
+    });
+  }
+
+  /**
+   * A person refused a pending job's code: the job is cancelled (status_reason
+   * `code_refused`) and the refusal recorded as an event, in one transaction. A
+   * cancelled job never runs and never waits for approval again, so the refusal holds.
+   */
+  async refusePendingJob(id: number, refusal: { code_sha256: string; refused_by: string }): Promise<JobRow> {
+    return this.core.tx(async (t) => {
+      const job = await this.core.lockJob(t, id);
+      if (job.status !== 'CREATED' || job.status_reason !== PENDING_APPROVAL) {
+        throw new AbpError('conflict', `job ${id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}; only a job pending approval can be refused`);
+      }
+      await this.moveJobIn(t, job, 'cancel', CODE_REFUSED, async (tx) => {
+        await this.events.write(tx, id, 'code_refused', refusal);
+      });
       return this.requireJob(id, t);
     });
   }

@@ -9,7 +9,7 @@ import type { UnitMoveSet } from './unit-moves.js';
 import { UnitStore, type ClaimedUnit, type UnitActivity, type UnitFilter } from './unit-store.js';
 
 export type { Db, StoreBackend } from './tx.js';
-export { PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
+export { CODE_REFUSED, PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
 export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter } from './unit-store.js';
 export type { OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
 
@@ -107,6 +107,11 @@ export class Repository {
     finalEvents: () => JobEventDraft[] = () => [],
   ): Promise<JobRow> {
     return this.jobs.fillPendingJob(id, approval, units, finalEvents);
+  }
+
+  /** Cancels a pending job whose code a person refused, recording the refusal, in one transaction. */
+  async refusePendingJob(id: number, refusal: { code_sha256: string; refused_by: string }): Promise<JobRow> {
+    return this.jobs.refusePendingJob(id, refusal);
   }
 
   async getJob(id: number): Promise<JobRow | undefined> {

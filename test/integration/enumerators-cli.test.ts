@@ -102,7 +102,7 @@ describe('abp enumerators, preview and approve', () => {
     const wrong = await sb.cli(['approve', id, '--code-sha256', 'a'.repeat(64)]);
     expect(wrong.exitCode).toBe(1);
     expect(wrong.stderr).toBe(
-      `abp: code_sha256: ${'a'.repeat(64)} does not match job ${id}'s code (sha256 ${sha}); the code is not the one that was approved. Review the code again and approve its own hash. abp approve ${id} shows the code and its hash to approve`,
+      `abp: code_sha256: ${'a'.repeat(64)} does not match job ${id}'s code (sha256 ${sha}, of the code with its context and limits); the code is not the one that was approved. Review the code again and approve its own hash. abp approve ${id} shows the code and its hash to approve`,
     );
     expect((await sb.status(Number(id))).total).toBe(0);
 
@@ -122,7 +122,7 @@ describe('abp enumerators, preview and approve', () => {
     expect(next.status_reason).toBe('pending_approval');
     expect(next.approval.code_sha256).not.toBe(sha);
     const stale = await sb.cli(['approve', String(next.job_id), '--code-sha256', sha]);
-    expect(stale.stderr).toContain(`abp: code_sha256: ${sha} does not match job ${next.job_id}'s code (sha256 ${next.approval.code_sha256})`);
+    expect(stale.stderr).toContain(`abp: code_sha256: ${sha} does not match job ${next.job_id}'s code (sha256 ${next.approval.code_sha256}, of the code with its context and limits)`);
     const preview = await sb.ok(['preview', '--spec', spec('dynamic', { code: changed })]);
     expect(preview).toMatchObject({ count: null, approval: { status: 'pending_approval', code_sha256: next.approval.code_sha256 } });
   });

@@ -9,7 +9,12 @@ import { call, connectInMemory } from '../helpers/mcp.js';
 
 /*
  * A dynamic job's context: shown with the code wherever the code is shown for
- * approval, passed to the code as ctx.context, and not part of the approved hash.
+ * approval, passed to the code as ctx.context, and part of the approved hash.
+ *
+ * Changed deliberately (issue 22, class 3): the context used to be outside the
+ * hash, so code approved once ran at once with any other context. An approval
+ * now binds the code with its context and limits; another context waits for a
+ * person again.
  */
 
 let sb: Sandbox;
@@ -32,7 +37,7 @@ const spec = (context: Record<string, unknown>, file = 'spec.json') => {
 };
 
 describe('dynamic enumerator context through the CLI', () => {
-  it('approve shows the context with the code; the same code then runs with another context without a new approval', async () => {
+  it('approve shows the context and limits with the code; the same code with another context needs a new approval', async () => {
     const eu = { region: 'eu', names: ['ada', 'bo'] };
     const created = await sb.ok(['create', '--spec', spec(eu)]);
     expect(created).toMatchObject({ status: 'CREATED', status_reason: 'pending_approval', total: 0 });
@@ -43,18 +48,27 @@ describe('dynamic enumerator context through the CLI', () => {
     const shown = await sb.ok(['approve', id]);
     expect(shown.approval).toMatchObject({ code, context: eu, code_sha256: sha });
     const human = await sb.cli(['approve', id]);
-    expect(human.stdout).toContain(`${code}\n\nwith this context (ctx.context; not part of the sha256):\n${JSON.stringify(eu, null, 2)}\n\nsha256 ${sha}`);
+    expect(human.stdout).toContain(
+      `${code}\n\nwith this context (ctx.context):\n${JSON.stringify(eu, null, 2)}\n\nlimits: timeout_seconds 60, max_memory_mb 256, limit none\n\nsha256 ${sha}`,
+    );
 
     const preview = await sb.cli(['preview', '--spec', spec({ region: 'us', names: ['cy'] }, 'preview.json')]);
-    expect(preview.stdout).toContain(`with this context (ctx.context; not part of the sha256):\n${JSON.stringify({ region: 'us', names: ['cy'] }, null, 2)}`);
+    expect(preview.stdout).toContain(`with this context (ctx.context):\n${JSON.stringify({ region: 'us', names: ['cy'] }, null, 2)}`);
 
     await sb.ok(['approve', id, '--code-sha256', sha]);
     const units = await sb.ok(['units', id]);
     expect(units.map((u: { item_id: string }) => u.item_id)).toEqual(['ada', 'bo']);
 
-    // Another context, the same code: it runs at once, and its items are the new context's.
+    // The same code and context again: approved, so it runs at once.
+    const again = await sb.ok(['create', '--spec', spec({ region: 'eu', names: ['ada', 'bo'] }, 'again.json')]);
+    expect(again).toMatchObject({ status_reason: null, total: 2 });
+
+    // Another context, the same code: a new hash, pending until a person approves it.
     const us = await sb.ok(['create', '--spec', spec({ region: 'us', names: ['cy', 'di', 'ed'] }, 'us.json')]);
-    expect(us).toMatchObject({ status_reason: null, total: 3 });
+    expect(us).toMatchObject({ status_reason: 'pending_approval', total: 0 });
+    expect(us.approval.code_sha256).not.toBe(sha);
+    expect((await sb.cli(['approve', String(us.job_id), '--code-sha256', sha])).stderr).toContain(`does not match job ${us.job_id}'s code`);
+    expect(await sb.ok(['approve', String(us.job_id), '--code-sha256', us.approval.code_sha256])).toMatchObject({ total: 3 });
     const usUnits = await sb.ok(['units', String(us.job_id)]);
     expect(usUnits.map((u: { item_id: string }) => u.item_id)).toEqual(['cy', 'di', 'ed']);
     const unit = await sb.ok(['unit', String(usUnits[0].unit_id)]);
@@ -90,10 +104,10 @@ describe('dynamic enumerator context through MCP', () => {
     worker_config: { command: 'true' },
   });
 
-  it('create_job and approve_code return the context with the code, and the person’s dialog shows it', async () => {
+  it('create_job and approve_code return the context and limits with the code, and the person’s dialog shows them', async () => {
     const client = await connect();
     const pending = await call(client, 'create_job', mcpSpec({ region: 'eu', names: ['ada'] }));
-    expect(pending.approval).toMatchObject({ status: 'pending_approval', code, context: { region: 'eu', names: ['ada'] } });
+    expect(pending.approval).toMatchObject({ status: 'pending_approval', code, context: { region: 'eu', names: ['ada'] }, limits: { timeout_seconds: 60, max_memory_mb: 256, limit: null } });
     const shown = await call(client, 'approve_code', { job_id: pending.job_id });
     expect(shown.approval).toMatchObject({ code, context: { region: 'eu', names: ['ada'] }, code_sha256: pending.approval.code_sha256 });
     await client.close();
@@ -106,12 +120,14 @@ describe('dynamic enumerator context through MCP', () => {
     });
     const approved = await call(person, 'approve_code', { job_id: pending.job_id });
     expect(asked).toHaveLength(1);
-    expect(asked[0]).toContain(`with this context (ctx.context; not part of the sha256):\n${JSON.stringify({ region: 'eu', names: ['ada'] }, null, 2)}`);
+    expect(asked[0]).toContain(`with this context (ctx.context):\n${JSON.stringify({ region: 'eu', names: ['ada'] }, null, 2)}`);
+    expect(asked[0]).toContain('limits: timeout_seconds 60, max_memory_mb 256, limit none');
     expect(approved.total).toBe(1);
-    // Approved once by its hash, the code runs at once for another context.
+    // Another context is another approval: the person is asked again, with the new values in front of them.
     const again = await call(person, 'create_job', mcpSpec({ region: 'us', names: ['bo', 'cy'] }));
+    expect(asked).toHaveLength(2);
+    expect(asked[1]).toContain('"region": "us"');
     expect(again.total).toBe(2);
-    expect(asked).toHaveLength(1);
     await person.close();
   });
 });

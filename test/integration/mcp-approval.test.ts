@@ -8,6 +8,7 @@ import { resolveConfig } from '../../src/config.js';
 import { createMcpServer } from '../../src/mcp/server.js';
 import { Sandbox } from '../helpers/cli.js';
 import { call, callError, pollStatus } from '../helpers/mcp.js';
+import { approvalSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
 
 /**
  * The approval policy over MCP, the byte-bounded pages and the discovery aids,
@@ -159,6 +160,115 @@ describe('approval over MCP', () => {
     expect(progress.length).toBeGreaterThan(0);
     expect(progress.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
     for (let i = 1; i < progress.length; i++) expect(progress[i]).not.toBe(progress[i - 1]);
+  });
+});
+
+/*
+ * Issue 22, class 3: a person's no to dynamic code is final for its job, and an
+ * approval binds the code with its context and its limits. Both are rows in abp's
+ * store (the refusal is the job's cancellation with its event, the approval a
+ * code_approvals row), so these run on SQLite and on PostgreSQL.
+ */
+describe('dynamic code: a refusal is final, and an approval binds the code, its context and its limits', () => {
+  const code = 'export default (ctx) => (ctx.context.names ?? ["a", "b"]).map((name) => ({ name, _id: name }))';
+  const dynamicSpec = (config: Record<string, unknown> = {}) => ({
+    name: 'dyn',
+    user_intent: 'x',
+    enumerator_type: 'dynamic',
+    enumerator_config: { code, ...config },
+    worker_type: 'shell',
+    worker_config: { command: 'true' },
+  });
+  const refusedText = (id: number) => `job ${id}: a person refused its code, and a refusal is final: it cannot be approved or run. Create a new job if the person wants to be asked again`;
+
+  it('a person who declines in create_job’s dialog: approve_code with the hash create_job returned is refused, and so is every other way', async () => {
+    const person = await host(() => ({ action: 'decline' }));
+    const refused = await call(person.client, 'create_job', dynamicSpec());
+    expect(person.asked).toHaveLength(1);
+    expect(person.asked[0]).toContain(code);
+    expect(person.asked[0]).toContain('limits: timeout_seconds 60, max_memory_mb 256, limit none');
+    const id = refused.job_id as number;
+    const hash = refused.approval.code_sha256 as string;
+    expect(hash).toBe(approvalSha256(dynamicEnumerator.configSchema.parse(dynamicSpec().enumerator_config)));
+    expect(refused).toMatchObject({ status: 'CANCELLED', status_reason: 'code_refused', total: 0, approval: { status: 'code_refused', refused_by: 'person via MCP elicitation' } });
+    expect(refused.next).toContain('The person refused this code in the dialog');
+
+    // The model, on a host without dialogs, approves with the hash it was given: refused.
+    const model = await host();
+    expect(await callError(model.client, 'approve_code', { job_id: id, code_sha256: hash })).toContain(refusedText(id));
+    // Asked again on a host with dialogs whose person would say yes: refused before anyone is asked.
+    const yes = await host(() => ({ action: 'accept', content: { approve: true } }));
+    expect(await callError(yes.client, 'approve_code', { job_id: id })).toContain(refusedText(id));
+    expect(await callError(yes.client, 'approve_code', { job_id: id, code_sha256: hash })).toContain(refusedText(id));
+    expect(yes.asked).toHaveLength(0);
+    // The CLI, and the orchestrator every front end calls.
+    const cli = await sb.cli(['approve', String(id), '--code-sha256', hash]);
+    expect(cli.exitCode).toBe(1);
+    expect(cli.stderr).toContain(refusedText(id));
+    await expect(app.orchestrator.approveCode(id, hash, 'cli')).rejects.toThrow(refusedText(id));
+    // Nothing ran and nothing was approved: no units, no approval row, and the refusal is on record.
+    expect(await sb.query('select id from work_units where job_id = ?', id)).toEqual([]);
+    expect(await sb.query('select id from code_approvals where code_sha256 = ?', hash)).toEqual([]);
+    const events = await app.orchestrator.monitor.events(id, 0, 100);
+    expect(events.find((e) => e.type === 'code_refused')?.data).toEqual({ code_sha256: hash, refused_by: 'person via MCP elicitation' });
+    expect((await call(model.client, 'get_job_status', { job_id: id })).status).toBe('CANCELLED');
+
+    // A new job with the same code asks the person again; their yes there runs it.
+    const again = await call(yes.client, 'create_job', dynamicSpec());
+    expect(yes.asked).toHaveLength(1);
+    expect(again).toMatchObject({ status: 'CREATED', status_reason: null, total: 2 });
+  });
+
+  it('approve_code with a hash on a host with dialogs asks the person; their no cancels the job for good', async () => {
+    const model = await host();
+    const pending = await call(model.client, 'create_job', dynamicSpec({ context: { names: ['x'] } }));
+    expect(pending.approval.status).toBe('pending_approval');
+    const person = await host(() => ({ action: 'accept', content: { approve: false } }));
+    const answer = await call(person.client, 'approve_code', { job_id: pending.job_id, code_sha256: pending.approval.code_sha256 });
+    expect(person.asked).toHaveLength(1);
+    expect(person.asked[0]).toContain('with this context (ctx.context):');
+    expect(answer).toMatchObject({ status: 'CANCELLED', status_reason: 'code_refused', approval: { status: 'code_refused' } });
+    expect(await callError(model.client, 'approve_code', { job_id: pending.job_id, code_sha256: pending.approval.code_sha256 })).toContain(refusedText(pending.job_id));
+  });
+
+  it('a host that cancels the dialog gave no answer: the job stays pending, and the assistant’s hash then approves it', async () => {
+    const host_ = await host(() => ({ action: 'cancel' }));
+    const pending = await call(host_.client, 'create_job', dynamicSpec({ context: { names: ['y'] } }));
+    expect(pending).toMatchObject({ status: 'CREATED', status_reason: 'pending_approval' });
+    const approved = await call(host_.client, 'approve_code', { job_id: pending.job_id, code_sha256: pending.approval.code_sha256 });
+    expect(host_.asked).toHaveLength(2);
+    expect(approved).toMatchObject({ status: 'CREATED', status_reason: null, total: 1 });
+  });
+
+  it('changing the context, timeout_seconds, max_memory_mb or limit after an approval needs a new one', async () => {
+    const model = await host();
+    const base = { context: { names: ['p', 'q'] }, timeout_seconds: 30, max_memory_mb: 128 };
+    const first = await call(model.client, 'create_job', dynamicSpec(base));
+    expect(first.approval).toMatchObject({ status: 'pending_approval', context: base.context, limits: { timeout_seconds: 30, max_memory_mb: 128, limit: null } });
+    const hash = first.approval.code_sha256 as string;
+    expect((await call(model.client, 'approve_code', { job_id: first.job_id, code_sha256: hash })).total).toBe(2);
+
+    // The same code, context and limits: approved, so it runs at once (key order does not matter).
+    const same = await call(model.client, 'create_job', dynamicSpec({ max_memory_mb: 128, timeout_seconds: 30, context: { names: ['p', 'q'] } }));
+    expect(same).toMatchObject({ status_reason: null, total: 2 });
+
+    for (const changed of [
+      { ...base, context: { names: ['p', 'q', 'r'] } },
+      { ...base, timeout_seconds: 3600 },
+      { ...base, max_memory_mb: 8192 },
+      { ...base, limit: 1 },
+    ]) {
+      const job = await call(model.client, 'create_job', dynamicSpec(changed));
+      expect(job.status_reason, JSON.stringify(changed)).toBe('pending_approval');
+      expect(job.total).toBe(0);
+      expect(job.approval.code_sha256).not.toBe(hash);
+      // The earlier approval's hash does not fit it.
+      expect(await callError(model.client, 'approve_code', { job_id: job.job_id, code_sha256: hash })).toContain(
+        `code_sha256: ${hash} does not match job ${job.job_id}'s code (sha256 ${job.approval.code_sha256}, of the code with its context and limits)`,
+      );
+      const preview = await call(model.client, 'preview_job', dynamicSpec(changed));
+      expect(preview).toMatchObject({ count: null, approval: { status: 'pending_approval', code_sha256: job.approval.code_sha256 } });
+    }
   });
 });
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Item } from '../../src/contracts/enumerator.js';
-import { codeSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
+import { approvalSha256, codeSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
 import { fileEnumerator } from '../../enumerators/file.js';
 import { sqlEnumerator } from '../../enumerators/sql.js';
 import { startMockOpenAI, type MockServer } from '../fixtures/mock-openai.js';
@@ -336,46 +336,51 @@ const SECRET_ENV = {
 };
 
 describe('3. dynamic code runs only after approval of its exact hash, and sees no secrets', () => {
+  // Changed deliberately (issue 22): the code used to write a marker file outside its folder to show it
+  // ran. Confined code can write nowhere but its own scratch folder, so whether it ran is shown by what
+  // it yields, and code that would throw shows that it was not run.
   it('the code waits for its hash; a changed byte is refused; once approved it sees only the allow-listed environment', async () => {
     const sb = new Sandbox(SECRET_ENV);
     cleanups.push(() => sb.cleanup());
-    const marker = sb.path('code-ran');
-    const code = `import { writeFileSync } from 'node:fs';
-export default () => {
-  writeFileSync(${JSON.stringify(marker)}, 'ran');
-  return [{ keys: Object.keys(process.env).sort(), env: process.env }];
-};`;
+    const code = `export default () => [{ keys: Object.keys(process.env).sort(), env: process.env }];`;
     const spec = (source: string) => specFile(sb, { name: 'dyn', user_intent: 'x', enumerator_type: 'dynamic', enumerator_config: { code: source }, worker_type: 'shell', worker_config: { command: 'true' } });
+    const shaOf = (source: string) => approvalSha256(parseWith(dynamicEnumerator.configSchema, { code: source }, 'enumerator_config'));
+
+    // Code that throws if it runs: creating its job and approving the wrong hash both leave it unrun.
+    const boom = 'export default () => { throw new Error("this code ran"); }';
+    const held = await sb.ok(['create', '--spec', spec(boom)]);
+    expect(held).toMatchObject({ status_reason: 'pending_approval', total: 0, approval: { code_sha256: shaOf(boom) } });
+    const heldWrong = await sb.cli(['approve', String(held.job_id), '--code-sha256', shaOf(`${boom} `), '--json']);
+    expect(heldWrong.json.error.message).toContain('does not match');
+    const heldRight = await sb.cli(['approve', String(held.job_id), '--code-sha256', shaOf(boom), '--json']);
+    expect(heldRight.json.error.message).toMatch(/^dynamic code threw after 0 items: Error: this code ran/);
 
     const pending = await sb.ok(['create', '--spec', spec(code)]);
-    expect(pending.approval).toMatchObject({ status: 'pending_approval', code_sha256: codeSha256(code) });
-    expect(existsSync(marker)).toBe(false);
+    expect(pending.approval).toMatchObject({ status: 'pending_approval', code_sha256: shaOf(code) });
+    // Neither the code's own sha256 nor the hash of the code with one byte more approves it.
+    for (const wrong of [codeSha256(code), shaOf(`${code} `)]) {
+      const refused = await sb.cli(['approve', String(pending.job_id), '--code-sha256', wrong, '--json']);
+      expect(refused.exitCode).toBe(1);
+      expect(refused.json.error.message).toContain(`does not match job ${pending.job_id}'s code (sha256 ${shaOf(code)}, of the code with its context and limits)`);
+    }
+    expect((await sb.status(pending.job_id)).total).toBe(0);
 
-    // The hash of the code with one byte more: not this job's code, so not approved.
-    const oneByteMore = await sb.cli(['approve', String(pending.job_id), '--code-sha256', codeSha256(`${code} `), '--json']);
-    expect(oneByteMore.exitCode).toBe(1);
-    expect(oneByteMore.json.error.message).toContain(`does not match job ${pending.job_id}'s code (sha256 ${codeSha256(code)})`);
-    expect(existsSync(marker)).toBe(false);
-
-    const approved = await sb.ok(['approve', String(pending.job_id), '--code-sha256', codeSha256(code)]);
+    const approved = await sb.ok(['approve', String(pending.job_id), '--code-sha256', shaOf(code)]);
     expect(approved.total).toBe(1);
-    expect(existsSync(marker)).toBe(true);
     const [unit] = await sb.query<{ payload: string }>('select payload from work_units where job_id = ?', pending.job_id);
     const item = JSON.parse(unit!.payload);
     expect(item.keys).toEqual(['HOME', 'LANG', 'PATH', 'TMPDIR', 'TZ']);
+    expect(item.env.HOME).toBe('/tmp');
     for (const value of Object.values(SECRET_ENV)) expect(unit!.payload).not.toContain(value);
 
     // Approval is of that exact code: the same code again runs at once, a changed byte waits again.
-    rmSync(marker);
     expect((await sb.ok(['create', '--spec', spec(code)])).total).toBe(1);
-    expect(existsSync(marker)).toBe(true);
-    rmSync(marker);
     const changed = await sb.ok(['create', '--spec', spec(`${code}\n`)]);
-    expect(changed.approval).toMatchObject({ status: 'pending_approval', code_sha256: codeSha256(`${code}\n`) });
-    expect(existsSync(marker)).toBe(false);
+    expect(changed).toMatchObject({ total: 0, approval: { status: 'pending_approval', code_sha256: shaOf(`${code}\n`) } });
   }, 120_000);
 
-  const approved = (code: string, extra: Record<string, unknown>) => failure(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: codeSha256(code) });
+  const approved = (code: string, extra: Record<string, unknown>) =>
+    failure(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: approvalSha256(parseWith(dynamicEnumerator.configSchema, { code, ...extra }, 'enumerator_config')) });
 
   it.skipIf(once)('each limit stops the code with a clear error: time, heap, Buffers outside the heap, and item size', async () => {
     const started = Date.now();

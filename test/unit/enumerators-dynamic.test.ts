@@ -1,20 +1,14 @@
-import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { codeSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
+import { approvalSha256, codeSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
+import { parseWith } from '../../src/domain/job-spec.js';
 import { collect, failure } from './enumerators-support.js';
 
-/** Runs code as if a person had approved exactly its hash. */
-const approved = (code: string, extra: Record<string, unknown> = {}) => collect(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: codeSha256(code) });
-const approvedFailure = (code: string, extra: Record<string, unknown> = {}) => failure(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: codeSha256(code) });
+/** The hash a person approves for this config: the code with its context and limits, defaults filled in. */
+const shaOf = (config: Record<string, unknown>) => approvalSha256(parseWith(dynamicEnumerator.configSchema, config, 'enumerator_config'));
 
-/** Running, as opposed to gone or a zombie waiting for a parent (init, in a container) to reap it. */
-function alive(pid: number): boolean {
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+/** Runs code as if a person had approved exactly its hash. */
+const approved = (code: string, extra: Record<string, unknown> = {}) => collect(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: shaOf({ code, ...extra }) });
+const approvedFailure = (code: string, extra: Record<string, unknown> = {}) => failure(dynamicEnumerator, { code, ...extra }, { approvedCodeSha256: shaOf({ code, ...extra }) });
 
 beforeEach(() => {
   process.env.ABP_TEST_SECRET = 'hunter2-do-not-leak';
@@ -77,25 +71,29 @@ describe('dynamic enumerator: bad code, each with its exact error', () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
-  it('code that loops forever is killed at the timeout, with everything it spawned', async () => {
-    const code = `import { spawn } from 'node:child_process';
-      export default async function* () {
-        const sleeper = spawn('sleep', ['300'], { stdio: 'ignore' });
-        yield { pid: sleeper.pid };
+  // Changed deliberately (issue 22): this code used to spawn a `sleep` and check that the timeout killed it
+  // too. Confined code can start no process at all (test/integration/dynamic-confined.test.ts shows that,
+  // and that nothing it starts could outlive it); what is left to show here is the timeout on a busy loop.
+  it('code that loops forever is killed at the timeout', async () => {
+    const code = `export default async function* () {
+        yield { started: true };
         for (;;) {}
       }`;
-    const items: number[] = [];
-    const gen = dynamicEnumerator.enumerate({ code, timeout_seconds: 1, max_memory_mb: 64 }, { signal: new AbortController().signal, approvedCodeSha256: codeSha256(code) });
+    const items: unknown[] = [];
+    const gen = dynamicEnumerator.enumerate(parseWith(dynamicEnumerator.configSchema, { code, timeout_seconds: 1, max_memory_mb: 64 }, 'enumerator_config'), {
+      signal: new AbortController().signal,
+      approvedCodeSha256: shaOf({ code, timeout_seconds: 1, max_memory_mb: 64 }),
+    });
     let message = '';
+    const started = Date.now();
     try {
-      for await (const item of gen) items.push(item.pid as number);
+      for await (const item of gen) items.push(item);
     } catch (err) {
       message = (err as Error).message;
     }
     expect(message).toBe('dynamic code: killed after enumerator_config.timeout_seconds (1s) with 1 items; it never finished (an endless loop, or a promise that never settles?)');
     expect(items).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(alive(items[0] as number)).toBe(false);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 
   it('code that allocates without bound hits the heap cap', async () => {
@@ -106,17 +104,20 @@ describe('dynamic enumerator: bad code, each with its exact error', () => {
     expect(err.message).toBe('dynamic code: ran out of memory (enumerator_config.max_memory_mb is 32) after 0 items and was stopped');
   });
 
-  it('unapproved code never runs, and code changed after approval is refused', async () => {
+  it('unapproved code never runs, and code, context or limits changed after approval are refused', async () => {
     const code = 'export default () => { throw new Error("must not run"); }';
-    const sha = codeSha256(code);
+    const sha = shaOf({ code });
     const none = await failure(dynamicEnumerator, { code });
     expect(none.code).toBe('conflict');
-    expect(none.message).toBe(`enumerator_config.code: this code (sha256 ${sha}) has not been approved; a person must approve exactly this hash before it runs`);
-    const changed = `${code}\n// one more line`;
-    const err = await failure(dynamicEnumerator, { code: changed }, { approvedCodeSha256: sha });
-    expect(err.message).toBe(
-      `enumerator_config.code: this code (sha256 ${codeSha256(changed)}) has not been approved; the approval names ${sha}, so the code changed after it was approved; a person must approve exactly this hash before it runs`,
-    );
+    expect(none.message).toBe(`enumerator_config.code: this code with its context and limits (sha256 ${sha}) has not been approved; a person must approve exactly this hash before it runs`);
+    // The code's own sha256 is not an approval: the hash covers its context and limits too.
+    expect((await failure(dynamicEnumerator, { code }, { approvedCodeSha256: codeSha256(code) })).code).toBe('conflict');
+    for (const changed of [{ code: `${code}\n// one more line` }, { code, context: { region: 'eu' } }, { code, timeout_seconds: 61 }, { code, max_memory_mb: 512 }, { code, limit: 1 }]) {
+      const err = await failure(dynamicEnumerator, changed, { approvedCodeSha256: sha });
+      expect(err.message).toBe(
+        `enumerator_config.code: this code with its context and limits (sha256 ${shaOf(changed)}) has not been approved; the approval names ${sha}, so the code, its context or its limits changed after it was approved; a person must approve exactly this hash before it runs`,
+      );
+    }
   });
 
   it('an unknown field and a wrong type', async () => {

@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { codeSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
+import { approvalSha256, dynamicEnumerator } from '../../enumerators/dynamic.js';
 import { excludeGlobs, fileEnumerator } from '../../enumerators/file.js';
 import { jsonEnumerator } from '../../enumerators/json.js';
 import { parseWith } from '../../src/domain/job-spec.js';
@@ -10,7 +11,7 @@ import { collect, failure, tempDir } from './enumerators-support.js';
 /*
  * Issue 24, enumerator parity with the original ABP: .gitignore rules for
  * exclude_patterns, file_extension with its dot, an encoding for json files, and a
- * context for dynamic code that its approval shows but does not hash.
+ * context for dynamic code that its approval shows and (since issue 22, with the limits) hashes.
  */
 
 let t: ReturnType<typeof tempDir>;
@@ -192,21 +193,40 @@ describe('json enumerator: encoding, as csv has it', () => {
 
 describe('dynamic enumerator: context', () => {
   const code = 'export default (ctx) => [{ region: ctx.context.region ?? null, keys: Object.keys(ctx.context), frozen: Object.isFrozen(ctx) }]';
-  const sha = codeSha256(code);
-  const run = (config: Record<string, unknown>) => collect(dynamicEnumerator, { code, ...config }, { approvedCodeSha256: sha });
+  /** The hash a person approves for this code with `config` (its context and limits), defaults filled in as the orchestrator does. */
+  const shaOf = (config: Record<string, unknown>) => approvalSha256(parseWith(dynamicEnumerator.configSchema, { code, ...config }, 'enumerator_config'));
+  const sha = shaOf({});
+  const run = (config: Record<string, unknown>) => collect(dynamicEnumerator, { code, ...config }, { approvedCodeSha256: shaOf(config) });
 
-  it('the same approved code, given two contexts, yields items from each; without one, ctx.context is {}', async () => {
+  it('the same code, approved with each of two contexts, yields items from each; without one, ctx.context is {}', async () => {
     expect((await run({ context: { region: 'eu', city: 'Zürich' } })).items).toEqual([{ region: 'eu', keys: ['region', 'city'], frozen: true, _index: 0, _id: 0 }]);
     expect((await run({ context: { region: 'us' } })).items).toEqual([{ region: 'us', keys: ['region'], frozen: true, _index: 0, _id: 0 }]);
     expect((await run({})).items).toEqual([{ region: null, keys: [], frozen: true, _index: 0, _id: 0 }]);
   });
 
-  it('the approval shows the context beside the code, and its hash is the code’s alone', () => {
-    const request = (context?: Record<string, unknown>) =>
-      dynamicEnumerator.approvalFor?.(parseWith(dynamicEnumerator.configSchema, context === undefined ? { code } : { code, context }, 'enumerator_config'));
-    expect(request({ region: 'eu' })).toEqual({ code, code_sha256: sha, context: { region: 'eu' } });
-    expect(request({ region: 'us' })?.code_sha256).toBe(sha);
-    expect(request()).toEqual({ code, code_sha256: sha });
+  // Changed deliberately (issue 22): the context and the limits used to be outside the hash, so an approved
+  // code could be re-run with any values and any limits; now the hash binds all of them.
+  it('the approval shows the context and limits beside the code, and its hash covers all three', () => {
+    const request = (config: Record<string, unknown> = {}) => dynamicEnumerator.approvalFor?.(parseWith(dynamicEnumerator.configSchema, { code, ...config }, 'enumerator_config'));
+    const limits = { timeout_seconds: 60, max_memory_mb: 256, limit: null };
+    expect(request({ context: { region: 'eu' } })).toEqual({ code, code_sha256: shaOf({ context: { region: 'eu' } }), context: { region: 'eu' }, limits });
+    expect(request()).toEqual({ code, code_sha256: sha, limits });
+    const hashes = [
+      request(),
+      request({ context: {} }),
+      request({ context: { region: 'eu' } }),
+      request({ context: { region: 'us' } }),
+      request({ timeout_seconds: 61 }),
+      request({ max_memory_mb: 512 }),
+      request({ limit: 10 }),
+    ].map((r) => r?.code_sha256);
+    // An absent context is {} (what the code receives): the same approval. Every other change is a new one.
+    expect(hashes[1]).toBe(hashes[0]);
+    expect(new Set(hashes).size).toBe(hashes.length - 1);
+    // The hash is of canonical JSON: the context's key order does not matter.
+    expect(request({ context: { a: 1, b: { c: 2, d: 3 } } })?.code_sha256).toBe(request({ context: { b: { d: 3, c: 2 }, a: 1 } })?.code_sha256);
+    // It differs from the code's own sha256 (which older approvals recorded), so those approvals do not carry over.
+    expect(sha).not.toBe(createHash('sha256').update(code).digest('hex'));
   });
 
   it.each([
@@ -224,7 +244,7 @@ describe('dynamic enumerator: context', () => {
 
   it('a context over 64 KiB of JSON is refused; one just under it runs', async () => {
     const over = await failure(dynamicEnumerator, { code, context: { blob: 'x'.repeat(64 * 1024) } }, { approvedCodeSha256: sha });
-    expect(over.message).toBe('enumerator_config.context: 65547 bytes of JSON, over the 65536-byte cap; pass parameters here and let the code read larger data itself');
+    expect(over.message).toBe('enumerator_config.context: 65547 bytes of JSON, over the 65536-byte cap; pass parameters here; larger data belongs to the csv, json or file enumerators (dynamic code can read no other file)');
     const under = await run({ context: { region: 'eu', blob: 'x'.repeat(64 * 1024 - 40) } });
     expect(under.items[0]).toMatchObject({ region: 'eu', keys: ['region', 'blob'] });
   });

@@ -7,14 +7,23 @@ import { cliHint } from '../hints.js';
 interface Approval {
   code: string;
   context?: Record<string, unknown>;
+  limits?: Record<string, number | null>;
   code_sha256: string;
   next_step: NextStep;
 }
 
-/** The code to review, with the context it will be given (which its hash does not cover). */
-export function codeForReview(approval: { code: string; context?: Record<string, unknown> }): string {
-  if (approval.context === undefined) return approval.code;
-  return `${approval.code}\n\nwith this context (ctx.context; not part of the sha256):\n${JSON.stringify(approval.context, null, 2)}`;
+/** The code to review, with the context it will be given and the limits it runs under: its hash covers all three. */
+export function codeForReview(approval: { code: string; context?: Record<string, unknown>; limits?: Record<string, number | null> }): string {
+  const context = approval.context === undefined ? '' : `\n\nwith this context (ctx.context):\n${JSON.stringify(approval.context, null, 2)}`;
+  const limits = approval.limits === undefined ? '' : `\n\nlimits: ${limitsText(approval.limits)}`;
+  return `${approval.code}${context}${limits}`;
+}
+
+/** timeout_seconds 60, max_memory_mb 256, limit none. */
+function limitsText(limits: Record<string, number | null>): string {
+  return Object.entries(limits)
+    .map(([k, v]) => `${k} ${v === null ? 'none' : String(v)}`)
+    .join(', ');
 }
 
 /** Whether a person is at the terminal to answer a question. */
@@ -24,7 +33,7 @@ function interactive(ctx: CommandContext): boolean {
 
 /** Shows the code and asks the person at the terminal; the question goes to stderr, stdout stays clean. */
 async function ask(approval: Approval): Promise<boolean> {
-  process.stderr.write(`\nThis job runs the following code to enumerate its items:\n\n${codeForReview(approval)}\n\nsha256 ${approval.code_sha256}\n`);
+  process.stderr.write(`\nThis job runs the following code to enumerate its items:\n\n${codeForReview(approval)}\n\nsha256 ${approval.code_sha256} (of the code, its context and its limits)\n`);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     const answer = await rl.question('Run this code? Type "yes" to approve: ');

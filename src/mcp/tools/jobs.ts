@@ -8,7 +8,7 @@ import { isTerminalUnit } from '../../domain/states.js';
 import { mcpHint } from '../hints.js';
 import { canElicit, defineTool, flag, jobId, jsonObject, toObject, truthy, type Extra, type ToolContext } from '../tool.js';
 import { fitUnit } from './inspect.js';
-import { askPersonToApproveCode } from './approval.js';
+import { askPersonToApproveCode, BY_PERSON_DIALOG, refusedHint } from './approval.js';
 
 const field = JobSpec.shape;
 const count = (d: string) => z.coerce.number().int().optional().describe(d);
@@ -57,19 +57,26 @@ export const createJob = defineTool({
     'Creates a job that applies one instruction (user_intent) to every item an enumerator yields, e.g. every file matching a glob or every CSV row. ' +
     'With no worker_type, Claude Code does the work and may only read files in its working directory (the item’s folder for file items) unless worker_config.allowed_tools grants more. ' +
     'Use preview_job first when unsure of the config. The job starts in CREATED; call start_job next to run one test unit. ' +
-    'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash (approve_code). ' +
+    'A dynamic enumerator returns approval.status pending_approval: its code runs only after a person approves its hash, of the code with its context and limits (approve_code); ' +
+    'where the client can show a dialog the person is asked at once, and if they say no the job is cancelled for good (approval.status code_refused). ' +
     'With a `sync` section instead of an enumerator, it creates a sync job that keeps a target inventory in step with a source (the plan is made now; its units are the writes).',
   input: specInput,
   output: { ...JobDetailWire.shape, approval: z.looseObject({ status: z.string() }).optional(), next: z.string().describe('What to do next, naming the tools to call.') },
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
   async handler(args, ctx) {
     const job = (await ctx.app.orchestrator.createJob(toSpec(args))) as Awaited<ReturnType<typeof ctx.app.orchestrator.createJob>> & {
-      approval?: { code?: string; context?: Record<string, unknown>; code_sha256?: string; next_step?: NextStep };
+      approval?: { code?: string; context?: Record<string, unknown>; limits?: Record<string, unknown>; code_sha256?: string; next_step?: NextStep };
     };
     const approval = job.approval;
-    if (approval?.code_sha256 && (await askPersonToApproveCode(ctx, job.job_id, approval.code ?? '', approval.code_sha256, approval.context))) {
-      await ctx.app.orchestrator.approveCode(job.job_id, approval.code_sha256, 'person via MCP elicitation');
+    const decision = approval?.code_sha256 ? await askPersonToApproveCode(ctx, job.job_id, { ...approval, code: approval.code ?? '', code_sha256: approval.code_sha256 }) : 'not_asked';
+    if (approval?.code_sha256 && decision === 'approve') {
+      await ctx.app.orchestrator.approveCode(job.job_id, approval.code_sha256, BY_PERSON_DIALOG);
       return { ...(await ctx.app.orchestrator.getJob(job.job_id)), next: mcpHint({ action: 'start', job_id: job.job_id }) };
+    }
+    if (decision === 'refuse') {
+      // The person said no: final for this job, whatever is called next.
+      const refused = await ctx.app.orchestrator.refuseCode(job.job_id, BY_PERSON_DIALOG);
+      return { ...(await ctx.app.orchestrator.getJob(job.job_id)), approval: { ...refused.approval, next: refusedHint(job.job_id) }, next: refusedHint(job.job_id) } as never;
     }
     if (approval?.next_step) return { ...job, approval: { ...approval, next: mcpHint(approval.next_step) }, next: mcpHint(approval.next_step) } as never;
     return { ...job, next: mcpHint({ action: 'start', job_id: job.job_id }) } as never;

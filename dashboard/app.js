@@ -7,6 +7,36 @@ const view = document.getElementById('view');
 const live = document.getElementById('live');
 const toast = document.getElementById('toast');
 
+// The session's page key (src/http/sessions.ts): the login redirect hands it over in the fragment,
+// which no server sees; it is kept in localStorage, which belongs to this origin alone (port
+// included), and sent with every API call. The session cookie alone loads this page and no data:
+// browsers send it to every port of this host, so other programs there may see it.
+const SESSION_KEY = 'abp_session_key';
+let memoryKey = '';
+{
+  const m = /^#session=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (m) {
+    memoryKey = m[1];
+    try {
+      localStorage.setItem(SESSION_KEY, m[1]);
+    } catch {
+      // No storage (a locked-down browser): the key lives as long as this page.
+    }
+    history.replaceState(null, '', `${location.pathname}${location.search}#/`);
+  }
+}
+function sessionKey() {
+  try {
+    return localStorage.getItem(SESSION_KEY) ?? memoryKey;
+  } catch {
+    return memoryKey;
+  }
+}
+/** A same-origin URL with the page key as a query parameter: for what cannot send a header (EventSource, download links). */
+function withKey(path) {
+  return `${path}${path.includes('?') ? '&' : '?'}session_key=${encodeURIComponent(sessionKey())}`;
+}
+
 /** Builds an element. Strings and numbers become text nodes; attributes are set as properties or data. */
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -46,9 +76,9 @@ function showError(message) {
   showError.timer = setTimeout(() => (toast.hidden = true), 6000);
 }
 
-/** Calls the API with the session cookie; errors arrive in the one envelope {error: {code, message}}. */
+/** Calls the API with the session cookie and the page key; errors arrive in the one envelope {error: {code, message}}. */
 async function api(path, options = {}) {
-  const init = { credentials: 'same-origin', headers: {}, ...options };
+  const init = { credentials: 'same-origin', ...options, headers: { 'x-abp-session-key': sessionKey() } };
   if (options.body !== undefined) {
     init.body = JSON.stringify(options.body);
     init.headers['content-type'] = 'application/json';
@@ -62,7 +92,7 @@ async function api(path, options = {}) {
     data = { error: { message: text } };
   }
   if (!res.ok) {
-    // A 401 here means the session cookie is gone (sessions live in the server's memory).
+    // A 401 here means the session is gone (sessions live in the server's memory) or this page lacks its key.
     const message = res.status === 401 ? 'Your dashboard session has ended (did the server restart?). Open a fresh link from `abp dashboard`.' : data?.error?.message;
     const err = new Error(message ?? `${res.status} ${res.statusText}`);
     err.status = res.status;
@@ -244,7 +274,7 @@ function jobPage(id) {
       'Download results: ',
       Object.entries({ csv: 'CSV', jsonl: 'JSONL', json: 'JSON', markdown: 'Markdown' }).map(([f, label], i) => [
         i ? ' · ' : '',
-        h('a', { href: `/jobs/${id}/results?format=${f}`, download: '', 'data-testid': `download-${f}` }, label),
+        h('a', { href: withKey(`/jobs/${id}/results?format=${f}`), download: '', 'data-testid': `download-${f}` }, label),
       ]),
     ),
     h('h2', {}, 'Progress over time'),
@@ -450,7 +480,7 @@ function jobPage(id) {
   renderActivity();
 
   // Live updates: the browser's EventSource resumes with Last-Event-ID by itself after a drop.
-  const source = new EventSource(`/jobs/${id}/events`);
+  const source = new EventSource(withKey(`/jobs/${id}/events`));
   source.addEventListener('open', () => {
     live.dataset.state = 'open';
     live.textContent = 'live';
@@ -651,7 +681,7 @@ async function unitPage(jobId, unitId) {
     live.dataset.state = 'open';
     live.textContent = `following unit #${unitId}`;
     // Only what happens from now on: this page has just read the unit.
-    source = new EventSource(`/jobs/${jobId}/events?since=now`);
+    source = new EventSource(withKey(`/jobs/${jobId}/events?since=now`));
     // A new connection may have missed something while it was down.
     source.addEventListener('hello', reloadSoon);
     source.addEventListener('activity', (msg) => {

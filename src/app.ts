@@ -17,8 +17,11 @@ export interface App {
   orchestrator: Orchestrator;
   /** MCP tasks' rows (which job a task follows, for whom); the MCP front end's task store reads and writes them. */
   tasks: TaskRows;
-  /** A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags). */
-  createExecutor(overrides?: Partial<AbpConfig>): JobExecutor;
+  /**
+   * A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags).
+   * `launchSlot`: the slot a launcher claimed for it (ABP_LAUNCH_SLOT), which its registration replaces.
+   */
+  createExecutor(overrides?: Partial<AbpConfig>, launchSlot?: string): JobExecutor;
   close(): Promise<void>;
 }
 
@@ -51,7 +54,7 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
   const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
   const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
-  const launcher = new Launcher(repo, config);
+  const launcher = new Launcher(repo, config, VERSION);
   // The job types besides batch (the Orchestrator's own): how a spec of each becomes a job, and what its end does.
   const jobTypes = [new SyncJobs(repo)];
   const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher, jobTypes });
@@ -60,8 +63,8 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
     repo,
     orchestrator,
     tasks: new TaskRows(repo),
-    createExecutor: (overrides = {}) =>
-      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION }),
+    createExecutor: (overrides = {}, launchSlot) =>
+      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, launchSlot }),
     close: () => repo.close(),
   };
 }

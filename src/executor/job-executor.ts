@@ -23,6 +23,8 @@ export interface JobExecutorDeps {
   /** Each job type's end (jobs.type → JobType): settled in the periodic pass, whatever ended the job. */
   jobTypes: readonly JobType[];
   log?: (message: string) => void;
+  /** The launch slot this executor was started for (FleetStore.claimLaunch): its first registration replaces it. */
+  launchSlot?: string;
 }
 
 /**
@@ -84,7 +86,7 @@ export class JobExecutor {
     const { repo, config } = this.deps;
     const now = Date.now();
     this.startedAt = now;
-    await repo.registerExecutor(this.registration(now));
+    await repo.registerExecutor(this.registration(now), this.deps.launchSlot);
     this.lastHeartbeat = now;
     this.log(`started (max ${config.maxWorkers} units at once, lease ${config.leaseMs} ms)`);
     // Work appearing anywhere in the cluster (PostgreSQL NOTIFY) ends the wait early; polling stays the fallback.

@@ -51,7 +51,7 @@ export const NEEDS_LOGIN =
   'Open the one-time link that `abp serve` or `abp dashboard` prints (the MCP tool dashboard_url gives one too). Each link works once.';
 
 /** The dashboard's files, and /login, which trades a one-time token for a session cookie. */
-export function dashboardRoutes(router: Router, sessions: SessionStore): void {
+export function dashboardRoutes(router: Router, sessions: SessionStore, self: () => string): void {
   const assets = loadAssets();
   const send = (res: ServerResponse, name: string) => {
     const asset = assets.get(name);
@@ -68,13 +68,15 @@ export function dashboardRoutes(router: Router, sessions: SessionStore): void {
 
   router.add('GET', '/login', async (ctx) => {
     const { token } = parseQuery(ctx.url, z.strictObject({ token: z.string().max(200) }));
-    if (!(await ctx.app.orchestrator.monitor.consumeDashboardToken(token))) {
-      sendPage(ctx.res, 401, 'This link does not work', `The link was used already, has expired, or is wrong. ${NEEDS_LOGIN}`);
+    // A link works only on the server it was made for (its token is bound to that server's address).
+    if (!(await ctx.app.orchestrator.monitor.consumeDashboardToken(token, self()))) {
+      sendPage(ctx.res, 401, 'This link does not work', `The link was used already, has expired, is for another server, or is wrong. ${NEEDS_LOGIN}`);
       return;
     }
-    const session = sessions.create();
-    // Redirecting drops the spent token from the address bar and history.
-    ctx.res.writeHead(303, { ...SECURITY_HEADERS, 'set-cookie': session.cookie, location: '/' });
+    const session = sessions.create(ctx.req.headers.host ?? '');
+    // Redirecting drops the spent token from the address bar and history. The page key rides in the
+    // fragment, which the browser keeps to itself: the page stores it and takes it off the address.
+    ctx.res.writeHead(303, { ...SECURITY_HEADERS, 'set-cookie': session.cookie, location: `/#session=${session.key}` });
     ctx.res.end();
   });
 }

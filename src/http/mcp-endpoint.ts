@@ -3,8 +3,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StreamableHTTPServerTransport, type EventStore } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import type { App } from '../app.js';
+import { BATCH_REFUSED, checkMessage, errorReply, INVALID_REQUEST, PARSE_ERROR, type JsonRpcErrorReply } from '../mcp/jsonrpc.js';
 import { createMcpServer } from '../mcp/server.js';
 import { apiKeyOwner } from '../mcp/tasks.js';
+import { readJson } from './body.js';
+import { HttpError } from './errors.js';
 import { presentedKey } from './security.js';
 
 /** How long a client that lost a stream waits before it reconnects (the SSE `retry` field). */
@@ -146,7 +149,41 @@ export class McpEndpoint {
 
   constructor(private readonly app: App) {}
 
-  async handle(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+  /**
+   * One request to /mcp. A POST body is read here (up to `maxBody` bytes) and must be
+   * one JSON-RPC message; anything else gets a JSON-RPC error with id null (or the
+   * request's own id) and an HTTP status, before any session is looked at:
+   * 413 and -32600 for a body over the limit, 400 and -32700 for one that is not
+   * JSON, 400 and -32600 for a batch (one error for the whole array: the HTTP
+   * exchange already ties it to the POST, and a 2025-06-18 client reads no array)
+   * or for JSON that is no JSON-RPC message.
+   */
+  async handle(req: IncomingMessage, res: ServerResponse, maxBody: number): Promise<void> {
+    let body: unknown;
+    if (req.method === 'POST') {
+      try {
+        body = await readJson(req, maxBody);
+      } catch (err) {
+        if (!(err instanceof HttpError)) throw err;
+        const tooLarge = err.status === 413;
+        const message = tooLarge ? `Invalid Request: ${err.message}` : `Parse error: ${err.message}`;
+        reply(res, err.status, errorReply(null, tooLarge ? INVALID_REQUEST : PARSE_ERROR, message, err.details), err.headers);
+        return;
+      }
+      if (body === undefined) {
+        reply(res, 400, errorReply(null, INVALID_REQUEST, 'Invalid Request: the body is empty; POST one JSON-RPC message'));
+        return;
+      }
+      if (Array.isArray(body)) {
+        reply(res, 400, errorReply(null, INVALID_REQUEST, BATCH_REFUSED));
+        return;
+      }
+      const checked = checkMessage(body);
+      if (!checked.ok) {
+        reply(res, 400, checked.replies[0] as JsonRpcErrorReply);
+        return;
+      }
+    }
     const sessionId = req.headers['mcp-session-id'] as string | undefined;
     let session = sessionId ? this.sessions.get(sessionId) : undefined;
     if (!session) {
@@ -185,6 +222,11 @@ export class McpEndpoint {
 }
 
 function refuse(res: ServerResponse, status: number, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message }, id: null }));
+  reply(res, status, errorReply(null, -32000, message));
+}
+
+function reply(res: ServerResponse, status: number, error: JsonRpcErrorReply, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(error);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers });
+  res.end(text);
 }

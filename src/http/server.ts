@@ -12,7 +12,7 @@ import { Router } from './router.js';
 import { jobRoutes } from './routes-jobs.js';
 import { schemaRoutes } from './schemas.js';
 import { checkHostAndOrigin, defaultHosts, presentedKey, sameSecret, type SecurityOptions } from './security.js';
-import { SessionStore } from './sessions.js';
+import { SESSION_KEY_PARAM, SessionStore } from './sessions.js';
 
 export interface HttpOptions {
   host: string;
@@ -49,23 +49,42 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
   jobRoutes(router);
   eventRoutes(router, { pollMs: options.ssePollMs ?? 250, keepAliveMs: options.sseKeepAliveMs ?? 15_000 });
   schemaRoutes(router);
-  dashboardRoutes(router, sessions);
+  // The server's own address, known once it listens: one-time links are bound to it.
+  let self = '';
+  dashboardRoutes(router, sessions, () => self);
   let security: SecurityOptions | undefined;
 
-  /** Who is calling: the API key holder, or a dashboard session. Throws 401/403 otherwise. */
-  const authenticate = (req: IncomingMessage, origin: 'none' | 'self' | 'cors'): string | undefined => {
+  /**
+   * Who is calling: the API key holder, or a dashboard session. Throws 401/403 otherwise.
+   * A session's cookie alone loads the dashboard's page and files; everything else
+   * needs its page key too (sessions.ts). An EventSource cannot send a header: a GET
+   * may carry the key as ?session_key=, which is taken off the URL here.
+   */
+  const authenticate = (req: IncomingMessage, url: URL, origin: 'none' | 'self' | 'cors'): string | undefined => {
     const key = presentedKey(req);
     if (key !== undefined) {
       if (!sameSecret(key, (security as SecurityOptions).apiKey)) throw unauthorized();
       return 'api-key';
     }
-    const session = sessions.from(req);
+    const keyParam = req.method === 'GET' ? url.searchParams.get(SESSION_KEY_PARAM) : null;
+    url.searchParams.delete(SESSION_KEY_PARAM);
+    const session = sessions.from(req, keyParam);
     if (session === undefined) return undefined;
+    if (!session.api) {
+      if (isPage(req.method ?? 'GET', url.pathname)) return `session:${session.id}`;
+      throw new HttpError(
+        401,
+        'unauthorized',
+        'a dashboard session cookie alone opens no API: the dashboard page sends its session key with each call (reload the dashboard, or open a fresh link from `abp dashboard`)',
+        {},
+        { 'www-authenticate': 'Bearer' },
+      );
+    }
     // A cookie rides along on any request the browser makes; a change must come from the dashboard's own page.
     if (!SAFE_METHODS.includes(req.method ?? 'GET') && origin !== 'self') {
       throw new HttpError(403, 'forbidden_origin', 'a dashboard session may change things only from the dashboard itself (same Origin)');
     }
-    return `session:${session}`;
+    return `session:${session.id}`;
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse, label: { route: string }) => {
@@ -90,7 +109,7 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
       sendJson(res, ready.ready ? 200 : 503, { status: ready.ready ? 'ready' : 'not_ready', ...ready });
       return;
     }
-    const caller = authenticate(req, origin);
+    const caller = authenticate(req, url, origin);
     if (caller === undefined && path !== '/login') {
       if (path === '/' && method === 'GET') {
         label.route = '/';
@@ -108,7 +127,7 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
     }
     if (path === '/mcp') {
       label.route = '/mcp';
-      await mcp.handle(req, res, method === 'POST' ? await readJson(req, maxBody) : undefined);
+      await mcp.handle(req, res, maxBody);
       return;
     }
     if (path === '/metrics' && method === 'GET') {
@@ -136,6 +155,7 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
     server.listen(options.port, options.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
+  sessions.bind(port);
   const shownHost = options.host.includes(':') ? `[${options.host}]` : options.host;
   security = {
     apiKey: options.apiKey,
@@ -143,8 +163,9 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
     allowedHosts: [...new Set([...defaultHosts(port, options.allowedHosts), `${shownHost.toLowerCase()}:${port}`])],
     allowedOrigins: options.allowedOrigins ?? [],
   };
+  self = `http://${shownHost}:${port}`;
   return {
-    url: `http://${shownHost}:${port}`,
+    url: self,
     port,
     async close() {
       await mcp.close();
@@ -152,6 +173,11 @@ export async function startHttpServer(app: App, options: HttpOptions): Promise<R
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** The dashboard's page and files: what a session cookie alone may load. */
+function isPage(method: string, path: string): boolean {
+  return (method === 'GET' || method === 'HEAD') && (path === '/' || path.startsWith('/assets/'));
 }
 
 function unauthorized(): HttpError {

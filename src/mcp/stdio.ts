@@ -1,16 +1,18 @@
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { App } from '../app.js';
 import { createMcpServer } from './server.js';
+import { StdioLineTransport } from './stdio-transport.js';
 
 /**
  * Serves MCP on stdin/stdout until the client goes away (stdin EOF) or `stop`
  * resolves (the command's SIGTERM/SIGINT). stdout belongs to the protocol; logs go
  * to stderr. Executors are separate processes and keep running after this returns.
- * `app` may still be loading: the transport connects at once.
+ * `app` may still be loading: the transport connects at once. Input that is not a
+ * message is answered with a JSON-RPC error and the server reads on
+ * (src/mcp/stdio-transport.ts).
  */
 export async function serveStdio(app: Promise<App>, stop: Promise<unknown>): Promise<void> {
   const server = createMcpServer(app);
-  const transport = new StdioServerTransport();
+  const transport = new StdioLineTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();
     process.stdin.once('end', () => resolve());

@@ -16,6 +16,8 @@ export function eventView(row: EventRow) {
 export type EventView = ReturnType<typeof eventView>;
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+/** What dashboard_tokens stores of a token: bound to the server it was made for. */
+const tokenHash = (server: string, token: string) => sha256(`${server}\n${token}`);
 
 /** How long a one-time dashboard link stays valid. */
 export const DASHBOARD_TOKEN_TTL_MS = 15 * 60 * 1000;
@@ -134,18 +136,22 @@ export class Monitor {
     return { job_id: jobId, started_at: iso(start), step_ms: step, points };
   }
 
-  /** A fresh one-time dashboard token; only its hash is stored. */
-  async mintDashboardToken(ttlMs = DASHBOARD_TOKEN_TTL_MS): Promise<{ token: string; expires_at: string }> {
+  /**
+   * A fresh one-time dashboard token for the server at `server` (its URL, as it
+   * records it). Only a hash of the two is stored, so the token works on that
+   * server alone, though every server on this database reads the same table.
+   */
+  async mintDashboardToken(server: string, ttlMs = DASHBOARD_TOKEN_TTL_MS): Promise<{ token: string; expires_at: string }> {
     const token = randomBytes(24).toString('base64url');
     const expires = Date.now() + ttlMs;
-    await this.repo.insertDashboardToken(sha256(token), expires);
+    await this.repo.insertDashboardToken(tokenHash(server, token), expires);
     return { token, expires_at: iso(expires) };
   }
 
-  /** Spends a one-time token; a second use, an expired or an unknown token is refused. */
-  async consumeDashboardToken(token: string): Promise<boolean> {
+  /** Spends a one-time token on the server at `server`; a second use, an expired, an unknown or another server's token is refused. */
+  async consumeDashboardToken(token: string, server: string): Promise<boolean> {
     if (!/^[A-Za-z0-9_-]{16,128}$/.test(token)) return false;
-    return this.repo.consumeDashboardToken(sha256(token));
+    return this.repo.consumeDashboardToken(tokenHash(server, token));
   }
 
   /** Where `abp serve` keeps its address for `abp dashboard` and the MCP server. */

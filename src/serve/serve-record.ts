@@ -54,7 +54,7 @@ export async function dashboardLink(orchestrator: Orchestrator, home: string, ba
   if (!server) {
     throw new AbpError('conflict', `no abp serve is running for ${home}; start one with \`abp serve\` (it prints a dashboard link itself)`, { details: { home } });
   }
-  const { token, expires_at } = await orchestrator.monitor.mintDashboardToken();
+  const { token, expires_at } = await orchestrator.monitor.mintDashboardToken(server.url);
   return {
     url: `${server.url}/login?token=${token}`,
     dashboard: `${server.url}/`,

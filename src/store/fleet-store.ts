@@ -1,6 +1,6 @@
 import type { Counts } from './job-store.js';
 import type { ExecutorRow } from './schema.js';
-import type { Db } from './tx.js';
+import type { Db, Transactions } from './tx.js';
 
 /** Unit counters, cost and tokens summed over every job. */
 export type Totals = Counts & { cost_usd: number; input_tokens: number; output_tokens: number };
@@ -11,7 +11,11 @@ export type Totals = Counts & { cost_usd: number; input_tokens: number; output_t
  * fleet (totals, migrations, one-time dashboard links).
  */
 export class FleetStore {
-  constructor(private readonly db: Db) {}
+  private readonly db: Db;
+
+  constructor(private readonly core: Transactions) {
+    this.db = core.db;
+  }
 
   // ---- rate-limit cool-downs, shared by every executor ------------------------
 
@@ -38,8 +42,39 @@ export class FleetStore {
 
   // ---- executors ------------------------------------------------------------
 
-  async registerExecutor(row: ExecutorRow): Promise<void> {
+  /**
+   * Registers an executor. `slot` is the launch slot it was started for
+   * (claimLaunch), which it replaces: its own row first, so that the executors
+   * table never looks empty in between.
+   */
+  async registerExecutor(row: ExecutorRow, slot?: string): Promise<void> {
     await this.db.insertInto('executors').values(row).execute();
+    if (slot !== undefined && slot !== row.id) await this.db.deleteFrom('executors').where('id', '=', slot).execute();
+  }
+
+  /**
+   * The one decision to launch an executor, atomic across every process on the
+   * database. In a transaction serialised against every other claim (BEGIN
+   * IMMEDIATE on SQLite, an advisory lock on PostgreSQL) it reads the live
+   * executors (heartbeat fresher than `staleMs`) and calls `launch` with them;
+   * when that starts an executor, it returns a row that stands for it (its pid,
+   * a fresh heartbeat, the variables it has), inserted in the same transaction: a
+   * launch slot. Every later claim sees the slot as a live executor, so of N
+   * starts at once exactly one launches. The executor's own registration replaces
+   * the slot (registerExecutor); a slot whose executor never registers goes stale
+   * like any executor that stopped beating, and is pruned with them.
+   *
+   * `launch` runs inside the transaction and may run again if PostgreSQL retries
+   * it: it must not start a second process then.
+   */
+  async claimLaunch(staleMs: number, launch: (live: ExecutorRow[]) => ExecutorRow | undefined): Promise<ExecutorRow | undefined> {
+    return this.core.tx(async (t) => {
+      await this.core.lockFleet(t);
+      const live = await t.selectFrom('executors').selectAll().where('heartbeat_at', '>=', Date.now() - staleMs).execute();
+      const slot = launch(live);
+      if (slot) await t.insertInto('executors').values(slot).execute();
+      return slot;
+    });
   }
 
   /** Returns false when the executor has no row (it was pruned as stale). */

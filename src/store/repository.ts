@@ -36,7 +36,7 @@ export class Repository {
     this.jobs = new JobStore(this.core, this.events);
     this.units = new UnitStore(this.core, this.jobs, this.events);
     this.outcomes = new UnitOutcomes(this.core, this.jobs, this.events);
-    this.fleet = new FleetStore(db);
+    this.fleet = new FleetStore(this.core);
   }
 
   /** Which database this is, for messages only; code paths must not branch on it outside store/. */
@@ -280,8 +280,14 @@ export class Repository {
     return this.fleet.activeCoolDowns(now);
   }
 
-  async registerExecutor(row: ExecutorRow): Promise<void> {
-    return this.fleet.registerExecutor(row);
+  /** Registers an executor; `slot`: the launch slot it was started for, which it replaces. */
+  async registerExecutor(row: ExecutorRow, slot?: string): Promise<void> {
+    return this.fleet.registerExecutor(row, slot);
+  }
+
+  /** Decides on and records the launch of an executor, atomically across processes: see FleetStore.claimLaunch. */
+  async claimLaunch(staleMs: number, launch: (live: ExecutorRow[]) => ExecutorRow | undefined): Promise<ExecutorRow | undefined> {
+    return this.fleet.claimLaunch(staleMs, launch);
   }
 
   /** Returns false when the executor has no row (it was pruned as stale). */

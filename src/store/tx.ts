@@ -17,6 +17,9 @@ export interface StoreBackend {
 
 export const SQLITE: StoreBackend = { kind: 'sqlite', listen: async () => async () => undefined, exclusive: (fn) => fn() };
 
+/** An arbitrary constant key for pg_advisory_xact_lock: "abp" fleet changes (executor launches). Migrations use 0x61627001. */
+const FLEET_LOCK = 0x61627002;
+
 /** PostgreSQL's deadlock_detected and serialization_failure: the transaction may simply run again. */
 const RETRYABLE_TX = new Set(['40P01', '40001']);
 
@@ -64,6 +67,15 @@ export class Transactions {
   /** Tells listening executors that `jobId` has runnable units, once the transaction commits. */
   async notifyWork(t: Db, jobId: number): Promise<void> {
     if (this.pg) await sql`select pg_notify(${WORK_CHANNEL}, ${String(jobId)})`.execute(t);
+  }
+
+  /**
+   * Serialises, across every process on the database, the transactions that take
+   * it: a transaction-scoped advisory lock on PostgreSQL, released at commit or
+   * rollback. SQLite's write transactions (BEGIN IMMEDIATE) are serial already.
+   */
+  async lockFleet(t: Db): Promise<void> {
+    if (this.pg) await sql`select pg_advisory_xact_lock(${FLEET_LOCK})`.execute(t);
   }
 
   /** Reads a job inside a transaction, locking its row on PostgreSQL (see the class comment). */

@@ -39,7 +39,10 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     const landed = await page.goto(srv.login);
     expect(landed?.status()).toBe(200);
     expect(new URL(page.url()).pathname).toBe('/');
-    expect((await context.cookies()).find((c) => c.name === 'abp_session')).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    expect((await context.cookies()).find((c) => c.name === `abp_session_${srv.port}`)).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    // The page took its key from the fragment into its own storage, and off the address bar.
+    expect(new URL(page.url()).hash).toBe('#/');
+    expect(await page.evaluate(() => localStorage.getItem('abp_session_key'))).toMatch(/^[A-Za-z0-9_-]{20,}$/);
   });
 
   afterAll(async () => {
@@ -90,9 +93,12 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     // The download links read as names, each to its own format (not raw URLs run together with commas).
     const downloads = page.locator('a[data-testid^="download-"]');
     expect(await downloads.allTextContents()).toEqual(['CSV', 'JSONL', 'JSON', 'Markdown']);
-    expect(await downloads.evaluateAll((links) => links.map((a) => a.getAttribute('href')))).toEqual(
-      ['csv', 'jsonl', 'json', 'markdown'].map((f) => `/jobs/${id}/results?format=${f}`),
-    );
+    const key = await page.evaluate(() => localStorage.getItem('abp_session_key'));
+    const hrefs = await downloads.evaluateAll((links) => links.map((a) => a.getAttribute('href') as string));
+    expect(hrefs).toEqual(['csv', 'jsonl', 'json', 'markdown'].map((f) => `/jobs/${id}/results?format=${f}&session_key=${key}`));
+    // A download is a plain navigation: the key in its address (the cookie alone opens no data) makes it work.
+    expect(await page.evaluate(async (href) => (await fetch(href)).status, hrefs[0] as string)).toBe(200);
+    expect(await page.evaluate(async (href) => (await fetch(href)).status, `/jobs/${id}/results?format=csv`)).toBe(401);
     expect(await downloads.first().locator('xpath=..').textContent()).toBe('Download results: CSV · JSONL · JSON · Markdown');
 
     // The job list shows it with its state and progress.
@@ -102,6 +108,31 @@ describe.skipIf(TEST_BACKEND === 'postgres')('dashboard in Chromium', () => {
     expect(await row.getByTestId('state').textContent()).toBe('COMPLETED');
     expect(await row.getByTestId('done').textContent()).toBe('12/12');
     await shot('3-job-list');
+  });
+
+  it('signs one browser in to two servers of one database: each keeps its own cookie and key, and both stay signed in', async () => {
+    const other = await startServe(sb);
+    const second = await context.newPage();
+    try {
+      writeFileSync(sb.path('both.csv'), 'id,text\nb1,both\n');
+      const id = await createJob({ ...slowJob(sb.path('both.csv')), name: 'seen from both' });
+      expect((await second.goto(other.login))?.status()).toBe(200);
+      await second.locator(`[data-testid="jobs"] tr[data-job="${id}"]`).waitFor();
+      const names = (await context.cookies()).map((c) => c.name).filter((n) => n.startsWith('abp_session')).sort();
+      expect(names).toEqual([`abp_session_${other.port}`, `abp_session_${srv.port}`].sort());
+      // Each origin (port included) has its own key in its own storage.
+      const keyA = await page.evaluate(() => localStorage.getItem('abp_session_key'));
+      const keyB = await second.evaluate(() => localStorage.getItem('abp_session_key'));
+      expect(keyA).toBeTruthy();
+      expect(keyB).toBeTruthy();
+      expect(keyA).not.toBe(keyB);
+      // Signing in to the second server left the first one signed in.
+      await page.goto(`${srv.url}/#/`);
+      await page.locator(`[data-testid="jobs"] tr[data-job="${id}"]`).waitFor();
+    } finally {
+      await second.close();
+      await other.stop();
+    }
   });
 
   it('opens a unit from the unit table: payload, rendered prompt and output', async () => {

@@ -19,13 +19,21 @@ afterEach(async () => {
   await sb.cleanup();
 });
 
-/** Follows a one-time link like a browser would, and returns the session cookie it set. */
-async function login(link: string): Promise<{ status: number; cookie: string | undefined; setCookie: string | undefined; location: string | undefined; text: string }> {
+/** Follows a one-time link like a browser would, and returns the session cookie it set and the page key the redirect carries. */
+async function login(
+  link: string,
+  host?: string,
+): Promise<{ status: number; cookie: string | undefined; setCookie: string | undefined; location: string | undefined; key: string | undefined; text: string }> {
   const u = new URL(link);
-  const r = await call(`${u.protocol}//${u.host}`, `${u.pathname}${u.search}`, { key: false });
+  const r = await call(`${u.protocol}//${u.host}`, `${u.pathname}${u.search}`, { key: false, headers: host ? { host } : {} });
   const setCookie = (r.headers['set-cookie'] ?? [])[0];
-  return { status: r.status, cookie: setCookie?.split(';')[0], setCookie, location: r.headers.location as string | undefined, text: r.text };
+  const location = r.headers.location as string | undefined;
+  const key = location?.startsWith('/#session=') ? location.slice('/#session='.length) : undefined;
+  return { status: r.status, cookie: setCookie?.split(';')[0], setCookie, location, key, text: r.text };
 }
+
+/** What a signed-in dashboard page sends: its server's cookie and its page key. */
+const asPage = (session: { cookie?: string; key?: string }) => ({ cookie: session.cookie as string, 'x-abp-session-key': session.key as string });
 
 describe('dashboard sessions', () => {
   it('trades a one-time link for an HttpOnly SameSite=Strict session; the link works once', async () => {
@@ -38,8 +46,10 @@ describe('dashboard sessions', () => {
 
     const first = await login(srv.login);
     expect(first.status).toBe(303);
-    expect(first.location).toBe('/');
-    expect(first.setCookie).toMatch(/^abp_session=[A-Za-z0-9_-]{20,}; HttpOnly; SameSite=Strict; Path=\//);
+    expect(first.location).toMatch(/^\/#session=[A-Za-z0-9_-]{40,}$/);
+    expect(first.setCookie).toMatch(new RegExp(`^abp_session_${srv.port}=[A-Za-z0-9_-]{20,}; HttpOnly; SameSite=Strict; Path=/;`));
+    // The page key is not the cookie.
+    expect(first.cookie).not.toContain(first.key as string);
     const again = await login(srv.login);
     expect(again.status).toBe(401);
     expect(again.cookie).toBeUndefined();
@@ -54,16 +64,31 @@ describe('dashboard sessions', () => {
     const script = await call(srv.url, '/assets/app.js', { key: false, headers: cookie });
     expect(script.headers['content-type']).toContain('text/javascript');
     expect((await call(srv.url, '/assets/../package.json', { key: false, headers: cookie })).status).not.toBe(200);
-    expect((await call(srv.url, '/jobs', { key: false, headers: cookie })).status).toBe(200);
+    // The cookie alone loads the page, never data: the API needs the page key too.
+    const cookieOnly = await call(srv.url, '/jobs', { key: false, headers: cookie });
+    expect(cookieOnly.status).toBe(401);
+    expect(cookieOnly.json.error.message).toContain('cookie alone opens no API');
+    const signedIn = asPage(first);
+    expect((await call(srv.url, '/jobs', { key: false, headers: signedIn })).status).toBe(200);
 
     // A cookie rides along on any request; changes are accepted only from the dashboard's own origin.
     const spec = slowJob(sb.path('rows.csv'));
-    expect((await call(srv.url, '/jobs', { method: 'POST', body: spec, key: false, headers: cookie })).status).toBe(403);
-    const own = { ...cookie, origin: `http://127.0.0.1:${srv.port}` };
+    expect((await call(srv.url, '/jobs', { method: 'POST', body: spec, key: false, headers: signedIn })).status).toBe(403);
+    const own = { ...signedIn, origin: `http://127.0.0.1:${srv.port}` };
     expect((await call(srv.url, '/jobs', { method: 'POST', body: spec, key: false, headers: own })).status).toBe(201);
-    expect((await call(srv.url, '/jobs', { method: 'POST', body: spec, key: false, headers: { ...cookie, origin: 'http://evil.example' } })).status).toBe(403);
-    // A made-up cookie is no session.
-    expect((await call(srv.url, '/jobs', { key: false, headers: { cookie: 'abp_session=forged' } })).status).toBe(401);
+    expect((await call(srv.url, '/jobs', { method: 'POST', body: spec, key: false, headers: { ...signedIn, origin: 'http://evil.example' } })).status).toBe(403);
+    // The key as a query parameter serves a GET (EventSource, download links), never a change.
+    const query = `session_key=${first.key}`;
+    expect((await call(srv.url, `/jobs?limit=5&${query}`, { key: false, headers: cookie })).status).toBe(200);
+    expect((await call(srv.url, `/jobs?${query}`, { method: 'POST', body: spec, key: false, headers: { ...cookie, origin: `http://127.0.0.1:${srv.port}` } })).status).toBe(401);
+    // A made-up cookie, a wrong key, the key without the cookie, the old cookie name: no session.
+    expect((await call(srv.url, '/jobs', { key: false, headers: { ...signedIn, cookie: `abp_session_${srv.port}=forged` } })).status).toBe(401);
+    expect((await call(srv.url, '/jobs', { key: false, headers: { ...signedIn, 'x-abp-session-key': 'wrong' } })).status).toBe(401);
+    expect((await call(srv.url, '/jobs', { key: false, headers: { 'x-abp-session-key': first.key as string } })).status).toBe(401);
+    expect((await call(srv.url, '/jobs', { key: false, headers: { ...signedIn, cookie: `abp_session=${(first.cookie as string).split('=')[1]}` } })).status).toBe(401);
+    // Through another of this server's names (localhost for 127.0.0.1), the session is not accepted.
+    expect((await call(srv.url, '/jobs', { key: false, headers: { ...signedIn, host: `localhost:${srv.port}` } })).status).toBe(401);
+    expect((await call(srv.url, '/', { key: false, headers: { ...cookie, host: `localhost:${srv.port}` } })).status).toBe(401);
   });
 
   it('`abp dashboard` prints a fresh one-time link for the running server, and says so when none runs', async () => {
@@ -102,6 +127,83 @@ describe('dashboard sessions', () => {
   });
 });
 
+describe('a dashboard session is bound to the server that issued it', () => {
+  it('two servers on one database and one home: neither accepts the other’s session or link, and their cookies coexist', async () => {
+    srv = await startServe(sb);
+    const b = await startServe(sb);
+    try {
+      await twoServers(srv, b);
+    } finally {
+      await b.stop();
+    }
+  });
+
+  async function twoServers(a: Served, b: Served): Promise<void> {
+    expect(a.port).not.toBe(b.port);
+
+    const onA = await login(a.login);
+    expect(onA.cookie).toMatch(new RegExp(`^abp_session_${a.port}=`));
+    expect((await call(a.url, '/jobs', { key: false, headers: asPage(onA) })).status).toBe(200);
+    // A's cookie and key, replayed to B as they are, under B's cookie name, or with B's Host: nothing.
+    const idA = (onA.cookie as string).split('=')[1] as string;
+    for (const headers of [asPage(onA), { ...asPage(onA), cookie: `abp_session_${b.port}=${idA}` }, { ...asPage(onA), cookie: `abp_session=${idA}` }]) {
+      expect((await call(b.url, '/jobs', { key: false, headers })).status, JSON.stringify(headers)).toBe(401);
+      expect((await call(b.url, '/', { key: false, headers })).status).toBe(401);
+      expect((await call(b.url, '/mcp', { method: 'POST', key: false, body: {}, headers: { ...headers, origin: `http://127.0.0.1:${b.port}` } })).status).toBe(401);
+    }
+
+    // A's one-time link, taken to B: refused there, and not spent by the attempt.
+    const aLinkOnB = new URL(b.login);
+    aLinkOnB.search = new URL(a.login).search;
+    const refused = await login(aLinkOnB.href);
+    expect(refused.status).toBe(401);
+    expect(refused.cookie).toBeUndefined();
+    expect(refused.text).toContain('is for another server');
+    // B's own link works on B; A's own link was spent on A already.
+    const onB = await login(b.login);
+    expect(onB.status).toBe(303);
+    expect(onB.cookie).toMatch(new RegExp(`^abp_session_${b.port}=`));
+    expect((await login(a.login)).status).toBe(401);
+
+    // A browser holds both cookies for the host and sends both to each server: each takes its own.
+    const jar = `${onA.cookie}; ${onB.cookie}`;
+    expect((await call(a.url, '/jobs', { key: false, headers: { cookie: jar, 'x-abp-session-key': onA.key as string } })).status).toBe(200);
+    expect((await call(b.url, '/jobs', { key: false, headers: { cookie: jar, 'x-abp-session-key': onB.key as string } })).status).toBe(200);
+    // Keys do not cross over either.
+    expect((await call(a.url, '/jobs', { key: false, headers: { cookie: jar, 'x-abp-session-key': onB.key as string } })).status).toBe(401);
+    expect((await call(b.url, '/jobs', { key: false, headers: { cookie: jar, 'x-abp-session-key': onA.key as string } })).status).toBe(401);
+
+    // A link from `abp dashboard` names the server recorded for the home (B, the last to start) and works there alone.
+    const fresh = await sb.ok(['dashboard']);
+    expect(fresh.url.startsWith(`${b.url}/login?token=`)).toBe(true);
+    const freshOnA = new URL(a.login);
+    freshOnA.search = new URL(fresh.url).search;
+    expect((await login(freshOnA.href)).status).toBe(401);
+    expect((await login(fresh.url)).status).toBe(303);
+  }
+
+  it('a program on another port of the same host sees the cookie, but the cookie alone reads and changes nothing', async () => {
+    srv = await startServe(sb);
+    const session = await login(srv.login);
+    // What a browser sends to any other port of 127.0.0.1: the cookie, never the page key (kept in the page's own origin).
+    const stolen = { cookie: session.cookie as string };
+    const own = `http://127.0.0.1:${srv.port}`;
+    const id = (await call(srv.url, '/jobs', { method: 'POST', body: slowJob(sb.path('rows.csv')) })).json.job_id;
+    const reads = ['/jobs', `/jobs/${id}`, `/jobs/${id}/units`, `/jobs/${id}/results`, `/jobs/${id}/events`, '/metrics', `/jobs/${id}/timeline`];
+    for (const path of reads) expect((await call(srv.url, path, { key: false, headers: stolen })).status, path).toBe(401);
+    for (const [method, path] of [['POST', `/jobs/${id}/start`], ['DELETE', `/jobs/${id}`], ['POST', '/jobs'], ['POST', '/mcp']] as const) {
+      const r = await call(srv.url, path, { method, body: {}, key: false, headers: { ...stolen, origin: own } });
+      expect(r.status, `${method} ${path}`).toBe(401);
+    }
+    expect((await sb.status(id)).status).toBe('CREATED');
+    // The page itself (no data in it) loads with the cookie alone, as a browser's navigation needs.
+    expect((await call(srv.url, '/', { key: false, headers: stolen })).status).toBe(200);
+    expect((await call(srv.url, '/assets/app.js', { key: false, headers: stolen })).status).toBe(200);
+    // With the key, as the page sends it, the same calls work.
+    expect((await call(srv.url, `/jobs/${id}`, { key: false, headers: asPage(session) })).status).toBe(200);
+  });
+});
+
 describe('limits and binding', () => {
   it('rate-limits each caller with 429 and Retry-After; probes are not limited', async () => {
     srv = await startServe(sb, { ABP_RATE_LIMIT: '5' });
@@ -115,8 +217,7 @@ describe('limits and binding', () => {
     expect(limited.json.error).toMatchObject({ code: 'rate_limited', details: { retry_after_seconds: Number(limited.headers['retry-after']) } });
     expect((await call(srv.url, '/health', { key: false })).status).toBe(200);
     // A dashboard session is another caller, with its own budget.
-    const { cookie } = await login(srv.login);
-    expect((await call(srv.url, '/jobs', { key: false, headers: { cookie: cookie as string } })).status).toBe(200);
+    expect((await call(srv.url, '/jobs', { key: false, headers: asPage(await login(srv.login)) })).status).toBe(200);
   });
 
   it('refuses to bind beyond loopback without ABP_API_KEY unless forced', async () => {

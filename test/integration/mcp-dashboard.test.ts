@@ -101,14 +101,17 @@ describe('dashboard_url starts abp serve when none runs', () => {
     expect(readFileSync(first.log, 'utf8')).toContain(`listening on http://127.0.0.1:${port}`);
 
     // The link trades its token for a session cookie and sends the browser to the dashboard.
+    // The redirect's fragment carries the page key, which the page sends with each API call.
     const session = await login(first.url);
-    expect(session).toMatchObject({ status: 303, location: '/' });
-    expect(session.cookie).toMatch(/^abp_session=[A-Za-z0-9_-]{20,}$/);
+    expect(session).toMatchObject({ status: 303, location: expect.stringMatching(/^\/#session=[A-Za-z0-9_-]{20,}$/) });
+    expect(session.cookie).toMatch(new RegExp(`^abp_session_${port}=[A-Za-z0-9_-]{20,}$`));
     const page = await fetch(first.dashboard, { headers: { cookie: session.cookie as string } });
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('/assets/app.js');
-    const jobs = await fetch(`http://127.0.0.1:${port}/jobs`, { headers: { cookie: session.cookie as string } });
+    const pageKey = (session.location as string).slice('/#session='.length);
+    const jobs = await fetch(`http://127.0.0.1:${port}/jobs`, { headers: { cookie: session.cookie as string, 'x-abp-session-key': pageKey } });
     expect(jobs.status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/jobs`, { headers: { cookie: session.cookie as string } })).status).toBe(401);
     // It works once.
     expect((await login(first.url)).status).toBe(401);
 

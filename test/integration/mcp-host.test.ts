@@ -377,7 +377,8 @@ describe('one unit at a time, and the dashboard, from the host', () => {
       expect(dash!.json).toMatchObject({ started: true, stop: expect.stringContaining('abp serve stop') });
       const login = await fetch(dash!.json.url, { redirect: 'manual' });
       expect(login.status).toBe(303);
-      expect(login.headers.get('set-cookie')).toMatch(/abp_session=/);
+      expect(login.headers.get('set-cookie')).toMatch(/^abp_session_\d+=/);
+      expect(login.headers.get('location')).toMatch(/^\/#session=/);
     } finally {
       // The server this conversation started outlives it until stopped: stop it as the answer said.
       const stop = await execa(process.execPath, [CLI, 'serve', 'stop', '--home', sb!.home], { env: sb!.env, reject: false });

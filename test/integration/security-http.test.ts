@@ -144,7 +144,9 @@ describe.skipIf(TEST_BACKEND === 'postgres')('6. the HTTP API refuses what it mu
     for (const path of ['/jobs', `/jobs/${jobId}/start`, `/jobs/${jobId}/checkpoints`, '/mcp']) {
       const declared = await call(srv.url, path, { method: 'POST', body: big });
       expect(declared.status, path).toBe(413);
-      expect(declared.json.error.code).toBe('payload_too_large');
+      // /mcp answers in JSON-RPC, as its clients read it: Invalid Request, id null.
+      if (path === '/mcp') expect(declared.json).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32600, data: { max_bytes: MAX_BODY } } });
+      else expect(declared.json.error.code).toBe('payload_too_large');
       expect((await call(srv.url, path, { method: 'POST', body: big, key: false })).status).toBe(401);
       // No Content-Length: the body grows past the cap while it is read.
       const chunked = await new Promise<number>((resolve, reject) => {

@@ -1,5 +1,6 @@
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
+import { LAUNCH_SLOT_ENV } from '../../executor/launcher.js';
 import { logLine } from '../../util/log-line.js';
 import { shutdownSignals } from '../signals.js';
 
@@ -7,6 +8,10 @@ export const executor: Command = {
   usage: 'abp executor [--max-workers N] [--idle-seconds N (0 = never exit)]',
   options: { 'max-workers': { type: 'string' }, 'idle-seconds': { type: 'string' } },
   async run(ctx) {
+    // The launch slot a launcher claimed for this process, if one did: taken out of the environment
+    // first, so that neither the names this executor registers nor its workers see it.
+    const launchSlot = process.env[LAUNCH_SLOT_ENV] || undefined;
+    delete process.env[LAUNCH_SLOT_ENV];
     const maxWorkers = intFlag(ctx, 'max-workers', 1);
     const idle = intFlag(ctx, 'idle-seconds', 0);
     // The first signal drains: no new claims, running units get the grace period
@@ -21,12 +26,17 @@ export const executor: Command = {
       const app = await ctx.app();
       if (signals.first) {
         logLine(`executor: ${signals.first} received while starting; exiting`);
+        // The slot stood for this process, which will not serve: it goes now rather than when stale.
+        if (launchSlot) await app.repo.unregisterExecutor(launchSlot).catch(() => undefined);
         return;
       }
-      const exec = app.createExecutor({
-        ...(maxWorkers !== undefined ? { maxWorkers } : {}),
-        ...(idle !== undefined ? { idleExitMs: idle * 1000 } : {}),
-      });
+      const exec = app.createExecutor(
+        {
+          ...(maxWorkers !== undefined ? { maxWorkers } : {}),
+          ...(idle !== undefined ? { idleExitMs: idle * 1000 } : {}),
+        },
+        launchSlot,
+      );
       stopNow = () => exec.stopNow();
       void signals.received.then((signal) => {
         logLine(`executor: ${signal} received; draining (up to ${app.config.shutdownGraceMs / 1000} s; send it again to stop the running units now)`);

@@ -124,7 +124,7 @@ export class Launcher {
     // What the claim saw, and the launch it made: the callback runs in the claim's transaction,
     // again if PostgreSQL retries that, and must start one process at most.
     const seen = { served: false, lacking: [] as LackingExecutor[], launched: undefined as { result: LaunchResult; slot: ExecutorRow } | undefined };
-    await this.repo.claimLaunch(this.config.heartbeatMs * 3, (live) => {
+    await this.repo.claimLaunch(this.config.executorStaleMs, (live) => {
       seen.lacking = [];
       seen.served = false;
       for (const e of live) {

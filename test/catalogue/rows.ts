@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ROOT } from '../helpers/cli.js';
 import { queryPostgres } from '../helpers/postgres.js';
@@ -310,6 +311,23 @@ export const ROWS: Row[] = [
 
   // Enumerators, through `abp create`: the enumeration streams into one transaction, so nothing is left behind.
   {
+    surface: 'CLI', group: 'cli-inputs',
+    input: 'a results folder where one item’s file should be holds a folder (`abp results JOB --sink dir:PATH`, with `PATH/1.txt/` made beforehand)',
+    error: '1 of 2 units could not be written to dir <dir>/out; the report lists each with why',
+    signal: 'exit 1',
+    kept: 'the report on stdout lists `unit 1 (item "1"): 1.txt is a folder; the item\'s file cannot replace it`; item 2 is written; the folder in the way is untouched',
+    trigger: async (b) => {
+      const job = (await b.sb.ok(['create', '--name', 'sink', '--intent', 'x', '--enumerator', 'csv', '-e', `file_path=${okCsv(b)}`, '--worker', 'shell', '-w', 'command=echo', '-w', 'args:=["{{item.text}}"]'])).job_id;
+      await b.sb.ok(['start', String(job), '--skip-test']);
+      await b.sb.waitFor(job, (s) => s.status === 'COMPLETED', 30_000);
+      const out = join(b.dir, 'out');
+      mkdirSync(join(out, '1.txt'), { recursive: true });
+      const seen = await b.cli(['results', String(job), '--sink', `dir:${out}`]);
+      if (readFileSync(join(out, '2.txt'), 'utf8') !== 'beta' || readdirSync(join(out, '1.txt')).length !== 0) throw new Error('item 2 was not written, or the folder in the way was changed');
+      return seen;
+    },
+  },
+  {
     surface: 'enumerator', group: 'cli-inputs',
     input: 'CSV with an unclosed quote on line 3 (`abp create`)',
     error: 'csv <dir>/unclosed.csv: line 3: malformed row: Quote Not Closed: the parsing is finished with an opening quote',
@@ -437,6 +455,29 @@ export const ROWS: Row[] = [
   },
 
   // HTTP: `abp serve`, real requests.
+  {
+    surface: 'HTTP', group: 'http',
+    input: '`POST /mcp` with a body that is not JSON (`not json`)',
+    error: 'Parse error: request body is not JSON: Unexpected token \'o\', "not json" is not valid JSON',
+    signal: 'HTTP 400 -32700',
+    kept: 'a JSON-RPC error with `id: null` (the client does not wait for ever); no session is made',
+    trigger: (b) => b.nothingChanges(() => b.http('/mcp', { method: 'POST', body: 'not json', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' } })),
+  },
+  {
+    surface: 'HTTP', group: 'http',
+    input: '`POST /mcp` with a JSON-RPC batch (an array of requests)',
+    error: 'Invalid Request: JSON-RPC batches are not supported (MCP 2025-06-18 removed batching); send each message on its own',
+    signal: 'HTTP 400 -32600',
+    kept: 'nothing in the batch runs; `abp mcp` on stdio answers each request of a batch under its own id',
+    trigger: (b) =>
+      b.nothingChanges(() =>
+        b.http('/mcp', {
+          method: 'POST',
+          body: [{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { jsonrpc: '2.0', id: 2, method: 'tools/list' }],
+          headers: { accept: 'application/json, text/event-stream' },
+        }),
+      ),
+  },
   {
     surface: 'HTTP', group: 'http',
     input: '`GET /jobs` without an API key',

@@ -49,8 +49,13 @@ export const results: Command = {
       const reports: SinkReport[] = [];
       for (const raw of sinks) reports.push(await app.orchestrator.writeSink(id, sinkFromFlag(raw, Boolean(ctx.values['create-table']))));
       ctx.print(reports.map(sinkReportText).join('\n'), reports);
-      // Units that could not be written are listed above; the exit code says there were some.
-      return reports.some((r) => r.failed > 0) ? 1 : 0;
+      // Units that could not be written are listed in the report; stderr and the exit code say there were some.
+      const failed = reports.filter((r) => r.failed > 0);
+      for (const r of failed) {
+        const all = r.written + r.unchanged + r.skipped + r.failed;
+        process.stderr.write(`abp: ${r.failed} of ${all} unit${all === 1 ? '' : 's'} could not be written to ${r.sink} ${r.target}; the report lists each with why\n`);
+      }
+      return failed.length > 0 ? 1 : 0;
     }
     const format = ((ctx.values.format as string | undefined) ?? (ctx.json ? 'json' : 'jsonl')) as ExportFormat;
     if (!EXPORT_FORMATS.includes(format)) throw usage(`--format: expected one of ${EXPORT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);

@@ -46,9 +46,6 @@ const ONE_STORE = [
   'test/integration/mcp-resumable.test.ts',
   'test/integration/workers-http-llm.test.ts',
   'test/integration/test-unit-fails-fast.test.ts',
-  // The confinement of dynamic code: the kernel and Node's runtime, whatever the store (the approval flow
-  // it goes through runs on both stores in enumerators-cli, mcp-tools and mcp-approval).
-  'test/integration/dynamic-confined.test.ts',
 ];
 
 /*

@@ -77,9 +77,15 @@ export default async function* (ctx) {
     child.unref();
     return child.pid;
   });
-  yield attempt('leave a setsid child', () => {
-    const child = cp.spawn('setsid', ['sh', '-c', 'sleep 30; : ' + c.marker], { stdio: 'ignore' });
+  yield attempt('leave a setsid child', async () => {
+    // It says when it runs, so that the item arrives only once it does: the test looks for it then.
+    const up = os.tmpdir() + '/setsid-up';
+    const child = cp.spawn('setsid', ['sh', '-c', 'echo up > "$0"; sleep 30; : ' + c.marker, up], { stdio: 'ignore' });
     child.unref();
+    for (let i = 0; !fs.existsSync(up); i++) {
+      if (i > 400) throw new Error('the setsid child never started');
+      await new Promise((r) => setTimeout(r, 25));
+    }
     return child.pid;
   });
   yield attempt('start a worker thread', () => { new Worker('1', { eval: true }).unref(); return 'started'; });

@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
+import { basename, isAbsolute, relative, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Provider, ProviderFactory, ProviderItem, ProviderRecord, SideRead, WriteOutcome } from '../../contracts/provider.js';
 import { errorMessage } from '../../domain/errors.js';

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import { errorMessage } from '../src/domain/errors.js';
 import { killGroup, newUnitMark, sweepTree, UNIT_MARK_VAR, watchAbort } from '../src/util/process-group.js';
 import { resolveEnvRefs } from './secret-refs.js';
 
@@ -44,6 +45,9 @@ export interface AgentProcessResult {
   overflow: boolean;
   /** How many stdout lines were cut at MAX_LINE_CHARS. */
   linesCut: number;
+  /** How many stdout lines the worker's line handler threw on (they were skipped), and the first error. */
+  linesUnread: number;
+  unreadError?: string;
   /**
    * Whether its stdout or stderr stayed open after it exited (held by a process it
    * left running, e.g. one that escaped with setsid): the pipes were closed, and
@@ -86,11 +90,22 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
   }
   let overflow = false;
   let linesCut = 0;
+  let linesUnread = 0;
+  let unreadError: string | undefined;
   if (child.stdout) {
     readLines(
       child.stdout,
       (line) => {
-        if (line.trim()) o.onLine(line);
+        if (!line.trim()) return;
+        // The line is the agent's, untrusted, and it is handled inside a stream event: a line the
+        // worker cannot read (a field whose String() throws, JSON nested too deep to serialise) is
+        // skipped and counted. Thrown from here it would end the executor with every unit in it.
+        try {
+          o.onLine(line);
+        } catch (err) {
+          linesUnread++;
+          unreadError ??= errorMessage(err);
+        }
       },
       () => linesCut++,
       o.maxStdoutBytes,
@@ -120,7 +135,7 @@ export function runAgentProcess(o: AgentProcessOptions): AgentProcess {
         if (held || stopped || overflow || o.signal.aborted) swept = sweepTree(child.pid, mark);
         else killGroup(child.pid, 'SIGKILL');
       }
-      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, overflow, linesCut, held, swept, ...(spawnError ? { spawnError } : {}) });
+      resolve({ exitCode, signal, stderrTail: stderr, pid: child.pid, stopped, overflow, linesCut, linesUnread, ...(unreadError ? { unreadError } : {}), held, swept, ...(spawnError ? { spawnError } : {}) });
     };
     child.on('error', (err: NodeJS.ErrnoException) => {
       spawnError = err;
@@ -214,6 +229,7 @@ export const MAX_OUTPUT_BYTES_DESCRIPTION = `A unit whose stdout grows past this
 /** What the stdout limits did to a run: the stderr tail with a note of cut lines, and past max_output_bytes the unit's failure. */
 export function stdoutLimits(ended: AgentProcessResult, maxBytes: number): { stderrTail: string; overflow?: string } {
   let note = ended.linesCut > 0 ? `\n[abp: ${ended.linesCut} stdout line${ended.linesCut === 1 ? ' was' : 's were'} cut at ${MAX_LINE_CHARS} characters]` : '';
+  if (ended.linesUnread > 0) note += `\n[abp: ${ended.linesUnread} stdout line${ended.linesUnread === 1 ? ' was' : 's were'} skipped, unreadable (${ended.unreadError})]`;
   if (ended.held) {
     note += `\n[abp: stdout stayed open after the agent ended, held by a process it left running; the pipes were closed${ended.swept ? ` and ${ended.swept} leftover process${ended.swept === 1 ? ' was' : 'es were'} killed` : ''}]`;
   }

@@ -165,6 +165,9 @@ export class JobExecutor {
     // Thread pools (the function worker) would otherwise keep the process alive.
     await Promise.all(this.deps.workers.list().map((w) => w.close?.().catch(() => undefined)));
     await repo.unregisterExecutor(this.id).catch(() => undefined);
+    // Attempts that outlived the drain write nothing to the store, which closes next.
+    if (this.pool.size > 0) this.log(`${this.pool.size} units did not end when stopped; they are left to their leases`);
+    this.pool.close();
     this.log('stopped');
   }
 

@@ -45,6 +45,8 @@ export class WorkerPool {
   private readonly workDirs = new Set<number>();
   private wake: (() => void) | undefined;
   private woken = false;
+  /** The executor has stopped and closes its store: an attempt that ends now writes nothing. */
+  private closed = false;
   /** Rate-limit cool-downs per worker type, shared by every job in this executor. */
   readonly coolDowns: CoolDowns;
   /** RPM/TPM limits per worker type, shared by every job in this executor. */
@@ -124,6 +126,17 @@ export class WorkerPool {
       r.endedBy = 'the unit was stopped';
       r.controller.abort('stopped');
     }
+  }
+
+  /**
+   * The executor has stopped (its drain is over) and is about to close its store.
+   * An attempt still running now (one that did not end when it was stopped: a
+   * process that holds its output open) writes no outcome when it ends: its lease
+   * expires and the unit runs again, as if the executor had died. Without this it
+   * retried against the closed store for a minute, and kept the process alive.
+   */
+  close(): void {
+    this.closed = true;
   }
 
   /** Waits for running units to finish, up to `ms`; returns whether all did. */
@@ -275,6 +288,10 @@ export class WorkerPool {
   private async writeOutcome(unit: ClaimedUnit, write: () => Promise<boolean>, entry: Running): Promise<void> {
     const giveUpAt = Date.now() + Math.max(60_000, 4 * this.deps.config.leaseMs);
     for (let attempt = 1; ; attempt++) {
+      if (this.closed) {
+        this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} ended after its executor stopped; its outcome is not written, its lease will expire and it runs again`);
+        return;
+      }
       try {
         const written = await write();
         if (!written && entry.endedBy) this.deps.log(`unit ${unit.id}: attempt ${unit.attempt} was stopped by a person (${entry.endedBy}); its processes were ended`);

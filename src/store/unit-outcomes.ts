@@ -100,8 +100,10 @@ class OutcomeTally {
 
 /**
  * What the executor writes about a running attempt: the pid of its process, its
- * conversation events, and its outcome, fenced by the attempt number and the
- * lease owner so that an attempt that lost its lease never overwrites a newer one.
+ * conversation events, and its outcome. The outcome is fenced by the attempt
+ * number and the lease owner, the pid and the events by the attempt number (a
+ * claim's own), so that an attempt that lost its lease never overwrites a newer
+ * one nor adds to it.
  */
 export class UnitOutcomes {
   constructor(
@@ -123,7 +125,7 @@ export class UnitOutcomes {
 
   private async recordOutcomesIn(t: Db, outcomes: OutcomeEntry[], pids: WorkerPid[], unitEvents: Omit<UnitEventRow, 'id'>[]): Promise<boolean[]> {
     for (const p of pids) await this.setWorkerPid(p.unit_id, p.attempt, p.pid, t);
-    await this.events.writeUnitEvents(t, unitEvents);
+    await this.events.writeUnitEvents(t, await this.heldAttemptsOnly(t, unitEvents));
     const now = Date.now();
     const written: boolean[] = [];
     const tallies = new Map<number, OutcomeTally>();
@@ -186,6 +188,31 @@ export class UnitOutcomes {
       if (written) await t.updateTable('jobs').set({ unit_stops: sql`unit_stops + 1` } as never).where('id', '=', unit.job_id).execute();
       return written === true;
     });
+  }
+
+  /**
+   * The conversation events whose attempt still holds its unit (RUNNING at that
+   * attempt), fenced like the pid and the outcome: the attempt number is the
+   * fencing token, raised by every claim. An executor that was stopped (SIGSTOP, a
+   * paused VM) past its lease and resumed after another executor took the unit
+   * over would otherwise append its stale attempt's answer, cost and all, to a
+   * conversation that another attempt has ended. A unit's events are queued before
+   * its outcome, so in its own batch they land while it is still RUNNING.
+   */
+  private async heldAttemptsOnly<E extends { unit_id: number; attempt: number }>(t: Db, events: E[]): Promise<E[]> {
+    if (events.length === 0) return events;
+    const ids = [...new Set(events.map((e) => e.unit_id))];
+    const held = new Set<string>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await t
+        .selectFrom('work_units')
+        .select(['id', 'attempt'])
+        .where('id', 'in', ids.slice(i, i + 500))
+        .where('status', '=', 'RUNNING')
+        .execute();
+      for (const r of rows) held.add(`${r.id}:${r.attempt}`);
+    }
+    return events.filter((e) => held.has(`${e.unit_id}:${e.attempt}`));
   }
 
   async setWorkerPid(unitId: number, attempt: number, pid: number, t: Db): Promise<void> {

@@ -49,8 +49,26 @@
  * its status is COMPLETED or FAILED accordingly; no unit holds a lease, a worker
  * pid or a reservation; the executors table is empty once every executor stopped
  * (rows of killed executors are pruned by the live ones); every executor stopped
- * with SIGTERM exited 0; no worker process (tagged with ABP_CHAOS_RUN in its
- * environment) is left alive; and SQLite's integrity_check says ok.
+ * with SIGTERM exited 0, and none exited without the harness killing or stopping it
+ * (a crash); every FAILED unit says why; no worker process (tagged with
+ * ABP_CHAOS_RUN in its environment) is left alive; and SQLite's integrity_check says ok.
+ *
+ * Poisoned mode (options.poison, `npm run chaos -- --poison`). Agent-cli (codex JSONL)
+ * and claude (stream-json) jobs run poison-agent.sh as their agent, and the shell job's
+ * plans get poisons from worker.sh; the items whose plan is `none` are healthy and must
+ * end exactly as above. A poison whose run still answers (COERCED: bad ids, numbers and
+ * costs, NUL bytes, bytes that are not UTF-8, floods, long lines, deep JSON, fields whose
+ * String() throws) spends no retry (a run of it that timed out counts like a lease expiry:
+ * the host was too loaded to read its flood or long line in time): the unit must SUCCEED,
+ * and its stored values are checked (poisonedValues): U+FFFD for NUL and bad bytes, null
+ * for every id, count and cost out of range, 10,000 events and the cut for a flood, the
+ * cut said in the stderr tail for a long line; a healthy run's session, tokens and cost
+ * kept exactly. A hugeline
+ * must end FAILED for its size; the other poisons fail their runs and spend retries like
+ * any fault. A claude job's cost must lie between the sum of its units' costs and what its
+ * runs can have cost ($0.01 for each healthy answer): no run is counted twice, and no
+ * poisoned cost at all. An escape leaves a process outside its unit's process group on
+ * purpose (ABP_CHAOS_ESCAPEE): it is counted apart, not as an orphan or an attempt.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -68,6 +86,7 @@ import { queryPostgres } from '../helpers/postgres.js';
 
 const run = promisify(execFile);
 const WORKER_SH = join(PACKAGE_ROOT, 'test', 'chaos', 'worker.sh');
+const POISON_SH = join(PACKAGE_ROOT, 'test', 'chaos', 'poison-agent.sh');
 const LOCKER = join(PACKAGE_ROOT, 'test', 'chaos', 'locker.mjs');
 /** `times` of a fault that never stops. */
 export const ALWAYS = 99;
@@ -82,10 +101,18 @@ export interface ChaosOptions {
   db: string;
   /** How long chaos is injected. */
   durationMs: number;
-  /** once: one shell job and one http-llm job; continuous: new jobs keep coming until the duration ends. */
+  /** once: one job of each kind; continuous: new jobs keep coming until the duration ends. */
   jobs: 'once' | 'continuous';
+  /** The kinds of job to run; default shell and http. Poisoned runs add agent and claude. */
+  kinds?: JobKind[];
   shellUnits: number;
   httpUnits: number;
+  /** Units of each agent-cli job (a fake codex, poisoned or healthy per item). */
+  agentUnits?: number;
+  /** Units of each claude job (a fake Claude Code, poisoned or healthy per item). */
+  claudeUnits?: number;
+  /** Poisoned-worker mode: workers that emit what the store and the executor must survive (see PoisonOptions). */
+  poison?: PoisonOptions;
   /** Executors alive at once: 1 to this. */
   maxExecutors: number;
   /** Mean pause between two chaos actions. */
@@ -96,6 +123,34 @@ export interface ChaosOptions {
   seed: number;
   log: (line: string) => void;
 }
+
+/**
+ * Poisoned-worker mode. A share of the units get workers that emit garbage: values
+ * no store binds (an object session id, NaN, negative and huge token counts and
+ * costs, NUL bytes, bytes that are not UTF-8, lone surrogates), lines of tens or
+ * hundreds of MB, floods of events, JSON nested 100,000 deep, events whose fields
+ * throw when made into strings, output that never ends, a child that escapes its
+ * process group. Shell units get some of them from worker.sh; agent-cli (codex
+ * JSONL) and claude (stream-json) jobs run poison-agent.sh as their agent.
+ */
+export interface PoisonOptions {
+  /** Events in a `flood` (past the 10,000 one attempt's conversation keeps). */
+  floodEvents: number;
+  /** Bytes of a `longline` (past the 16 MiB one line is kept to, below maxOutputBytes). */
+  longLineBytes: number;
+  /** Bytes a `hugeline` tries to write without a newline (past maxOutputBytes). */
+  hugeLineBytes: number;
+  /** max_output_bytes of the agent and claude jobs. */
+  maxOutputBytes: number;
+  /** timeout_seconds of the agent and claude jobs. */
+  timeoutSeconds: number;
+  /** How long an `escape` child holds its unit's stdout open. */
+  escapeSeconds: number;
+  /** The first items of each job take every poison of its kind in turn, so that a short run has them all. */
+  everyPoisonFirst: boolean;
+}
+
+export type JobKind = 'shell' | 'http' | 'agent' | 'claude';
 
 export interface ChaosReport {
   ok: boolean;
@@ -110,6 +165,8 @@ export interface ChaosReport {
   executor_starts: number;
   executor_kills: number;
   executor_terms: number;
+  /** Executors that exited without the harness killing or stopping them (a crash). */
+  executor_crashes: number;
   /** The slowest SIGTERM → exit of an executor. */
   slowest_term_ms: number;
   db_locks: number;
@@ -123,7 +180,15 @@ export interface ChaosReport {
   chaos_failed: number;
   duplicates: number;
   lost: number;
+  /** Units not SUCCEEDED or FAILED once everything settled (counted in `lost` too). */
+  stuck: number;
   wrong_outcomes: number;
+  /** Units whose plan is a poison; `poison_checks` the coerced values checked on them. */
+  poisoned: number;
+  poison_checks: number;
+  /** Processes that left their unit's process group (the `escape` poison), and those alive at the end. */
+  escapees: number;
+  escapees_left: number;
   counter_mismatches: number;
   leftover_leases: number;
   executor_rows: number;
@@ -141,7 +206,7 @@ interface Plan {
 
 interface JobInfo {
   id: number;
-  kind: 'shell' | 'http';
+  kind: JobKind;
   plans: Map<string, Plan>;
 }
 
@@ -157,8 +222,10 @@ function prng(seed: number): () => number {
   };
 }
 
+type PlanTable = [number, string, number | 'k'][];
+
 /** Cumulative weights → one fault plan. */
-function pick(r: () => number, table: [number, string, number | 'k'][]): Plan {
+function pick(r: () => number, table: PlanTable): Plan {
   const x = r();
   const k = 1 + Math.floor(r() * 2);
   let acc = 0;
@@ -169,7 +236,7 @@ function pick(r: () => number, table: [number, string, number | 'k'][]): Plan {
   return { fault: 'none', times: 0 };
 }
 
-const SHELL_PLANS: [number, string, number | 'k'][] = [
+const SHELL_PLANS: PlanTable = [
   [0.1, 'fail', 'k'],
   [0.03, 'fail', ALWAYS],
   [0.05, 'hang', 1],
@@ -182,7 +249,7 @@ const SHELL_PLANS: [number, string, number | 'k'][] = [
   [0.02, 'hugeout', ALWAYS],
 ];
 
-const HTTP_PLANS: [number, string, number | 'k'][] = [
+const HTTP_PLANS: PlanTable = [
   [0.12, 'r429', 'k'],
   [0.1, 'e500', 'k'],
   [0.03, 'e500', ALWAYS],
@@ -193,15 +260,63 @@ const HTTP_PLANS: [number, string, number | 'k'][] = [
   [0.02, 'badjson', ALWAYS],
 ];
 
-/** Faults that spend a retry when they happen (a 429 must not). */
+/** Poisons for shell units (worker.sh), added to SHELL_PLANS in poisoned mode. */
+const SHELL_POISON: PlanTable = [
+  [0.04, 'nul', ALWAYS],
+  [0.04, 'badutf8', ALWAYS],
+  [0.03, 'trickle', 'k'],
+  [0.01, 'trickle', ALWAYS],
+];
+
+/** The agent-cli job's plans (poison-agent.sh, codex JSONL); the rest of the items are healthy. */
+const AGENT_PLANS: PlanTable = [
+  [0.05, 'badnums', ALWAYS],
+  [0.04, 'nul', ALWAYS],
+  [0.04, 'badutf8', ALWAYS],
+  [0.03, 'flood', ALWAYS],
+  [0.02, 'longline', ALWAYS],
+  [0.02, 'hugeline', ALWAYS],
+  [0.03, 'deep', ALWAYS],
+  [0.03, 'deepanswer', 'k'],
+  [0.04, 'proto', ALWAYS],
+  [0.04, 'trickle', 'k'],
+  [0.01, 'trickle', ALWAYS],
+  [0.02, 'escape', 1],
+];
+
+/** The claude job's plans (poison-agent.sh, stream-json). */
+const CLAUDE_PLANS: PlanTable = [
+  [0.08, 'badcost', ALWAYS],
+  [0.04, 'nul', ALWAYS],
+  [0.04, 'badutf8', ALWAYS],
+  [0.03, 'flood', ALWAYS],
+  [0.02, 'longline', ALWAYS],
+  [0.02, 'hugeline', ALWAYS],
+  [0.03, 'deep', ALWAYS],
+  [0.03, 'deepanswer', 'k'],
+  [0.04, 'proto', ALWAYS],
+  [0.04, 'trickle', 'k'],
+  [0.02, 'escape', 1],
+];
+
+/** Poisons whose run still answers: the unit must SUCCEED, with the bad values coerced or left out. */
+const COERCED = new Set(['badnums', 'badcost', 'nul', 'badutf8', 'flood', 'longline', 'deep', 'proto']);
+
+/** Faults that spend a retry when they happen (a 429 must not, nor a poison that still answers). */
 function spending(plan: Plan): number {
-  if (plan.fault === 'r429' || plan.fault === 'bigout' || plan.fault === 'slowok' || plan.fault === 'none') return 0;
+  if (plan.fault === 'r429' || plan.fault === 'bigout' || plan.fault === 'slowok' || plan.fault === 'none' || COERCED.has(plan.fault)) return 0;
   return plan.times;
 }
 
 /** Whether the plan alone ends the unit FAILED. */
 function plannedFailure(plan: Plan): boolean {
-  return plan.fault === 'hugeout' || (plan.times >= ALWAYS && spending(plan) > 0);
+  return plan.fault === 'hugeout' || plan.fault === 'hugeline' || (plan.times >= ALWAYS && spending(plan) > 0);
+}
+
+/** Whether the plan is a poison (poisoned mode's own faults). */
+function poisonPlan(kind: JobKind, plan: Plan): boolean {
+  if (kind === 'agent' || kind === 'claude') return plan.fault !== 'none';
+  return kind === 'shell' && SHELL_POISON.some(([, fault]) => fault === plan.fault);
 }
 
 // ---- the mock LLM API --------------------------------------------------------
@@ -351,11 +466,16 @@ interface Sighting {
 /**
  * Samples /proc for processes whose environment carries this run's marker
  * (ABP_CHAOS_RUN), and remembers when each unit attempt was last seen alive.
+ * A process that also carries ABP_CHAOS_ESCAPEE left its unit's process group on
+ * purpose (setsid, the `escape` poison): abp cannot reach it through the group,
+ * so it is counted apart, not as an attempt of its unit or an orphan.
  */
 class ProcWatcher {
   readonly seen = new Map<string, Sighting>();
   /** Samples at which two attempts of one unit were alive at once. */
   readonly concurrent: string[] = [];
+  /** Every escapee seen alive. */
+  readonly escapees = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly marker: string) {}
@@ -368,9 +488,9 @@ class ProcWatcher {
     clearInterval(this.timer);
   }
 
-  /** Live tagged processes: pid → unit and attempt. */
-  scan(): Map<number, { unit: string; attempt: string }> {
-    const found = new Map<number, { unit: string; attempt: string }>();
+  /** Live tagged processes: pid → unit and attempt, and whether it is an escapee. */
+  scan(): Map<number, { unit: string; attempt: string; escapee: boolean }> {
+    const found = new Map<number, { unit: string; attempt: string; escapee: boolean }>();
     let pids: string[];
     try {
       pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
@@ -396,7 +516,7 @@ class ProcWatcher {
       } catch {
         continue;
       }
-      found.set(Number(pid), { unit, attempt });
+      found.set(Number(pid), { unit, attempt, escapee: vars.includes('ABP_CHAOS_ESCAPEE=1') });
     }
     return found;
   }
@@ -404,7 +524,11 @@ class ProcWatcher {
   private sample(): void {
     const now = Date.now();
     const attempts = new Map<string, Set<string>>();
-    for (const { unit, attempt } of this.scan().values()) {
+    for (const [pid, { unit, attempt, escapee }] of this.scan()) {
+      if (escapee) {
+        this.escapees.add(pid);
+        continue;
+      }
       const key = `${unit}#${attempt}`;
       const s = this.seen.get(key);
       if (s) s.last = now;
@@ -488,7 +612,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     return JSON.parse(stdout);
   };
 
-  const stats = { starts: 0, kills: 0, terms: 0, slowestTerm: 0, locks: 0, lockMs: 0, lockErrors: 0, badExits: [] as string[] };
+  const stats = { starts: 0, kills: 0, terms: 0, slowestTerm: 0, locks: 0, lockMs: 0, lockErrors: 0, badExits: [] as string[], crashes: [] as string[] };
   const mock = new MockApi();
   await mock.start();
   const watcher = new ProcWatcher(marker);
@@ -524,7 +648,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       running: false,
       exit: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
     };
-    void proc.exit.then(() => (proc.exited = true));
+    void proc.exit.then(({ code, signal }) => {
+      proc.exited = true;
+      // Every exit the harness did not ask for (a SIGKILL or SIGTERM it sent) is a crash.
+      if (!proc.stopping) {
+        const logged = existsSync(join(logsDir, `${label}.log`)) ? readFileSync(join(logsDir, `${label}.log`), 'utf8') : '';
+        // What killed it: the error Node printed, and where.
+        const error = /^\w*Error\b.*(\n\s+at .*){0,3}/m.exec(logged)?.[0] ?? logged.slice(-400);
+        stats.crashes.push(`executor ${label} exited ${code ?? signal} by itself: ${error}`);
+      }
+    });
     // Until Node has loaded abp, a SIGTERM kills the default way: only a running executor gets one.
     child.stderr?.on('data', (chunk: Buffer) => {
       if (!proc.running && chunk.toString().includes(': started (')) proc.running = true;
@@ -547,16 +680,52 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (code !== 0) stats.badExits.push(`executor ${e.label} exited ${code ?? signal} after SIGTERM (${took} ms)`);
   };
 
+  const kinds: JobKind[] = o.kinds ?? ['shell', 'http'];
+  const poison = o.poison;
+  if (!poison && kinds.some((k) => k === 'agent' || k === 'claude')) throw new Error('agent and claude jobs run only in poisoned mode (options.poison)');
+  /** Each kind's plans; in poisoned mode the shell's get the poisons too. */
+  const tables: Record<JobKind, PlanTable> = {
+    shell: poison ? [...SHELL_PLANS, ...SHELL_POISON] : SHELL_PLANS,
+    http: HTTP_PLANS,
+    agent: AGENT_PLANS,
+    claude: CLAUDE_PLANS,
+  };
+  /** The plans every job of a kind starts with, one of each poison, when everyPoisonFirst. */
+  const firstPlans = (kind: JobKind): Plan[] =>
+    poison?.everyPoisonFirst ? (kind === 'shell' ? SHELL_POISON : kind === 'http' ? [] : tables[kind]).map(([, fault, times]) => ({ fault, times: times === 'k' ? 1 : times })) : [];
+  const unitsOf: Record<JobKind, number> = { shell: o.shellUnits, http: o.httpUnits, agent: o.agentUnits ?? 0, claude: o.claudeUnits ?? 0 };
+  const prefix: Record<JobKind, string> = { shell: 's', http: 'h', agent: 'a', claude: 'c' };
+  // The poisoned agents start through wrappers that carry the run's marker, its run log folder and
+  // the poison sizes; a claude unit's attempt is the name of its working directory.
+  const wrapper = (style: 'codex' | 'claude'): string => {
+    const file = join(o.home, `poison-${style}`);
+    const vars = {
+      ABP_CHAOS_RUN: marker,
+      POISON_RUNS: runsDir,
+      POISON_FLOOD: poison?.floodEvents,
+      POISON_LONGLINE: poison?.longLineBytes,
+      POISON_HUGELINE: poison?.hugeLineBytes,
+      POISON_ESCAPE: poison?.escapeSeconds,
+    };
+    const exports = Object.entries(vars).map(([k, v]) => `export ${k}='${String(v)}'`);
+    writeFileSync(file, `#!/bin/sh\n${exports.join('\n')}\nexec sh '${POISON_SH}' ${style} "$@"\n`, { mode: 0o755 });
+    return file;
+  };
+  const claudeCwd = join(o.home, 'claude-cwd');
+  if (kinds.includes('claude')) for (let a = 1; a <= 200; a++) mkdirSync(join(claudeCwd, String(a)), { recursive: true });
+  const agents = poison ? { codex: wrapper('codex'), claude: wrapper('claude') } : undefined;
+
   const jobs: JobInfo[] = [];
   let jobSeq = 0;
-  const createJob = async (kind: 'shell' | 'http'): Promise<JobInfo> => {
+  const createJob = async (kind: JobKind): Promise<JobInfo> => {
     const n = ++jobSeq;
-    const count = kind === 'shell' ? o.shellUnits : o.httpUnits;
+    const count = unitsOf[kind];
     const plans = new Map<string, Plan>();
     const rows = ['id,fault,times'];
+    const first = firstPlans(kind);
     for (let i = 1; i <= count; i++) {
-      const id = `${kind === 'shell' ? 's' : 'h'}${n}-${i}`;
-      const plan = pick(random, kind === 'shell' ? SHELL_PLANS : HTTP_PLANS);
+      const id = `${prefix[kind]}${n}-${i}`;
+      const plan = first[i - 1] ?? pick(random, tables[kind]);
       plans.set(id, plan);
       rows.push(`${id},${plan.fault},${plan.times}`);
     }
@@ -570,28 +739,52 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       max_retries: MAX_RETRIES,
       output_schema: OUTPUT_SCHEMA,
     };
-    const spec =
-      kind === 'shell'
-        ? {
-            ...common,
-            worker_type: 'shell',
-            worker_config: {
-              command: 'sh',
-              args: [WORKER_SH, runsDir, '{{item.id}}', '{{unit.attempt}}', '{{item.fault}}', '{{item.times}}'],
-              env: { ABP_CHAOS_RUN: marker, ABP_CHAOS_UNIT: '{{item.id}}', ABP_CHAOS_ATTEMPT: '{{unit.attempt}}' },
-              max_output_bytes: MAX_OUTPUT_BYTES,
-            },
-            max_workers: 10,
-            timeout_seconds: 3,
-          }
-        : {
-            ...common,
-            worker_type: 'http-llm',
-            worker_config: { api: 'openai', base_url: `${mock.url}/v1`, model: 'chaos-mock', api_key_env: null, max_tokens: 64 },
-            prompt_template: 'chaos item={{item.id}} fault={{item.fault}}\n{{output_instructions}}',
-            max_workers: 8,
-            timeout_seconds: 2,
-          };
+    // The poisoned agents' jobs: the prompt names the item and its plan (a claude unit reads them there).
+    const agentJob = {
+      ...common,
+      prompt_template: 'chaos item={{item.id}} fault={{item.fault}} times={{item.times}}\n{{output_instructions}}',
+      max_workers: 8,
+      timeout_seconds: poison?.timeoutSeconds ?? 10,
+    };
+    const specs: Record<JobKind, () => object> = {
+      shell: () => ({
+        ...common,
+        worker_type: 'shell',
+        worker_config: {
+          command: 'sh',
+          args: [WORKER_SH, runsDir, '{{item.id}}', '{{unit.attempt}}', '{{item.fault}}', '{{item.times}}'],
+          env: { ABP_CHAOS_RUN: marker, ABP_CHAOS_UNIT: '{{item.id}}', ABP_CHAOS_ATTEMPT: '{{unit.attempt}}' },
+          max_output_bytes: MAX_OUTPUT_BYTES,
+        },
+        max_workers: 10,
+        timeout_seconds: 3,
+      }),
+      http: () => ({
+        ...common,
+        worker_type: 'http-llm',
+        worker_config: { api: 'openai', base_url: `${mock.url}/v1`, model: 'chaos-mock', api_key_env: null, max_tokens: 64 },
+        prompt_template: 'chaos item={{item.id}} fault={{item.fault}}\n{{output_instructions}}',
+        max_workers: 8,
+        timeout_seconds: 2,
+      }),
+      agent: () => ({
+        ...agentJob,
+        worker_type: 'agent-cli',
+        worker_config: {
+          preset: 'codex',
+          command: agents?.codex,
+          args: ['{{item.id}}', '{{unit.attempt}}', '{{item.fault}}', '{{item.times}}'],
+          env: { ABP_CHAOS_UNIT: '{{item.id}}', ABP_CHAOS_ATTEMPT: '{{unit.attempt}}' },
+          max_output_bytes: poison?.maxOutputBytes,
+        },
+      }),
+      claude: () => ({
+        ...agentJob,
+        worker_type: 'claude',
+        worker_config: { command: agents?.claude, cwd: join(claudeCwd, '{{unit.attempt}}'), max_output_bytes: poison?.maxOutputBytes },
+      }),
+    };
+    const spec = specs[kind]();
     const specFile = join(o.home, `job-${n}.json`);
     writeFileSync(specFile, JSON.stringify(spec));
     for (const [id, plan] of plans) if (kind === 'http') mock.plans.set(id, plan);
@@ -625,8 +818,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   async function chaosAndCheck(): Promise<ChaosReport> {
     // ---- chaos -------------------------------------------------------------------
     for (let i = 0, n = 1 + Math.floor(random() * o.maxExecutors); i < n; i++) startExecutor();
-    await createJob('shell');
-    await createJob('http');
+    for (const kind of kinds) await createJob(kind);
 
     const chaosEnd = Date.now() + o.durationMs;
     let actions = 0;
@@ -634,7 +826,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     let lastReport = Date.now();
     while (Date.now() < chaosEnd) {
       if (o.jobs === 'once' && (await unfinished()) === 0) break;
-      if (o.jobs === 'continuous' && (await unfinished()) < 2) await createJob(jobSeq % 2 === 0 ? 'shell' : 'http');
+      if (o.jobs === 'continuous' && (await unfinished()) < 2) await createJob(kinds[jobSeq % kinds.length] as JobKind);
       await sleep(o.actionEveryMs / 2 + random() * o.actionEveryMs);
       // The first two actions are a database lock and a kill, so that even a short run has both.
       const roll = actions === 0 ? 0.7 : actions === 1 ? 0 : random();
@@ -684,7 +876,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     o.log(`chaos over after ${Math.round(chaosMs / 1000)} s; settling`);
     if (alive().length === 0) startExecutor();
     const settleBy = Date.now() + o.settleMs;
-    while ((await unfinished()) > 0 && Date.now() < settleBy) await sleep(250);
+    while ((await unfinished()) > 0 && Date.now() < settleBy) {
+      // An executor that crashed (counted) is replaced, so that its units still end.
+      if (alive().length === 0) startExecutor();
+      await sleep(250);
+    }
     // Killed executors' rows go once they are stale; the live executors prune them.
     const pruneBy = Date.now() + 10 * o.leaseSeconds * 1000;
     for (;;) {
@@ -700,10 +896,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (const deadline = Date.now() + 30_000; detached.some(processAlive) && Date.now() < deadline; ) await sleep(200);
     for (const pid of detached.filter(processAlive)) stats.badExits.push(`detached executor ${pid} did not exit within 30 s of SIGTERM`);
     watcher.stop();
-    // Workers die with their unit; give the last ones a moment to be reaped.
-    let orphans = watcher.scan();
-    for (const deadline = Date.now() + 5000; orphans.size > 0 && Date.now() < deadline; orphans = watcher.scan()) await sleep(200);
+    // Workers die with their unit; give the last ones a moment to be reaped. Escapees are apart:
+    // they left their process group on purpose, and live as long as they chose.
+    const workers = () => new Map([...watcher.scan()].filter(([, w]) => !w.escapee));
+    let orphans = workers();
+    for (const deadline = Date.now() + 5000; orphans.size > 0 && Date.now() < deadline; orphans = workers()) await sleep(200);
     for (const pid of orphans.keys()) killQuietly(pid);
+    const escapeesLeft = [...watcher.scan()].filter(([, w]) => w.escapee).map(([pid]) => pid);
+    for (const pid of escapeesLeft) killQuietly(pid);
     locker.stdin?.end();
     await new Promise((r) => locker.once('exit', r));
     await mock.close();
@@ -726,6 +926,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       executor_starts: stats.starts,
       executor_kills: stats.kills,
       executor_terms: stats.terms,
+      executor_crashes: stats.crashes.length,
       slowest_term_ms: stats.slowestTerm,
       db_locks: stats.locks,
       db_lock_ms: stats.lockMs,
@@ -736,7 +937,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       chaos_failed: 0,
       duplicates: 0,
       lost: 0,
+      stuck: 0,
       wrong_outcomes: 0,
+      poisoned: 0,
+      poison_checks: 0,
+      escapees: watcher.escapees.size,
+      escapees_left: escapeesLeft.length,
       counter_mismatches: 0,
       leftover_leases: 0,
       executor_rows: 0,
@@ -746,24 +952,27 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       violations,
     };
     for (const text of stats.badExits) problem(text);
+    for (const text of stats.crashes) problem(text);
     for (const [pid, w] of orphans) problem(`orphan worker process ${pid} (unit ${w.unit}, attempt ${w.attempt}) outlived every executor`);
     for (const [kind, n] of mock.faults) report.faults[`http ${kind}`] = n;
     const duplicated = new Set<string>();
 
     for (const job of jobs) {
       const units = await query<UnitCheckRow>(
-        'select id, item_id, status, attempt, failures, output, structured_output, error, error_kind, lease_owner, lease_expires_at, worker_pid, reserved_usd from work_units where job_id = ? order by id',
+        'select id, item_id, status, attempt, failures, output, structured_output, error, error_kind, lease_owner, lease_expires_at, worker_pid, reserved_usd, cost_usd, session_id, usage, input_tokens, output_tokens, stderr_tail from work_units where job_id = ? order by id',
         job.id,
       );
       const events = await query<{ data: string }>("select data from events where job_id = ? and type = 'unit'", job.id);
-      const byUnit = new Map<number, { status: string; attempt: number; error?: string }[]>();
+      const byUnit = new Map<number, { status: string; attempt: number; error?: string; error_kind?: string }[]>();
       for (const e of events) {
-        const d = JSON.parse(e.data) as { unit_id: number; status: string; attempt: number; error?: string };
+        const d = JSON.parse(e.data) as { unit_id: number; status: string; attempt: number; error?: string; error_kind?: string };
         const list = byUnit.get(d.unit_id) ?? [];
         list.push(d);
         byUnit.set(d.unit_id, list);
       }
       const seenItems = new Set<string>();
+      /** A claude job's spending: what its units recorded, and the most its runs could have cost. */
+      const spend = { recorded: 0, ceiling: 0 };
       for (const u of units) {
         report.units++;
         seenItems.add(u.item_id);
@@ -776,20 +985,30 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const ev = byUnit.get(u.id) ?? [];
         const expiries = ev.filter((e) => e.error === 'lease expired');
         report.lease_expiries += expiries.length;
+        const poisoned = poisonPlan(job.kind, plan);
+        if (poisoned) report.poisoned++;
         if (u.status === 'SUCCEEDED') report.succeeded++;
         else if (u.status === 'FAILED') report.failed++;
         else {
           report.lost++;
+          report.stuck++;
           problem(`${tag}: lost, it ended ${u.status}`);
           continue;
+        }
+        // Every failure says why.
+        if (u.status === 'FAILED' && !u.error?.trim()) {
+          report.wrong_outcomes++;
+          problem(`${tag}: FAILED without a reason`);
         }
         if (u.lease_owner !== null || u.lease_expires_at !== null || u.worker_pid !== null || Number(u.reserved_usd) !== 0) {
           report.leftover_leases++;
           problem(`${tag}: still holds a lease (${u.lease_owner}, pid ${u.worker_pid})`);
         }
-        // The expected outcome.
+        // The expected outcome. A poison that answers does so at once: when its run timed out, the
+        // host was too loaded to read its flood or its long line in time, and the chaos spent that retry.
         const mustFail = plannedFailure(plan);
-        const mayFail = spending(plan) + expiries.length > MAX_RETRIES;
+        const slow = COERCED.has(plan.fault) ? ev.filter((e) => e.error_kind === 'timeout').length : 0;
+        const mayFail = spending(plan) + expiries.length + slow > MAX_RETRIES;
         if (mustFail && u.status !== 'FAILED') {
           report.wrong_outcomes++;
           problem(`${tag}: planned to fail, but ${u.status}`);
@@ -797,7 +1016,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           if (mayFail) report.chaos_failed++;
           else {
             report.wrong_outcomes++;
-            problem(`${tag}: planned to succeed (${spending(plan)} spending faults, ${expiries.length} lease expiries, ${MAX_RETRIES} retries), but FAILED: ${u.error_kind}: ${String(u.error).slice(0, 200)}`);
+            problem(`${tag}: planned to succeed (${spending(plan)} spending faults, ${expiries.length} lease expiries, ${slow} slow runs, ${MAX_RETRIES} retries), but FAILED: ${u.error_kind}: ${String(u.error).slice(0, 200)}`);
           }
         }
         // Duplicates, rule 1: recorded successes.
@@ -811,10 +1030,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           continue;
         }
         const explained = (attempt: number) => ev.some((e) => e.attempt === attempt && e.status !== 'SUCCEEDED');
-        if (job.kind === 'shell') {
+        if (job.kind !== 'http') {
           const runs = readRuns(join(runsDir, u.item_id)).sort((a, b) => a.start - b.start);
           report.runs += runs.length;
-          for (const r of runs) for (const f of r.faults) report.faults[`shell ${f}`] = (report.faults[`shell ${f}`] ?? 0) + 1;
+          for (const r of runs) for (const f of r.faults) report.faults[`${job.kind} ${f}`] = (report.faults[`${job.kind} ${f}`] ?? 0) + 1;
           if (plan.fault === 'bigout') report.faults['shell bigout'] = (report.faults['shell bigout'] ?? 0) + runs.length;
           // Rule 4: one run per attempt.
           const perAttempt = new Map<number, number>();
@@ -850,6 +1069,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
             if (explained(r.attempt)) report.redone++;
             else dup(`attempt ${r.attempt} answered but no outcome or lease expiry of that attempt is recorded`);
           }
+          // What a poisoned run's values became in the store.
+          const final = runs.find((r) => r.ok && r.attempt === u.attempt);
+          const wrong = await poisonedValues(job.kind, plan, u, final !== undefined && final.faults.length > 0, query);
+          report.poison_checks += wrong.checked;
+          for (const w of wrong.problems) {
+            report.wrong_outcomes++;
+            problem(`${tag}: ${w}`);
+          }
+          if (job.kind === 'claude') {
+            spend.recorded += Number(u.cost_usd ?? 0);
+            // Every run that answered healthily said $0.01; a badcost run's cost must not count.
+            spend.ceiling += 0.01 * runs.filter((r) => r.ok && !r.faults.includes('badcost')).length;
+          }
         } else {
           const requests = mock.requests.filter((r) => r.item === u.item_id).sort((a, b) => a.arrived - b.arrived);
           report.runs += requests.length;
@@ -881,7 +1113,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         problem(`job ${job.id}: ${plansMissing.length} items have no unit (e.g. ${plansMissing.slice(0, 3).join(', ')})`);
       }
       // Counters and the job's own status.
-      const [row] = await query<Record<string, unknown>>('select status, total, pending, running, succeeded, failed, cancelled, reserved_usd from jobs where id = ?', job.id);
+      const [row] = await query<Record<string, unknown>>('select status, total, pending, running, succeeded, failed, cancelled, reserved_usd, cost_usd from jobs where id = ?', job.id);
+      if (job.kind === 'claude') {
+        // Money: the job counts every recorded unit's cost, and no run's cost twice (nor a poisoned one).
+        const cost = Number(row?.cost_usd);
+        report.poison_checks++;
+        if (!(cost >= spend.recorded - 1e-9 && cost <= spend.ceiling + 1e-9)) {
+          report.wrong_outcomes++;
+          problem(`job ${job.id}: cost_usd ${cost}, but its units recorded $${spend.recorded.toFixed(2)} and its runs can have cost at most $${spend.ceiling.toFixed(2)}`);
+        }
+      }
       const counts = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 } as Record<string, number>;
       for (const u of units) counts[u.status.toLowerCase()] = (counts[u.status.toLowerCase()] ?? 0) + 1;
       for (const key of Object.keys(counts)) {
@@ -928,6 +1169,12 @@ function killQuietly(pid: number): void {
 }
 
 interface UnitCheckRow {
+  cost_usd: number | null;
+  session_id: string | null;
+  usage: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  stderr_tail: string | null;
   id: number;
   item_id: string;
   status: string;
@@ -941,6 +1188,57 @@ interface UnitCheckRow {
   lease_expires_at: number | null;
   worker_pid: number | null;
   reserved_usd: number;
+}
+
+/**
+ * What a unit's poisoned values must have become: a NUL byte U+FFFD, bytes that are
+ * not UTF-8 U+FFFD, numbers out of range and ids that are not ids left out (null),
+ * a flood cut at 10,000 events with the cut recorded, a long line cut and said so,
+ * a hugeline's unit failed for its output's size. A healthy run's values are kept
+ * exactly. `faulted`: the run whose answer was recorded injected the plan's fault.
+ */
+async function poisonedValues(
+  kind: JobKind,
+  plan: Plan,
+  u: UnitCheckRow,
+  faulted: boolean,
+  query: <T>(text: string, ...params: unknown[]) => Promise<T[]>,
+): Promise<{ checked: number; problems: string[] }> {
+  const problems: string[] = [];
+  let checked = 0;
+  const expect = (ok: boolean, what: string) => {
+    checked++;
+    if (!ok) problems.push(what);
+  };
+  if (u.status === 'FAILED') {
+    // For its size, at once and for good; or, when the chaos killed its executors or a loaded host
+    // kept it from reaching the limit in time, by its retries running out.
+    const bySize = /max_output_bytes/.test(u.error ?? '') && u.error_kind === 'permanent';
+    const byChaos = u.error_kind === 'timeout' || /^lease expired/.test(u.error ?? '');
+    if (plan.fault === 'hugeline') expect(bySize || byChaos, `a hugeline failed with ${u.error_kind}: ${u.error}`);
+    return { checked, problems };
+  }
+  const output = u.output ?? '';
+  expect(!output.includes('\u0000'), 'a NUL byte reached the stored output');
+  if (faulted && (plan.fault === 'nul' || plan.fault === 'badutf8')) expect(output.includes('\uFFFD'), `its ${plan.fault} answer is stored without U+FFFD: ${JSON.stringify(output.slice(0, 120))}`);
+  const meta = JSON.stringify({ cost_usd: u.cost_usd, session_id: u.session_id, input_tokens: u.input_tokens, output_tokens: u.output_tokens, usage: u.usage });
+  if (kind === 'agent') {
+    const id = `th-${u.item_id}-${u.attempt}`;
+    if (faulted && plan.fault === 'badnums') expect(u.session_id === null && u.usage === null && u.input_tokens === null && u.output_tokens === null, `its bad ids and token counts were not left out: ${meta}`);
+    else expect(u.session_id === id && Number(u.input_tokens) === 200 && Number(u.output_tokens) === 40, `a healthy run's session and tokens were not kept: ${meta}`);
+  }
+  if (kind === 'claude') {
+    const id = `sess-${u.item_id}-${u.attempt}`;
+    if (faulted && plan.fault === 'badcost') expect(u.cost_usd === null && u.session_id === null && u.usage === null && u.input_tokens === null, `its bad cost, session id and usage were not left out: ${meta}`);
+    else expect(Number(u.cost_usd) === 0.01 && u.session_id === id && Number(u.input_tokens) === 120 && Number(u.output_tokens) === 30, `a healthy run's cost, session and tokens were not kept: ${meta}`);
+  }
+  if (faulted && plan.fault === 'flood') {
+    const rows = await query<{ kind: string; n: number }>("select case when kind = 'events_cut' then 'cut' else 'kept' end kind, count(*) n from unit_events where unit_id = ? and attempt = ? group by 1", u.id, u.attempt);
+    const n = Object.fromEntries(rows.map((r) => [r.kind, Number(r.n)]));
+    expect(n.kept === 10_000 && n.cut === 1, `its flood is stored as ${JSON.stringify(n)} events, not 10,000 and the cut`);
+  }
+  if (faulted && plan.fault === 'longline') expect(/lines? (was|were) cut at/.test(u.stderr_tail ?? ''), `its long line's cut is not in the stderr tail: ${JSON.stringify((u.stderr_tail ?? '').slice(-200))}`);
+  return { checked, problems };
 }
 
 /** The first pair of lifetimes that overlap, in words, or undefined. Sorted by start. */
@@ -965,12 +1263,13 @@ export function summary(r: ChaosReport): string {
   return [
     `chaos ${r.ok ? 'PASSED' : 'FAILED'} (${r.backend}, seed ${r.seed})`,
     `  wall time        ${(r.wall_ms / 1000).toFixed(1)} s (chaos ${(r.chaos_ms / 1000).toFixed(1)} s)`,
-    `  units            ${r.units} in ${r.jobs} jobs: ${r.succeeded} succeeded, ${r.failed} failed (${r.chaos_failed} of them by lease losses)`,
+    `  units            ${r.units} in ${r.jobs} jobs: ${r.succeeded} succeeded, ${r.failed} failed (${r.chaos_failed} of them by lease losses or a loaded host)`,
     `  worker runs      ${r.runs} (redone after a lost outcome: ${r.redone}; lease expiries: ${r.lease_expiries})`,
-    `  executors        ${r.executor_starts} started, ${r.executor_kills} SIGKILLed, ${r.executor_terms} SIGTERMed (slowest exit ${r.slowest_term_ms} ms, bad exits ${r.bad_exits})`,
+    `  executors        ${r.executor_starts} started, ${r.executor_kills} SIGKILLed, ${r.executor_terms} SIGTERMed (slowest exit ${r.slowest_term_ms} ms, bad exits ${r.bad_exits}, crashes ${r.executor_crashes})`,
     `  database locks   ${r.db_locks} (${(r.db_lock_ms / 1000).toFixed(1)} s held in all)`,
     `  faults injected  ${faults}`,
-    `  duplicates ${r.duplicates}, lost ${r.lost}, wrong outcomes ${r.wrong_outcomes}, counter mismatches ${r.counter_mismatches}, leftover leases ${r.leftover_leases}, executor rows ${r.executor_rows}, orphans ${r.orphans}, integrity ${r.integrity}`,
+    ...(r.poisoned > 0 ? [`  poisoned units   ${r.poisoned} (${r.poison_checks} coerced values checked; escapees ${r.escapees}, alive at the end ${r.escapees_left})`] : []),
+    `  duplicates ${r.duplicates}, lost ${r.lost} (stuck ${r.stuck}), wrong outcomes ${r.wrong_outcomes}, counter mismatches ${r.counter_mismatches}, leftover leases ${r.leftover_leases}, executor rows ${r.executor_rows}, orphans ${r.orphans}, integrity ${r.integrity}`,
     ...r.violations.map((v) => `  ! ${v}`),
   ].join('\n');
 }

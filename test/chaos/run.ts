@@ -1,9 +1,13 @@
 /**
  * The long chaos run: `npm run chaos -- --minutes 10 [--backend sqlite|postgres] [--seed N]
- * [--executors 3] [--units 1500] [--keep]`. It builds first, creates jobs of thousands of
+ * [--executors 3] [--units 1500] [--poison] [--keep]`. It builds first, creates jobs of thousands of
  * units for the given time while it kills executors and locks the database, then
  * checks the invariants (see harness.ts and docs/chaos.md), prints a summary and
  * exits 1 if any was broken. PostgreSQL gets a throwaway server of its own.
+ *
+ * --poison: poisoned-worker mode (harness.ts, PoisonOptions). Beside the shell and
+ * http-llm jobs come agent-cli and claude jobs whose agent (poison-agent.sh) emits
+ * garbage for a share of the items, and the shell job's items get poisons too.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +24,7 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     executors: { type: 'string', default: '3' },
     units: { type: 'string', default: '1500' },
+    poison: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -27,7 +32,7 @@ const minutes = Number(values.minutes);
 const units = Number(values.units);
 const executors = Number(values.executors);
 if (!(minutes > 0) || !(units >= 10) || !(executors >= 1 && executors <= 3) || !['sqlite', 'postgres'].includes(String(values.backend))) {
-  process.stderr.write('usage: npm run chaos -- [--minutes N (> 0)] [--backend sqlite|postgres] [--seed N] [--executors 1-3] [--units N (>= 10)] [--keep]\n');
+  process.stderr.write('usage: npm run chaos -- [--minutes N (> 0)] [--backend sqlite|postgres] [--seed N] [--executors 1-3] [--units N (>= 10)] [--poison] [--keep]\n');
   process.exit(2);
 }
 const seed = values.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(values.seed);
@@ -43,7 +48,7 @@ if (values.backend === 'postgres') {
   db = server.url.replace(/\/postgres$/, '/abp_chaos');
 }
 const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-log(`chaos: ${minutes} min on ${values.backend}, seed ${seed}, up to ${executors} executors, home ${home}`);
+log(`chaos${values.poison ? ' (poisoned workers)' : ''}: ${minutes} min on ${values.backend}, seed ${seed}, up to ${executors} executors, home ${home}`);
 let ok = false;
 try {
   const report = await runChaos({
@@ -53,6 +58,23 @@ try {
     jobs: 'continuous',
     shellUnits: units,
     httpUnits: Math.max(10, Math.round(units / 3)),
+    ...(values.poison
+      ? {
+          kinds: ['shell', 'http', 'agent', 'claude'] as const,
+          agentUnits: Math.max(10, Math.round(units / 2)),
+          claudeUnits: Math.max(10, Math.round(units / 3)),
+          poison: {
+            floodEvents: 150_000,
+            longLineBytes: 40_000_000,
+            hugeLineBytes: 256 * 1024 * 1024,
+            maxOutputBytes: 64 * 1024 * 1024,
+            // Room for a flood or a 40 MB line on a loaded host; the escapee outlives the timeout.
+            timeoutSeconds: 20,
+            escapeSeconds: 25,
+            everyPoisonFirst: true,
+          },
+        }
+      : {}),
     maxExecutors: executors,
     actionEveryMs: 2500,
     leaseSeconds: 4,

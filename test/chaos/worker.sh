@@ -9,7 +9,8 @@
 #   ok ATTEMPT PID MS             after it printed its answer, just before it exits 0
 # The first TIMES runs that get as far as deciding inject FAULT; later runs answer.
 # The plan is keyed on the runs of this item, not on the attempt number, so the
-# expected final status of the unit is known in advance (see harness.ts).
+# expected final status of the unit is known in advance (see harness.ts). The faults
+# nul, badutf8 and trickle are poisons: the harness plans them only with --poison.
 ulimit -c 0
 log="$1/$2"
 attempt="$3"
@@ -40,6 +41,27 @@ if [ "$faults" -lt "$5" ]; then
       # More stdout than the job's max_output_bytes.
       head -c 5000000 /dev/zero | tr '\0' 'x'
       exit 0
+      ;;
+    nul)
+      # Poisoned (--poison): a NUL byte in the answer; it is stored as U+FFFD.
+      printf '{"item":"%s","attempt":%s,"pid":%s,"junk":"a\000b"}\n' "$2" "$attempt" $$
+      echo "ok $attempt $$ $(now)" >>"$log"
+      exit 0
+      ;;
+    badutf8)
+      # Poisoned: bytes that are not UTF-8 in the answer; each is stored as U+FFFD.
+      printf '{"item":"%s","attempt":%s,"pid":%s,"junk":"a\377\376b\300\200"}\n' "$2" "$attempt" $$
+      echo "ok $attempt $$ $(now)" >>"$log"
+      exit 0
+      ;;
+    trickle)
+      # Poisoned: output that never ends, a line every 200 ms, until the unit's timeout.
+      i=0
+      while :; do
+        echo "tick $i" || exit 0
+        i=$((i + 1))
+        sleep 0.2
+      done
       ;;
   esac
 fi

@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { WriteBatch } from '../../src/executor/write-batch.js';
@@ -119,6 +119,74 @@ describe('an executor running units whose worker or log misbehaves', () => {
     expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 6, failed: 0, cancelled: 0 });
     const outputs = Object.fromEntries((await sb.results(id)).map((r) => [r.item_id, r.output]));
     expect(outputs).toEqual({ i1: 'ok-i1', i2: 'ok-i2', i3: 'a\uFFFDb', i4: 'ok-i4', i5: 'ok-i5', i6: 'ok-i6' });
+  });
+
+  it('an agent stream with lines its worker cannot read (a type whose String() throws, an answer nested 100,000 deep) fails or skips them, and never crashes the executor', async () => {
+    const file = sb.path('items.csv');
+    writeFileSync(file, 'id\na\nb\nc\n');
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    writeFileSync(sb.path('deep.json'), `{"type":"result","text":${deep}}\n`);
+    // b: an event whose type is {"toString": 1} (String() of it throws), then its answer. c: an answer
+    // that JSON.stringify cannot serialise (too deep), and nothing else. Each used to end the executor.
+    const script = `case "$1" in b) echo '{"type":{"toString":1,"valueOf":1}}'; echo '{"type":"result","text":"ok-b"}' ;; c) cat "$2" ;; *) echo '{"type":"result","text":"ok-a"}' ;; esac`;
+    const job = await sb.ok([
+      'create', '--name', 'unreadable', '--intent', 'lines that throw', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
+      '--worker', 'agent-cli', '-w', 'command=sh', '-w', `args:=${JSON.stringify(['-c', script, 'sh', '{{item.id}}', sb.path('deep.json')])}`,
+      '-w', 'output=jsonl', '-w', 'result_path=text', '-w', 'stdin:=null', '--max-workers', '3', '--max-retries', '0',
+    ]);
+    const exec = sb.executor({ ABP_EXECUTOR_IDLE_SECONDS: '0' });
+    for (let i = 0; (await sb.query('select id from executors where pid = ?', exec.pid)).length === 0; i++) {
+      if (exec.exitCode !== null || i > 300) throw new Error(`the executor did not register (exit ${exec.exitCode})`);
+      await sleep(100);
+    }
+    await sb.ok(['start', String(job.job_id), '--skip-test']);
+    const done = await sb.waitFor(job.job_id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
+    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 2, failed: 1, cancelled: 0 });
+    const units = Object.fromEntries((await sb.query<{ item_id: string; status: string; output: string | null; error: string | null; stderr_tail: string }>('select item_id, status, output, error, stderr_tail from work_units where job_id = ?', job.job_id)).map((u) => [u.item_id, u]));
+    expect(units.a).toMatchObject({ status: 'SUCCEEDED', output: 'ok-a' });
+    expect(units.b).toMatchObject({ status: 'SUCCEEDED', output: 'ok-b' });
+    expect(units.b!.stderr_tail).toContain('[abp: 1 stdout line was skipped, unreadable (Cannot convert object to primitive value)]');
+    // c has no answer, and its worker's summary of the run (its last event) cannot be made either: a retryable failure.
+    expect(units.c).toMatchObject({ status: 'FAILED', error: 'worker error: Maximum call stack size exceeded' });
+    // The one executor ran them all and is still alive; it stops cleanly.
+    expect(exec.exitCode).toBe(null);
+    exec.kill('SIGTERM');
+    expect((await exec).exitCode).toBe(0);
+  });
+
+  it('an executor stopped while a unit outlives its drain (a child that left its process group holds its output open) exits once that child is gone, writing nothing for the unit', async () => {
+    const file = sb.path('items.csv');
+    writeFileSync(file, 'id\nx\n');
+    const started = sb.path('started');
+    // The agent starts a child in a session of its own (setsid), which keeps the agent's stdout open
+    // for 10 s (past the 1 s grace and the 5 s the executor then waits for the stopped units), and
+    // then waits for ever: killing the unit's process group on SIGTERM leaves the child.
+    const script = `setsid sh -c 'sleep 10' & echo started > ${started}; sleep 300`;
+    const job = await sb.ok([
+      'create', '--name', 'straggler', '--intent', 'outlive the drain', '--enumerator', 'csv', '-e', `file_path=${file}`, '-e', 'id_column=id',
+      '--worker', 'agent-cli', '-w', 'command=sh', '-w', `args:=${JSON.stringify(['-c', script])}`, '-w', 'stdin:=null',
+    ]);
+    const exec = sb.executor({ ABP_EXECUTOR_IDLE_SECONDS: '0', ABP_SHUTDOWN_GRACE_SECONDS: '1' });
+    let log = '';
+    exec.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    for (let i = 0; (await sb.query('select id from executors where pid = ?', exec.pid)).length === 0; i++) {
+      if (exec.exitCode !== null || i > 300) throw new Error(`the executor did not register (exit ${exec.exitCode})`);
+      await sleep(100);
+    }
+    await sb.ok(['start', String(job.job_id), '--skip-test']);
+    for (let i = 0; !existsSync(started); i++) {
+      if (i > 300) throw new Error('the unit did not start');
+      await sleep(100);
+    }
+    const t0 = Date.now();
+    // Not exec.kill(), which would SIGKILL it 5 s later.
+    process.kill(exec.pid as number, 'SIGTERM');
+    const { exitCode } = await exec;
+    // Once the child is gone (10 s), not after a minute of tries to write to a closed store.
+    expect(exitCode, log).toBe(0);
+    expect(Date.now() - t0, log).toBeLessThan(25_000);
+    expect(await sb.query('select id from executors')).toEqual([]);
+    expect(log).not.toMatch(/cannot write its outcome/);
   });
 
   it('an executor whose log cannot be written (a full disk) keeps working: it runs the job to the end and exits 0 on SIGTERM, with every log line refused by /dev/full', async () => {

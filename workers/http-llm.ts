@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
+import type { TokenUsage, UnitInput, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { costOf, Price, priceOf } from './llm-prices.js';
 import { referencedValues, resolveEnvRecord, secretFreeRecord } from './secret-refs.js';
 import { postJson, type PostResponse } from './http-post.js';
@@ -34,27 +34,39 @@ const config = z.strictObject({
   headers: secretFreeRecord()
     .default({})
     .describe('Extra HTTP headers (e.g. OpenRouter attribution). A credential is named, not stored: "api-key": "{{env.AZURE_OPENAI_KEY}}".'),
+  batch: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Send the units (after the test unit, which runs online) through the provider's batch API (Anthropic Message Batches, OpenAI Batch) at half the price; results come within 24 hours, most within one. Needs api openai with OpenAI itself, or api anthropic.",
+    ),
 });
-type HttpLlmConfig = z.infer<typeof config>;
+export type HttpLlmConfig = z.infer<typeof config>;
 
 const THROTTLE_KEY = 'http-llm';
 const BODY_SNIPPET = 300;
 
-function keyEnvOf(cfg: HttpLlmConfig): string | null {
+export function keyEnvOf(cfg: HttpLlmConfig): string | null {
   return cfg.api_key_env === undefined ? API_DEFAULTS[cfg.api].api_key_env : cfg.api_key_env;
 }
 
-function baseOf(cfg: HttpLlmConfig): string {
+export function baseOf(cfg: HttpLlmConfig): string {
   return (cfg.base_url ?? API_DEFAULTS[cfg.api].base_url).replace(/\/+$/, '');
 }
 
-function authHeaders(cfg: HttpLlmConfig, key: string | undefined): Record<string, string> {
+export function authHeaders(cfg: HttpLlmConfig, key: string | undefined): Record<string, string> {
   if (!key) return cfg.api === 'anthropic' ? { 'anthropic-version': '2023-06-01' } : {};
   return cfg.api === 'anthropic' ? { 'x-api-key': key, 'anthropic-version': '2023-06-01' } : { authorization: `Bearer ${key}` };
 }
 
-function request(cfg: HttpLlmConfig, prompt: string, schema: Record<string, unknown> | null | undefined): { url: string; body: Record<string, unknown> } {
+/** The parts of a unit a request is made of. */
+export type RequestUnit = Pick<UnitInput, 'prompt' | 'output_schema' | 'shared_prefix_chars'>;
+
+/** One unit's request: the URL and JSON body of an online call (a batch request carries the same body). */
+export function request(cfg: HttpLlmConfig, unit: RequestUnit): { url: string; body: Record<string, unknown> } {
   const base = baseOf(cfg);
+  const prompt = unit.prompt;
+  const schema = unit.output_schema;
   const structured = cfg.structured_output && schema ? schema : undefined;
   if (cfg.api === 'openai') {
     return {
@@ -93,14 +105,14 @@ export function retryAfterMs(headers: Pick<Headers, 'get'>, now = Date.now()): n
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-interface Parsed {
+export interface Parsed {
   text: string;
   usage: TokenUsage;
   refusal?: string;
   stop?: string;
 }
 
-function parseBody(api: HttpLlmConfig['api'], body: any): Parsed | string {
+export function parseBody(api: HttpLlmConfig['api'], body: any): Parsed | string {
   if (api === 'openai') {
     const choice = body?.choices?.[0];
     if (!choice || typeof choice !== 'object') return 'the response has no choices[0]';
@@ -130,7 +142,7 @@ function parseBody(api: HttpLlmConfig['api'], body: any): Parsed | string {
 }
 
 /** The text with every (non-trivial) secret in it replaced by ***. */
-function scrub(text: string, secrets: (string | undefined)[]): string {
+export function scrub(text: string, secrets: (string | undefined)[]): string {
   return secrets.reduce<string>((t, s) => (s && s.length >= 4 ? t.split(s).join('***') : t), text);
 }
 
@@ -145,6 +157,44 @@ function apiMessage(text: string): string {
     // not JSON
   }
   return text.slice(0, BODY_SNIPPET);
+}
+
+/**
+ * The outcome of an answer that was not 2xx, by its status: a refused key,
+ * an exhausted quota, a rate limit (with its Retry-After), a server fault, or
+ * the request's own fault. Secrets the API may echo are scrubbed from the error.
+ */
+export function failureOf(cfg: HttpLlmConfig, res: Pick<PostResponse, 'status' | 'text' | 'headers'>, url: string, secrets: (string | undefined)[], duration_ms?: number): UnitOutcome {
+  const message = apiMessage(scrub(res.text, secrets));
+  const wait = retryAfterMs(res.headers);
+  const common = { ...(duration_ms !== undefined ? { duration_ms } : {}), ...(wait !== undefined ? { retry_after_ms: wait } : {}) };
+  const plain = duration_ms !== undefined ? { duration_ms } : {};
+  const what = `HTTP ${res.status} from ${url}: ${message}`;
+  if (res.status === 401 || res.status === 403) {
+    return { ...plain, status: 'failed', kind: 'auth_failed', error: `${what}. Check the key in ${keyEnvOf(cfg) ?? '(no api_key_env)'}` };
+  }
+  if (res.status === 429 && /insufficient_quota|quota|billing|credit/i.test(message)) {
+    // A Retry-After on a quota error is when the quota resets: the job may resume by itself then.
+    return { ...plain, status: 'failed', kind: 'quota_exhausted', error: what, ...(wait !== undefined ? { resets_at: Date.now() + wait } : {}) };
+  }
+  if (res.status === 429 || res.status === 529) return { ...common, status: 'failed', kind: 'rate_limited', error: what };
+  if (res.status >= 500 || res.status === 408 || res.status === 409) return { ...common, status: 'failed', kind: 'retryable', error: what };
+  return { ...plain, status: 'failed', kind: 'permanent', error: what };
+}
+
+/**
+ * The outcome of a 2xx answer's JSON: its text, usage and cost. `priceFactor`
+ * is the share of the online price the call was billed at (a batch's 0.5).
+ * `stop` is the API's stop reason, for the conversation event.
+ */
+export function answerOf(cfg: HttpLlmConfig, json: unknown, url: string, duration_ms: number | undefined, priceFactor: number): UnitOutcome & { output?: string; stop?: string } {
+  const plain = duration_ms !== undefined ? { duration_ms } : {};
+  const parsed = parseBody(cfg.api, json);
+  if (typeof parsed === 'string') return { ...plain, status: 'failed', kind: 'retryable', error: `unexpected response from ${url}: ${parsed}` };
+  const cost = costOf(parsed.usage, priceOf(cfg.model, cfg.prices));
+  const common = { ...plain, usage: parsed.usage, ...(cost !== undefined ? { cost_usd: Math.round(cost * priceFactor * 1e9) / 1e9 } : {}), ...(parsed.stop ? { stop: parsed.stop } : {}) };
+  if (parsed.refusal) return { ...common, status: 'failed', kind: 'permanent', error: `the model refused: ${parsed.refusal}`, output: parsed.text };
+  return { ...common, status: 'succeeded', output: parsed.text };
 }
 
 const total = (u: TokenUsage) => (u.input_tokens ?? 0) + (u.output_tokens ?? 0) + (u.cache_read_tokens ?? 0) + (u.cache_write_tokens ?? 0);
@@ -170,9 +220,8 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
     if (keyEnv && !key) {
       return { status: 'failed', kind: 'auth_failed', error: `${keyEnv} is not set: export ${keyEnv}=… where abp runs (worker_config.api_key_env names the variable)` };
     }
-    const { url, body } = request(cfg, unit.prompt, unit.output_schema);
+    const { url, body } = request(cfg, unit);
     const headers = resolveEnvRecord(cfg.headers);
-    const price = priceOf(cfg.model, cfg.prices);
     const aborted = (): UnitOutcome => {
       const reason = String(ctx.signal.reason);
       const common = { duration_ms: Date.now() - started };
@@ -196,43 +245,23 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
       return { status: 'failed', kind: 'retryable', error: `request to ${url} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`, duration_ms: Date.now() - started };
     }
     const duration_ms = Date.now() - started;
-    const text = res.text;
+    const secrets = [key, ...referencedValues(cfg.headers)];
     if (!res.ok) {
       ticket.settle(0);
-      // An API may echo the key it refused; the error is stored, the key never is.
-      const message = apiMessage(scrub(text, [key, ...referencedValues(cfg.headers)]));
-      const wait = retryAfterMs(res.headers);
-      const common = { duration_ms, ...(wait !== undefined ? { retry_after_ms: wait } : {}) };
-      const what = `HTTP ${res.status} from ${url}: ${message}`;
-      if (res.status === 401 || res.status === 403) {
-        return { duration_ms, status: 'failed', kind: 'auth_failed', error: `${what}. Check the key in ${keyEnv ?? '(no api_key_env)'}` };
-      }
-      if (res.status === 429 && /insufficient_quota|quota|billing|credit/i.test(message)) {
-        // A Retry-After on a quota error is when the quota resets: the job may resume by itself then.
-        return { duration_ms, status: 'failed', kind: 'quota_exhausted', error: what, ...(wait !== undefined ? { resets_at: Date.now() + wait } : {}) };
-      }
-      if (res.status === 429 || res.status === 529) return { ...common, status: 'failed', kind: 'rate_limited', error: what };
-      if (res.status >= 500 || res.status === 408 || res.status === 409) return { ...common, status: 'failed', kind: 'retryable', error: what };
-      return { duration_ms, status: 'failed', kind: 'permanent', error: what };
+      return failureOf(cfg, res, url, secrets, duration_ms);
     }
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      json = JSON.parse(res.text);
     } catch (err) {
       ticket.settle(0);
-      return { duration_ms, status: 'failed', kind: 'retryable', error: `malformed JSON from ${url} (HTTP ${res.status}): ${(err as Error).message}; body starts ${JSON.stringify(scrub(text, [key, ...referencedValues(cfg.headers)]).slice(0, 120))}` };
+      return { duration_ms, status: 'failed', kind: 'retryable', error: `malformed JSON from ${url} (HTTP ${res.status}): ${(err as Error).message}; body starts ${JSON.stringify(scrub(res.text, secrets).slice(0, 120))}` };
     }
-    const parsed = parseBody(cfg.api, json);
-    if (typeof parsed === 'string') {
-      ticket.settle(0);
-      return { duration_ms, status: 'failed', kind: 'retryable', error: `unexpected response from ${url}: ${parsed}` };
-    }
-    ticket.settle(total(parsed.usage));
-    const cost = costOf(parsed.usage, price);
-    const common = { duration_ms, usage: parsed.usage, ...(cost !== undefined ? { cost_usd: cost } : {}) };
-    ctx.onEvent({ kind: 'assistant', data: { text: parsed.text, stop: parsed.stop ?? null, usage: parsed.usage } });
-    if (parsed.refusal) return { ...common, status: 'failed', kind: 'permanent', error: `the model refused: ${parsed.refusal}`, output: parsed.text };
-    return { ...common, status: 'succeeded', output: parsed.text };
+    const answer = answerOf(cfg, json, url, duration_ms, 1);
+    ticket.settle(answer.usage ? total(answer.usage) : 0);
+    if (answer.usage && answer.status !== 'cancelled') ctx.onEvent({ kind: 'assistant', data: { text: answer.output ?? '', stop: answer.stop ?? null, usage: answer.usage } });
+    const { stop: _stop, ...outcome } = answer;
+    return outcome;
   },
 
   async health(cfg): Promise<WorkerHealth> {

@@ -54,6 +54,14 @@ export function intFlag(ctx: CommandContext, flag: string, min = 0): number | un
   return Number(raw);
 }
 
+/** A flag that takes on or off. */
+export function onOff(ctx: CommandContext, flag: string): boolean | undefined {
+  const v = ctx.values[flag];
+  if (v === undefined) return undefined;
+  if (v !== 'on' && v !== 'off') throw usage(`--${flag}: expected on or off, got ${JSON.stringify(v)}`);
+  return v === 'on';
+}
+
 export function numberFlag(ctx: CommandContext, flag: string): number | undefined {
   const raw = ctx.values[flag];
   if (raw === undefined) return undefined;

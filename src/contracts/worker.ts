@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { BatchApi } from './batch.js';
 import type { Item } from './enumerator.js';
 
 /** What a worker gets for one attempt of one unit. */
@@ -13,6 +14,18 @@ export interface UnitInput {
   work_dir: string;
   /** The job's output_schema, for workers whose API can enforce it (the pool validates either way). */
   output_schema?: Record<string, unknown> | null;
+  /**
+   * How many characters at the start of `prompt` are the same for every unit of
+   * the job (the template up to the item): what a provider may cache.
+   */
+  shared_prefix_chars?: number;
+  /** The job's cap on one unit's spend (max_cost_per_unit_usd), for workers that can stop at it. */
+  max_cost_usd?: number;
+  /**
+   * The unit's previous attempt: how it ended and the agent session it ran in,
+   * so a worker may resume that session (claude: resume_on_retry).
+   */
+  previous?: { error_kind: string | null; session_id: string | null };
 }
 
 export interface TokenUsage {
@@ -125,6 +138,8 @@ export interface Worker<C = unknown> {
    * (parsed through configSchema). Default: one probe of `{}`.
    */
   readonly healthProbes?: readonly { label: string; config: unknown }[];
+  /** The provider's batch API, for workers that have one (http-llm with batch: true). */
+  readonly batch?: BatchApi<C>;
   /** Releases what the worker keeps between units (thread pools). Idempotent. */
   close?(): Promise<void>;
 }

@@ -16,6 +16,8 @@ export interface JobFacts {
   total: number;
   pending: number;
   running: number;
+  /** Units waiting in a provider batch. */
+  submitted: number;
   succeeded: number;
   failed: number;
   max_cost_usd: number | null;
@@ -74,7 +76,7 @@ export type EndOfWork =
 export const UNRESOLVED_FAILURE = 'unresolved';
 
 /** What endOfWork reads: the job's row, and one fact the store counts only when the rule needs it. */
-export type EndFacts = Pick<JobFacts, 'status' | 'pending' | 'running' | 'succeeded' | 'failed' | 'total' | 'post_processing_prompt' | 'allow_partial' | 'synthesis_unit_id'> & {
+export type EndFacts = Pick<JobFacts, 'status' | 'pending' | 'running' | 'submitted' | 'succeeded' | 'failed' | 'total' | 'post_processing_prompt' | 'allow_partial' | 'synthesis_unit_id'> & {
   /**
    * Failed units whose failure kind is not `unresolved` (an error_kind of null counts too). The
    * store counts them when `countsHardFailures` says so; absent, every failed unit counts as hard.
@@ -83,8 +85,13 @@ export type EndFacts = Pick<JobFacts, 'status' | 'pending' | 'running' | 'succee
 };
 
 /** Whether endOfWork will read `failed_hard`: a job without a synthesis that ran out of work with failed units. */
-export function countsHardFailures(job: Pick<JobFacts, 'status' | 'pending' | 'running' | 'failed' | 'post_processing_prompt'>): boolean {
-  return job.status === 'RUNNING' && job.pending === 0 && job.running === 0 && job.failed > 0 && job.post_processing_prompt === null;
+export function countsHardFailures(job: Pick<JobFacts, 'status' | 'pending' | 'running' | 'submitted' | 'failed' | 'post_processing_prompt'>): boolean {
+  return job.status === 'RUNNING' && outOfWork(job) && job.failed > 0 && job.post_processing_prompt === null;
+}
+
+/** No unit is left to run or waiting for a result (pending, running, or in a provider batch). */
+export function outOfWork(job: Pick<JobFacts, 'pending' | 'running' | 'submitted'>): boolean {
+  return job.pending === 0 && job.running === 0 && job.submitted === 0;
 }
 
 /**
@@ -98,7 +105,7 @@ export function countsHardFailures(job: Pick<JobFacts, 'status' | 'pending' | 'r
  * decides the end. `synthesis` is the synthesis unit, when the job has one.
  */
 export function endOfWork(job: EndFacts, synthesis?: SynthesisFacts): EndOfWork {
-  if (job.status !== 'RUNNING' || job.pending > 0 || job.running > 0) return { kind: 'not_yet' };
+  if (job.status !== 'RUNNING' || !outOfWork(job)) return { kind: 'not_yet' };
   const unitsFailed: EndOfWork = { kind: 'end', move: 'fail', reason: `units_failed: ${job.failed} of ${job.total} units failed` };
   if (job.post_processing_prompt !== null) {
     if (job.synthesis_unit_id === null) {

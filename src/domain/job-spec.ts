@@ -30,6 +30,17 @@ export const JobSpec = z
     timeout_seconds: z.number().positive().max(7 * 24 * 3600).default(600).describe('Wall-clock limit for one attempt of one unit.'),
     output_schema: config.optional().describe('A JSON Schema the output of each unit should follow; the prompt asks for it.'),
     max_cost_usd: z.number().positive().optional().describe('A spending cap for the whole job, in US dollars.'),
+    max_cost_per_unit_usd: z
+      .number()
+      .positive()
+      .optional()
+      .describe('A spending cap for one unit, in US dollars, for workers that can stop at one (claude: --max-budget-usd); the unit fails when it passes it.'),
+    cache: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Answer a unit from the response cache when an identical request (rendered prompt, worker type, model, parameters, output schema and worker config, never secrets) succeeded before, in this job or another; identical prompts within the job are sent once. Off unless asked: an agent’s or a command’s run may have side effects a cached answer would skip.',
+      ),
     post_processing_prompt: z
       .string()
       .min(1)

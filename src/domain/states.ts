@@ -3,7 +3,12 @@ import { AbpError } from './errors.js';
 export const JOB_STATES = ['CREATED', 'TESTING', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'CANCELLED'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
-export const UNIT_STATES = ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
+/**
+ * SUBMITTED: the unit's request is in a provider's batch (the Anthropic Message
+ * Batches or OpenAI Batch API). It is held by its batch row (work_units.batch_id),
+ * not by a lease: the batch is polled, and its result recorded, by any executor.
+ */
+export const UNIT_STATES = ['PENDING', 'RUNNING', 'SUBMITTED', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
 export type UnitState = (typeof UNIT_STATES)[number];
 
 export const TERMINAL_JOB_STATES: readonly JobState[] = ['COMPLETED', 'FAILED', 'CANCELLED'];
@@ -41,6 +46,15 @@ export const UNIT_MOVES = {
   reset: { from: ['SUCCEEDED', 'FAILED'], to: 'PENDING' },
   /** A person re-runs one finished unit, with fresh retries (a retry, or a re-do of a success). */
   redo: { from: ['SUCCEEDED', 'FAILED', 'CANCELLED'], to: 'PENDING' },
+  /** A claimed unit's request went into a provider batch: the batch row holds it now, not the lease. */
+  submit: { from: ['RUNNING'], to: 'SUBMITTED' },
+  /** A batch result came back: the unit's outcome, fenced by its attempt and its batch. */
+  harvest_succeed: { from: ['SUBMITTED'], to: 'SUCCEEDED' },
+  harvest_fail: { from: ['SUBMITTED'], to: 'FAILED' },
+  /** Expired, cancelled by the provider, never posted, or errored with retries left: runs again. */
+  harvest_release: { from: ['SUBMITTED'], to: 'PENDING' },
+  /** The job was cancelled and the provider cancelled the request too. */
+  harvest_cancel: { from: ['SUBMITTED'], to: 'CANCELLED' },
 } as const satisfies Record<string, { from: readonly UnitState[]; to: UnitState }>;
 export type UnitMove = keyof typeof UNIT_MOVES;
 
@@ -81,6 +95,6 @@ export const STATUS_REASONS = [
 ] as const;
 export type StatusReason = (typeof STATUS_REASONS)[number];
 
-export function counterColumn(state: UnitState): 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled' {
-  return state.toLowerCase() as 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export function counterColumn(state: UnitState): 'pending' | 'running' | 'submitted' | 'succeeded' | 'failed' | 'cancelled' {
+  return state.toLowerCase() as 'pending' | 'running' | 'submitted' | 'succeeded' | 'failed' | 'cancelled';
 }

@@ -1,4 +1,4 @@
-import { autoResumeDue, autoResumeReason, waitsForAutoResume } from '../domain/job-rules.js';
+import { autoResumeDue, autoResumeReason, outOfWork, waitsForAutoResume } from '../domain/job-rules.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { JobType } from '../contracts/job-type.js';
@@ -241,7 +241,7 @@ export class JobExecutor {
     const claimable: JobRow[] = [];
     for (const job of jobs) {
       if (job.status === 'RUNNING') {
-        if (job.pending === 0 && job.running === 0) {
+        if (outOfWork(job)) {
           await repo.finishJobIfDone(job.id);
           continue;
         }

@@ -57,6 +57,15 @@ export class PromptSynthesizer {
     });
   }
 
+  /**
+   * The rendered prompt, and how many of its first characters are the same for
+   * every unit of the job: the template's text up to its first placeholder that
+   * depends on the item, rendered.
+   */
+  renderParts(template: string, ctx: PromptContext, item: Item): { prompt: string; shared_prefix_chars: number } {
+    return { prompt: this.render(template, ctx, item), shared_prefix_chars: 0 };
+  }
+
   render(template: string, ctx: PromptContext, item: Item): string {
     return render(template, {
       intent: ctx.intent,

@@ -10,7 +10,8 @@ import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { ClaimedUnit, Repository } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';
-import { checkOutput, feedbackSection } from './output-schema.js';
+import { checkOutput } from './output-schema.js';
+import { itemPrompt } from './unit-prompt.js';
 import { backoffMs, decide, retryAllowance } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
@@ -180,6 +181,7 @@ export class WorkerPool {
     const { repo, synthesizer, config } = this.deps;
     const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let prompt: string | null = null;
+    let sharedPrefix = 0;
     let outcome: UnitOutcome;
     let timer: NodeJS.Timeout | undefined;
     let ended = false;
@@ -201,9 +203,8 @@ export class WorkerPool {
         item = { ...gathered };
         prompt = synthesizer.renderSynthesis(job, gathered);
       } else {
-        prompt = synthesizer.render(job.prompt_template, { intent: job.user_intent, job: { id: job.id, name: job.name }, output_schema: outputSchema }, item);
+        ({ prompt, shared_prefix_chars: sharedPrefix } = itemPrompt(synthesizer, job, unit, item, outputSchema));
       }
-      if (unit.error_kind === 'invalid_output' && unit.error) prompt += feedbackSection(unit.error, unit.output);
       // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
       await this.coolDowns.wait(job.worker_type, controller.signal);
       // The timeout covers the work, not the cool-down.
@@ -218,6 +219,9 @@ export class WorkerPool {
           prompt,
           work_dir: this.workDir(job),
           output_schema: outputSchema,
+          shared_prefix_chars: sharedPrefix,
+          ...(job.max_cost_per_unit_usd !== null ? { max_cost_usd: job.max_cost_per_unit_usd } : {}),
+          ...(unit.attempt > 1 ? { previous: { error_kind: unit.error_kind, session_id: unit.session_id } } : {}),
         },
         this.workerConfig(worker, job),
         {

@@ -117,6 +117,7 @@ export class FleetStore {
       .select((eb) => [
         eb.fn.sum<number>('pending').as('pending'),
         eb.fn.sum<number>('running').as('running'),
+        eb.fn.sum<number>('submitted').as('submitted'),
         eb.fn.sum<number>('succeeded').as('succeeded'),
         eb.fn.sum<number>('failed').as('failed'),
         eb.fn.sum<number>('cancelled').as('cancelled'),
@@ -129,6 +130,7 @@ export class FleetStore {
     return {
       pending: n(row?.pending),
       running: n(row?.running),
+      submitted: n(row?.submitted),
       succeeded: n(row?.succeeded),
       failed: n(row?.failed),
       cancelled: n(row?.cancelled),

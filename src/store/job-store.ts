@@ -8,7 +8,7 @@ import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
 import { countsHardFailures, endOfWork, UNRESOLVED_FAILURE } from '../domain/job-rules.js';
 
 /** A job's unit counters, by column. */
-export type Counts = Record<'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled', number>;
+export type Counts = Record<'pending' | 'running' | 'submitted' | 'succeeded' | 'failed' | 'cancelled', number>;
 
 /** Items for one job, already serialised, as the enumeration streams them. */
 export interface UnitDraft {
@@ -302,7 +302,7 @@ export class JobStore {
       .where('job_id', '=', jobId)
       .groupBy('status')
       .execute();
-    const counts: Counts = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    const counts: Counts = { pending: 0, running: 0, submitted: 0, succeeded: 0, failed: 0, cancelled: 0 };
     for (const row of rows) counts[counterColumn(row.status)] = Number(row.n);
     return counts;
   }

@@ -18,6 +18,7 @@ export const MIGRATION_NAMES = [
   '011-unit-stops',
   '012-executor-env',
   '013-sync-checkpoints',
+  '014-spending-less',
 ] as const;
 
 export type MigrationName = (typeof MIGRATION_NAMES)[number];

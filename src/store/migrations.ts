@@ -331,6 +331,45 @@ const migrations: Record<MigrationName, Migration> = {
       await db.schema.alterTable('sync_runs').addColumn('checkpoints', 'text').execute();
     },
   },
+  // Spending less (batch APIs, the response cache, per-unit caps). A unit in a provider's
+  // batch is SUBMITTED, held by its llm_batches row through work_units.batch_id; jobs count
+  // such units in `submitted`. A unit of a job with `cache` on records the key of its request
+  // (`cache_key`), and a unit answered from the cache points at the unit it came from.
+  '014-spending-less': {
+    async up(db: Kysely<any>) {
+      await db.schema.alterTable('jobs').addColumn('submitted', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('jobs').addColumn('cache', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('jobs').addColumn('max_cost_per_unit_usd', REAL).execute();
+      await db.schema.alterTable('work_units').addColumn('batch_id', 'integer').execute();
+      await db.schema.alterTable('work_units').addColumn('cache_key', 'text').execute();
+      await db.schema.alterTable('work_units').addColumn('cached_from', 'integer').execute();
+      await sql`create index work_units_cache on work_units (cache_key) where cache_key is not null`.execute(db);
+      await sql`create index work_units_batch on work_units (batch_id) where status = 'SUBMITTED'`.execute(db);
+      await db.schema
+        .createTable('llm_batches')
+        .$call(idColumn(db))
+        .addColumn('job_id', 'integer', (c) => c.notNull())
+        .addColumn('api', 'text', (c) => c.notNull())
+        // abp's own name for the batch, sent as metadata where the API keeps it (OpenAI), so a
+        // batch posted by an executor that died before it recorded the provider's id is found again.
+        .addColumn('ref', 'text', (c) => c.notNull())
+        .addColumn('provider_id', 'text')
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('requests', 'integer', (c) => c.notNull())
+        .addColumn('counts', 'text')
+        .addColumn('error', 'text')
+        .addColumn('cancel_requested', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_expires_at', 'bigint')
+        .addColumn('next_poll_at', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('submitted_at', 'bigint')
+        .addColumn('ended_at', 'bigint')
+        .execute();
+      await sql`create index llm_batches_open on llm_batches (next_poll_at) where state <> 'ended'`.execute(db);
+      await db.schema.createIndex('llm_batches_job').on('llm_batches').columns(['job_id']).execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -59,6 +59,12 @@ export interface JobsTable {
   unit_stops: Defaulted<number>;
   /** JSON list of environment variable names the job needs its executor to have (migration 012). */
   env_needs: string | null;
+  /** Units whose request waits in a provider batch (migration 014). */
+  submitted: Defaulted<number>;
+  /** 1: units are answered from the response cache when an identical request succeeded before (migration 014). */
+  cache: Defaulted<number>;
+  /** A cap on one unit's spend, for agents that can stop themselves at one (claude: --max-budget-usd). */
+  max_cost_per_unit_usd: number | null;
 }
 
 export interface WorkUnitsTable {
@@ -94,6 +100,37 @@ export interface WorkUnitsTable {
   /** 'item', or 'synthesis' for the one unit that gathers every output. */
   kind: Defaulted<string>;
   reserved_usd: Defaulted<number>;
+  /** The llm_batches row holding this unit while it is SUBMITTED (and after: the batch it came back from). */
+  batch_id: number | null;
+  /** The response cache's key of this unit's request (jobs with `cache` on). */
+  cache_key: string | null;
+  /** Answered from the cache: the unit whose output this is (its cost is 0). */
+  cached_from: number | null;
+}
+
+export const BATCH_STATES = ['submitting', 'submitted', 'ended'] as const;
+export type BatchState = (typeof BATCH_STATES)[number];
+
+/** One provider batch (Anthropic Message Batches, OpenAI Batch): polled under a lease by any executor. */
+export interface LlmBatchesTable {
+  id: Generated<number>;
+  job_id: number;
+  api: string;
+  ref: string;
+  provider_id: string | null;
+  /** submitting: the row is written and its units SUBMITTED, the post may or may not have reached the provider; submitted: the provider's id is known; ended: harvested. */
+  state: BatchState;
+  requests: number;
+  /** The provider's request counts (JSON), as last polled. */
+  counts: string | null;
+  error: string | null;
+  cancel_requested: Defaulted<number>;
+  lease_owner: string | null;
+  lease_expires_at: Millis | null;
+  next_poll_at: Millis;
+  created_at: Millis;
+  submitted_at: Millis | null;
+  ended_at: Millis | null;
 }
 
 export interface UnitEventsTable {
@@ -152,6 +189,7 @@ export interface Database {
   code_approvals: CodeApprovalsTable;
   dashboard_tokens: DashboardTokensTable;
   cool_downs: CoolDownsTable;
+  llm_batches: LlmBatchesTable;
 }
 
 /** A worker type that hit a rate limit, and until when every executor holds it back. */
@@ -168,3 +206,4 @@ export type NewUnit = Insertable<WorkUnitsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type UnitEventRow = Selectable<UnitEventsTable>;
 export type ExecutorRow = Selectable<ExecutorsTable>;
+export type BatchRow = Selectable<LlmBatchesTable>;

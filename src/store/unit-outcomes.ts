@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { onPausingFailure } from '../domain/job-rules.js';
+import { onPausingFailure, outOfWork } from '../domain/job-rules.js';
 import type { JobState, UnitMove, UnitState } from '../domain/states.js';
 import type { EventStore, NewEvent } from './event-store.js';
 import type { JobStore } from './job-store.js';
@@ -169,7 +169,7 @@ export class UnitOutcomes {
       if (tally.pause && job.status === 'RUNNING') {
         const patch = tally.pause.resume_at !== undefined ? { resume_at: tally.pause.resume_at } : {};
         await this.jobs.moveJobIn(t, job, 'pause', tally.pause.reason, undefined, patch);
-      } else if (job.status === 'RUNNING' && job.pending === 0 && job.running === 0) await this.jobs.finishIfDone(t, jobId);
+      } else if (job.status === 'RUNNING' && outOfWork(job)) await this.jobs.finishIfDone(t, jobId);
     }
     return written;
   }

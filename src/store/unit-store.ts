@@ -11,7 +11,7 @@ import { applyUnitMove } from './unit-moves.js';
 const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
 
 /** What running a claimed unit needs of its row: the claim returns only these columns. */
-export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd'] as const;
+export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd', 'session_id'] as const;
 export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
 
 /** Units by state, and by kind: 'item' leaves out the synthesis unit. */

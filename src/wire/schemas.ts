@@ -10,6 +10,7 @@ const when = z.string().nullable().describe('ISO 8601 time, or null');
 export const Counts = z.looseObject({
   pending: z.int(),
   running: z.int(),
+  submitted: z.int().describe('Waiting in a provider batch (http-llm with batch: true)'),
   succeeded: z.int(),
   failed: z.int(),
   cancelled: z.int(),

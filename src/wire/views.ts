@@ -18,7 +18,7 @@ export function jobStatus(job: JobRow) {
   const done = job.succeeded + job.failed + job.cancelled;
   const elapsedMs = job.started_at === null ? 0 : (job.finished_at ?? Date.now()) - Number(job.started_at);
   const rate = elapsedMs > 0 && done > 0 ? done / (elapsedMs / 1000) : null;
-  const remaining = job.pending + job.running;
+  const remaining = job.pending + job.running + job.submitted;
   return {
     job_id: job.id,
     name: job.name,
@@ -29,6 +29,7 @@ export function jobStatus(job: JobRow) {
     counts: {
       pending: job.pending,
       running: job.running,
+      submitted: job.submitted,
       succeeded: job.succeeded,
       failed: job.failed,
       cancelled: job.cancelled,
@@ -66,7 +67,7 @@ export type JobStatus = ReturnType<typeof jobStatus>;
 function estimate(job: JobRow, rate: number | null) {
   const finished = job.succeeded + job.failed;
   if (finished === 0 || noEstimate(job) !== null) return null;
-  const remaining = job.pending + job.running;
+  const remaining = job.pending + job.running + job.submitted;
   const meanCost = job.costed_units > 0 ? job.cost_usd / job.costed_units : null;
   const basis = finished === 1 && job.test_unit_id !== null ? 'test_unit' : 'observed';
   const meanSeconds = Number(job.unit_ms_total) / finished / 1000;
@@ -124,6 +125,8 @@ export function jobDetail(job: JobRow) {
     worker_config: parseJson(job.worker_config),
     output_schema: parseJson(job.output_schema),
     max_cost_usd: job.max_cost_usd,
+    max_cost_per_unit_usd: job.max_cost_per_unit_usd,
+    cache: job.cache === 1,
     post_processing_prompt: job.post_processing_prompt,
     allow_partial: job.allow_partial === 1,
     auto_resume: job.auto_resume === 1,

@@ -8,6 +8,7 @@ const job = (over: Partial<JobFacts> & { failed_hard?: number }): JobFacts & { f
   total: 4,
   pending: 0,
   running: 0,
+  submitted: 0,
   // Every unit that did not fail succeeded, unless said.
   succeeded: (over.total ?? 4) - (over.failed ?? 0),
   failed: 0,

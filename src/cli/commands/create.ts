@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Command, CommandContext } from '../command.js';
-import { intFlag, numberFlag, usage } from '../command.js';
+import { intFlag, numberFlag, onOff, usage } from '../command.js';
 import { handlePendingApproval } from './approve.js';
 
 function readJsonFile(flag: string, path: string): unknown {
@@ -71,6 +71,8 @@ export function specFromFlags(ctx: CommandContext): Record<string, unknown> {
   set('max_retries', intFlag(ctx, 'max-retries', 0));
   set('timeout_seconds', numberFlag(ctx, 'timeout'));
   set('max_cost_usd', numberFlag(ctx, 'max-cost'));
+  set('max_cost_per_unit_usd', numberFlag(ctx, 'max-cost-per-unit'));
+  if (v.cache !== undefined) set('cache', onOff(ctx, 'cache'));
   set('post_processing_prompt', v['post-processing-prompt']);
   if (v['allow-partial']) set('allow_partial', true);
   if (v['auto-resume']) set('auto_resume', true);
@@ -100,8 +102,8 @@ export const create: Command = {
   usage: `abp create [--spec job.json] [--name NAME] [--intent TEXT]
            [--enumerator TYPE] [-e KEY=VALUE | -e KEY:=JSON ...] [--enumerator-config JSON]
            [--worker TYPE] [-w KEY=VALUE | -w KEY:=JSON ...] [--worker-config JSON]
-           [--max-workers N] [--max-retries N] [--timeout SECONDS] [--max-cost USD]
-           [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [--allow-partial] [--auto-resume] [-q]`,
+           [--max-workers N] [--max-retries N] [--timeout SECONDS] [--max-cost USD] [--max-cost-per-unit USD]
+           [--cache on|off] [--prompt-file FILE] [--output-schema FILE] [--post-processing-prompt TEXT] [--allow-partial] [--auto-resume] [-q]`,
   options: {
     spec: { type: 'string' },
     name: { type: 'string' },
@@ -116,6 +118,8 @@ export const create: Command = {
     'max-retries': { type: 'string' },
     timeout: { type: 'string' },
     'max-cost': { type: 'string' },
+    'max-cost-per-unit': { type: 'string' },
+    cache: { type: 'string' },
     'prompt-file': { type: 'string' },
     'output-schema': { type: 'string' },
     'post-processing-prompt': { type: 'string' },

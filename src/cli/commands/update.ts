@@ -1,5 +1,5 @@
 import type { Command } from '../command.js';
-import { jobIdArg, numberFlag, usage } from '../command.js';
+import { jobIdArg, numberFlag, onOff, usage } from '../command.js';
 import { readText } from './create.js';
 
 export const update: Command = {
@@ -15,8 +15,7 @@ export const update: Command = {
     const maxCost = numberFlag(ctx, 'max-cost');
     if (maxCost !== undefined) fields.max_cost_usd = maxCost;
     if (v['auto-resume'] !== undefined) {
-      if (!['on', 'off'].includes(String(v['auto-resume']))) throw usage(`--auto-resume: expected on or off, got ${JSON.stringify(v['auto-resume'])}`);
-      fields.auto_resume = v['auto-resume'] === 'on';
+      fields.auto_resume = onOff(ctx, 'auto-resume');
     }
     if (Object.keys(fields).length === 0) throw usage('nothing to update: give --prompt-file, --intent, --name, --max-cost or --auto-resume');
     const app = await ctx.app();

@@ -27,6 +27,8 @@ export const specInput = {
   timeout_seconds: z.coerce.number().positive().optional().describe('Time limit for one attempt of one unit (default 600).'),
   output_schema: jsonObject('A JSON Schema each unit’s answer should follow.').optional(),
   max_cost_usd: z.coerce.number().positive().optional().describe(field.max_cost_usd.description ?? ''),
+  max_cost_per_unit_usd: z.coerce.number().positive().optional().describe(field.max_cost_per_unit_usd.description ?? ''),
+  cache: flag(field.cache.description ?? ''),
   post_processing_prompt: field.post_processing_prompt,
   allow_partial: flag('Run the synthesis step even when some units failed.'),
   auto_resume: flag('Resume by itself when a worker’s quota resets.'),
@@ -44,7 +46,7 @@ export function toSpec(args: Record<string, unknown>): Record<string, unknown> {
   for (const key of ['enumerator_config', 'worker_config', 'output_schema', 'sync'] as const) {
     if (spec[key] !== undefined) spec[key] = toObject(spec[key], key);
   }
-  for (const key of ['allow_partial', 'auto_resume'] as const) {
+  for (const key of ['allow_partial', 'auto_resume', 'cache'] as const) {
     if (spec[key] !== undefined) spec[key] = truthy(spec[key] as boolean | 'true' | 'false');
   }
   return spec;

@@ -16,6 +16,8 @@ export interface AbpConfig {
   /** An executor whose heartbeat is older than this is taken for dead (three missed heartbeats). */
   readonly executorStaleMs: number;
   readonly pollMs: number;
+  /** How often an open provider batch is polled (ABP_BATCH_POLL_SECONDS). */
+  readonly batchPollMs: number;
   readonly idleExitMs: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
@@ -81,6 +83,7 @@ export function resolveConfig(env: Env = process.env, overrides: Partial<AbpConf
     heartbeatMs: Math.max(200, Math.floor(leaseMs / 3)),
     executorStaleMs: 3 * Math.max(200, Math.floor(leaseMs / 3)),
     pollMs: number(env, 'ABP_POLL_MS', 200, 10),
+    batchPollMs: number(env, 'ABP_BATCH_POLL_SECONDS', 30, 0.05) * 1000,
     idleExitMs: number(env, 'ABP_EXECUTOR_IDLE_SECONDS', 30, 0) * 1000,
     retryBaseMs: number(env, 'ABP_RETRY_BASE_MS', 1000, 0),
     retryMaxMs: number(env, 'ABP_RETRY_MAX_MS', 60_000, 0),

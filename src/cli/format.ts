@@ -5,7 +5,7 @@ export function statusLine(s: JobStatus): string {
   const reason = s.status_reason ? ` (${s.status_reason})` : '';
   const cost = s.cost_usd ? ` $${s.cost_usd.toFixed(4)}` : '';
   const approved = s.approved_by ? `, approved by ${s.approved_by}` : '';
-  return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason}${approved} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.pending} pending, ${c.cancelled} cancelled${cost}`;
+  return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason}${approved} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.submitted ? `${c.submitted} in provider batches, ` : ''}${c.pending} pending, ${c.cancelled} cancelled${cost}`;
 }
 
 export function statusBlock(s: JobStatus & { executors?: { warning: string | null } | null }): string {

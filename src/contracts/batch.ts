@@ -52,6 +52,8 @@ export class BatchApiError extends Error {
 export interface BatchApi<C> {
   /** Whether this config sends the job's units (after its test unit) through the batch API. */
   enabled(config: C): boolean;
+  /** The provider's name as status shows it ("anthropic", "openai"). */
+  provider(config: C): string;
   limits(config: C): BatchLimits;
   /** What a batch request costs, as a share of the online price (0.5 for both APIs). */
   readonly priceFactor: number;

@@ -40,9 +40,11 @@ export interface JobFacts {
 export function budgetRoom(
   job: Pick<JobFacts, 'max_cost_usd' | 'cost_usd' | 'reserved_usd' | 'costed_units' | 'running'>,
   room: number,
+  /** The expected cost of one unit when the running mean is not it (a provider batch's price). */
+  meanCost?: number,
 ): { take: number; expected: number; exhausted: string | null } {
   if (job.max_cost_usd === null || room <= 0) return { take: Math.max(0, room), expected: 0, exhausted: null };
-  const expected = job.costed_units > 0 ? job.cost_usd / job.costed_units : 0;
+  const expected = meanCost ?? (job.costed_units > 0 ? job.cost_usd / job.costed_units : 0);
   const left = job.max_cost_usd - job.cost_usd - job.reserved_usd;
   const why = `budget_exhausted: spent $${job.cost_usd.toFixed(4)} + reserved $${job.reserved_usd.toFixed(4)} of max_cost_usd $${job.max_cost_usd}; raise the budget, then resume`;
   if (left <= 0) return { take: 0, expected, exhausted: why };

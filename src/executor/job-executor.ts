@@ -11,6 +11,7 @@ import type { Repository } from '../store/repository.js';
 import type { ExecutorRow, JobRow, UnitRow } from '../store/schema.js';
 import { killGroup, processAlive } from '../util/process-group.js';
 import { envNamesOf, missingFrom, storedNeeds } from './launcher.js';
+import { BatchRunner } from './batch-runner.js';
 import { WorkerPool } from './worker-pool.js';
 import { logLine } from '../util/log-line.js';
 
@@ -35,6 +36,8 @@ export interface JobExecutorDeps {
 export class JobExecutor {
   readonly id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly pool: WorkerPool;
+  /** Units of jobs that run through a provider's batch API, and every open batch's polling. */
+  private readonly batches: BatchRunner;
   private readonly log: (message: string) => void;
   private stopping = false;
   private hurry = false;
@@ -56,6 +59,7 @@ export class JobExecutor {
   constructor(private readonly deps: JobExecutorDeps) {
     this.log = deps.log ?? ((m) => logLine(`${new Date().toISOString()} executor ${this.id}: ${m}`));
     this.pool = new WorkerPool({ ...deps, owner: this.id, log: this.log }, deps.config.maxWorkers);
+    this.batches = new BatchRunner({ ...deps, owner: this.id, log: this.log });
   }
 
   /** Runs until idle for `idleExitMs` (0 = never), or until stop() is called. */
@@ -152,6 +156,7 @@ export class JobExecutor {
 
   private async shutdown(): Promise<void> {
     const { repo, config } = this.deps;
+    await this.batches.close(this.hurry ? 0 : config.shutdownGraceMs);
     if (this.pool.size > 0) {
       this.log(`stopping: waiting up to ${config.shutdownGraceMs} ms for ${this.pool.size} running units`);
       const drained = !this.hurry && (await this.pool.drain(config.shutdownGraceMs));
@@ -196,7 +201,9 @@ export class JobExecutor {
       await this.settleEnded();
     }
 
-    const { work, claimable } = await this.survey(now);
+    const { work: units, claimable } = await this.survey(now);
+    // Open provider batches keep an executor alive to poll them, whichever job they belong to.
+    const work = (await this.batches.pass(now)) || units;
     if (this.stopping || claimable.length === 0) return work;
     // Rate limits other executors hit hold this one back as well.
     for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
@@ -205,6 +212,10 @@ export class JobExecutor {
     this.rotation = (this.rotation + 1) % claimable.length;
     const ordered = [...claimable.slice(this.rotation), ...claimable.slice(0, this.rotation)];
     for (const job of ordered) {
+      if (this.batches.handles(job)) {
+        this.batches.submit(job);
+        continue;
+      }
       const free = this.pool.free();
       if (free <= 0) break;
       // A worker type cooling down after a rate limit gets no new claims until it ends.

@@ -17,7 +17,7 @@ import { checkWorker, doctor } from './worker-health.js';
 import { SyncJobs } from '../sync/sync-jobs.js';
 import { exportResults, type ExportFormat } from '../wire/exports.js';
 import { parseSinkSpec, writeSink } from '../sinks/index.js';
-import { executorsView, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
+import { batchesView, executorsView, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
 
 export interface OrchestratorDeps {
   repo: Repository;
@@ -192,13 +192,19 @@ export class Orchestrator {
     return jobStatus(job);
   }
 
-  /** Cancels the job and its pending and running units; executors kill the running ones' processes. */
+  /**
+   * Cancels the job and its pending and running units; executors kill the running
+   * ones' processes. Units in a provider batch stay in it: the next executor to poll
+   * the batch (due at once) cancels it at the provider and still records the
+   * results that come back, which are billed.
+   */
   async cancel(id: number) {
     const { repo } = this.deps;
     const job = await repo.moveJob(id, 'cancel', {
       reason: 'user',
       effects: async (t) => {
         await repo.moveUnitsIn(t, id, 'cancel', { lease_owner: null, lease_expires_at: null, finished_at: Date.now(), error: 'cancelled by user' });
+        await repo.batches.pollSoon(t, id);
       },
     });
     await this.jobEnded(id);
@@ -241,12 +247,17 @@ export class Orchestrator {
   /** A job's status, and for one that needs an executor, whether one is alive. */
   async status(id: number) {
     const job = await this.deps.repo.requireJob(id);
-    return { ...jobStatus(job), executors: await this.executorsFor(job) };
+    return { ...jobStatus(job), executors: await this.executorsFor(job), batches: await this.batchesOf(job) };
   }
 
   async getJob(id: number) {
     const job = await this.deps.repo.requireJob(id);
-    return { ...jobDetail(job), executors: await this.executorsFor(job) };
+    return { ...jobDetail(job), executors: await this.executorsFor(job), batches: await this.batchesOf(job) };
+  }
+
+  /** The job's provider batches (null for a job that never sent one). */
+  private async batchesOf(job: JobRow) {
+    return batchesView(await this.deps.repo.batches.ofJob(job.id));
   }
 
   private async executorsFor(job: JobRow) {

@@ -1,17 +1,19 @@
 import type { JobMove, JobState, UnitMove, UnitState } from '../domain/states.js';
+import { BatchStore } from './batch-store.js';
 import { EventStore } from './event-store.js';
 import { FleetStore, type Totals } from './fleet-store.js';
 import { JobStore, type Counts, type JobEventDraft, type JobPatch, type Page, type UnitDraft } from './job-store.js';
 import type { EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
 import { SQLITE, Transactions, type Db, type StoreBackend } from './tx.js';
-import { UnitOutcomes, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
+import { UnitOutcomes, type OutcomeEntry, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
 import type { UnitMoveSet } from './unit-moves.js';
-import { UnitStore, type ClaimedUnit, type UnitActivity, type UnitFilter } from './unit-store.js';
+import { UnitStore, type BatchClaim, type ClaimedUnit, type UnitActivity, type UnitFilter } from './unit-store.js';
 
 export type { Db, StoreBackend } from './tx.js';
 export { CODE_REFUSED, PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
 export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter } from './unit-store.js';
-export type { OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
+export type { OutcomeEntry, OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
+export type { HeldUnit } from './batch-store.js';
 
 /**
  * The only place with SQL, as one object every caller uses. It delegates to the
@@ -29,6 +31,8 @@ export class Repository {
   private readonly units: UnitStore;
   private readonly outcomes: UnitOutcomes;
   private readonly fleet: FleetStore;
+  /** Provider batches (llm_batches): the ledger the executor's BatchRunner keeps. */
+  readonly batches: BatchStore;
 
   constructor(db: Db, backend: StoreBackend = SQLITE) {
     this.core = new Transactions(db, backend);
@@ -37,6 +41,7 @@ export class Repository {
     this.units = new UnitStore(this.core, this.jobs, this.events);
     this.outcomes = new UnitOutcomes(this.core, this.jobs, this.events);
     this.fleet = new FleetStore(this.core);
+    this.batches = new BatchStore(this.core, this.jobs, this.events);
   }
 
   /** Which database this is, for messages only; code paths must not branch on it outside store/. */
@@ -184,8 +189,9 @@ export class Repository {
   // ---- units: the executor's path ---------------------------------------------
 
   /** Claims up to `want` runnable units of one job, within its cluster-wide max_workers and budget. */
-  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
-    return this.units.claimUnits(jobId, owner, want, leaseMs);
+  /** Claims runnable units; `forBatch` claims for a provider batch (no max_workers bound; reserved at the batch price). */
+  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number, forBatch?: BatchClaim): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
+    return this.units.claimUnits(jobId, owner, want, leaseMs, forBatch);
   }
 
   /** Writes an attempt's outcome, fenced by attempt and lease owner; false when fenced out. */
@@ -196,7 +202,7 @@ export class Repository {
 
   /** Several outcomes, pids and conversation events in one transaction; says which outcomes were written. */
   async recordOutcomes(
-    outcomes: { unit: OutcomeUnit; owner: string; write: OutcomeWrite }[],
+    outcomes: OutcomeEntry[],
     pids: { unit_id: number; attempt: number; pid: number }[] = [],
     unitEvents: Omit<UnitEventRow, 'id'>[] = [],
   ): Promise<boolean[]> {

@@ -21,6 +21,8 @@ export interface UnitMoveWhere {
   attempt?: number;
   /** …and only while this owner's lease holds it. */
   leaseOwner?: string;
+  /** …or only while this provider batch holds it (a SUBMITTED unit has no lease). */
+  batchId?: number;
   /** Only the units whose ids this subquery selects (a claim's candidates). */
   among?: Expression<{ id: number }>;
 }
@@ -43,7 +45,7 @@ export interface UnitMoveResult<R = never> {
 const PREPARED_COLUMNS: ReadonlySet<string> = new Set([
   'failures', 'available_at', 'finished_at', 'lease_owner', 'lease_expires_at', 'worker_pid', 'reserved_usd',
   'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
-  'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms',
+  'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms', 'batch_id',
 ]);
 
 /** Prepared SQL text by dialect, move and the shape of what it sets. */
@@ -105,6 +107,7 @@ function query(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set
   if (where.unitId !== undefined) q = q.where('id', '=', where.unitId);
   if (where.attempt !== undefined) q = q.where('attempt', '=', where.attempt);
   if (where.leaseOwner !== undefined) q = q.where('lease_owner', '=', where.leaseOwner);
+  if (where.batchId !== undefined) q = q.where('batch_id', '=', where.batchId);
   if (where.among !== undefined) {
     // PostgreSQL: ARRAY(…) makes the candidates an InitPlan, chosen once. As `IN (…)` beside the
     // state filter the planner may run the subquery again for each row, and with LIMIT … SKIP LOCKED
@@ -116,7 +119,7 @@ function query(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set
 
 /** One fenced unit (id, attempt, owner) with plain values: the executor's hot path, prepared once per shape. */
 function isFencedOne(where: UnitMoveWhere, set: UnitMoveSet): boolean {
-  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined) return false;
+  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined || where.batchId !== undefined) return false;
   for (const k in set) {
     const v = set[k as keyof UnitMoveSet];
     if (v !== null && typeof v === 'object') return false;

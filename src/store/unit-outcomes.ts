@@ -9,7 +9,8 @@ import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
 
 /** What the executor writes when an attempt ends. */
 export interface OutcomeWrite {
-  next: Extract<UnitState, 'SUCCEEDED' | 'FAILED' | 'PENDING'>;
+  /** CANCELLED only for a unit in a provider batch whose job was cancelled (harvest_cancel). */
+  next: Extract<UnitState, 'SUCCEEDED' | 'FAILED' | 'PENDING' | 'CANCELLED'>;
   /** Whether this attempt spent one of the unit's retries. */
   spent: boolean;
   available_at?: number;
@@ -36,10 +37,13 @@ export interface OutcomeWrite {
 /** What an outcome write needs of the claimed unit: its fencing token, its spent retries and its reservation. */
 export type OutcomeUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'failures' | 'reserved_usd'>;
 
-/** One outcome of a batch: the attempt, the owner its lease names, and what to write. */
+/**
+ * One outcome of a batch of writes: the attempt, what holds it (the owner its
+ * lease names, or the provider batch a SUBMITTED unit waits in), and what to write.
+ */
 export interface OutcomeEntry {
   unit: OutcomeUnit;
-  owner: string;
+  owner: string | { batch: number };
   write: OutcomeWrite;
 }
 
@@ -51,7 +55,10 @@ export interface WorkerPid {
 }
 
 /** The unit move an attempt's outcome makes, by the state it leaves the unit in. */
-const OUTCOME_MOVE = { SUCCEEDED: 'succeed', FAILED: 'fail', PENDING: 'release' } as const satisfies Record<OutcomeWrite['next'], UnitMove>;
+const OUTCOME_MOVE = { SUCCEEDED: 'succeed', FAILED: 'fail', PENDING: 'release' } as const satisfies Record<Exclude<OutcomeWrite['next'], 'CANCELLED'>, UnitMove>;
+
+/** The same for a unit a provider batch holds (SUBMITTED): its result is harvested. */
+const HARVEST_MOVE = { SUCCEEDED: 'harvest_succeed', FAILED: 'harvest_fail', PENDING: 'harvest_release', CANCELLED: 'harvest_cancel' } as const satisfies Record<OutcomeWrite['next'], UnitMove>;
 
 /** The columns an OutcomeWrite may set besides status, failures and available_at. */
 const OUTCOME_COLUMNS: readonly string[] = ([
@@ -230,7 +237,7 @@ export class UnitOutcomes {
    * (succeed, fail or release) through applyUnitMove. Its deltas, or null if the
    * attempt was fenced out.
    */
-  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: string, w: OutcomeWrite, now: number): Promise<Partial<Record<UnitState, number>> | null> {
+  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: OutcomeEntry['owner'], w: OutcomeWrite, now: number): Promise<Partial<Record<UnitState, number>> | null> {
     const set: UnitMoveSet = {
       failures: unit.failures + (w.spent ? 1 : 0),
       available_at: w.available_at ?? 0,
@@ -244,7 +251,13 @@ export class UnitOutcomes {
       const v = w[c as keyof OutcomeWrite];
       if (v !== undefined) (set as Record<string, unknown>)[c] = v;
     }
-    const { moved, deltas } = await applyUnitMove(t, OUTCOME_MOVE[w.next], { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt, leaseOwner: owner }, set);
+    const fence = { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt };
+    const { moved, deltas } =
+      typeof owner === 'string'
+        ? w.next === 'CANCELLED'
+          ? { moved: 0, deltas: {} }
+          : await applyUnitMove(t, OUTCOME_MOVE[w.next], { ...fence, leaseOwner: owner }, set)
+        : await applyUnitMove(t, HARVEST_MOVE[w.next], { ...fence, batchId: owner.batch }, set);
     return moved > 0 ? deltas : null;
   }
 }

@@ -14,6 +14,11 @@ const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
 export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd', 'session_id'] as const;
 export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
 
+/** A claim for a provider batch: the share of the online price its requests cost. */
+export interface BatchClaim {
+  priceFactor: number;
+}
+
 /** Units by state, and by kind: 'item' leaves out the synthesis unit. */
 export interface UnitFilter {
   status?: UnitState[];
@@ -49,12 +54,16 @@ export class UnitStore {
    * Claims up to `want` runnable units of one job, within the job's cluster-wide
    * `max_workers` (its running counter). A TESTING job only ever hands out its test unit.
    */
-  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
+  async claimUnits(jobId: number, owner: string, want: number, leaseMs: number, forBatch?: BatchClaim): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
     return this.core.tx(async (t) => {
       // The job row lock makes the running counter, and so max_workers, exact across executors.
       const job = await this.core.lockJob(t, jobId);
       if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
-      const { take, expected, exhausted } = budgetRoom(job, Math.min(want, job.max_workers - job.running));
+      // A claim for a provider batch is not bounded by max_workers (the provider runs the requests),
+      // and reserves each unit at the batch price.
+      const { take, expected, exhausted } = forBatch
+        ? budgetRoom({ ...job, running: job.running + job.submitted }, want, await this.batchMeanCost(t, job, forBatch.priceFactor))
+        : budgetRoom(job, Math.min(want, job.max_workers - job.running));
       if (budgetPauses(job, exhausted)) {
         // Spent plus reserved would pass the cap: stop claiming and say why.
         await this.jobs.moveJobIn(t, job, 'pause', exhausted);
@@ -92,6 +101,21 @@ export class UnitStore {
       }
       return { job, units };
     });
+  }
+
+  /**
+   * The expected cost of one unit of a batch job at the batch price: the mean of
+   * what its units cost, with the test unit (the one unit that ran online) counted
+   * at the batch price too. Undefined when no unit has a cost yet.
+   */
+  private async batchMeanCost(t: Db, job: JobRow, priceFactor: number): Promise<number | undefined> {
+    if (job.costed_units === 0) return undefined;
+    let online = 0;
+    if (job.test_unit_id !== null) {
+      const test = await t.selectFrom('work_units').select(['cost_usd', 'batch_id']).where('id', '=', job.test_unit_id).executeTakeFirst();
+      if (test && test.batch_id === null) online = test.cost_usd ?? 0;
+    }
+    return Math.max(0, job.cost_usd - online * (1 - priceFactor)) / job.costed_units;
   }
 
   /** The attempts of a job's units this owner still holds (RUNNING under its lease), by unit id. */

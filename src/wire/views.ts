@@ -1,5 +1,5 @@
 import { isTerminalJob } from '../domain/states.js';
-import type { ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
+import type { BatchRow, ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
 
@@ -95,7 +95,31 @@ function noEstimate(job: JobRow): string | null {
 export function waitsForExecutor(job: JobRow): boolean {
   // While TESTING, only the test unit runs: once it has finished, the job waits for a person, not an executor.
   if (job.status === 'TESTING') return job.succeeded + job.failed + job.cancelled === 0;
-  return job.status === 'RUNNING' && job.pending + job.running > 0;
+  return (job.status === 'RUNNING' || job.status === 'CANCELLED') && job.pending + job.running + job.submitted > 0;
+}
+
+/**
+ * A job's provider batches, as status shows them: each open one (its provider's
+ * id, state, requests and the provider's counts as last polled) and how many
+ * ended. Null for a job that never had one.
+ */
+export function batchesView(batches: { open: readonly BatchRow[]; ended: number }) {
+  if (batches.open.length === 0 && batches.ended === 0) return null;
+  return {
+    open: batches.open.map((b) => ({
+      batch_id: b.id,
+      provider: b.api,
+      provider_id: b.provider_id,
+      state: b.state,
+      requests: b.requests,
+      counts: parseJson(b.counts),
+      cancel_requested: b.cancel_requested === 1,
+      submitted_at: iso(b.submitted_at),
+      next_poll_at: iso(b.next_poll_at),
+      error: b.error,
+    })),
+    ended: batches.ended,
+  };
 }
 
 /**

@@ -131,7 +131,7 @@ describe('JobSpec: valid specs parse, unknown fields never pass', () => {
     fc.assert(
       fc.property(validSpec.map(asJson), (input) => {
         const spec = parseJobSpec(input);
-        const defaults = { worker_type: 'claude', enumerator_config: {}, worker_config: {}, max_workers: 4, max_retries: 3, timeout_seconds: 600, allow_partial: false, auto_resume: false };
+        const defaults = { worker_type: 'claude', enumerator_config: {}, worker_config: {}, max_workers: 4, max_retries: 3, timeout_seconds: 600, allow_partial: false, auto_resume: false, cache: false };
         expect(spec).toEqual({ ...defaults, ...input, name: input.name.trim(), user_intent: input.user_intent.trim() });
       }),
       fuzz(300),

@@ -78,7 +78,9 @@ describe('the move table under random command sequences', () => {
     // cancelled for good unless a person runs that one unit again (redo, as from any end).
     const life: Record<UnitState, Partial<Record<UnitMove, UnitState>>> = {
       PENDING: { claim: 'RUNNING', cancel: 'CANCELLED' },
-      RUNNING: { succeed: 'SUCCEEDED', fail: 'FAILED', release: 'PENDING', cancel: 'CANCELLED' },
+      RUNNING: { succeed: 'SUCCEEDED', fail: 'FAILED', release: 'PENDING', cancel: 'CANCELLED', submit: 'SUBMITTED' },
+      // In a provider batch: its result is harvested, or it runs again (expired, never posted), or its cancelled job takes it.
+      SUBMITTED: { harvest_succeed: 'SUCCEEDED', harvest_fail: 'FAILED', harvest_release: 'PENDING', harvest_cancel: 'CANCELLED' },
       SUCCEEDED: { reset: 'PENDING', redo: 'PENDING' },
       FAILED: { retry: 'PENDING', reset: 'PENDING', redo: 'PENDING' },
       CANCELLED: { redo: 'PENDING' },
@@ -155,10 +157,11 @@ function finishIfDone(m: Model): void {
 /** Compares the database with the model: the job's state, its counters (against the model and a real COUNT), every unit. */
 async function expectAgrees(m: Model, r: Real, after: string): Promise<void> {
   const job = await r.repo.requireJob(r.jobId);
-  const counters = { pending: job.pending, running: job.running, succeeded: job.succeeded, failed: job.failed, cancelled: job.cancelled };
+  const counters = { pending: job.pending, running: job.running, submitted: job.submitted, succeeded: job.succeeded, failed: job.failed, cancelled: job.cancelled };
   const modelled = {
     pending: count(m, 'PENDING'),
     running: count(m, 'RUNNING'),
+    submitted: count(m, 'SUBMITTED'),
     succeeded: count(m, 'SUCCEEDED'),
     failed: count(m, 'FAILED'),
     cancelled: count(m, 'CANCELLED'),

@@ -250,6 +250,7 @@ function jobPage(id) {
   const stats = h('div', { class: 'stats' });
   const controls = h('div', { class: 'controls' });
   const testPanel = h('div');
+  const batchPanel = h('div');
   const activityPanel = h('div', { class: 'activity', 'data-testid': 'live-activity' });
   const completedChart = h('div', { class: 'chart' });
   const costChart = h('div', { class: 'chart' });
@@ -266,6 +267,7 @@ function jobPage(id) {
     stats,
     controls,
     testPanel,
+    batchPanel,
     h('h2', {}, 'Live activity'),
     activityPanel,
     h(
@@ -312,6 +314,7 @@ function jobPage(id) {
       h('div', {}, h('b', { 'data-testid': 'succeeded' }, job.counts.succeeded), h('span', {}, 'succeeded')),
       h('div', {}, h('b', {}, job.counts.failed), h('span', {}, 'failed')),
       h('div', {}, h('b', {}, job.counts.running), h('span', {}, 'running')),
+      job.counts.submitted ? h('div', {}, h('b', { 'data-testid': 'submitted' }, job.counts.submitted), h('span', {}, 'in provider batches')) : null,
       h('div', {}, h('b', {}, fmt.rate(job.rate_per_second)), h('span', {}, 'rate')),
       h('div', {}, h('b', {}, fmt.eta(job.eta_seconds)), h('span', {}, 'ETA')),
       h('div', {}, h('b', {}, fmt.usd(job.cost_usd)), h('span', {}, 'cost')),
@@ -339,6 +342,35 @@ function jobPage(id) {
           c.label,
         ),
       ),
+    );
+    const open = (job.batches && job.batches.open) || [];
+    fill(batchPanel,
+      ...(open.length
+        ? [
+            h('h2', {}, 'Provider batches'),
+            h(
+              'table',
+              { 'data-testid': 'batches' },
+              h('thead', {}, h('tr', {}, ['Batch', 'Provider', 'Provider id', 'State', 'Requests', 'Counts'].map((t) => h('th', {}, t)))),
+              h(
+                'tbody',
+                {},
+                ...open.map((b) =>
+                  h(
+                    'tr',
+                    {},
+                    h('td', {}, `#${b.batch_id}`),
+                    h('td', {}, b.provider),
+                    h('td', {}, b.provider_id || '(posting)'),
+                    h('td', {}, b.cancel_requested ? `${b.state}, cancel requested` : b.state),
+                    h('td', {}, String(b.requests)),
+                    h('td', {}, b.counts ? Object.entries(b.counts).map(([k, v]) => `${k} ${v}`).join(', ') : ''),
+                  ),
+                ),
+              ),
+            ),
+          ]
+        : []),
     );
     if (job.status === 'TESTING' && testUnit) {
       fill(testPanel,

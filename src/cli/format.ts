@@ -8,7 +8,18 @@ export function statusLine(s: JobStatus): string {
   return `job ${s.job_id} ${JSON.stringify(s.name)}: ${s.status}${reason}${approved} | ${c.succeeded}/${s.total} succeeded, ${c.failed} failed, ${c.running} running, ${c.submitted ? `${c.submitted} in provider batches, ` : ''}${c.pending} pending, ${c.cancelled} cancelled${cost}`;
 }
 
-export function statusBlock(s: JobStatus & { executors?: { warning: string | null } | null }): string {
+/** An open provider batch, as status shows it (wire/views.ts batchesView). */
+interface BatchLine {
+  batch_id: number;
+  provider: string;
+  provider_id: string | null;
+  state: string;
+  requests: number;
+  counts: unknown;
+  cancel_requested: boolean;
+}
+
+export function statusBlock(s: JobStatus & { executors?: { warning: string | null } | null; batches?: { open: BatchLine[]; ended: number } | null }): string {
   return [
     statusLine(s),
     `  enumerator ${s.enumerator_type}, worker ${s.worker_type}, max_workers ${s.max_workers}, max_retries ${s.max_retries}, timeout ${s.timeout_seconds}s`,
@@ -22,6 +33,11 @@ export function statusBlock(s: JobStatus & { executors?: { warning: string | nul
       : []),
     ...(s.estimate_note ? [`  ${s.estimate_note}`] : []),
     ...(s.executors?.warning ? [`  warning: ${s.executors.warning}`] : []),
+    ...(s.batches?.open ?? []).map(
+      (b) =>
+        `  batch ${b.batch_id} (${b.provider}${b.provider_id ? ` ${b.provider_id}` : ''}): ${b.state}${b.cancel_requested ? ', cancel requested' : ''}, ${b.requests} requests${b.counts ? ` ${JSON.stringify(b.counts)}` : ''}`,
+    ),
+    ...(s.batches?.ended ? [`  ${s.batches.ended} provider batch${s.batches.ended === 1 ? '' : 'es'} ended`] : []),
     ...(s.budget ? [`  budget $${s.budget.max_cost_usd}: spent $${s.budget.spent_usd.toFixed(4)}, reserved $${s.budget.reserved_usd.toFixed(4)}`] : []),
   ].join('\n');
 }

@@ -69,7 +69,11 @@ export class BatchJobs implements JobType {
    */
   async create(parsed: JobSpec, signal: AbortSignal) {
     const { spec, enumerator, enumeratorConfig, worker, workerConfig, template } = this.check(parsed);
-    const row = { ...jobRow(spec, enumeratorConfig, workerConfig, template), agent_access: worker.access?.(workerConfig) ?? null };
+    const row = {
+      ...jobRow(spec, enumeratorConfig, workerConfig, template),
+      agent_access: worker.access?.(workerConfig) ?? null,
+      price_factor: worker.batch?.enabled(workerConfig) ? worker.batch.priceFactor : 1,
+    };
     const request = enumerator.approvalFor?.(enumeratorConfig);
     if (request && !(await this.deps.repo.isCodeApproved(request.code_sha256))) {
       const job = await this.deps.repo.createPendingJob(row);

@@ -257,7 +257,7 @@ export class Orchestrator {
 
   /** The job's provider batches (null for a job that never sent one). */
   private async batchesOf(job: JobRow) {
-    return batchesView(await this.deps.repo.batches.ofJob(job.id));
+    return batchesView(await this.deps.repo.jobBatches(job.id));
   }
 
   private async executorsFor(job: JobRow) {

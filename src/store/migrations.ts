@@ -340,6 +340,8 @@ const migrations: Record<MigrationName, Migration> = {
       await db.schema.alterTable('jobs').addColumn('submitted', 'integer', (c) => c.notNull().defaultTo(0)).execute();
       await db.schema.alterTable('jobs').addColumn('cache', 'integer', (c) => c.notNull().defaultTo(0)).execute();
       await db.schema.alterTable('jobs').addColumn('max_cost_per_unit_usd', REAL).execute();
+      // What a unit costs as a share of the online price: a job whose worker sends provider batches pays 0.5.
+      await db.schema.alterTable('jobs').addColumn('price_factor', REAL, (c) => c.notNull().defaultTo(1)).execute();
       await db.schema.alterTable('work_units').addColumn('batch_id', 'integer').execute();
       await db.schema.alterTable('work_units').addColumn('cache_key', 'text').execute();
       await db.schema.alterTable('work_units').addColumn('cached_from', 'integer').execute();

@@ -5,7 +5,7 @@ import type { JobState } from '../domain/states.js';
 import { migrationsMatch } from './migration-names.js';
 import { isPostgresUrl } from './postgres.js';
 import type { Page } from './repository.js';
-import type { ExecutorRow, JobRow } from './schema.js';
+import type { BatchRow, ExecutorRow, JobRow } from './schema.js';
 
 /** The reads `abp status` and `abp list` make; the Repository has them too. */
 export interface JobReader {
@@ -13,6 +13,8 @@ export interface JobReader {
   listJobs(filter: { status?: JobState[] }, page: Page): Promise<JobRow[]>;
   /** Every registered executor, fresh or stale. */
   executors(): Promise<ExecutorRow[]>;
+  /** A job's open provider batches, newest first, and how many ended. */
+  jobBatches(jobId: number): Promise<{ open: BatchRow[]; ended: number }>;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,11 @@ export function openQuickReader(db: string, busyTimeoutMs: number): JobReader | 
     },
     async executors() {
       return open.prepare('select * from executors').all() as ExecutorRow[];
+    },
+    async jobBatches(jobId) {
+      const batches = open.prepare("select * from llm_batches where job_id = ? and state <> 'ended' order by id desc limit 50").all(jobId) as BatchRow[];
+      const ended = open.prepare("select count(*) from llm_batches where job_id = ? and state = 'ended'").pluck().get(jobId) as number;
+      return { open: batches, ended };
     },
     async close() {
       open.close();

@@ -3,7 +3,7 @@ import { BatchStore } from './batch-store.js';
 import { EventStore } from './event-store.js';
 import { FleetStore, type Totals } from './fleet-store.js';
 import { JobStore, type Counts, type JobEventDraft, type JobPatch, type Page, type UnitDraft } from './job-store.js';
-import type { EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
+import type { BatchRow, EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
 import { SQLITE, Transactions, type Db, type StoreBackend } from './tx.js';
 import { UnitOutcomes, type OutcomeEntry, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
 import type { UnitMoveSet } from './unit-moves.js';
@@ -51,6 +51,11 @@ export class Repository {
 
   async close(): Promise<void> {
     return this.core.close();
+  }
+
+  /** A job's open provider batches, newest first, and how many ended (JobReader). */
+  async jobBatches(jobId: number): Promise<{ open: BatchRow[]; ended: number }> {
+    return this.batches.ofJob(jobId);
   }
 
   /**

@@ -65,6 +65,8 @@ export interface JobsTable {
   cache: Defaulted<number>;
   /** A cap on one unit's spend, for agents that can stop themselves at one (claude: --max-budget-usd). */
   max_cost_per_unit_usd: number | null;
+  /** A unit's price as a share of the online one: 0.5 when the worker sends provider batches (after the online test unit). */
+  price_factor: Defaulted<number>;
 }
 
 export interface WorkUnitsTable {

@@ -63,6 +63,7 @@ export class UnitStore {
       // and reserves each unit at the batch price.
       const { take, expected, exhausted } = forBatch
         ? budgetRoom({ ...job, running: job.running + job.submitted }, want, await this.batchMeanCost(t, job, forBatch.priceFactor))
+
         : budgetRoom(job, Math.min(want, job.max_workers - job.running));
       if (budgetPauses(job, exhausted)) {
         // Spent plus reserved would pass the cap: stop claiming and say why.

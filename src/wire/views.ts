@@ -68,8 +68,9 @@ function estimate(job: JobRow, rate: number | null) {
   const finished = job.succeeded + job.failed;
   if (finished === 0 || noEstimate(job) !== null) return null;
   const remaining = job.pending + job.running + job.submitted;
-  const meanCost = job.costed_units > 0 ? job.cost_usd / job.costed_units : null;
   const basis = finished === 1 && job.test_unit_id !== null ? 'test_unit' : 'observed';
+  // A job whose units go in provider batches pays a share of what its test unit paid online.
+  const meanCost = job.costed_units > 0 ? (job.cost_usd / job.costed_units) * (basis === 'test_unit' ? job.price_factor : 1) : null;
   const meanSeconds = Number(job.unit_ms_total) / finished / 1000;
   const seconds = basis === 'observed' && rate ? remaining / rate : meanSeconds * Math.ceil(remaining / Math.max(1, job.max_workers));
   return {
@@ -150,6 +151,7 @@ export function jobDetail(job: JobRow) {
     output_schema: parseJson(job.output_schema),
     max_cost_usd: job.max_cost_usd,
     max_cost_per_unit_usd: job.max_cost_per_unit_usd,
+    price_factor: job.price_factor,
     cache: job.cache === 1,
     post_processing_prompt: job.post_processing_prompt,
     allow_partial: job.allow_partial === 1,

@@ -1123,7 +1123,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           problem(`job ${job.id}: cost_usd ${cost}, but its units recorded $${spend.recorded.toFixed(2)} and its runs can have cost at most $${spend.ceiling.toFixed(2)}`);
         }
       }
-      const counts = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 } as Record<string, number>;
+      const counts = { pending: 0, running: 0, submitted: 0, succeeded: 0, failed: 0, cancelled: 0 } as Record<string, number>;
       for (const u of units) counts[u.status.toLowerCase()] = (counts[u.status.toLowerCase()] ?? 0) + 1;
       for (const key of Object.keys(counts)) {
         if (Number(row?.[key]) !== counts[key]) {

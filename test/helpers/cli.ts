@@ -150,7 +150,7 @@ export class Sandbox {
   /** COUNT(*) of units by state, straight from the table. */
   async counts(job: number): Promise<Record<string, number>> {
     const rows = await this.query<{ status: string; n: number }>('select status, count(*) n from work_units where job_id = ? group by status', job);
-    const out: Record<string, number> = { pending: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    const out: Record<string, number> = { pending: 0, running: 0, submitted: 0, succeeded: 0, failed: 0, cancelled: 0 };
     for (const r of rows) out[r.status.toLowerCase()] = r.n;
     return out;
   }

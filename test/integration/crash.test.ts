@@ -105,7 +105,7 @@ it('kill -9 of the executor with units in flight: the job still completes, each 
   // The counters equal a COUNT(*) of unit states.
   const status = await sb.status(id);
   expect(status.counts).toEqual(await sb.counts(id));
-  expect(status.counts).toEqual({ pending: 0, running: 0, succeeded: N, failed: 0, cancelled: 0 });
+  expect(status.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: N, failed: 0, cancelled: 0 });
   const leftovers = await sb.queryOne<{ n: number }>('select count(*) n from work_units where lease_owner is not null');
   expect(leftovers?.n).toBe(0);
 });

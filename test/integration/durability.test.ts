@@ -123,7 +123,7 @@ describe('SIGKILL at any moment', () => {
     while ((await sb.query('select id from executors where pid = ?', executor.pid)).length === 0) await sleep(50);
     executor.kill('SIGTERM');
     expect((await executor).exitCode).toBe(0);
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: n, failed: 0, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: n, failed: 0, cancelled: 0 });
     const results = await sb.results(id);
     expect(results.filter((r) => r.output === `out-${r.item_id}`)).toHaveLength(n);
     expect(await integrity()).toBe('ok');

@@ -53,7 +53,7 @@ describe('abp CLI: a job from creation to results', () => {
     const approved = await sb.ok(['start', String(id), '--approve', '--wait']);
     expect(approved.job.approved_by).toBe('person (cli)');
     expect(approved.job.status).toBe('COMPLETED');
-    expect(approved.job.counts).toEqual({ pending: 0, running: 0, succeeded: 12, failed: 0, cancelled: 0 });
+    expect(approved.job.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 12, failed: 0, cancelled: 0 });
 
     const results = await sb.results(id);
     expect(results).toHaveLength(12);
@@ -64,7 +64,7 @@ describe('abp CLI: a job from creation to results', () => {
     }
     // The approved test unit counts and never ran again.
     expect(results[0].attempt).toBe(1);
-    expect(await sb.counts(id)).toEqual({ pending: 0, running: 0, succeeded: 12, failed: 0, cancelled: 0 });
+    expect(await sb.counts(id)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 12, failed: 0, cancelled: 0 });
 
     const csvOut = await sb.cli(['results', String(id), '--format', 'csv']);
     expect(csvOut.stdout.split('\n')[0]).toBe('unit_id,item_id,status,attempt,output,error,cost_usd,duration_ms,payload');

@@ -48,13 +48,13 @@ describe('a group commit with one row the store refuses', () => {
       ['SUCCEEDED', 'ok 3'],
       ['SUCCEEDED', 'ok 4'],
     ]);
-    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 1, succeeded: 4, failed: 0, cancelled: 0 });
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 1, submitted: 0, succeeded: 4, failed: 0, cancelled: 0 });
     const events = await queryDb<{ kind: string }>(store.url, 'select kind from unit_events where job_id = ?', job.id);
     expect(events.map((e) => e.kind)).toEqual(Array.from({ length: 5 }, () => 'assistant'));
 
     // The refused unit's caller writes it again, well-formed, alone: it lands.
     expect(await batch.outcome(claimed[2]!, { next: 'SUCCEEDED', spent: false, output: 'ok 2' })).toBe(true);
-    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 0, succeeded: 5, failed: 0, cancelled: 0 });
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 5, failed: 0, cancelled: 0 });
   });
 
   it('a heartbeat extends only the leases of the units the executor still runs', async () => {
@@ -116,7 +116,7 @@ describe('an executor running units whose worker or log misbehaves', () => {
     await sb.ok(['start', String(id), '--skip-test']);
     const done = await sb.waitFor(id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
     expect(done.status).toBe('COMPLETED');
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 6, failed: 0, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 6, failed: 0, cancelled: 0 });
     const outputs = Object.fromEntries((await sb.results(id)).map((r) => [r.item_id, r.output]));
     expect(outputs).toEqual({ i1: 'ok-i1', i2: 'ok-i2', i3: 'a\uFFFDb', i4: 'ok-i4', i5: 'ok-i5', i6: 'ok-i6' });
   });
@@ -141,7 +141,7 @@ describe('an executor running units whose worker or log misbehaves', () => {
     }
     await sb.ok(['start', String(job.job_id), '--skip-test']);
     const done = await sb.waitFor(job.job_id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 2, failed: 1, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 2, failed: 1, cancelled: 0 });
     const units = Object.fromEntries((await sb.query<{ item_id: string; status: string; output: string | null; error: string | null; stderr_tail: string }>('select item_id, status, output, error, stderr_tail from work_units where job_id = ?', job.job_id)).map((u) => [u.item_id, u]));
     expect(units.a).toMatchObject({ status: 'SUCCEEDED', output: 'ok-a' });
     expect(units.b).toMatchObject({ status: 'SUCCEEDED', output: 'ok-b' });
@@ -204,7 +204,7 @@ describe('an executor running units whose worker or log misbehaves', () => {
     // The executor that cannot log is alive and registered: abp start launches no other.
     expect(started.executor.started).toBe(false);
     const done = await sb.waitFor(job.job_id, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 3, failed: 0, cancelled: 0 });
     exec.kill('SIGTERM');
     expect((await exec).exitCode).toBe(0);
     expect(await sb.query('select id from executors')).toEqual([]);

@@ -144,8 +144,8 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     const survivors = await Promise.all(fleet.slice(2));
 
     expect(done.status).toBe('COMPLETED');
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
-    expect(await s.counts(id)).toEqual({ pending: 0, running: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
+    expect(await s.counts(id)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
 
     // Exactly once: one SUCCEEDED outcome was accepted per unit, whatever ran twice.
     const accepted = await s.query<{ unit_id: number; n: number }>(
@@ -213,7 +213,7 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     expect(cut).toBeGreaterThan(0);
     const done = await s.waitFor(id, (st) => st.status === 'COMPLETED' || st.status === 'FAILED', 200_000);
     expect(done.status).toBe('COMPLETED');
-    expect(await s.counts(id)).toEqual({ pending: 0, running: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
+    expect(await s.counts(id)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
     // No unit was given up on and run again: every outcome waited out the cuts and landed.
     const results = await s.results(id);
     expect(results.filter((r) => r.attempt !== 1)).toEqual([]);

@@ -68,7 +68,7 @@ describe(`the store on ${TEST_BACKEND}`, () => {
     // Eight-byte floats on both: a real (4-byte) column would round this.
     expect(after.cost_usd).toBe(0.123456789);
     expect(after.input_tokens).toBe(2 ** 40);
-    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 2, running: 0, succeeded: 1, failed: 0, cancelled: 0 });
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 2, running: 0, submitted: 0, succeeded: 1, failed: 0, cancelled: 0 });
   });
 
   it('refuses the late outcome of a stalled attempt whose lease another executor took', async () => {
@@ -151,7 +151,7 @@ describe(`the store on ${TEST_BACKEND}`, () => {
     expect([...runs.values()].every((n) => n === 1)).toBe(true);
     const done = await store.repo.requireJob(job.id);
     expect(done).toMatchObject({ status: 'COMPLETED', succeeded: UNITS, running: 0, pending: 0 });
-    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
+    expect(await store.repo.countUnits(job.id)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: UNITS, failed: 0, cancelled: 0 });
   });
 
   it('gives expired leases back exactly once when several executors reclaim at once', async () => {

@@ -95,7 +95,7 @@ async function restartCompletes(job: number, n: number): Promise<void> {
   const done = await sb.waitFor(job, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
   await stopWith(again, 'SIGTERM');
   expect(done.status).toBe('COMPLETED');
-  expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: n, failed: 0, cancelled: 0 });
+  expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: n, failed: 0, cancelled: 0 });
   const results = await sb.results(job);
   expect(results.map((r) => r.output).sort()).toEqual(Array.from({ length: n }, (_, i) => `done-u${i + 1}`).sort());
   const finished = ends(lines(sb.path('runs.log')));
@@ -203,7 +203,7 @@ describe('the detached executor abp start launches', () => {
     const again = await sb.ok(['start', String(job)]);
     expect(again.executor.started).toBe(true);
     const done = await sb.waitFor(job, (s) => s.status === 'COMPLETED' || s.status === 'FAILED', 60_000);
-    expect(done.counts).toEqual({ pending: 0, running: 0, succeeded: n, failed: 0, cancelled: 0 });
+    expect(done.counts).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: n, failed: 0, cancelled: 0 });
     for (let i = 1; i <= n; i++) expect(starts(lines(sb.path('runs.log'))).filter((id) => id === `u${i}`), `u${i}`).toHaveLength(1);
   });
 });

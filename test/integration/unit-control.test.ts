@@ -136,7 +136,7 @@ describe('per-unit control from the CLI', () => {
     expect(AGAIN).toContain(redo.unit.status);
     await sb.waitFor(job, (s) => s.status === 'COMPLETED');
     expect(await unitOf(job, 'a')).toMatchObject({ status: 'SUCCEEDED', output: 'done a run 2', attempt: 2 });
-    expect(await sb.counts(job)).toEqual({ pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0 });
+    expect(await sb.counts(job)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 3, failed: 0, cancelled: 0 });
     const events = await sb.query<any>("select type, data from events where job_id = ? and type in ('unit_stop', 'unit_retry') order by seq", job);
     expect(events.map((e) => [e.type, JSON.parse(e.data).unit_id])).toEqual([
       ['unit_stop', held.id],
@@ -165,7 +165,7 @@ describe('per-unit control from the CLI', () => {
     expect(after.synthesis_unit_id).not.toBe(before.synthesis_unit_id);
     expect(after.result).toContain('done x run 2');
     expect(after.result).toContain('done y run 1');
-    expect(await sb.counts(job)).toEqual({ pending: 0, running: 0, succeeded: 3, failed: 0, cancelled: 0 });
+    expect(await sb.counts(job)).toEqual({ pending: 0, running: 0, submitted: 0, succeeded: 3, failed: 0, cancelled: 0 });
   });
 });
 

@@ -1,4 +1,4 @@
-import { executorsView, jobStatus, waitsForExecutor } from '../../wire/views.js';
+import { batchesView, executorsView, jobStatus, waitsForExecutor } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { jobIdArg } from '../command.js';
 import { statusBlock } from '../format.js';
@@ -10,7 +10,11 @@ export const status: Command = {
     const id = jobIdArg(ctx);
     const reader = await ctx.jobs();
     const job = await reader.requireJob(id);
-    const s = { ...jobStatus(job), executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], ctx.config().executorStaleMs) };
+    const s = {
+      ...jobStatus(job),
+      executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], ctx.config().executorStaleMs),
+      batches: batchesView(await reader.jobBatches(id)),
+    };
     ctx.print(statusBlock(s), s);
   },
 };

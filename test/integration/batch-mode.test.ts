@@ -1,0 +1,249 @@
+import { writeFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startMockBatches, type BatchMockApi, type MockBatches, type MockBatchesOptions } from '../fixtures/mock-batches.js';
+import { Sandbox, sleep } from '../helpers/cli.js';
+
+/*
+ * Batch mode (http-llm `batch: true`) end to end: the real CLI and a detached
+ * executor against loopback mocks of the Anthropic Message Batches and OpenAI
+ * Batch APIs. The test unit runs online; the rest go in provider batches, are
+ * polled under a lease and harvested fenced by attempt.
+ */
+
+let sb: Sandbox | undefined;
+let mock: MockBatches | undefined;
+
+afterEach(async () => {
+  await sb?.cleanup();
+  await mock?.close();
+  sb = undefined;
+  mock = undefined;
+});
+
+/** $1 in, $5 out per million tokens: 100 in + 20 out cost $0.0002 online, $0.0001 in a batch. */
+const PRICES = { input_per_mtok: 1, output_per_mtok: 5 };
+const ONLINE = (100 * 1 + 20 * 5) / 1e6;
+
+function sandbox(env: Record<string, string> = {}): Sandbox {
+  sb = new Sandbox({ OPENAI_API_KEY: 'sk-test-openai', ANTHROPIC_API_KEY: 'sk-test-anthropic', ABP_BATCH_POLL_SECONDS: '0.1', ABP_LEASE_SECONDS: '3', ...env });
+  return sb;
+}
+
+async function createJob(s: Sandbox, api: BatchMockApi, m: MockBatches, n: number, spec: Record<string, unknown> = {}): Promise<number> {
+  const items = s.path('items.csv');
+  writeFileSync(items, ['id,text', ...Array.from({ length: n }, (_, i) => `i${i},text of item ${i}`)].join('\n') + '\n');
+  const file = s.path('spec.json');
+  const { worker_config, ...rest } = spec;
+  writeFileSync(
+    file,
+    JSON.stringify({
+      name: 'batch job',
+      user_intent: 'Label the text.',
+      enumerator_type: 'csv',
+      enumerator_config: { file_path: items, id_column: 'id' },
+      worker_type: 'http-llm',
+      worker_config: { api, base_url: m.baseUrl, model: api === 'anthropic' ? 'claude-haiku-4-5' : 'gpt-4o-mini', prices: PRICES, batch: true, ...(worker_config as object) },
+      max_workers: 4,
+      max_retries: 2,
+      timeout_seconds: 30,
+      ...rest,
+    }),
+  );
+  return (await s.ok(['create', '--spec', file])).job_id as number;
+}
+
+/** Runs the test unit online, approves it, and waits for the job to end. */
+async function testThenRun(s: Sandbox, id: number, timeoutMs = 90_000): Promise<any> {
+  const tested = await s.ok(['start', String(id), '--wait']);
+  expect(tested.test_unit.status).toBe('SUCCEEDED');
+  await s.ok(['start', String(id), '--approve']);
+  return s.waitFor(id, (st) => ['COMPLETED', 'FAILED', 'PAUSED', 'CANCELLED'].includes(st.status), timeoutMs);
+}
+
+/** Each unit's outcome events by status: a unit recorded twice would show two. */
+async function outcomeEvents(s: Sandbox, id: number): Promise<Map<number, string[]>> {
+  const rows = await s.query<{ data: string }>("select data from events where job_id = ? and type = 'unit'", id);
+  const byUnit = new Map<number, string[]>();
+  for (const r of rows) {
+    const d = JSON.parse(r.data) as { unit_id: number; status: string };
+    byUnit.set(d.unit_id, [...(byUnit.get(d.unit_id) ?? []), d.status]);
+  }
+  return byUnit;
+}
+
+async function start(api: BatchMockApi, options: MockBatchesOptions = {}): Promise<MockBatches> {
+  mock = await startMockBatches(api, { processMs: 100, ...options });
+  return mock;
+}
+
+describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s batch API', (api) => {
+  it('a 500-unit job: the test unit online, the rest in a batch at half the price, every unit recorded exactly once', async () => {
+    const m = await start(api, { seed: 7 });
+    const s = sandbox();
+    const id = await createJob(s, api, m, 500);
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('COMPLETED');
+    expect(done.counts).toMatchObject({ succeeded: 500, failed: 0, submitted: 0, pending: 0, running: 0 });
+
+    // One online request (the test unit); the other 499 in batches, each request posted once.
+    expect(m.counters.online).toBe(1);
+    const posted = m.creates.flatMap((c) => c.custom_ids);
+    expect(posted).toHaveLength(499);
+    expect(new Set(posted).size).toBe(499);
+
+    const units = await s.query<{ id: number; status: string; cost_usd: number; batch_id: number | null; output: string }>('select id, status, cost_usd, batch_id, output from work_units where job_id = ?', id);
+    expect(units).toHaveLength(500);
+    const batched = units.filter((u) => u.batch_id !== null);
+    expect(batched).toHaveLength(499);
+    for (const u of batched) {
+      expect(u.status).toBe('SUCCEEDED');
+      expect(u.cost_usd).toBeCloseTo(ONLINE / 2, 12);
+      expect(u.output).toBe(`answer to u${u.id}-a1`);
+    }
+    const online = units.find((u) => u.batch_id === null)!;
+    expect(online.cost_usd).toBeCloseTo(ONLINE, 12);
+    expect(done.cost_usd).toBeCloseTo(ONLINE + 499 * (ONLINE / 2), 9);
+
+    // Recorded once each: one SUCCEEDED outcome event per unit.
+    const events = await outcomeEvents(s, id);
+    expect(events.size).toBe(500);
+    for (const statuses of events.values()) expect(statuses).toEqual(['SUCCEEDED']);
+
+    // The ledger: every batch ended, and status shows them.
+    const status = await s.status(id);
+    expect(status.counts.submitted).toBe(0);
+    const rows = await s.query<{ state: string; provider_id: string; requests: number }>('select state, provider_id, requests from llm_batches where job_id = ?', id);
+    expect(rows.every((r) => r.state === 'ended' && r.provider_id)).toBe(true);
+    expect(rows.reduce((a, r) => a + r.requests, 0)).toBe(499);
+  });
+
+  it('expired requests run again without spending a retry; errored ones spend one', async () => {
+    // Item 3 errors once (a server error), item 4 always (a bad request); half of the first batch expires.
+    const seen = new Map<string, number>();
+    const m = await start(api, {
+      hold: true,
+      answer: (req) => {
+        const text = JSON.stringify(req.body);
+        const item = /text of item (\d+)/.exec(text)?.[1];
+        const n = (seen.get(item ?? '') ?? 0) + 1;
+        seen.set(item ?? '', n);
+        if (!req.online && item === '3' && n === 1) return { type: 'error', status: 500, message: 'internal' };
+        if (!req.online && item === '4') return { type: 'error', status: 400, message: 'bad request' };
+        return { type: 'text', text: `ok ${item}`, usage: { input_tokens: 100, output_tokens: 20 } };
+      },
+    });
+    const s = sandbox();
+    const id = await createJob(s, api, m, 11, { max_retries: 2 });
+    await s.ok(['start', String(id), '--wait']);
+    await s.ok(['start', String(id), '--approve']);
+    // The first batch: 10 requests; 4 are answered, the other 6 expire.
+    const first = await waitForCreates(m, 1);
+    m.expire(first[0]!.id, 4);
+    // Every later batch completes as it comes.
+    const done = await finishing(m, s, id);
+    expect(done.status).toBe('FAILED'); // item 4 never succeeds
+    const units = await s.query<{ item_id: string; status: string; attempt: number; failures: number; error_kind: string | null }>('select item_id, status, attempt, failures, error_kind from work_units where job_id = ? order by seq', id);
+    const byItem = new Map(units.map((u) => [u.item_id, u]));
+    // Item 4 failed for good at its first answer: a bad request is not retried.
+    expect(byItem.get('i4')).toMatchObject({ status: 'FAILED', failures: 1, error_kind: 'permanent' });
+    // Every other unit succeeded; expiries spent nothing, item 3's error spent one.
+    for (const u of units.filter((u) => u.item_id !== 'i4')) expect(u.status).toBe('SUCCEEDED');
+    const expiredOnce = units.filter((u) => u.item_id !== 'i3' && u.item_id !== 'i4' && u.attempt > 1);
+    expect(expiredOnce.length).toBeGreaterThan(0);
+    for (const u of expiredOnce) expect(u.failures).toBe(0);
+    expect(byItem.get('i3')!.failures).toBe(1);
+  });
+
+  it('cancel during processing: the batch is cancelled at the provider, and results that still come are recorded and billed', async () => {
+    const m = await start(api, { hold: true, completeOnCancel: 3 });
+    const s = sandbox();
+    const id = await createJob(s, api, m, 9);
+    await s.ok(['start', String(id), '--wait']);
+    await s.ok(['start', String(id), '--approve']);
+    await waitForCreates(m, 1);
+    await s.waitFor(id, (st) => st.counts.submitted === 8, 30_000);
+    // Status shows the open batch with the provider's id.
+    const shown = await s.ok(['status', String(id)]);
+    expect(shown.batches.open).toHaveLength(1);
+    expect(shown.batches.open[0]).toMatchObject({ provider: api, state: 'submitted', requests: 8 });
+    expect(shown.batches.open[0].provider_id).toBe(m.creates[0]!.id);
+    await s.ok(['cancel', String(id)]);
+    const end = await waitUntil(async () => {
+      const rows = await s.query<{ state: string }>('select state from llm_batches where job_id = ?', id);
+      return rows.length > 0 && rows.every((r) => r.state === 'ended') ? rows : undefined;
+    }, 30_000);
+    expect(end).toBeDefined();
+    expect(m.counters.cancels).toBe(1);
+    const units = await s.query<{ status: string; cost_usd: number | null }>('select status, cost_usd from work_units where job_id = ? and batch_id is not null', id);
+    expect(units).toHaveLength(8);
+    const late = units.filter((u) => u.status === 'SUCCEEDED');
+    expect(late).toHaveLength(3);
+    for (const u of late) expect(u.cost_usd).toBeCloseTo(ONLINE / 2, 12);
+    expect(units.filter((u) => u.status === 'CANCELLED')).toHaveLength(5);
+    const job = await s.status(id);
+    expect(job.status).toBe('CANCELLED');
+    expect(job.counts).toMatchObject({ succeeded: 4, cancelled: 5, submitted: 0 });
+    expect(job.cost_usd).toBeCloseTo(ONLINE + 3 * (ONLINE / 2), 9);
+  });
+
+  it('a budget stops submission at the cap: spend stays within the cap plus what was submitted', async () => {
+    const m = await start(api);
+    const s = sandbox();
+    // The test unit costs $0.0002 online, so a unit is expected at $0.0001 in a batch: $0.0021 leaves room for 19.
+    const cap = 0.0021;
+    const id = await createJob(s, api, m, 60, { max_cost_usd: cap });
+    await s.ok(['start', String(id), '--wait']);
+    await s.ok(['start', String(id), '--approve']);
+    // Paused once no more fits; the batch already posted still comes back.
+    const done = await s.waitFor(id, (st) => st.status === 'PAUSED' && st.counts.submitted === 0, 60_000);
+    expect(done.status_reason).toMatch(/^budget_exhausted/);
+    const submitted = m.creates.flatMap((c) => c.custom_ids).length;
+    expect(submitted).toBeGreaterThan(0);
+    expect(submitted).toBeLessThan(59);
+    expect(done.cost_usd).toBeLessThanOrEqual(cap + 1e-9);
+    expect(done.counts.succeeded).toBe(1 + submitted);
+    expect(done.counts.pending).toBe(59 - submitted);
+  });
+
+  it('429 on create: the units wait out the Retry-After without spending a retry, then go in a batch', async () => {
+    const m = await start(api);
+    m.failCreates(1, { status: 429, retryAfterSeconds: 1 });
+    const s = sandbox();
+    const id = await createJob(s, api, m, 6);
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('COMPLETED');
+    expect(m.counters.createsRefused).toBe(1);
+    const spent = await s.queryOne<{ n: number }>('select sum(failures) n from work_units where job_id = ?', id);
+    expect(Number(spent?.n)).toBe(0);
+    const refused = await s.queryOne<{ error: string }>("select error from llm_batches where job_id = ? and provider_id is null", id);
+    expect(refused?.error).toMatch(/rate_limited/);
+  });
+});
+
+async function waitUntil<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const got = await probe();
+    if (got !== undefined) return got;
+    await sleep(100);
+  }
+  return undefined;
+}
+
+async function waitForCreates(m: MockBatches, n: number): Promise<MockBatches['creates']> {
+  const got = await waitUntil(async () => (m.creates.length >= n ? m.creates : undefined), 30_000);
+  if (!got) throw new Error(`the mock saw ${m.creates.length} batch creates, not ${n}`);
+  return got;
+}
+
+/** Finishes every batch the mock holds until the job ends. */
+async function finishing(m: MockBatches, s: Sandbox, id: number): Promise<any> {
+  const until = Date.now() + 90_000;
+  while (Date.now() < until) {
+    m.finish();
+    const st = await s.status(id);
+    if (['COMPLETED', 'FAILED', 'PAUSED', 'CANCELLED'].includes(st.status)) return st;
+    await sleep(150);
+  }
+  throw new Error(`job ${id} did not end`);
+}

@@ -3,6 +3,7 @@ import type { TokenUsage, UnitInput, UnitOutcome, Worker, WorkerHealth } from '.
 import { costOf, Price, priceOf } from './llm-prices.js';
 import { referencedValues, resolveEnvRecord, secretFreeRecord } from './secret-refs.js';
 import { postJson, type PostResponse } from './http-post.js';
+import { httpLlmBatch } from './llm-batch.js';
 
 const API_DEFAULTS = {
   openai: { base_url: 'https://api.openai.com/v1', api_key_env: 'OPENAI_API_KEY' },
@@ -40,6 +41,7 @@ const config = z.strictObject({
     .describe(
       "Send the units (after the test unit, which runs online) through the provider's batch API (Anthropic Message Batches, OpenAI Batch) at half the price; results come within 24 hours, most within one. Needs api openai with OpenAI itself, or api anthropic.",
     ),
+  batch_max_requests: z.int().positive().optional().describe("At most this many requests per batch (default: the API's limit)."),
 });
 export type HttpLlmConfig = z.infer<typeof config>;
 
@@ -203,6 +205,10 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
   type: 'http-llm',
   description: 'Calls an LLM HTTP API per unit: OpenAI-compatible Chat Completions or the Anthropic Messages API.',
   configSchema: config,
+  // Read when asked: llm-batch.ts imports this file, so either may be loaded first.
+  get batch() {
+    return httpLlmBatch;
+  },
   healthProbes: [
     { label: 'http-llm (openai)', config: { api: 'openai', model: 'gpt-4o-mini' } },
     { label: 'http-llm (anthropic)', config: { api: 'anthropic', model: 'claude-sonnet-4-5' } },

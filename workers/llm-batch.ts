@@ -306,6 +306,8 @@ export const httpLlmBatch: HttpLlmBatchApi = {
 
   enabled: (cfg) => cfg.batch,
 
+  provider: (cfg) => cfg.api,
+
   limits(cfg) {
     const api = LIMITS[cfg.api];
     return { max_requests: Math.min(api.max_requests, cfg.batch_max_requests ?? api.max_requests), max_bytes: api.max_bytes };

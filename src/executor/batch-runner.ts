@@ -24,8 +24,9 @@ export interface BatchRunnerDeps {
   log: (message: string) => void;
 }
 
-/** Outcomes are written in groups of this many while a batch's results stream in. */
+/** Outcomes are written in groups of this many, or this often, while a batch's results stream in. */
 const HARVEST_GROUP = 500;
+const HARVEST_FLUSH_MS = 250;
 /** Units claimed per transaction while a batch is filled. */
 const CLAIM_GROUP = 1000;
 
@@ -271,7 +272,9 @@ export class BatchRunner {
     const held = new Map<number, HeldUnit>((await repo.batches.held(row.id)).map((u) => [u.id, u]));
     const outputSchema = job.output_schema ? (JSON.parse(job.output_schema) as Record<string, unknown>) : null;
     let group: OutcomeEntry[] = [];
+    let flushedAt = Date.now();
     const flush = async () => {
+      flushedAt = Date.now();
       if (group.length === 0) return;
       await repo.recordOutcomes(group);
       group = [];
@@ -286,7 +289,8 @@ export class BatchRunner {
         held.delete(unit.id);
         group.push({ unit, owner: { batch: row.id }, write: this.resultWrite(result, unit, job, outputSchema) });
         recorded++;
-        if (group.length >= HARVEST_GROUP) await flush();
+        // A slow stream still shows progress, and a harvest cut short keeps what it recorded.
+        if (group.length >= HARVEST_GROUP || Date.now() - flushedAt >= HARVEST_FLUSH_MS) await flush();
       }
       await flush();
     } catch (err) {

@@ -9,6 +9,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import * as core from './core.js';
+import * as cost from './cost.js';
 import * as enumerators from './enumerators.js';
 import * as postgres from './postgres.js';
 import * as startup from './startup.js';
@@ -27,6 +28,7 @@ const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
   { name: 'sync', run: sync.run },
   { name: 'sync-incremental', run: syncIncremental.run },
   { name: 'postgres', run: postgres.run },
+  { name: 'cost', run: cost.run },
 ];
 
 type Stored = BenchRow & { suite: string; measured: string };

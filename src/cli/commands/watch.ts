@@ -12,7 +12,7 @@ function bar(s: JobStatus): string {
   const pct = s.total ? Math.floor((done / s.total) * 100) : 0;
   const rate = s.rate_per_second ? `${s.rate_per_second}/s` : '-/s';
   const eta = s.eta_seconds !== null ? `ETA ${formatSeconds(s.eta_seconds)}` : '';
-  return `[${'#'.repeat(filled)}${'-'.repeat(BAR - filled)}] ${String(pct).padStart(3)}% ${done}/${s.total} ok ${s.counts.succeeded} failed ${s.counts.failed} running ${s.counts.running} | ${rate} ${eta} | ${s.status}`;
+  return `[${'#'.repeat(filled)}${'-'.repeat(BAR - filled)}] ${String(pct).padStart(3)}% ${done}/${s.total} ok ${s.counts.succeeded} failed ${s.counts.failed} running ${s.counts.running}${s.counts.submitted ? ` batched ${s.counts.submitted}` : ''} | ${rate} ${eta} | ${s.status}`;
 }
 
 export const watch: Command = {

@@ -1,7 +1,22 @@
 import { writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { startMockBatches, type BatchMockApi, type MockBatches, type MockBatchesOptions } from '../fixtures/mock-batches.js';
-import { Sandbox, sleep } from '../helpers/cli.js';
+import { CLI, Sandbox, sleep } from '../helpers/cli.js';
+
+/** get_job_status through a real `abp mcp` over stdio. */
+async function mcpStatus(s: Sandbox, id: number): Promise<any> {
+  const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: { ...process.env, ...s.env } as Record<string, string>, stderr: 'pipe' });
+  const client = new Client({ name: 'batch-test', version: '1.0.0' });
+  await client.connect(transport);
+  try {
+    const result = (await client.callTool({ name: 'get_job_status', arguments: { job_id: id } })) as any;
+    return result.structuredContent;
+  } finally {
+    await client.close();
+  }
+}
 
 /*
  * Batch mode (http-llm `batch: true`) end to end: the real CLI and a detached
@@ -167,6 +182,9 @@ describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s ba
     expect(shown.batches.open).toHaveLength(1);
     expect(shown.batches.open[0]).toMatchObject({ provider: api, state: 'submitted', requests: 8 });
     expect(shown.batches.open[0].provider_id).toBe(m.creates[0]!.id);
+    const viaMcp = await mcpStatus(s, id);
+    expect(viaMcp.counts.submitted).toBe(8);
+    expect(viaMcp.batches.open[0]).toMatchObject({ provider: api, provider_id: m.creates[0]!.id, requests: 8 });
     await s.ok(['cancel', String(id)]);
     const end = await waitUntil(async () => {
       const rows = await s.query<{ state: string }>('select state from llm_batches where job_id = ?', id);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import type { TokenUsage, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
+import type { RunContext, TokenUsage, UnitInput, UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
 import { classifyAgentFailure, quotaResetAt } from './agent-failures.js';
-import { AGENT_MAX_OUTPUT_BYTES, agentEnv, MAX_OUTPUT_BYTES_DESCRIPTION, parseJsonLine, runAgentProcess, stdoutLimits } from './agent-process.js';
+import { AGENT_MAX_OUTPUT_BYTES, agentEnv, type AgentProcessResult, MAX_OUTPUT_BYTES_DESCRIPTION, parseJsonLine, runAgentProcess, stdoutLimits } from './agent-process.js';
 import { NOT_A_FLAG, notAFlag } from './cli-args.js';
 import { secretFreeRecord } from './secret-refs.js';
 import { agentCwd } from './unit-values.js';
@@ -42,6 +42,18 @@ const config = z
       .boolean()
       .default(false)
       .describe('Let the CLI retry 429/529 itself. Off: the run is stopped at the first rate-limit retry and the executor cools the worker type down.'),
+    json_schema: z
+      .boolean()
+      .default(false)
+      .describe(
+        "When the job has an output_schema, hand it to Claude Code (--json-schema): the agent must end by returning a value the CLI checks against the schema, and that value is the unit's structured_output (abp validates it too). Off: the schema is asked for in the prompt only.",
+      ),
+    resume_on_retry: z
+      .boolean()
+      .default(false)
+      .describe(
+        "When a unit's attempt timed out, its retry resumes that attempt's Claude Code session (--resume) rather than starting over, so the agent goes on from where it was cut off. The session must be where the CLI keeps it on the executor that runs the retry (its config dir, same working directory); where it is not, the retry starts afresh.",
+      ),
   })
   .refine((c) => c.permission_mode !== 'bypassPermissions' || c.dangerously_skip_permissions, {
     path: ['permission_mode'],
@@ -82,11 +94,28 @@ export function claudeAccess(cfg: ClaudeConfig): string {
   return `${parts.join('; ')}; in ${where}`;
 }
 
+/** What of a unit shapes its command line. */
+export type ClaudeUnitArgs = Partial<Pick<UnitInput, 'max_cost_usd' | 'output_schema' | 'previous'>>;
+
+/** A session id as Claude Code makes them; anything else is never put on a command line. */
+const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The session this attempt resumes (resume_on_retry): the previous attempt's, when it timed out. */
+export function resumedSession(cfg: Pick<ClaudeConfig, 'resume_on_retry'>, unit: ClaudeUnitArgs): string | undefined {
+  const previous = unit.previous;
+  if (!cfg.resume_on_retry || previous?.error_kind !== 'timeout' || !previous.session_id) return undefined;
+  return SESSION_ID.test(previous.session_id) ? previous.session_id : undefined;
+}
+
 /** The argv after the command. The prompt goes on stdin, never on the command line. */
-export function claudeArgs(cfg: ClaudeConfig): string[] {
+export function claudeArgs(cfg: ClaudeConfig, unit: ClaudeUnitArgs = {}, resume?: string): string[] {
   const args = ['-p', '--output-format', 'stream-json', '--verbose'];
+  if (resume) args.push('--resume', resume);
   if (cfg.model) args.push('--model', cfg.model);
   if (cfg.max_turns !== undefined) args.push('--max-turns', String(cfg.max_turns));
+  // The CLI stops the session once its cost passes the cap (result subtype error_max_budget_usd).
+  if (unit.max_cost_usd !== undefined) args.push('--max-budget-usd', String(unit.max_cost_usd));
+  if (cfg.json_schema && unit.output_schema) args.push('--json-schema', JSON.stringify(unit.output_schema));
   if (cfg.permission_mode) args.push('--permission-mode', cfg.permission_mode);
   // Only the granted built-ins exist for the agent at all.
   args.push('--tools', builtInTools(cfg).join(','));
@@ -127,17 +156,124 @@ export const claudeEnvNames = (cfg: Pick<ClaudeConfig, 'env'>): string[] => CLAU
 
 const DANGER = 'worker_config.dangerously_skip_permissions is true: Claude Code runs with --dangerously-skip-permissions, every permission check off';
 
-function usageOf(raw: any): TokenUsage | undefined {
+/**
+ * The result's token usage. A session the CLI stopped (its budget passed) reports
+ * `usage` as zeros; its per-model `modelUsage` still counts what was spent.
+ */
+function usageOf(result: Record<string, any> | undefined): TokenUsage | undefined {
+  const raw = result?.usage;
   if (!raw || typeof raw !== 'object') return undefined;
-  return {
+  const usage = {
     input_tokens: Number(raw.input_tokens ?? 0),
     output_tokens: Number(raw.output_tokens ?? 0),
     cache_read_tokens: Number(raw.cache_read_input_tokens ?? 0),
     cache_write_tokens: Number(raw.cache_creation_input_tokens ?? 0),
   };
+  const models = result?.modelUsage;
+  if (Object.values(usage).some((n) => n > 0) || !models || typeof models !== 'object') return usage;
+  for (const m of Object.values(models) as Record<string, unknown>[]) {
+    usage.input_tokens += Number(m?.inputTokens ?? 0) || 0;
+    usage.output_tokens += Number(m?.outputTokens ?? 0) || 0;
+    usage.cache_read_tokens += Number(m?.cacheReadInputTokens ?? 0) || 0;
+    usage.cache_write_tokens += Number(m?.cacheCreationInputTokens ?? 0) || 0;
+  }
+  return usage;
+}
+
+const usd = (n: number) => `$${Number(n.toFixed(6))}`;
+
+/** What a resumed session is told: its history already holds the task and the work done on it. */
+export const RESUME_PROMPT =
+  'Your previous run of this task was stopped at its time limit before it finished. Continue from where it stopped, without redoing what is already done, and end with the answer the task asks for.';
+
+/** What one Claude Code session of an attempt left: its process's end and what its stream said. */
+interface Session {
+  ended: AgentProcessResult;
+  sawInit: boolean;
+  sessionId: string | undefined;
+  result: Record<string, any> | undefined;
+  assistantError: { error: string; text: string } | undefined;
+  rateLimit: Record<string, any> | undefined;
 }
 
 const clip = (text: string, n = 500) => (text.length > n ? `${text.slice(0, n)}…` : text);
+
+/** Runs one Claude Code session and reads its stream as it comes. */
+async function runSession(unit: UnitInput, cfg: ClaudeConfig, ctx: RunContext, resume: string | undefined): Promise<Session> {
+  let sawInit = false;
+  let sessionId: string | undefined;
+  let result: Record<string, any> | undefined;
+  let assistantError: { error: string; text: string } | undefined;
+  let rateLimit: Record<string, any> | undefined;
+  let linger: NodeJS.Timeout | undefined;
+  const proc = runAgentProcess({
+    command: cfg.command,
+    args: claudeArgs(cfg, unit, resume),
+    cwd: agentCwd(unit, cfg.cwd),
+    env: agentEnv(cfg.env),
+    input: resume ? RESUME_PROMPT : unit.prompt,
+    signal: ctx.signal,
+    onProcess: ctx.onProcess,
+    maxStdoutBytes: cfg.max_output_bytes,
+    onLine(line) {
+      const ev = parseJsonLine(line);
+      if (!ev) {
+        ctx.onEvent({ kind: 'stdout', data: clip(line, 2000) });
+        return;
+      }
+      switch (ev.type) {
+        case 'system':
+          if (ev.subtype === 'init') {
+            sawInit = true;
+            sessionId = ev.session_id;
+            // The init event lists every slash command and plugin; keep what explains the run.
+            const { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } = ev;
+            ctx.onEvent({ kind: 'init', data: { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } });
+          } else if (ev.subtype === 'api_retry') {
+            ctx.onEvent({ kind: 'api_retry', data: ev });
+            const limited = ev.error_status === 429 || ev.error_status === 529 || /rate_limit|overloaded/i.test(String(ev.error ?? ''));
+            if (limited && !cfg.cli_retries && !rateLimit) {
+              // Stop here, so the executor cools the whole worker type down instead of each CLI retrying alone.
+              rateLimit = ev;
+              proc.stop();
+            }
+          } else {
+            ctx.onEvent({ kind: 'system', data: ev });
+          }
+          return;
+        case 'assistant':
+          ctx.onEvent({ kind: 'assistant', data: ev.message });
+          if (ev.error) {
+            const text = (ev.message?.content ?? []).map((b: any) => (typeof b?.text === 'string' ? b.text : '')).join(' ');
+            assistantError = { error: String(ev.error), text };
+          }
+          return;
+        case 'user':
+          ctx.onEvent({ kind: 'user', data: ev.message });
+          return;
+        case 'result': {
+          result = ev;
+          // The run is over; a CLI that lingers (a stuck MCP server, a hook) is stopped rather than waited on until the timeout.
+          linger ??= setTimeout(() => proc.stop(), 5000);
+          sessionId ??= ev.session_id;
+          const { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason, errors } = ev;
+          ctx.onEvent({ kind: 'result', data: { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason, errors, result: ev.result } });
+          return;
+        }
+        default:
+          ctx.onEvent({ kind: String(ev.type ?? 'event'), data: ev });
+      }
+    },
+  });
+  const ended = await proc.done;
+  clearTimeout(linger);
+  return { ended, sawInit, sessionId, result, assistantError, rateLimit };
+}
+
+/** A resume the CLI refused before the session began: it has no such session. */
+function resumeRefused(s: Session): boolean {
+  return !s.sawInit && !s.ended.spawnError && (/no conversation found/i.test(s.ended.stderrTail) || (s.result?.subtype === 'error_during_execution' && s.result.num_turns === 0));
+}
 
 export const claudeWorker: Worker<ClaudeConfig> = {
   type: 'claude',
@@ -149,77 +285,20 @@ export const claudeWorker: Worker<ClaudeConfig> = {
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();
-    let sessionId: string | undefined;
-    let result: Record<string, any> | undefined;
-    let assistantError: { error: string; text: string } | undefined;
-    let rateLimit: Record<string, any> | undefined;
-    let linger: NodeJS.Timeout | undefined;
-    const proc = runAgentProcess({
-      command: cfg.command,
-      args: claudeArgs(cfg),
-      cwd: agentCwd(unit, cfg.cwd),
-      env: agentEnv(cfg.env),
-      input: unit.prompt,
-      signal: ctx.signal,
-      onProcess: ctx.onProcess,
-      maxStdoutBytes: cfg.max_output_bytes,
-      onLine(line) {
-        const ev = parseJsonLine(line);
-        if (!ev) {
-          ctx.onEvent({ kind: 'stdout', data: clip(line, 2000) });
-          return;
-        }
-        switch (ev.type) {
-          case 'system':
-            if (ev.subtype === 'init') {
-              sessionId = ev.session_id;
-              // The init event lists every slash command and plugin; keep what explains the run.
-              const { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } = ev;
-              ctx.onEvent({ kind: 'init', data: { session_id, model, cwd, tools, permissionMode, claude_code_version, apiKeySource } });
-            } else if (ev.subtype === 'api_retry') {
-              ctx.onEvent({ kind: 'api_retry', data: ev });
-              const limited = ev.error_status === 429 || ev.error_status === 529 || /rate_limit|overloaded/i.test(String(ev.error ?? ''));
-              if (limited && !cfg.cli_retries && !rateLimit) {
-                // Stop here, so the executor cools the whole worker type down instead of each CLI retrying alone.
-                rateLimit = ev;
-                proc.stop();
-              }
-            } else {
-              ctx.onEvent({ kind: 'system', data: ev });
-            }
-            return;
-          case 'assistant':
-            ctx.onEvent({ kind: 'assistant', data: ev.message });
-            if (ev.error) {
-              const text = (ev.message?.content ?? []).map((b: any) => (typeof b?.text === 'string' ? b.text : '')).join(' ');
-              assistantError = { error: String(ev.error), text };
-            }
-            return;
-          case 'user':
-            ctx.onEvent({ kind: 'user', data: ev.message });
-            return;
-          case 'result': {
-            result = ev;
-            // The run is over; a CLI that lingers (a stuck MCP server, a hook) is stopped rather than waited on until the timeout.
-            linger ??= setTimeout(() => proc.stop(), 5000);
-            sessionId ??= ev.session_id;
-            const { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason } = ev;
-            ctx.onEvent({ kind: 'result', data: { subtype, is_error, num_turns, total_cost_usd, duration_ms, duration_api_ms, usage, api_error_status, terminal_reason, result: ev.result } });
-            return;
-          }
-          default:
-            ctx.onEvent({ kind: String(ev.type ?? 'event'), data: ev });
-        }
-      },
-    });
-    const ended = await proc.done;
-    clearTimeout(linger);
+    const resume = resumedSession(cfg, unit);
+    let session = await runSession(unit, cfg, ctx, resume);
+    if (resume && !ctx.signal.aborted && resumeRefused(session)) {
+      // The session is not on this executor (another host, a cleared config dir): start over.
+      ctx.onEvent({ kind: 'resume_refused', data: { session_id: resume, said: clip(session.ended.stderrTail.trim()) } });
+      session = await runSession(unit, cfg, ctx, undefined);
+    }
+    const { ended, sessionId, result, assistantError, rateLimit } = session;
     const limits = stdoutLimits(ended, cfg.max_output_bytes);
 
     const common = {
       ...(sessionId ? { session_id: sessionId } : {}),
       ...(typeof result?.total_cost_usd === 'number' ? { cost_usd: result.total_cost_usd } : {}),
-      ...(usageOf(result?.usage) ? { usage: usageOf(result?.usage) } : {}),
+      ...(usageOf(result) ? { usage: usageOf(result) } : {}),
       exit_code: ended.exitCode,
       stderr_tail: limits.stderrTail,
       duration_ms: typeof result?.duration_ms === 'number' ? result.duration_ms : Date.now() - started,
@@ -250,17 +329,22 @@ export const claudeWorker: Worker<ClaudeConfig> = {
       };
     }
     if (result && !result.is_error && result.subtype === 'success') {
-      return {
-        ...common,
-        status: 'succeeded',
-        output: typeof result.result === 'string' ? result.result : JSON.stringify(result.result ?? ''),
-        ...(result.structured_output !== undefined ? { structured_output: result.structured_output } : {}),
-      };
+      const structured = result.structured_output;
+      // With --json-schema the result's text is the value as JSON; the value itself is structured_output.
+      const text = typeof result.result === 'string' && result.result !== '' ? result.result : structured !== undefined ? JSON.stringify(structured) : JSON.stringify(result.result ?? '');
+      return { ...common, status: 'succeeded', output: text, ...(structured !== undefined ? { structured_output: structured } : {}) };
+    }
+    const errors = Array.isArray(result?.errors) ? result.errors.filter((e: unknown) => typeof e === 'string').join('; ') : '';
+    if (result?.subtype === 'error_max_budget_usd') {
+      // The CLI stopped at --max-budget-usd. A retry would spend as much again on the same item.
+      const spent = typeof result.total_cost_usd === 'number' ? `: it spent ${usd(result.total_cost_usd)}` : '';
+      const cap = unit.max_cost_usd !== undefined ? `its cap of ${usd(unit.max_cost_usd)} (max_cost_per_unit_usd)` : "the CLI's budget";
+      return { ...common, status: 'failed', kind: 'permanent', error: `the unit passed ${cap}${spent}; Claude Code stopped it after ${result.num_turns ?? '?'} turn(s)` };
     }
 
     const said = [assistantError?.error, assistantError?.text, typeof result?.result === 'string' ? result.result : '', ended.stderrTail].filter(Boolean).join('\n');
     const kind = classifyAgentFailure(said, typeof result?.api_error_status === 'number' ? result.api_error_status : null);
-    const summary = clip(assistantError?.text || (typeof result?.result === 'string' ? result.result : '') || ended.stderrTail.trim().split('\n').slice(-3).join(' | '));
+    const summary = clip(assistantError?.text || (typeof result?.result === 'string' ? result.result : '') || errors || ended.stderrTail.trim().split('\n').slice(-3).join(' | '));
     switch (kind) {
       case 'auth_failed':
         return { ...common, status: 'failed', kind, error: `Claude Code is not logged in, or its key was refused (${summary}). ${LOGIN_HELP}` };
@@ -276,8 +360,9 @@ export const claudeWorker: Worker<ClaudeConfig> = {
     if (result?.subtype === 'error_max_turns') {
       return { ...common, status: 'failed', kind: 'permanent', error: `reached max_turns (${cfg.max_turns ?? '?'}) after ${result.num_turns} turns without finishing` };
     }
-    if (result?.subtype === 'error_max_budget_usd') {
-      return { ...common, status: 'failed', kind: 'permanent', error: `reached the CLI's budget limit: ${summary}` };
+    if (result?.subtype === 'error_max_structured_output_retries') {
+      // json_schema: the agent kept answering outside the schema; the retry is told what was wrong.
+      return { ...common, status: 'failed', kind: 'invalid_output', error: `output_schema: Claude Code gave up on an answer that matches the schema (--json-schema): ${summary}` };
     }
     if (result) {
       return { ...common, status: 'failed', kind: 'retryable', error: `claude reported an error (${result.subtype}): ${summary}` };

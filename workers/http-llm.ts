@@ -64,6 +64,29 @@ export function authHeaders(cfg: HttpLlmConfig, key: string | undefined): Record
 /** The parts of a unit a request is made of. */
 export type RequestUnit = Pick<UnitInput, 'prompt' | 'output_schema' | 'shared_prefix_chars'>;
 
+/*
+ * Anthropic caches a prompt's prefix only where a block asks for it
+ * (cache_control): the blocks up to a marked one are written to the cache on
+ * the first request and read at a tenth of the price by later ones. A unit's
+ * prompt starts with what every unit of the job shares (the template up to the
+ * item), so that part is a block of its own, marked. The marks are always sent:
+ * a prefix under the model's minimum (1,024 tokens and up) is simply not cached,
+ * at no cost. OpenAI caches long prefixes by itself, unmarked.
+ */
+const EPHEMERAL = { type: 'ephemeral' } as const;
+
+/** The user message's content: the shared prefix as a marked block, then the rest; the bare prompt when nothing is shared. */
+function anthropicContent(prompt: string, sharedChars: number | undefined): string | Record<string, unknown>[] {
+  const shared = Math.min(sharedChars ?? 0, prompt.length);
+  if (shared <= 0) return prompt;
+  // The API refuses an empty text block: a prompt that is all prefix is one block.
+  if (shared === prompt.length) return [{ type: 'text', text: prompt, cache_control: EPHEMERAL }];
+  return [
+    { type: 'text', text: prompt.slice(0, shared), cache_control: EPHEMERAL },
+    { type: 'text', text: prompt.slice(shared) },
+  ];
+}
+
 /** One unit's request: the URL and JSON body of an online call (a batch request carries the same body). */
 export function request(cfg: HttpLlmConfig, unit: RequestUnit): { url: string; body: Record<string, unknown> } {
   const base = baseOf(cfg);
@@ -88,8 +111,9 @@ export function request(cfg: HttpLlmConfig, unit: RequestUnit): { url: string; b
     body: {
       model: cfg.model,
       max_tokens: cfg.max_tokens,
-      messages: [{ role: 'user', content: prompt }],
-      ...(cfg.system ? { system: cfg.system } : {}),
+      messages: [{ role: 'user', content: anthropicContent(prompt, unit.shared_prefix_chars) }],
+      // The system prompt comes before the messages, the same for every unit: cached too.
+      ...(cfg.system ? { system: [{ type: 'text', text: cfg.system, cache_control: EPHEMERAL }] } : {}),
       ...(cfg.temperature !== undefined ? { temperature: Math.min(1, cfg.temperature) } : {}),
       ...(structured ? { output_config: { format: { type: 'json_schema', schema: structured } } } : {}),
     },

@@ -11,6 +11,12 @@ export function placeholdersOf(template: string): string[] {
   return [...template.matchAll(PLACEHOLDER)].map((m) => m[1] as string);
 }
 
+/** Where the first placeholder whose path passes `test` starts in the template, or -1. */
+export function firstPlaceholderAt(template: string, test: (path: string) => boolean): number {
+  for (const m of template.matchAll(PLACEHOLDER)) if (test(m[1] as string)) return m.index;
+  return -1;
+}
+
 export function lookup(values: TemplateValues, path: string): unknown {
   let current: unknown = values;
   for (const part of path.split('.')) {

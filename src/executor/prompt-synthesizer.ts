@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AbpError } from '../domain/errors.js';
-import { fence, placeholdersOf, render } from '../domain/template.js';
+import { fence, firstPlaceholderAt, placeholdersOf, render, type TemplateValues } from '../domain/template.js';
 import type { Item } from '../contracts/enumerator.js';
 
 import { PACKAGE_ROOT } from '../package-root.js';
 
 const ROOTS = ['intent', 'job', 'item', 'item_data', 'output_instructions'];
+
+/** The placeholders whose value differs from unit to unit: the item's. */
+const dependsOnItem = (path: string) => path === 'item_data' || path === 'item' || path.startsWith('item.');
 
 export interface PromptContext {
   intent: string;
@@ -63,17 +66,29 @@ export class PromptSynthesizer {
    * depends on the item, rendered.
    */
   renderParts(template: string, ctx: PromptContext, item: Item): { prompt: string; shared_prefix_chars: number } {
-    return { prompt: this.render(template, ctx, item), shared_prefix_chars: 0 };
+    const values = this.values(ctx, item);
+    const prompt = render(template, values);
+    const cut = firstPlaceholderAt(template, dependsOnItem);
+    // No item placeholder: every unit's prompt is the same text.
+    if (cut < 0) return { prompt, shared_prefix_chars: prompt.length };
+    // The head holds only job-wide placeholders (intent, job, output_instructions), each rendered
+    // in the same single pass as in the whole; a prompt that does not start with it shares nothing.
+    const prefix = render(template.slice(0, cut), values);
+    return { prompt, shared_prefix_chars: prompt.startsWith(prefix) ? prefix.length : 0 };
   }
 
   render(template: string, ctx: PromptContext, item: Item): string {
-    return render(template, {
+    return render(template, this.values(ctx, item));
+  }
+
+  private values(ctx: PromptContext, item: Item): TemplateValues {
+    return {
       intent: ctx.intent,
       job: ctx.job,
       item,
       item_data: fence(JSON.stringify(item, null, 2), 'json'),
       output_instructions: outputInstructions(ctx.output_schema),
-    });
+    };
   }
 }
 

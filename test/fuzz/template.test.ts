@@ -193,20 +193,26 @@ describe('PromptSynthesizer: the shipped prompts, with hostile intents, names an
         expect(out.slice(0, section.start)).toBe(model.text.slice(0, section.start));
         expect(out.endsWith(tail)).toBe(true);
         if (outputSchema === null) expect(out).toBe(model.text);
+        // What the output section added: the data block comes after it, shifted by that much.
+        const added = out.slice(section.start, out.length - tail.length);
 
-        // The data block, read from where it starts, ends exactly where the template goes on.
+        // Everything job-wide precedes the item: the output section comes before the data block.
         const data = model.spans.find((sp) => sp.path === 'item_data')!;
-        expect(out.slice(0, data.start).endsWith('\n')).toBe(true);
-        const read = readFence(out, data.start);
+        expect(section.end).toBeLessThanOrEqual(data.start);
+        // The data block, read from where it starts, ends exactly where the template goes on.
+        const dataStart = data.start + added.length;
+        expect(out.slice(0, dataStart).endsWith('\n')).toBe(true);
+        const read = readFence(out, dataStart);
         expect(read).not.toBeNull();
         expect(read!.info).toBe('json');
         expect(read!.content).toBe(json);
         expect(JSON.parse(read!.content)).toEqual(unitItem);
-        expect(read!.end).toBe(data.end);
+        expect(read!.end).toBe(data.end + added.length);
+        // What every unit of the job shares, and a provider may cache, is everything before the data block.
+        expect(s.renderParts(template, { intent, job: { id, name }, output_schema: outputSchema }, unitItem)).toEqual({ prompt: out, shared_prefix_chars: dataStart });
 
         if (outputSchema !== null) {
-          // The schema goes in a fenced block of its own after the data block, and nothing else is added.
-          const added = out.slice(section.start, out.length - tail.length);
+          // The schema goes in a fenced block of its own before the item's section, and nothing else is added.
           const open = added.indexOf('\n`') + 1;
           expect(open).toBeGreaterThan(0);
           const schemaBlock = readFence(added, open);

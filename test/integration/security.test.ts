@@ -432,7 +432,10 @@ describe.skipIf(once)('4. item data stays inside the fenced data block', () => {
       expect(open, prompt).not.toBeNull();
       const bar = open![1]!;
       const start = open!.index;
-      const end = prompt.indexOf(`\n${bar}\n`, start + bar.length);
+      // The block closes on a line of its own; the item's section ends the prompt, so it may be the output's last line.
+      const closing = new RegExp(`\\n${bar}(?:\\n|$)`, 'g');
+      closing.lastIndex = start + bar.length;
+      const end = closing.exec(prompt)?.index ?? -1;
       expect(end).toBeGreaterThan(start);
       const inside = prompt.slice(start, end);
       const outside = prompt.slice(0, start) + prompt.slice(end + bar.length + 2);

@@ -189,6 +189,6 @@ describe('http-llm worker against a mock Anthropic Messages API', () => {
     const req = mock.requests[0]!;
     expect(req.headers['x-api-key']).toBe('sk-test-anthropic');
     expect(req.headers['anthropic-version']).toBe('2023-06-01');
-    expect(req.body).toMatchObject({ model: 'claude-sonnet-4-5', max_tokens: 256, system: 'Be brief.', output_config: { format: { type: 'json_schema', schema } } });
+    expect(req.body).toMatchObject({ model: 'claude-sonnet-4-5', max_tokens: 256, system: [{ type: 'text', text: 'Be brief.', cache_control: { type: 'ephemeral' } }], output_config: { format: { type: 'json_schema', schema } } });
   });
 });

@@ -95,7 +95,8 @@ describe.each(['anthropic', 'openai'] as const)('http-llm batch API: %s', (api) 
     const line = JSON.parse(httpLlmBatch.encode(cfg, { custom_id: 'u7-a2', unit: unitOf(7) }));
     if (api === 'anthropic') {
       expect(Object.keys(line)).toEqual(['custom_id', 'params']);
-      expect(line.params).toMatchObject({ model: MODELS.anthropic, system: 'You label.', messages: [{ role: 'user', content: 'Label item 7.' }] });
+      // The system prompt is marked for prompt caching, in a batch as online.
+      expect(line.params).toMatchObject({ model: MODELS.anthropic, system: [{ type: 'text', text: 'You label.', cache_control: { type: 'ephemeral' } }], messages: [{ role: 'user', content: 'Label item 7.' }] });
     } else {
       expect(line).toMatchObject({ custom_id: 'u7-a2', method: 'POST', url: '/v1/chat/completions' });
       expect(line.body.messages).toEqual([

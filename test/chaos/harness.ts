@@ -1113,7 +1113,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         problem(`job ${job.id}: ${plansMissing.length} items have no unit (e.g. ${plansMissing.slice(0, 3).join(', ')})`);
       }
       // Counters and the job's own status.
-      const [row] = await query<Record<string, unknown>>('select status, total, pending, running, succeeded, failed, cancelled, reserved_usd, cost_usd from jobs where id = ?', job.id);
+      const [row] = await query<Record<string, unknown>>('select status, total, pending, running, submitted, succeeded, failed, cancelled, reserved_usd, cost_usd from jobs where id = ?', job.id);
       if (job.kind === 'claude') {
         // Money: the job counts every recorded unit's cost, and no run's cost twice (nor a poisoned one).
         const cost = Number(row?.cost_usd);

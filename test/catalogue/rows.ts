@@ -829,14 +829,14 @@ export const ROWS: Row[] = [
   {
     surface: 'MCP', group: 'mcp',
     input: '`create_job` with a misspelt argument (`max_workrs`)',
-    error: 'create_job: unknown argument "max_workrs" (did you mean max_workers?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
+    error: 'create_job: unknown argument "max_workrs" (did you mean max_workers?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, max_cost_per_unit_usd, cache, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
     signal: 'isError', kept: 'no job is created (before, the argument was dropped and the job made with the default)',
     trigger: (b) => b.nothingCreated(() => b.tool('create_job', { ...spec(b), max_workrs: 2 })),
   },
   {
     surface: 'MCP', group: 'mcp',
     input: '`create_job` with an unknown top-level argument (`enumerator` for `enumerator_type`)',
-    error: 'create_job: unknown argument "enumerator" (did you mean enumerator_type?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
+    error: 'create_job: unknown argument "enumerator" (did you mean enumerator_type?); it takes name, user_intent, enumerator_type, enumerator_config, worker_type, worker_config, max_workers, max_retries, timeout_seconds, output_schema, max_cost_usd, max_cost_per_unit_usd, cache, post_processing_prompt, allow_partial, auto_resume, prompt_template, sync',
     signal: 'isError', kept: 'no job is created',
     trigger: (b) => {
       const { enumerator_type, ...rest } = spec(b);

@@ -242,6 +242,8 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
     const keyEnv = keyEnvOf(cfg);
     return keyEnv ? [keyEnv] : [];
   },
+  // An online run and a batch run of one request share answers: rate limits, prices and where the key is read from change no answer.
+  answerShape: (cfg) => Object.fromEntries(Object.entries(cfg).filter(([k]) => !['rpm', 'tpm', 'batch', 'batch_max_requests', 'prices', 'api_key_env'].includes(k))),
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();

@@ -134,6 +134,12 @@ export interface Worker<C = unknown> {
    */
   envNames?(config: C): string[];
   /**
+   * The part of the config that shapes the answer; the response cache keys on it
+   * (src/executor/response-cache.ts). Default: the whole parsed config. Leave out
+   * what only changes how or when the request is made (rate limits, prices).
+   */
+  answerShape?(config: C): unknown;
+  /**
    * Raw worker_config values that `abp doctor` checks when no job names one
    * (parsed through configSchema). Default: one probe of `{}`.
    */

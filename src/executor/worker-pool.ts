@@ -10,6 +10,7 @@ import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { ClaimedUnit, Repository } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 import { CoolDowns } from './cool-downs.js';
+import { cachedEvent, cachedWrite, ResponseCache, type CachedResponse } from './response-cache.js';
 import { checkOutput } from './output-schema.js';
 import { itemPrompt } from './unit-prompt.js';
 import { backoffMs, decide, retryAllowance } from './retry-policy.js';
@@ -34,6 +35,8 @@ interface Running {
   done: Promise<void>;
   /** Why a person ended this attempt ('unit stopped', 'job ended'): its outcome was written for it, so the pool's own is refused. */
   endedBy: string | undefined;
+  /** Lets units waiting on this unit's identical request look again: called once its outcome is written. */
+  releaseCache: (() => void) | undefined;
 }
 
 /** One attempt of a unit: a unit stopped and put back to PENDING may be claimed again while its old attempt winds down. */
@@ -54,6 +57,8 @@ export class WorkerPool {
   readonly throttle = new SlidingWindowThrottle();
   /** Outcomes and pids, committed together. */
   private readonly writes: WriteBatch;
+  /** Answers of earlier identical requests (jobs with `cache` on), and the dedupe of those running at once. */
+  readonly cache: ResponseCache;
 
   constructor(
     private readonly deps: WorkerPoolDeps,
@@ -61,6 +66,7 @@ export class WorkerPool {
   ) {
     const { retryBaseMs, retryMaxMs } = deps.config;
     this.writes = new WriteBatch(deps.repo, deps.owner);
+    this.cache = new ResponseCache(deps.repo);
     this.coolDowns = new CoolDowns((strikes) => backoffMs(strikes, { baseMs: retryBaseMs, maxMs: retryMaxMs }));
   }
 
@@ -149,10 +155,11 @@ export class WorkerPool {
 
   start(unit: ClaimedUnit, job: JobRow): void {
     const controller = new AbortController();
-    const entry: Running = { unit, controller, done: Promise.resolve(), endedBy: undefined };
+    const entry: Running = { unit, controller, done: Promise.resolve(), endedBy: undefined, releaseCache: undefined };
     entry.done = this.execute(unit, job, controller, entry)
       .catch((err) => this.deps.log(`unit ${unit.id}: could not record its outcome: ${errorMessage(err)}`))
       .finally(() => {
+        entry.releaseCache?.();
         this.running.delete(key(unit));
         // A slot is free: claim again now, even if the executor is mid-pass.
         this.wakeNow();
@@ -194,6 +201,9 @@ export class WorkerPool {
       });
     let started = false;
     const conversation = new ConversationLimit();
+    const begun = Date.now();
+    let cacheKey: string | null = null;
+    let hit: CachedResponse | undefined;
     try {
       const worker = this.deps.workers.get(job.worker_type);
       let item = JSON.parse(unit.payload) as Item;
@@ -205,49 +215,67 @@ export class WorkerPool {
       } else {
         ({ prompt, shared_prefix_chars: sharedPrefix } = itemPrompt(synthesizer, job, unit, item, outputSchema));
       }
-      // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
-      await this.coolDowns.wait(job.worker_type, controller.signal);
-      // The timeout covers the work, not the cool-down.
-      timer = setTimeout(timeUp, job.timeout_seconds * 1000);
-      const returned: unknown = await worker.run(
-        {
-          unit_id: unit.id,
-          job_id: job.id,
-          job_name: job.name,
-          attempt: unit.attempt,
-          item,
-          prompt,
-          work_dir: this.workDir(job),
-          output_schema: outputSchema,
-          shared_prefix_chars: sharedPrefix,
-          ...(job.max_cost_per_unit_usd !== null ? { max_cost_usd: job.max_cost_per_unit_usd } : {}),
-          ...(unit.attempt > 1 ? { previous: { error_kind: unit.error_kind, session_id: unit.session_id } } : {}),
-        },
-        this.workerConfig(worker, job),
-        {
-          signal: controller.signal,
-          onProcess: (pid) => {
-            // The timeout covers the process's own run, not its wait to be started (the
-            // shell worker's fork server queues spawns under load): it restarts with the
-            // first process. Without this, a loaded host timed out units that ran for 10 ms.
-            if (!started) {
-              started = true;
-              clearTimeout(timer);
-              if (!controller.signal.aborted) timer = setTimeout(timeUp, job.timeout_seconds * 1000);
-            }
-            this.writes.pid(unit.id, unit.attempt, pid);
+      const workerConfig = this.workerConfig(worker, job);
+      cacheKey = this.cache.keyFor(job, worker, workerConfig, prompt, outputSchema, unit.kind);
+      if (cacheKey !== null) {
+        try {
+          const turn = await this.cache.acquire(cacheKey, controller.signal);
+          hit = turn.hit;
+          entry.releaseCache = turn.release;
+        } catch (err) {
+          if (controller.signal.aborted) throw err;
+          // The answer may be cached, but a request costs less than a failed unit.
+          this.deps.log(`unit ${unit.id}: response cache lookup failed (${errorMessage(err)}); asking the worker`);
+        }
+      }
+      if (hit) {
+        // Answered from the cache: no request, so no cool-down, throttle or timeout.
+        outcome = { status: 'succeeded', output: hit.output };
+      } else {
+        // A unit claimed just before its worker type hit a rate limit waits it out, unspent.
+        await this.coolDowns.wait(job.worker_type, controller.signal);
+        // The timeout covers the work, not the cool-down.
+        timer = setTimeout(timeUp, job.timeout_seconds * 1000);
+        const returned: unknown = await worker.run(
+          {
+            unit_id: unit.id,
+            job_id: job.id,
+            job_name: job.name,
+            attempt: unit.attempt,
+            item,
+            prompt,
+            work_dir: this.workDir(job),
+            output_schema: outputSchema,
+            shared_prefix_chars: sharedPrefix,
+            ...(job.max_cost_per_unit_usd !== null ? { max_cost_usd: job.max_cost_per_unit_usd } : {}),
+            ...(unit.attempt > 1 ? { previous: { error_kind: unit.error_kind, session_id: unit.session_id } } : {}),
           },
-          onEvent: (event) => {
-            const row = conversation.take(event);
-            if (row) this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...row, created_at: Date.now() });
+          workerConfig,
+          {
+            signal: controller.signal,
+            onProcess: (pid) => {
+              // The timeout covers the process's own run, not its wait to be started (the
+              // shell worker's fork server queues spawns under load): it restarts with the
+              // first process. Without this, a loaded host timed out units that ran for 10 ms.
+              if (!started) {
+                started = true;
+                clearTimeout(timer);
+                if (!controller.signal.aborted) timer = setTimeout(timeUp, job.timeout_seconds * 1000);
+              }
+              this.writes.pid(unit.id, unit.attempt, pid);
+            },
+            onEvent: (event) => {
+              const row = conversation.take(event);
+              if (row) this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...row, created_at: Date.now() });
+            },
+            throttle: this.throttle,
           },
-          throttle: this.throttle,
-        },
-      );
-      const checked = checkedOutcome(returned);
-      if (checked.dropped.length > 0) this.deps.log(`unit ${unit.id}: left out of its outcome: ${checked.dropped.join('; ')}`);
-      outcome = checked.outcome;
-      if (outputSchema && unit.kind !== 'synthesis') outcome = checkOutput(outcome, outputSchema);
+        );
+        const checked = checkedOutcome(returned);
+        if (checked.dropped.length > 0) this.deps.log(`unit ${unit.id}: left out of its outcome: ${checked.dropped.join('; ')}`);
+        outcome = checked.outcome;
+        if (outputSchema && unit.kind !== 'synthesis') outcome = checkOutput(outcome, outputSchema);
+      }
     } catch (err) {
       if (controller.signal.aborted) {
         // Aborted while waiting for a cool-down or the throttle: the unit goes back unspent.
@@ -259,6 +287,13 @@ export class WorkerPool {
     } finally {
       ended = true;
       clearTimeout(timer);
+    }
+    if (hit && cacheKey !== null) {
+      // The source passed the same output_schema (it is in the key): its answer is written as is, never through decide.
+      const write = cachedWrite(hit, cacheKey, prompt, Date.now() - begun);
+      this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...cachedEvent(hit, cacheKey), created_at: Date.now() });
+      await this.writeOutcome(unit, () => this.writes.outcome(unit, write), entry);
+      return;
     }
     if (outcome.status === 'failed' && outcome.kind === 'rate_limited') {
       const ms = this.coolDowns.hit(job.worker_type, outcome.retry_after_ms);
@@ -277,6 +312,11 @@ export class WorkerPool {
       maxMs: config.retryMaxMs,
     });
     decision.write.prompt = prompt;
+    // A fresh answer of a job with the cache on answers later identical requests.
+    if (cacheKey !== null && decision.write.next === 'SUCCEEDED') {
+      decision.write.cache_key = cacheKey;
+      decision.write.cached_from = null;
+    }
     const cut = conversation.end();
     if (cut) this.writes.event({ unit_id: unit.id, job_id: unit.job_id, attempt: unit.attempt, ...cut, created_at: Date.now() });
     await this.writeOutcome(unit, () => this.writes.outcome(unit, decision.write), entry);

@@ -3,6 +3,7 @@ import { BatchStore } from './batch-store.js';
 import { EventStore } from './event-store.js';
 import { FleetStore, type Totals } from './fleet-store.js';
 import { JobStore, type Counts, type JobEventDraft, type JobPatch, type Page, type UnitDraft } from './job-store.js';
+import { CacheStore, type CachedResponse } from './cache-store.js';
 import type { BatchRow, EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, UnitRow } from './schema.js';
 import { SQLITE, Transactions, type Db, type StoreBackend } from './tx.js';
 import { UnitOutcomes, type OutcomeEntry, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
@@ -14,6 +15,7 @@ export { CODE_REFUSED, PENDING_APPROVAL, type JobEventDraft, type Page, type Uni
 export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter } from './unit-store.js';
 export type { OutcomeEntry, OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
 export type { HeldUnit } from './batch-store.js';
+export type { CachedResponse } from './cache-store.js';
 
 /**
  * The only place with SQL, as one object every caller uses. It delegates to the
@@ -367,5 +369,18 @@ export class Repository {
   /** The seq of a job's newest event (0 when it has none), through events_job (job_id, seq). */
   async lastEventSeq(jobId: number): Promise<number> {
     return this.events.lastEventSeq(jobId);
+  }
+
+  // ---- the response cache (src/executor/response-cache.ts) ----------------------
+
+  private cacheStore: CacheStore | undefined;
+
+  /**
+   * A SUCCEEDED unit of any job whose request had this cache key, one that was
+   * asked for (not itself a cache hit) preferred; undefined when there is none.
+   */
+  async cachedResponse(cacheKey: string): Promise<CachedResponse | undefined> {
+    this.cacheStore ??= new CacheStore(this.core.db);
+    return this.cacheStore.cachedResponse(cacheKey);
   }
 }

@@ -46,6 +46,7 @@ const PREPARED_COLUMNS: ReadonlySet<string> = new Set([
   'failures', 'available_at', 'finished_at', 'lease_owner', 'lease_expires_at', 'worker_pid', 'reserved_usd',
   'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
   'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms', 'batch_id',
+  'cache_key', 'cached_from',
 ]);
 
 /** Prepared SQL text by dialect, move and the shape of what it sets. */

@@ -32,6 +32,10 @@ export interface OutcomeWrite {
   usage?: string | null;
   session_id?: string | null;
   duration_ms?: number | null;
+  /** The response cache's key of the request (a success of a job with `cache` on). */
+  cache_key?: string | null;
+  /** A cache hit: the unit whose answer this is. */
+  cached_from?: number | null;
 }
 
 /** What an outcome write needs of the claimed unit: its fencing token, its spent retries and its reservation. */
@@ -64,6 +68,7 @@ const HARVEST_MOVE = { SUCCEEDED: 'harvest_succeed', FAILED: 'harvest_fail', PEN
 const OUTCOME_COLUMNS: readonly string[] = ([
   'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
   'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms',
+  'cache_key', 'cached_from',
 ] satisfies (keyof OutcomeWrite)[]);
 
 /** What a batch of written outcomes changes on one job's row. */

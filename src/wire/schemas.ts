@@ -71,6 +71,8 @@ export const UnitSummaryWire = z.looseObject({
   attempt: z.int(),
   error: z.string().nullable(),
   cost_usd: z.number().nullable(),
+  cached: z.boolean().optional().describe('Answered from the response cache (jobs with cache on)'),
+  cached_from: z.int().nullable().optional().describe('The unit whose answer a cached unit took; null when not cached'),
 });
 
 export const UnitDetailWire = UnitSummaryWire.extend({

@@ -174,6 +174,9 @@ export function unitSummary(unit: UnitRow) {
     error: unit.error,
     error_kind: unit.error_kind,
     cost_usd: unit.cost_usd,
+    /** Answered from the response cache: `cached_from` is the unit whose answer it is. */
+    cached: unit.cached_from !== null,
+    cached_from: unit.cached_from,
     duration_ms: unit.duration_ms === null ? null : Number(unit.duration_ms),
     started_at: iso(unit.started_at),
     finished_at: iso(unit.finished_at),

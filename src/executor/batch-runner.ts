@@ -11,6 +11,7 @@ import type { BatchRow, JobRow } from '../store/schema.js';
 import { checkOutput } from './output-schema.js';
 import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import { backoffMs, decide, type RetrySettings } from './retry-policy.js';
+import { cachedEvent, cachedWrite, type CachedResponse, type ResponseCache } from './response-cache.js';
 import { itemPrompt } from './unit-prompt.js';
 import { checkedOutcome } from './worker-boundary.js';
 
@@ -21,6 +22,8 @@ export interface BatchRunnerDeps {
   config: AbpConfig;
   /** This executor's id: it leases the units it claims and the batch rows it works on. */
   owner: string;
+  /** The executor's response cache (the pool's), for jobs with `cache` on. */
+  cache: ResponseCache;
   log: (message: string) => void;
 }
 
@@ -48,6 +51,10 @@ export class BatchRunner {
   private readonly configs = new Map<string, unknown>();
 
   constructor(private readonly deps: BatchRunnerDeps) {}
+
+  private get cache(): ResponseCache {
+    return this.deps.cache;
+  }
 
   /** Batches being posted or worked on by this executor now. */
   get size(): number {
@@ -139,29 +146,49 @@ export class BatchRunner {
     if (claimed.length === 0) return;
 
     const outputSchema = fresh.output_schema ? (JSON.parse(fresh.output_schema) as Record<string, unknown>) : null;
-    const batch: { id: number; attempt: number; prompt: string; text: string }[] = [];
-    const left: ClaimedUnit[] = [];
+    /** The batch's units; `text` is null for a unit whose identical request another unit of this batch carries. */
+    const batch: { id: number; attempt: number; prompt: string; cache_key: string | null; text: string | null }[] = [];
+    const leaders = new Set<string>();
+    const done: OutcomeEntry[] = [];
+    const hits: { unit_id: number; job_id: number; attempt: number; kind: string; data: string; created_at: number }[] = [];
     let bytes = 0;
     for (const unit of claimed) {
       const item = JSON.parse(unit.payload) as Item;
       const { prompt, shared_prefix_chars } = itemPrompt(synthesizer, fresh, unit, item, outputSchema);
+      const key = this.cache.keyFor(fresh, worker, cfg, prompt, outputSchema, unit.kind);
+      if (key !== null) {
+        const hit = leaders.has(key) ? undefined : await this.cache.lookup(key);
+        if (hit) {
+          // Answered before, in this job or another: no request.
+          done.push({ unit, owner, write: cachedWrite(hit, key, prompt, null) });
+          hits.push({ unit_id: unit.id, job_id: job.id, attempt: unit.attempt, ...cachedEvent(hit, key), created_at: Date.now() });
+          continue;
+        }
+        if (leaders.has(key)) {
+          // The same request is in this batch already: this unit waits in the batch for its answer.
+          batch.push({ id: unit.id, attempt: unit.attempt, prompt, cache_key: key, text: null });
+          continue;
+        }
+      }
       const input: UnitInput = { unit_id: unit.id, job_id: job.id, job_name: job.name, attempt: unit.attempt, item, prompt, work_dir: '', output_schema: outputSchema, shared_prefix_chars };
       const text = api.encode(cfg, { custom_id: customIdOf(unit.id, unit.attempt), unit: input });
       const size = Buffer.byteLength(text) + 1;
       if (batch.length > 0 && bytes + size > limits.max_bytes) {
-        left.push(unit);
+        // Past the byte limit: back unspent, for the next batch.
+        done.push({ unit, owner, write: { next: 'PENDING', spent: false } });
         continue;
       }
       bytes += size;
-      batch.push({ id: unit.id, attempt: unit.attempt, prompt, text });
+      if (key !== null) leaders.add(key);
+      batch.push({ id: unit.id, attempt: unit.attempt, prompt, cache_key: key, text });
     }
-    // Units past the byte limit go back unspent, for the next batch.
-    if (left.length > 0) await repo.recordOutcomes(left.map((unit) => ({ unit, owner, write: { next: 'PENDING', spent: false } })));
+    if (done.length > 0) await repo.recordOutcomes(done, [], hits);
+    if (batch.length === 0) return;
 
     const ref = `abp-${job.id}-${randomBytes(8).toString('hex')}`;
     const opened = await repo.batches.open(job.id, api.provider(cfg), ref, owner, config.leaseMs, batch);
     const moved = new Set(opened.moved);
-    const texts = batch.filter((b) => moved.has(b.id)).map((b) => b.text);
+    const texts = batch.filter((b) => moved.has(b.id) && b.text !== null).map((b) => b.text as string);
     if (texts.length === 0) {
       await repo.batches.close(opened.batchId, { error: 'no claimed unit was still held when the batch was written' });
       return;
@@ -280,6 +307,7 @@ export class BatchRunner {
       group = [];
     };
     let recorded = 0;
+    const answers = new Map<string, CachedResponse>();
     try {
       for await (const result of api.results(cfg, providerId, this.stop.signal)) {
         const id = parseCustomId(result.custom_id);
@@ -287,10 +315,26 @@ export class BatchRunner {
         // Another attempt's, already recorded, or not abp's: refused.
         if (!id || !unit || unit.attempt !== id.attempt) continue;
         held.delete(unit.id);
-        group.push({ unit, owner: { batch: row.id }, write: this.resultWrite(result, unit, job, outputSchema) });
+        const write = this.resultWrite(result, unit, job, outputSchema);
+        if (unit.cache_key !== null && write.next === 'SUCCEEDED') {
+          // Answers later identical requests, and the units of this batch that wait for it.
+          write.cache_key = unit.cache_key;
+          write.cached_from = null;
+          answers.set(unit.cache_key, { unit_id: unit.id, output: write.output ?? '', structured_output: write.structured_output ?? null });
+        }
+        group.push({ unit, owner: { batch: row.id }, write });
         recorded++;
         // A slow stream still shows progress, and a harvest cut short keeps what it recorded.
         if (group.length >= HARVEST_GROUP || Date.now() - flushedAt >= HARVEST_FLUSH_MS) await flush();
+      }
+      await flush();
+      // Units that waited for an identical request's answer take it, at no cost.
+      for (const unit of held.values()) {
+        const answer = unit.cache_key === null ? undefined : answers.get(unit.cache_key);
+        if (!answer || unit.cache_key === null) continue;
+        held.delete(unit.id);
+        // Its prompt was recorded when it went into the batch.
+        group.push({ unit, owner: { batch: row.id }, write: { ...cachedWrite(answer, unit.cache_key, null, null), prompt: undefined } });
       }
       await flush();
     } catch (err) {

@@ -18,7 +18,7 @@ import type { UnitState } from '../domain/states.js';
  */
 
 /** A unit a batch holds, as the harvest needs it: its fence, its spent retries and its reservation. */
-export type HeldUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'failures' | 'reserved_usd'>;
+export type HeldUnit = Pick<UnitRow, 'id' | 'job_id' | 'attempt' | 'failures' | 'reserved_usd' | 'cache_key'>;
 
 export class BatchStore {
   constructor(
@@ -39,7 +39,7 @@ export class BatchStore {
     ref: string,
     owner: string,
     leaseMs: number,
-    units: readonly { id: number; attempt: number; prompt: string }[],
+    units: readonly { id: number; attempt: number; prompt: string; cache_key: string | null }[],
   ): Promise<{ batchId: number; moved: number[] }> {
     return this.core.tx(async (t) => {
       const now = Date.now();
@@ -56,7 +56,7 @@ export class BatchStore {
           t,
           'submit',
           { jobId, unitId: u.id, attempt: u.attempt, leaseOwner: owner },
-          { batch_id: batchId, prompt: u.prompt, lease_owner: null, lease_expires_at: null, worker_pid: null },
+          { batch_id: batchId, prompt: u.prompt, cache_key: u.cache_key, lease_owner: null, lease_expires_at: null, worker_pid: null },
         );
         if (r.moved === 0) continue;
         moved.push(u.id);
@@ -144,7 +144,7 @@ export class BatchStore {
   async held(batchId: number): Promise<HeldUnit[]> {
     return this.core.db
       .selectFrom('work_units')
-      .select(['id', 'job_id', 'attempt', 'failures', 'reserved_usd'])
+      .select(['id', 'job_id', 'attempt', 'failures', 'reserved_usd', 'cache_key'])
       .where('batch_id', '=', batchId)
       .where('status', '=', 'SUBMITTED')
       .execute();

@@ -90,7 +90,8 @@ class OutcomeTally {
     if (w.next === 'PENDING' && (w.available_at ?? 0) <= now) this.handedBack = true;
     // The claim that this fenced write belongs to reserved it (it came back with the claimed row).
     this.reserved += unit.reserved_usd ?? 0;
-    if (w.cost_usd !== undefined && w.cost_usd !== null) this.costed++;
+    // A cache hit costs nothing, but says nothing of what a unit costs: the running mean leaves it out.
+    if (w.cost_usd !== undefined && w.cost_usd !== null && !w.cached_from) this.costed++;
     if (w.duration_ms && w.next !== 'PENDING') this.unitMs += w.duration_ms;
     this.cost += w.cost_usd ?? 0;
     this.inputTokens += w.input_tokens ?? 0;

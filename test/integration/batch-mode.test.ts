@@ -46,7 +46,7 @@ function sandbox(env: Record<string, string> = {}): Sandbox {
 
 async function createJob(s: Sandbox, api: BatchMockApi, m: MockBatches, n: number, spec: Record<string, unknown> = {}): Promise<number> {
   const items = s.path('items.csv');
-  writeFileSync(items, ['id,text', ...Array.from({ length: n }, (_, i) => `i${i},text of item ${i}`)].join('\n') + '\n');
+  if (n > 0) writeFileSync(items, ['id,text', ...Array.from({ length: n }, (_, i) => `i${i},text of item ${i}`)].join('\n') + '\n');
   const file = s.path('spec.json');
   const { worker_config, ...rest } = spec;
   writeFileSync(
@@ -221,6 +221,35 @@ describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s ba
     expect(done.cost_usd).toBeLessThanOrEqual(cap + 1e-9);
     expect(done.counts.succeeded).toBe(1 + submitted);
     expect(done.counts.pending).toBe(59 - submitted);
+  });
+
+  it('with cache on, identical prompts are sent once, and the same job run again makes no request at all', async () => {
+    const m = await start(api);
+    const s = sandbox();
+    // 40 rows, 10 distinct prompts: the template reads only the text.
+    const items = s.path('dup.csv');
+    writeFileSync(items, ['id,text', ...Array.from({ length: 40 }, (_, i) => `d${i},value ${i % 10}`)].join('\n') + '\n');
+    const spec = { cache: true, enumerator_config: { file_path: items, id_column: 'id' }, prompt_template: 'Label: {{item.text}}' };
+    const first = await createJob(s, api, m, 0, spec);
+    const done = await testThenRun(s, first);
+    expect(done.status).toBe('COMPLETED');
+    // The test unit online (its prompt is one of the ten), the other nine distinct prompts in the batch.
+    expect(m.counters.online).toBe(1);
+    expect(m.creates.flatMap((c) => c.custom_ids)).toHaveLength(9);
+    const units = await s.query<{ status: string; cached_from: number | null; cost_usd: number | null }>('select status, cached_from, cost_usd from work_units where job_id = ?', first);
+    expect(units.filter((u) => u.status === 'SUCCEEDED')).toHaveLength(40);
+    expect(units.filter((u) => u.cached_from !== null)).toHaveLength(30);
+    for (const u of units.filter((u) => u.cached_from !== null)) expect(u.cost_usd).toBe(0);
+    expect(done.cost_usd).toBeCloseTo(ONLINE + 9 * (ONLINE / 2), 9);
+
+    const again = await createJob(s, api, m, 0, spec);
+    const rerun = await testThenRun(s, again);
+    expect(rerun.status).toBe('COMPLETED');
+    expect(rerun.cost_usd).toBe(0);
+    expect(m.counters.online).toBe(1);
+    expect(m.creates.flatMap((c) => c.custom_ids)).toHaveLength(9);
+    const cached = await s.queryOne<{ n: number }>('select count(*) n from work_units where job_id = ? and cached_from is not null', again);
+    expect(Number(cached?.n)).toBe(40);
   });
 
   it('429 on create: the units wait out the Retry-After without spending a retry, then go in a batch', async () => {

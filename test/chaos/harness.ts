@@ -83,6 +83,7 @@ import { CLI_ENTRY } from '../../src/executor/launcher.js';
 import { PACKAGE_ROOT } from '../../src/package-root.js';
 import { processAlive } from '../../src/util/process-group.js';
 import { queryPostgres } from '../helpers/postgres.js';
+import { prng } from '../helpers/prng.js';
 
 const run = promisify(execFile);
 const WORKER_SH = join(PACKAGE_ROOT, 'test', 'chaos', 'worker.sh');
@@ -208,18 +209,6 @@ interface JobInfo {
   id: number;
   kind: JobKind;
   plans: Map<string, Plan>;
-}
-
-/** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type PlanTable = [number, string, number | 'k'][];

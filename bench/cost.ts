@@ -4,7 +4,8 @@
  * real CLI with a detached executor (whole processes, as a user runs them). The
  * dollars are exact for the mock's usage; the wall time is the job's own clock.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { jobMs, median, spread, type BenchRow } from './table.js';
 
 const RUNS = Number(process.env.ABP_BENCH_RUNS ?? 3);
 const UNITS = 1000;
-/** claude-haiku-4-5's list price: $1 in, $5 out per million tokens; the mock answers 100 in, 20 out. */
+/** Priced from the built-in table (claude-haiku-4-5: $1 in, $5 out per million tokens; gpt-4.1-nano: $0.10 and $0.40); the mock answers 100 in, 20 out. */
 const MODEL = { anthropic: 'claude-haiku-4-5', openai: 'gpt-4.1-nano' } as const;
 
 interface Run {
@@ -27,17 +28,19 @@ class Home {
   readonly dir = mkdtempSync(join(tmpdir(), 'abp-bench-cost-'));
   readonly env = { ...process.env, ABP_HOME: this.dir, ABP_SKIP_TEST: '1', ABP_BATCH_POLL_SECONDS: '0.2', ABP_EXECUTOR_IDLE_SECONDS: '5', ANTHROPIC_API_KEY: 'sk-bench', OPENAI_API_KEY: 'sk-bench' };
 
-  cli(args: string[]): any {
-    return JSON.parse(execFileSync(process.execPath, [CLI_ENTRY, ...args, '--json'], { env: this.env, encoding: 'utf8' }));
+  /** One CLI process, asynchronously: the mock answering it lives in this process's event loop. */
+  async cli(args: string[]): Promise<any> {
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI_ENTRY, ...args, '--json'], { env: this.env, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+    return JSON.parse(stdout);
   }
 
   async run(spec: Record<string, unknown>): Promise<any> {
     const file = join(this.dir, `spec-${Date.now()}.json`);
     writeFileSync(file, JSON.stringify(spec));
-    const id = this.cli(['create', '--spec', file]).job_id as number;
-    this.cli(['start', String(id)]);
+    const id = (await this.cli(['create', '--spec', file])).job_id as number;
+    await this.cli(['start', String(id)]);
     for (;;) {
-      const s = this.cli(['status', String(id)]);
+      const s = await this.cli(['status', String(id)]);
       if (['COMPLETED', 'FAILED', 'PAUSED', 'CANCELLED'].includes(s.status)) {
         if (s.status !== 'COMPLETED') throw new Error(`bench/cost: job ${id} ended ${s.status} ${s.status_reason ?? ''}`);
         return s;

@@ -61,9 +61,13 @@ export class BatchRunner {
     return this.tasks.size;
   }
 
-  /** Whether a job's units go to its provider's batch API: a RUNNING job whose worker config asks for it. */
+  /**
+   * Whether a job's units go to its provider's batch API: a RUNNING job whose
+   * worker config asks for it. Its synthesis unit (added once every item unit is
+   * done) runs online: its prompt is gathered from the job's outputs when it runs.
+   */
   handles(job: JobRow): boolean {
-    if (job.status !== 'RUNNING') return false;
+    if (job.status !== 'RUNNING' || job.synthesis_unit_id !== null) return false;
     const worker = this.deps.workers.get(job.worker_type);
     return worker.batch !== undefined && worker.batch.enabled(this.workerConfig(worker, job));
   }

@@ -223,6 +223,22 @@ describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s ba
     expect(done.counts.pending).toBe(59 - submitted);
   });
 
+  it('a job with a post_processing_prompt: the units go in a batch, the synthesis unit runs online over their outputs', async () => {
+    const m = await start(api);
+    const s = sandbox();
+    const id = await createJob(s, api, m, 6, { post_processing_prompt: 'Sum up the labels.' });
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('COMPLETED');
+    // The test unit and the synthesis unit online; the five others in a batch.
+    expect(m.counters.online).toBe(2);
+    expect(m.creates.flatMap((c) => c.custom_ids)).toHaveLength(5);
+    const synthesis = await s.queryOne<{ status: string; batch_id: number | null; prompt: string }>("select status, batch_id, prompt from work_units where job_id = ? and kind = 'synthesis'", id);
+    expect(synthesis).toMatchObject({ status: 'SUCCEEDED', batch_id: null });
+    expect(synthesis!.prompt).toContain('Sum up the labels.');
+    const job = await s.ok(['status', String(id)]);
+    expect(job.counts.succeeded).toBe(7);
+  });
+
   it('with cache on, identical prompts are sent once, and the same job run again makes no request at all', async () => {
     const m = await start(api);
     const s = sandbox();

@@ -42,6 +42,12 @@ const config = z.strictObject({
       "Send the units (after the test unit, which runs online) through the provider's batch API (Anthropic Message Batches, OpenAI Batch) at half the price; results come within 24 hours, most within one. Needs api openai with OpenAI itself, or api anthropic.",
     ),
   batch_max_requests: z.int().positive().optional().describe("At most this many requests per batch (default: the API's limit)."),
+  batch_deadline_hours: z
+    .number()
+    .positive()
+    .max(24)
+    .optional()
+    .describe('A batch still processing this long after it was posted is cancelled at the provider; what it answered is recorded, and the units it did not answer run online.'),
 });
 export type HttpLlmConfig = z.infer<typeof config>;
 
@@ -243,7 +249,7 @@ export const httpLlmWorker: Worker<HttpLlmConfig> = {
     return keyEnv ? [keyEnv] : [];
   },
   // An online run and a batch run of one request share answers: rate limits, prices and where the key is read from change no answer.
-  answerShape: (cfg) => Object.fromEntries(Object.entries(cfg).filter(([k]) => !['rpm', 'tpm', 'batch', 'batch_max_requests', 'prices', 'api_key_env'].includes(k))),
+  answerShape: (cfg) => Object.fromEntries(Object.entries(cfg).filter(([k]) => !['rpm', 'tpm', 'batch', 'batch_max_requests', 'batch_deadline_hours', 'prices', 'api_key_env'].includes(k))),
 
   async run(unit, cfg, ctx): Promise<UnitOutcome> {
     const started = Date.now();

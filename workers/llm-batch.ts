@@ -308,6 +308,8 @@ export const httpLlmBatch: HttpLlmBatchApi = {
 
   provider: (cfg) => cfg.api,
 
+  onlineAfterMs: (cfg) => (cfg.batch_deadline_hours === undefined ? undefined : Math.round(cfg.batch_deadline_hours * 3_600_000)),
+
   limits(cfg) {
     const api = LIMITS[cfg.api];
     return { max_requests: Math.min(api.max_requests, cfg.batch_max_requests ?? api.max_requests), max_bytes: api.max_bytes };

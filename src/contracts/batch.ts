@@ -54,6 +54,11 @@ export interface BatchApi<C> {
   enabled(config: C): boolean;
   /** The provider's name as status shows it ("anthropic", "openai"). */
   provider(config: C): string;
+  /**
+   * How long a batch may stay processing before it is cancelled and what it has
+   * not answered runs online (the job's deadline); undefined waits for the provider.
+   */
+  onlineAfterMs?(config: C): number | undefined;
   limits(config: C): BatchLimits;
   /** What a batch request costs, as a share of the online price (0.5 for both APIs). */
   readonly priceFactor: number;

@@ -74,6 +74,12 @@ export type EndOfWork =
   /** The job ends by this move, with this reason; `result` is the synthesis unit's output. */
   | { kind: 'end'; move: Extract<JobMove, 'complete' | 'fail'>; reason: string | null; result?: string | null };
 
+/**
+ * The error_kind of a unit that a provider batch gave back past its job's
+ * deadline (batch_deadline_hours): it runs online, not in another batch.
+ */
+export const ONLINE_AFTER_BATCH = 'batch_deadline';
+
 /** The failure kind (contracts/worker.ts) of a unit whose destination refused every item it carried. */
 export const UNRESOLVED_FAILURE = 'unresolved';
 

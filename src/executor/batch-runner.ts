@@ -5,6 +5,7 @@ import type { Registry } from '../contracts/registry.js';
 import type { UnitInput, Worker } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
 import { errorMessage } from '../domain/errors.js';
+import { ONLINE_AFTER_BATCH } from '../domain/job-rules.js';
 import { parseWith } from '../domain/job-spec.js';
 import type { ClaimedUnit, HeldUnit, OutcomeEntry, OutcomeWrite, Repository } from '../store/repository.js';
 import type { BatchRow, JobRow } from '../store/schema.js';
@@ -70,6 +71,12 @@ export class BatchRunner {
     if (job.status !== 'RUNNING' || job.synthesis_unit_id !== null) return false;
     const worker = this.deps.workers.get(job.worker_type);
     return worker.batch !== undefined && worker.batch.enabled(this.workerConfig(worker, job));
+  }
+
+  /** Whether a batch job's units may come back to run online (its config sets a deadline). */
+  runsLateUnitsOnline(job: JobRow): boolean {
+    const worker = this.deps.workers.get(job.worker_type);
+    return worker.batch?.onlineAfterMs?.(this.workerConfig(worker, job)) !== undefined;
   }
 
   /** Starts posting a batch of the job's pending units, unless this executor is posting one for it already. */
@@ -261,7 +268,14 @@ export class BatchRunner {
         }
         const progress = await api.poll(cfg, providerId, signal);
         if (progress.state === 'processing') {
-          await repo.batches.polled(row.id, owner, { counts: progress.counts, error: null, cancel_requested: cancelRequested }, nextPoll());
+          // Past the job's deadline: cancel it; what it has not answered runs online.
+          const deadline = api.onlineAfterMs?.(cfg);
+          const late = deadline !== undefined && !cancelRequested && row.submitted_at !== null && Date.now() - Number(row.submitted_at) >= deadline;
+          if (late) {
+            await api.cancel(cfg, providerId, signal);
+            this.deps.log(`batch ${row.id} (${providerId}) passed its deadline: cancelled; what it did not answer runs online`);
+          }
+          await repo.batches.polled(row.id, owner, { counts: progress.counts, error: null, cancel_requested: cancelRequested || late, run_online: late }, late ? Date.now() : nextPoll());
           return;
         }
         await this.harvest(row, providerId, job, api, cfg, progress);
@@ -319,7 +333,7 @@ export class BatchRunner {
         // Another attempt's, already recorded, or not abp's: refused.
         if (!id || !unit || unit.attempt !== id.attempt) continue;
         held.delete(unit.id);
-        const write = this.resultWrite(result, unit, job, outputSchema);
+        const write = this.resultWrite(result, unit, job, outputSchema, row.run_online === 1);
         if (unit.cache_key !== null && write.next === 'SUCCEEDED') {
           // Answers later identical requests, and the units of this batch that wait for it.
           write.cache_key = unit.cache_key;
@@ -354,11 +368,12 @@ export class BatchRunner {
   }
 
   /** What one result writes: an outcome through the retry policy; an unfinished request runs again unspent. */
-  private resultWrite(result: BatchItemResult, unit: HeldUnit, job: JobRow, outputSchema: Record<string, unknown> | null): OutcomeWrite {
+  private resultWrite(result: BatchItemResult, unit: HeldUnit, job: JobRow, outputSchema: Record<string, unknown> | null, online: boolean): OutcomeWrite {
     const cancelled = job.status === 'CANCELLED';
     if ('unfinished' in result) {
-      const error = `the request was ${result.unfinished === 'expired' ? 'expired by the provider' : 'cancelled'} before it ran`;
-      return cancelled ? { next: 'CANCELLED', spent: false, error } : { next: 'PENDING', spent: false, available_at: 0, error, error_kind: null };
+      const error = `the request was ${result.unfinished === 'expired' ? 'expired by the provider' : 'cancelled'} before it ran${online ? ', past the deadline: it runs online' : ''}`;
+      // Past the deadline it runs online (the pool claims it); else in the next batch.
+      return cancelled ? { next: 'CANCELLED', spent: false, error } : { next: 'PENDING', spent: false, available_at: 0, error, error_kind: online ? ONLINE_AFTER_BATCH : null };
     }
     let outcome = checkedOutcome(result.outcome).outcome;
     if (outputSchema) outcome = checkOutput(outcome, outputSchema);

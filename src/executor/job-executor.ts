@@ -212,15 +212,17 @@ export class JobExecutor {
     this.rotation = (this.rotation + 1) % claimable.length;
     const ordered = [...claimable.slice(this.rotation), ...claimable.slice(0, this.rotation)];
     for (const job of ordered) {
-      if (this.batches.handles(job)) {
+      const batched = this.batches.handles(job);
+      if (batched) {
         this.batches.submit(job);
-        continue;
+        // Units a batch gave back past the job's deadline run here, online.
+        if (!this.batches.runsLateUnitsOnline(job)) continue;
       }
       const free = this.pool.free();
       if (free <= 0) break;
       // A worker type cooling down after a rate limit gets no new claims until it ends.
       if (this.pool.coolDowns.remainingMs(job.worker_type) > 0) continue;
-      const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs);
+      const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs, batched ? { afterDeadline: true } : undefined);
       for (const unit of units) this.pool.start(unit, fresh);
     }
     return work;

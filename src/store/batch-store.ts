@@ -4,7 +4,7 @@ import type { JobStore } from './job-store.js';
 import type { BatchRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
 import { applyUnitMove } from './unit-moves.js';
-import { outOfWork } from '../domain/job-rules.js';
+import { ONLINE_AFTER_BATCH, outOfWork } from '../domain/job-rules.js';
 import type { UnitState } from '../domain/states.js';
 
 /*
@@ -124,7 +124,7 @@ export class BatchStore {
   }
 
   /** A poll that found the batch still processing (or failed to reach the provider): the counts, and the next poll. */
-  async polled(batchId: number, owner: string, patch: { counts?: Record<string, number>; error?: string | null; cancel_requested?: boolean }, nextPollAt: number): Promise<void> {
+  async polled(batchId: number, owner: string, patch: { counts?: Record<string, number>; error?: string | null; cancel_requested?: boolean; run_online?: boolean }, nextPollAt: number): Promise<void> {
     await this.core.db
       .updateTable('llm_batches')
       .set({
@@ -134,6 +134,7 @@ export class BatchStore {
         ...(patch.counts ? { counts: JSON.stringify(patch.counts) } : {}),
         ...(patch.error !== undefined ? { error: patch.error } : {}),
         ...(patch.cancel_requested ? { cancel_requested: 1 } : {}),
+        ...(patch.run_online ? { run_online: 1 } : {}),
       })
       .where('id', '=', batchId)
       .where('lease_owner', '=', owner)
@@ -152,8 +153,9 @@ export class BatchStore {
 
   /**
    * Ends a batch: every unit it still holds goes back to PENDING without
-   * spending a retry (never posted, expired, missing from the results), or to
-   * CANCELLED when its job was cancelled; their reservations are released. The
+   * spending a retry (never posted, expired, missing from the results; to run
+   * online when the batch passed its deadline), or to CANCELLED when its job
+   * was cancelled; their reservations are released. The
    * row records why, and the job ends if that was its last work.
    */
   async close(batchId: number, patch: { counts?: Record<string, number>; error?: string | null; available_at?: number }): Promise<number> {
@@ -167,7 +169,9 @@ export class BatchStore {
         t,
         cancelled ? 'harvest_cancel' : 'harvest_release',
         { jobId: row.job_id, batchId },
-        cancelled ? { reserved_usd: 0, finished_at: Date.now(), error: 'cancelled with its job while in a provider batch' } : { reserved_usd: 0, available_at: patch.available_at ?? 0 },
+        cancelled
+          ? { reserved_usd: 0, finished_at: Date.now(), error: 'cancelled with its job while in a provider batch' }
+          : { reserved_usd: 0, available_at: patch.available_at ?? 0, ...(row.run_online ? { error_kind: ONLINE_AFTER_BATCH, error: 'not answered by its batch before the deadline: runs online' } : {}) },
       );
       await t
         .updateTable('llm_batches')

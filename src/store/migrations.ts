@@ -361,6 +361,8 @@ const migrations: Record<MigrationName, Migration> = {
         .addColumn('counts', 'text')
         .addColumn('error', 'text')
         .addColumn('cancel_requested', 'integer', (c) => c.notNull().defaultTo(0))
+        // Cancelled at the job's deadline: what it did not answer runs online.
+        .addColumn('run_online', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('lease_owner', 'text')
         .addColumn('lease_expires_at', 'bigint')
         .addColumn('next_poll_at', 'bigint', (c) => c.notNull())

@@ -127,6 +127,8 @@ export interface LlmBatchesTable {
   counts: string | null;
   error: string | null;
   cancel_requested: Defaulted<number>;
+  /** 1: cancelled at the job's deadline; the units it gives back run online. */
+  run_online: Defaulted<number>;
   lease_owner: string | null;
   lease_expires_at: Millis | null;
   next_poll_at: Millis;

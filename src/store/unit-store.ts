@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { UnitState } from '../domain/states.js';
 import type { EventStore } from './event-store.js';
-import { budgetPauses, budgetRoom } from '../domain/job-rules.js';
+import { budgetPauses, budgetRoom, ONLINE_AFTER_BATCH } from '../domain/job-rules.js';
 import type { JobStore, Page } from './job-store.js';
 import type { JobRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
@@ -14,10 +14,12 @@ const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
 export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd', 'session_id'] as const;
 export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
 
-/** A claim for a provider batch: the share of the online price its requests cost. */
-export interface BatchClaim {
-  priceFactor: number;
-}
+/**
+ * A claim for a provider batch (the share of the online price its requests
+ * cost), or of a batch job's units that its batch gave back past the deadline,
+ * which run online.
+ */
+export type BatchClaim = { priceFactor: number } | { afterDeadline: true };
 
 /** Units by state, and by kind: 'item' leaves out the synthesis unit. */
 export interface UnitFilter {
@@ -61,10 +63,10 @@ export class UnitStore {
       if (job.status !== 'RUNNING' && job.status !== 'TESTING') return { job, units: [] };
       // A claim for a provider batch is not bounded by max_workers (the provider runs the requests),
       // and reserves each unit at the batch price.
-      const { take, expected, exhausted } = forBatch
-        ? budgetRoom({ ...job, running: job.running + job.submitted }, want, await this.batchMeanCost(t, job, forBatch.priceFactor))
-
-        : budgetRoom(job, Math.min(want, job.max_workers - job.running));
+      const { take, expected, exhausted } =
+        forBatch && 'priceFactor' in forBatch
+          ? budgetRoom({ ...job, running: job.running + job.submitted }, want, await this.batchMeanCost(t, job, forBatch.priceFactor))
+          : budgetRoom(job, Math.min(want, job.max_workers - job.running));
       if (budgetPauses(job, exhausted)) {
         // Spent plus reserved would pass the cap: stop claiming and say why.
         await this.jobs.moveJobIn(t, job, 'pause', exhausted);
@@ -79,6 +81,9 @@ export class UnitStore {
         .where('status', '=', 'PENDING')
         .where('available_at', '<=', now);
       if (job.status === 'TESTING') candidates = candidates.where('id', '=', job.test_unit_id ?? -1);
+      // A batch takes what was not given back past its deadline; the online claim of a batch job takes only that.
+      if (forBatch && 'priceFactor' in forBatch) candidates = candidates.where((eb) => eb.or([eb('error_kind', 'is', null), eb('error_kind', '<>', ONLINE_AFTER_BATCH)]));
+      else if (forBatch) candidates = candidates.where('error_kind', '=', ONLINE_AFTER_BATCH);
       // One statement; on PostgreSQL rows another transaction holds are skipped, not waited on.
       const among = this.core.pg ? candidates.orderBy('id').limit(take).forUpdate().skipLocked() : candidates.orderBy('id').limit(take);
       const { rows: units, deltas } = await applyUnitMove(

@@ -239,6 +239,26 @@ describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s ba
     expect(job.counts.succeeded).toBe(7);
   });
 
+  it('past batch_deadline_hours the batch is cancelled: what it answered is recorded, the rest runs online', async () => {
+    const m = await start(api, { hold: true, completeOnCancel: 2 });
+    const s = sandbox();
+    // 0.0003 hours: about a second.
+    const id = await createJob(s, api, m, 6, { worker_config: { batch_deadline_hours: 0.0003 } });
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('COMPLETED');
+    expect(m.counters.cancels).toBe(1);
+    // The test unit and the three units the batch did not answer ran online; two came from the batch.
+    expect(m.counters.online).toBe(4);
+    expect(m.creates.flatMap((c) => c.custom_ids)).toHaveLength(5);
+    const units = await s.query<{ status: string; cost_usd: number; batch_id: number | null; attempt: number; failures: number }>('select status, cost_usd, batch_id, attempt, failures from work_units where job_id = ?', id);
+    for (const u of units) expect(u).toMatchObject({ status: 'SUCCEEDED', failures: 0 });
+    const fromBatch = units.filter((u) => u.batch_id !== null && u.attempt === 1);
+    expect(fromBatch).toHaveLength(2);
+    for (const u of fromBatch) expect(u.cost_usd).toBeCloseTo(ONLINE / 2, 12);
+    expect(units.filter((u) => u.batch_id !== null && u.attempt === 2)).toHaveLength(3);
+    expect(done.cost_usd).toBeCloseTo(4 * ONLINE + 2 * (ONLINE / 2), 9);
+  });
+
   it('with cache on, identical prompts are sent once, and the same job run again makes no request at all', async () => {
     const m = await start(api);
     const s = sandbox();

@@ -36,6 +36,7 @@ export class UnitControl {
       });
     if (unit.status === 'PENDING') throw refuse('it is already waiting to run');
     if (unit.status === 'RUNNING') throw refuse('it is RUNNING; stop it first (stop_unit), then retry it');
+    if (unit.status === 'SUBMITTED') throw refuse('it is in a provider batch; retry it once its result is in (cancel_job cancels the batch)');
     if (job.status === 'CANCELLED') throw refuse('the job is CANCELLED; a cancelled job does not run again');
     if (job.status === 'CREATED') throw refuse('the job is CREATED; start it to run its units', nextStepFor(job));
     if (job.status === 'TESTING' && job.test_unit_id !== unit.id) throw refuse('the job is TESTING; only its test unit runs before approval', nextStepFor(job));

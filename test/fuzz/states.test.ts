@@ -116,6 +116,8 @@ interface Model {
   maxRetries: number;
   /** How many claims the fake executor holds (Real.held has them). */
   held: number;
+  /** How many provider batches are open (Real.batches has them). */
+  batches: number;
   /** A post_processing_prompt: one synthesis unit joins once the items are done. */
   synthesis: boolean;
   allowPartial: boolean;
@@ -131,6 +133,8 @@ interface Real {
   unitIds: number[];
   /** Claims this fake executor holds, as the claim returned them. */
   held: ClaimedUnit[];
+  /** Provider batches this fake executor opened and has not closed, with the attempts each holds. */
+  batches: { id: number; units: ClaimedUnit[] }[];
 }
 
 const count = (m: Model, s: UnitState) => m.units.filter((u) => u.status === s).length;
@@ -141,7 +145,7 @@ const count = (m: Model, s: UnitState) => m.units.filter((u) => u.status === s).
  * allow_partial), whose own outcome then decides.
  */
 function finishIfDone(m: Model): void {
-  if (m.status !== 'RUNNING' || count(m, 'PENDING') > 0 || count(m, 'RUNNING') > 0) return;
+  if (m.status !== 'RUNNING' || count(m, 'PENDING') > 0 || count(m, 'RUNNING') > 0 || count(m, 'SUBMITTED') > 0) return;
   if (m.synthesis && m.synthesisUnit === null && (count(m, 'FAILED') === 0 || m.allowPartial)) {
     m.units.push({ status: 'PENDING', failures: 0, attempt: 0 });
     m.synthesisUnit = m.units.length - 1;
@@ -412,6 +416,7 @@ const retryUnit = fc.nat().map((pick) =>
     const refused =
       u.status === 'PENDING' ||
       u.status === 'RUNNING' ||
+      u.status === 'SUBMITTED' ||
       m.status === 'CANCELLED' ||
       m.status === 'CREATED' ||
       (m.status === 'TESTING' && k !== m.test) ||
@@ -435,6 +440,69 @@ const retryUnit = fc.nat().map((pick) =>
     u.failures = 0;
     if (m.status === 'COMPLETED' || m.status === 'FAILED') m.status = 'RUNNING';
   }),
+);
+
+/** The batch runner: every claim held goes into one provider batch (only the attempts still holding their unit move). */
+const submit = fc.constant(
+  cmd(
+    'executor submits its claims to a provider batch',
+    async (m, r) => {
+      const held = r.held.splice(0, r.held.length);
+      m.held = 0;
+      const { batchId, moved } = await r.repo.batches.open(r.jobId, 'fuzz', `fuzz-${Date.now()}`, OWNER, LEASE_MS, held.map((h) => ({ id: h.id, attempt: h.attempt, prompt: 'p', cache_key: null })));
+      const expected: number[] = [];
+      for (const h of held) {
+        const u = m.units[r.unitIds.indexOf(h.id)]!;
+        if (u.status !== 'RUNNING' || u.attempt !== h.attempt) continue;
+        u.status = 'SUBMITTED';
+        expected.push(h.id);
+      }
+      expect([...moved].sort((a, b) => a - b)).toEqual(expected.sort((a, b) => a - b));
+      const kept = held.filter((h) => moved.includes(h.id));
+      if (kept.length > 0) r.batches.push({ id: batchId, units: kept });
+      else await r.repo.batches.close(batchId, { error: 'empty' });
+      m.batches = r.batches.length;
+    },
+    (m) => m.held > 0,
+  ),
+);
+
+/** A batch ends: each request's result (succeeded, errored, or never run) is harvested, then what is left goes back. */
+const harvest = fc.record({ pick: fc.nat(), results: fc.array(fc.constantFrom('SUCCEEDED', 'FAILED', 'unfinished', 'missing') as fc.Arbitrary<'SUCCEEDED' | 'FAILED' | 'unfinished' | 'missing'>, { minLength: 4, maxLength: 4 }) }).map(({ pick, results }) =>
+  cmd(
+    `a provider batch ends with ${results.join(', ')}`,
+    async (m, r) => {
+      const [batch] = r.batches.splice(pick % r.batches.length, 1) as [{ id: number; units: ClaimedUnit[] }];
+      m.batches = r.batches.length;
+      const entries = batch.units.flatMap((unit, k) => {
+        const fate = results[k % results.length]!;
+        if (fate === 'missing') return [];
+        const write =
+          fate === 'unfinished'
+            ? ({ next: m.status === 'CANCELLED' ? 'CANCELLED' : 'PENDING', spent: false } as const)
+            : ({ next: fate, spent: fate === 'FAILED', ...(fate === 'FAILED' ? { error: 'fuzz', error_kind: 'permanent' } : {}) } as const);
+        return [{ unit, owner: { batch: batch.id }, write }];
+      });
+      const written = await r.repo.recordOutcomes(entries);
+      entries.forEach((e, k) => {
+        const u = m.units[r.unitIds.indexOf(e.unit.id)]!;
+        // Only a unit the batch still holds at that attempt takes its result.
+        expect(written[k]).toBe(u.status === 'SUBMITTED' && u.attempt === e.unit.attempt);
+        if (!written[k]) return;
+        u.status = e.write.next;
+        u.unresolved = false;
+        if (e.write.spent) u.failures++;
+      });
+      finishIfDone(m);
+      await r.repo.batches.close(batch.id, {});
+      for (const unit of batch.units) {
+        const u = m.units[r.unitIds.indexOf(unit.id)]!;
+        if (u.status === 'SUBMITTED') u.status = m.status === 'CANCELLED' ? 'CANCELLED' : 'PENDING';
+      }
+      finishIfDone(m);
+    },
+    (m) => m.batches > 0,
+  ),
 );
 
 const expire = fc.constant(
@@ -482,6 +550,8 @@ const command = fc.oneof(
   { weight: 2, arbitrary: retryUnit },
   { weight: 1, arbitrary: expire },
   { weight: 2, arbitrary: tick },
+  { weight: 2, arbitrary: submit },
+  { weight: 2, arbitrary: harvest },
 );
 
 describe(`Orchestrator and Repository (${TEST_BACKEND}) under random command sequences`, () => {
@@ -541,11 +611,12 @@ describe(`Orchestrator and Repository (${TEST_BACKEND}) under random command seq
             maxWorkers: s.maxWorkers,
             maxRetries: s.maxRetries,
             held: 0,
+            batches: 0,
             synthesis: s.synthesis,
             allowPartial: s.allowPartial,
             synthesisUnit: null,
           };
-          const real: Real = { orchestrator, repo: store.repo, jobId, unitIds, held: [] };
+          const real: Real = { orchestrator, repo: store.repo, jobId, unitIds, held: [], batches: [] };
           await expectAgrees(model, real, 'after create');
           await fc.asyncModelRun(() => ({ model, real }), cmds);
         } finally {

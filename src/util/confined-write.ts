@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, rename, rmdir, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /*
@@ -99,18 +99,29 @@ async function recheck(chain: readonly Seen[], root: string): Promise<void> {
   }
 }
 
-/** True when `path` is a regular file (not followed if a link) holding exactly `bytes`. */
-async function holds(path: string, bytes: Buffer): Promise<boolean> {
-  let handle;
+/**
+ * Opens `path` for reading when it is a regular file, never through a link at
+ * the name; undefined otherwise. O_NONBLOCK: a FIFO planted at the name must not
+ * stall the caller. The caller closes the handle.
+ */
+async function openRegularFile(path: string): Promise<FileHandle | undefined> {
+  let handle: FileHandle;
   try {
-    // O_NONBLOCK: a FIFO planted at the name must not stall the write.
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
-    return false;
+    return undefined;
   }
+  if ((await handle.stat()).isFile()) return handle;
+  await handle.close();
+  return undefined;
+}
+
+/** True when `path` is a regular file (not followed if a link) holding exactly `bytes`. */
+async function holds(path: string, bytes: Buffer): Promise<boolean> {
+  const handle = await openRegularFile(path);
+  if (!handle) return false;
   try {
-    const st = await handle.stat();
-    if (!st.isFile() || st.size !== bytes.length) return false;
+    if ((await handle.stat()).size !== bytes.length) return false;
     const have = Buffer.alloc(bytes.length);
     let read = 0;
     while (read < have.length) {
@@ -122,6 +133,15 @@ async function holds(path: string, bytes: Buffer): Promise<boolean> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A temporary file's path in `dir` that nobody can guess, named after `hint`:
+ * a leading dot keeps it apart from item names. Opened exclusively
+ * (O_EXCL | O_NOFOLLOW) by every caller, so a name planted there is never reused.
+ */
+export function tempPath(dir: string, hint: string): string {
+  return join(dir, `.${hint.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64)}.${randomBytes(12).toString('hex')}.tmp`);
 }
 
 /**
@@ -141,8 +161,8 @@ export async function writeConfined(root: string, rel: string, content: string |
   const bytes = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
   if (existing?.isFile() && (await holds(target, bytes))) return 'unchanged';
 
-  // Step 2: a new file under a name nobody can guess; a leading dot keeps it apart from item names.
-  const temp = join(dir, `.abp-${randomBytes(12).toString('hex')}.tmp`);
+  // Step 2: a new file under a name nobody can guess.
+  const temp = tempPath(dir, 'abp');
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
   let renamed = false;
   try {
@@ -214,14 +234,9 @@ export async function readConfined(root: string, rel: string): Promise<Buffer | 
     throw err;
   }
   if (!chain) return undefined;
-  let handle;
+  const handle = await openRegularFile(join(chain[chain.length - 1]!.path, leaf));
+  if (!handle) return undefined;
   try {
-    handle = await open(join(chain[chain.length - 1]!.path, leaf), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    if (!(await handle.stat()).isFile()) return undefined;
     return await handle.readFile();
   } finally {
     await handle.close();
@@ -230,7 +245,7 @@ export async function readConfined(root: string, rel: string): Promise<Buffer | 
 
 /** Opens a new file for writing under a random name beside `target`: exclusive, never through a link. */
 export async function openExclusiveTemp(dir: string, hint: string): Promise<{ path: string; handle: Awaited<ReturnType<typeof open>> }> {
-  const path = join(dir, `.${hint.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64)}.${randomBytes(12).toString('hex')}.tmp`);
+  const path = tempPath(dir, hint);
   const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
   return { path, handle };
 }

@@ -1,6 +1,7 @@
-import { hash, randomBytes } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
+import { tempPath } from '../../util/confined-write.js';
 import type { ProviderHealth, ProviderRecord, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
 
@@ -114,7 +115,7 @@ export function keyOf(record: ProviderRecord, field: string, where: () => string
  */
 export function writeFileAtomic(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${randomBytes(12).toString('hex')}.tmp`;
+  const tmp = tempPath(dirname(path), basename(path));
   try {
     const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
     try {

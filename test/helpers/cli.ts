@@ -147,6 +147,30 @@ export class Sandbox {
     return (await this.query<T>(text, ...params))[0];
   }
 
+  /**
+   * Whether an abp process is inside a transaction on this sandbox's database
+   * now: on SQLite, whether the write lock is taken (BEGIN IMMEDIATE fails at
+   * once); on PostgreSQL, whether an abp session has a transaction open, or with
+   * `writesOnly`, one that has written (it holds a transaction id).
+   */
+  async inTransaction(writesOnly = false): Promise<boolean> {
+    if (this.backend === 'postgres') {
+      const open = writesOnly ? 'backend_xid is not null' : 'xact_start is not null';
+      const rows = await this.query(`select pid from pg_stat_activity where datname = current_database() and application_name = 'abp' and ${open} and pid <> pg_backend_pid()`);
+      return rows.length > 0;
+    }
+    const db = new Database(this.env.ABP_DB as string, { timeout: 0 });
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      db.exec('ROLLBACK');
+      return false;
+    } catch {
+      return true; // SQLITE_BUSY: the write lock is taken
+    } finally {
+      db.close();
+    }
+  }
+
   /** COUNT(*) of units by state, straight from the table. */
   async counts(job: number): Promise<Record<string, number>> {
     const rows = await this.query<{ status: string; n: number }>('select status, count(*) n from work_units where job_id = ? group by status', job);

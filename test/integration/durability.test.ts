@@ -62,23 +62,6 @@ async function countersHold(): Promise<void> {
   }
 }
 
-/** Whether some process holds an open write transaction on the database (a create mid-enumeration). */
-async function writing(): Promise<boolean> {
-  if (sb.backend === 'postgres') {
-    const rows = await sb.query("select pid from pg_stat_activity where datname = current_database() and application_name = 'abp' and backend_xid is not null");
-    return rows.length > 0;
-  }
-  const db = new Database(sb.env.ABP_DB as string, { timeout: 0 });
-  try {
-    db.exec('BEGIN IMMEDIATE');
-    db.exec('ROLLBACK');
-    return false;
-  } catch {
-    return true; // SQLITE_BUSY: the write lock is taken
-  } finally {
-    db.close();
-  }
-}
 
 function csv(name: string, n: number): string {
   const path = sb.path(name);
@@ -150,7 +133,7 @@ describe('SIGKILL at any moment', () => {
     for (let i = 0; i < 4; i++) {
       const proc = create();
       // Once its transaction is writing rows, kill it at a random moment.
-      while (proc.exitCode === null && !(await writing())) await sleep(20);
+      while (proc.exitCode === null && !(await sb.inTransaction(true))) await sleep(20);
       await sleep(Math.floor(Math.random() * took * 0.3));
       proc.kill('SIGKILL');
       const r = await proc;

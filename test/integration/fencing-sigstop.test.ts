@@ -1,5 +1,4 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { Sandbox, sleep } from '../helpers/cli.js';
 
@@ -178,7 +177,7 @@ it('an executor SIGSTOPped past its lease and resumed after another took its uni
   for (let tries = 0; ; tries++) {
     process.kill(aPid, 'SIGSTOP');
     await sleep(50);
-    if (!(await midTransaction())) break;
+    if (!(await sb.inTransaction())) break;
     if (tries > 50) throw new Error('A was inside a transaction at every SIGSTOP');
     process.kill(aPid, 'SIGCONT');
     await sleep(10 + Math.random() * 40);
@@ -291,20 +290,3 @@ it('an executor SIGSTOPped past its lease and resumed after another took its uni
   expect(aLog).not.toMatch(/could not record its outcome|tick failed|stopped by a person/);
 });
 
-/** Whether some abp process is inside a database transaction (holds SQLite's write lock, or a PostgreSQL transaction). */
-async function midTransaction(): Promise<boolean> {
-  if (sb.backend === 'postgres') {
-    const rows = await sb.query("select pid from pg_stat_activity where datname = current_database() and application_name = 'abp' and xact_start is not null and pid <> pg_backend_pid()");
-    return rows.length > 0;
-  }
-  const db = new Database(sb.env.ABP_DB as string, { timeout: 0 });
-  try {
-    db.exec('BEGIN IMMEDIATE');
-    db.exec('ROLLBACK');
-    return false;
-  } catch {
-    return true;
-  } finally {
-    db.close();
-  }
-}

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { createTestDatabase, dropTestDatabase, TEST_BACKEND } from '../helpers/postgres.js';
-import { runChaos, summary } from './harness.js';
+import { runChaos, summary, type ChaosOptions, type ChaosReport } from './harness.js';
 
 /*
  * The short chaos run, in the suite: a few hundred units with every fault kind
@@ -18,26 +18,36 @@ afterEach(async () => {
   home = pgDb = undefined;
 });
 
-it('chaos: faulty workers, killed executors and a locked database lose nothing and run nothing twice', { timeout: 300_000 }, async () => {
+type RunOptions = ChaosOptions;
+
+/**
+ * One short run on this backend's fresh database: 40 s of faults, two executors
+ * killed, stopped and restarted every 1.5 s, leases of 3 s, at most 2 minutes to
+ * settle, and a random seed (printed, so a failure can be replayed).
+ */
+async function shortRun(options: Omit<RunOptions, 'home' | 'db' | 'durationMs' | 'jobs' | 'maxExecutors' | 'actionEveryMs' | 'leaseSeconds' | 'settleMs' | 'seed' | 'log'>): Promise<{ report: ChaosReport; text: string }> {
   home = mkdtempSync(join(tmpdir(), 'abp-chaos-'));
   pgDb = TEST_BACKEND === 'postgres' ? await createTestDatabase() : undefined;
-  const seed = Math.floor(Math.random() * 2 ** 31);
   const report = await runChaos({
     home,
     db: pgDb ?? join(home, 'abp.db'),
     durationMs: 40_000,
     jobs: 'once',
-    shellUnits: 160,
-    httpUnits: 80,
     maxExecutors: 2,
     actionEveryMs: 1500,
     leaseSeconds: 3,
     settleMs: 120_000,
-    seed,
+    seed: Math.floor(Math.random() * 2 ** 31),
     log: () => undefined,
+    ...options,
   });
   const text = summary(report);
   process.stderr.write(`${text}\n`);
+  return { report, text };
+}
+
+it('chaos: faulty workers, killed executors and a locked database lose nothing and run nothing twice', { timeout: 300_000 }, async () => {
+  const { report, text } = await shortRun({ shellUnits: 160, httpUnits: 80 });
   expect(report.units, text).toBe(240);
   expect(report.violations, text).toEqual([]);
   expect(report, text).toMatchObject({ duplicates: 0, lost: 0, wrong_outcomes: 0, counter_mismatches: 0, leftover_leases: 0, executor_rows: 0, orphans: 0, bad_exits: 0 });
@@ -50,31 +60,16 @@ it('chaos: faulty workers, killed executors and a locked database lose nothing a
 });
 
 it('chaos, poisoned workers: garbage from the workers fails or is coerced, never crashes an executor, and loses or repeats nothing', { timeout: 300_000 }, async () => {
-  home = mkdtempSync(join(tmpdir(), 'abp-chaos-'));
-  pgDb = TEST_BACKEND === 'postgres' ? await createTestDatabase() : undefined;
-  const seed = Math.floor(Math.random() * 2 ** 31);
-  const report = await runChaos({
-    home,
-    db: pgDb ?? join(home, 'abp.db'),
-    durationMs: 40_000,
-    jobs: 'once',
+  const { report, text } = await shortRun({
     kinds: ['shell', 'agent', 'claude'],
     shellUnits: 80,
     httpUnits: 0,
     agentUnits: 100,
     claudeUnits: 60,
-    maxExecutors: 2,
-    actionEveryMs: 1500,
-    leaseSeconds: 3,
-    settleMs: 120_000,
-    seed,
     // Small sizes, each still past its limit: 20,000 events (10,000 are kept), a 17 MB line (16 MiB
     // are kept), 40 MB without a newline against a 24 MiB max_output_bytes.
     poison: { floodEvents: 20_000, longLineBytes: 17_000_000, hugeLineBytes: 40_000_000, maxOutputBytes: 24 * 1024 * 1024, timeoutSeconds: 5, escapeSeconds: 7, everyPoisonFirst: true },
-    log: () => undefined,
   });
-  const text = summary(report);
-  process.stderr.write(`${text}\n`);
   expect(report.units, text).toBe(240);
   expect(report.violations, text).toEqual([]);
   expect(report, text).toMatchObject({ duplicates: 0, lost: 0, stuck: 0, wrong_outcomes: 0, executor_crashes: 0, counter_mismatches: 0, leftover_leases: 0, executor_rows: 0, orphans: 0, bad_exits: 0 });

@@ -852,6 +852,14 @@ export const ROWS: Row[] = [
   },
   {
     surface: 'MCP', group: 'mcp',
+    input: '`create_job` in batch mode with a deadline past the providers\' 24-hour window (`batch_deadline_hours: 48`)',
+    error: 'worker_config.batch_deadline_hours: Too big: expected number to be <=24. Fix that field and call the tool again; list_workers shows every worker type and its config fields.',
+    signal: 'isError', kept: 'no job is created',
+    trigger: (b) =>
+      b.nothingCreated(() => b.tool('create_job', spec(b, { worker_type: 'http-llm', worker_config: { api: 'anthropic', model: 'claude-haiku-4-5', batch: true, batch_deadline_hours: 48 } }))),
+  },
+  {
+    surface: 'MCP', group: 'mcp',
     input: '`start_job` on a host that cancels every approval dialog (as `claude -p` does): the person gave no answer',
     error: 'Show the test unit\'s output to the user and ask them. Only on their word: start_job {"job_id":<job>,"approve":true} runs every unit; start_job {"job_id":<job>,"reject":true} goes back to edit the prompt. Do not approve on your own.',
     signal: '`decision: "no_answer"`, `next` (not an error)',

@@ -1,9 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { startMockBatches, type BatchMockApi, type MockBatches, type MockBatchesOptions } from '../fixtures/mock-batches.js';
-import { CLI, Sandbox, sleep } from '../helpers/cli.js';
+import { CLI, ROOT, Sandbox, sleep } from '../helpers/cli.js';
 
 /** get_job_status through a real `abp mcp` over stdio. */
 async function mcpStatus(s: Sandbox, id: number): Promise<any> {
@@ -330,3 +331,29 @@ async function finishing(m: MockBatches, s: Sandbox, id: number): Promise<any> {
   }
   throw new Error(`job ${id} did not end`);
 }
+
+describe('the README example of batch mode', () => {
+  it('examples/classify-in-batch.json runs as written, pointed at the mock: labels in a batch, then a re-run answered from the cache', async () => {
+    const m = await start('anthropic', {
+      answer: (req) => ({ type: 'text', text: JSON.stringify({ label: /refund|invoice/i.test(JSON.stringify(req.body)) ? 'billing' : 'other' }), usage: { input_tokens: 300, output_tokens: 10 } }),
+    });
+    const s = sandbox();
+    const example = JSON.parse(readFileSync(join(ROOT, 'examples', 'classify-in-batch.json'), 'utf8'));
+    example.enumerator_config.file_path = join(ROOT, example.enumerator_config.file_path);
+    example.worker_config.base_url = m.baseUrl;
+    writeFileSync(s.path('example.json'), JSON.stringify(example));
+    const id = (await s.ok(['create', '--spec', s.path('example.json')])).job_id as number;
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('COMPLETED');
+    expect(m.creates.flatMap((c) => c.custom_ids)).toHaveLength(5);
+    const results = await s.results(id);
+    expect(results.find((r) => r.item_id === 't1').structured_output).toEqual({ label: 'billing' });
+    expect(results.find((r) => r.item_id === 't6').structured_output).toEqual({ label: 'other' });
+
+    const again = (await s.ok(['create', '--spec', s.path('example.json')])).job_id as number;
+    const rerun = await testThenRun(s, again);
+    expect(rerun).toMatchObject({ status: 'COMPLETED', cost_usd: 0 });
+    expect(m.counters.online).toBe(1);
+    expect(m.creates).toHaveLength(1);
+  });
+});

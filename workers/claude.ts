@@ -277,6 +277,7 @@ function resumeRefused(s: Session): boolean {
 
 export const claudeWorker: Worker<ClaudeConfig> = {
   type: 'claude',
+  capsUnitCost: true,
   description: 'Runs Claude Code (`claude -p`, stream-json) per unit in its own process group, with only the tools the job grants.',
   configSchema: config as unknown as z.ZodType<ClaudeConfig>,
   healthProbes: [{ label: 'claude', config: {} }],

@@ -144,6 +144,13 @@ export interface Worker<C = unknown> {
    * (parsed through configSchema). Default: one probe of `{}`.
    */
   readonly healthProbes?: readonly { label: string; config: unknown }[];
+  /**
+   * The worker stops a unit that passes the job's `max_cost_per_unit_usd`
+   * (UnitInput.max_cost_usd) by itself (claude: --max-budget-usd). A job that
+   * sets the cap for a worker without it is refused: a cap nobody enforces
+   * would only look like one.
+   */
+  readonly capsUnitCost?: boolean;
   /** The provider's batch API, for workers that have one (http-llm with batch: true). */
   readonly batch?: BatchApi<C>;
   /** Releases what the worker keeps between units (thread pools). Idempotent. */

@@ -58,6 +58,13 @@ export class BatchJobs implements JobType {
     const template = spec.prompt_template ?? this.deps.synthesizer.template(enumerator.promptTemplate);
     this.deps.synthesizer.validate(template);
     if (spec.output_schema) compileOutputSchema(spec.output_schema);
+    if (spec.max_cost_per_unit_usd !== undefined && !worker.capsUnitCost) {
+      const can = this.deps.workers.list().filter((w) => w.capsUnitCost).map((w) => w.type);
+      throw new AbpError(
+        'invalid_input',
+        `max_cost_per_unit_usd: the ${worker.type} worker cannot stop a unit at a cost (${can.length ? `only ${can.join(', ')} can` : 'no worker can'}); use max_cost_usd for the job's budget`,
+      );
+    }
     return { spec, enumerator, enumeratorConfig, worker, workerConfig, template };
   }
 

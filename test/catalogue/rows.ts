@@ -557,6 +557,13 @@ export const ROWS: Row[] = [
   },
   {
     surface: 'HTTP', group: 'http',
+    input: '`POST /jobs` with a per-unit cap for a worker that cannot enforce one (`"max_cost_per_unit_usd": 0.5` on a shell job)',
+    error: "max_cost_per_unit_usd: the shell worker cannot stop a unit at a cost (only claude can); use max_cost_usd for the job's budget",
+    signal: 'HTTP 400 invalid_input', kept: 'no job is created',
+    trigger: (b) => createHttp(b, spec(b, { max_cost_per_unit_usd: 0.5 })),
+  },
+  {
+    surface: 'HTTP', group: 'http',
     input: '`POST /jobs` with an unknown worker type',
     error: 'worker_type: unknown type "gpt"; expected one of shell, claude, agent-cli, http-llm, function, sync-apply',
     signal: 'HTTP 400 invalid_input', kept: 'no job is created',

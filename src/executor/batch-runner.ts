@@ -6,7 +6,6 @@ import type { UnitInput, Worker } from '../contracts/worker.js';
 import type { AbpConfig } from '../config.js';
 import { errorMessage } from '../domain/errors.js';
 import { ONLINE_AFTER_BATCH } from '../domain/job-rules.js';
-import { parseWith } from '../domain/job-spec.js';
 import type { ClaimedUnit, HeldUnit, OutcomeEntry, OutcomeWrite, Repository } from '../store/repository.js';
 import type { BatchRow, JobRow } from '../store/schema.js';
 import { checkOutput } from './output-schema.js';
@@ -14,6 +13,7 @@ import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import { backoffMs, decide, type RetrySettings } from './retry-policy.js';
 import { cachedEvent, cachedWrite, type CachedResponse, type ResponseCache } from './response-cache.js';
 import { itemPrompt } from './unit-prompt.js';
+import type { WorkerConfigs } from './worker-configs.js';
 import { checkedOutcome } from './worker-boundary.js';
 
 export interface BatchRunnerDeps {
@@ -25,6 +25,8 @@ export interface BatchRunnerDeps {
   owner: string;
   /** The executor's response cache (the pool's), for jobs with `cache` on. */
   cache: ResponseCache;
+  /** Each job's parsed worker_config (the pool's). */
+  configs: WorkerConfigs;
   log: (message: string) => void;
 }
 
@@ -49,7 +51,6 @@ export class BatchRunner {
   private readonly stop = new AbortController();
   private lastPoll = 0;
   private anyOpen = false;
-  private readonly configs = new Map<string, unknown>();
 
   constructor(private readonly deps: BatchRunnerDeps) {}
 
@@ -70,13 +71,13 @@ export class BatchRunner {
   handles(job: JobRow): boolean {
     if (job.status !== 'RUNNING' || job.synthesis_unit_id !== null) return false;
     const worker = this.deps.workers.get(job.worker_type);
-    return worker.batch !== undefined && worker.batch.enabled(this.workerConfig(worker, job));
+    return worker.batch !== undefined && worker.batch.enabled(this.deps.configs.of(worker, job));
   }
 
   /** Whether a batch job's units may come back to run online (its config sets a deadline). */
   runsLateUnitsOnline(job: JobRow): boolean {
     const worker = this.deps.workers.get(job.worker_type);
-    return worker.batch?.onlineAfterMs?.(this.workerConfig(worker, job)) !== undefined;
+    return worker.batch?.onlineAfterMs?.(this.deps.configs.of(worker, job)) !== undefined;
   }
 
   /** Starts posting a batch of the job's pending units, unless this executor is posting one for it already. */
@@ -114,15 +115,6 @@ export class BatchRunner {
     this.tasks.set(key, done);
   }
 
-  private workerConfig(worker: Worker<any>, job: JobRow): unknown {
-    const key = `${job.id}:${job.updated_at}`;
-    if (!this.configs.has(key)) {
-      if (this.configs.size > 100) this.configs.clear();
-      this.configs.set(key, parseWith(worker.configSchema, JSON.parse(job.worker_config), 'worker_config'));
-    }
-    return this.configs.get(key);
-  }
-
   private retrySettings(job: JobRow): RetrySettings {
     return { maxRetries: job.max_retries, baseMs: this.deps.config.retryBaseMs, maxMs: this.deps.config.retryMaxMs };
   }
@@ -144,7 +136,7 @@ export class BatchRunner {
     const { repo, synthesizer, config, owner } = this.deps;
     const worker = this.deps.workers.get(job.worker_type);
     const api = worker.batch as BatchApi<unknown>;
-    const cfg = this.workerConfig(worker, job);
+    const cfg = this.deps.configs.of(worker, job);
     const limits = api.limits(cfg);
     const claimed: ClaimedUnit[] = [];
     let fresh = job;
@@ -255,7 +247,7 @@ export class BatchRunner {
         await repo.batches.close(row.id, { error: `worker ${job.worker_type} has no batch API` });
         return;
       }
-      const cfg = this.workerConfig(worker, job);
+      const cfg = this.deps.configs.of(worker, job);
       const signal = this.stop.signal;
       try {
         const providerId = row.state === 'submitting' ? await this.recover(row, api, cfg) : row.provider_id;

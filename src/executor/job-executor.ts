@@ -59,7 +59,7 @@ export class JobExecutor {
   constructor(private readonly deps: JobExecutorDeps) {
     this.log = deps.log ?? ((m) => logLine(`${new Date().toISOString()} executor ${this.id}: ${m}`));
     this.pool = new WorkerPool({ ...deps, owner: this.id, log: this.log }, deps.config.maxWorkers);
-    this.batches = new BatchRunner({ ...deps, owner: this.id, log: this.log, cache: this.pool.cache });
+    this.batches = new BatchRunner({ ...deps, owner: this.id, log: this.log, cache: this.pool.cache, configs: this.pool.configs });
   }
 
   /** Runs until idle for `idleExitMs` (0 = never), or until stop() is called. */

@@ -4,7 +4,6 @@ import type { Item } from '../contracts/enumerator.js';
 import type { Registry } from '../contracts/registry.js';
 import type { UnitOutcome, Worker } from '../contracts/worker.js';
 import { errorMessage } from '../domain/errors.js';
-import { parseWith } from '../domain/job-spec.js';
 import type { AbpConfig } from '../config.js';
 import type { PromptSynthesizer } from './prompt-synthesizer.js';
 import type { ClaimedUnit, Repository } from '../store/repository.js';
@@ -13,6 +12,7 @@ import { CoolDowns } from './cool-downs.js';
 import { cachedEvent, cachedWrite, ResponseCache, type CachedResponse } from './response-cache.js';
 import { checkOutput } from './output-schema.js';
 import { itemPrompt } from './unit-prompt.js';
+import { WorkerConfigs } from './worker-configs.js';
 import { backoffMs, decide, retryAllowance } from './retry-policy.js';
 import { writeManifest } from './synthesis.js';
 import { SlidingWindowThrottle } from './throttle.js';
@@ -45,7 +45,6 @@ const key = (unit: ClaimedUnit): string => `${unit.id}:${unit.attempt}`;
 /** Runs claimed units concurrently, up to a global capacity, and records their outcomes. */
 export class WorkerPool {
   private readonly running = new Map<string, Running>();
-  private readonly jobConfigs = new Map<string, unknown>();
   private readonly workDirs = new Set<number>();
   private wake: (() => void) | undefined;
   private woken = false;
@@ -57,6 +56,8 @@ export class WorkerPool {
   readonly throttle = new SlidingWindowThrottle();
   /** Outcomes and pids, committed together. */
   private readonly writes: WriteBatch;
+  /** Each job's parsed worker_config (shared with the batch runner). */
+  readonly configs = new WorkerConfigs();
   /** Answers of earlier identical requests (jobs with `cache` on), and the dedupe of those running at once. */
   readonly cache: ResponseCache;
 
@@ -167,14 +168,6 @@ export class WorkerPool {
     this.running.set(key(unit), entry);
   }
 
-  private workerConfig(worker: Worker<any>, job: JobRow): unknown {
-    const key = `${job.id}:${job.updated_at}`;
-    if (!this.jobConfigs.has(key)) {
-      this.jobConfigs.set(key, parseWith(worker.configSchema, JSON.parse(job.worker_config), 'worker_config'));
-    }
-    return this.jobConfigs.get(key);
-  }
-
   private workDir(job: JobRow): string {
     const dir = join(this.deps.config.home, 'work', `job-${job.id}`);
     if (!this.workDirs.has(job.id)) {
@@ -215,7 +208,7 @@ export class WorkerPool {
       } else {
         ({ prompt, shared_prefix_chars: sharedPrefix } = itemPrompt(synthesizer, job, unit, item, outputSchema));
       }
-      const workerConfig = this.workerConfig(worker, job);
+      const workerConfig = this.configs.of(worker, job);
       cacheKey = this.cache.keyFor(job, worker, workerConfig, prompt, outputSchema, unit.kind);
       if (cacheKey !== null) {
         try {

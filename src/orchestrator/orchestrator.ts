@@ -17,7 +17,7 @@ import { checkWorker, doctor } from './worker-health.js';
 import { SyncJobs } from '../sync/sync-jobs.js';
 import { exportResults, type ExportFormat } from '../wire/exports.js';
 import { parseSinkSpec, writeSink } from '../sinks/index.js';
-import { batchesView, executorsView, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
+import { batchesView, executorsView, mayHaveBatches, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
 
 export interface OrchestratorDeps {
   repo: Repository;
@@ -257,7 +257,7 @@ export class Orchestrator {
 
   /** The job's provider batches (null for a job that never sent one). */
   private async batchesOf(job: JobRow) {
-    return batchesView(await this.deps.repo.jobBatches(job.id));
+    return mayHaveBatches(job) ? batchesView(await this.deps.repo.jobBatches(job.id)) : null;
   }
 
   private async executorsFor(job: JobRow) {

@@ -258,11 +258,11 @@ export class UnitOutcomes {
       if (v !== undefined) (set as Record<string, unknown>)[c] = v;
     }
     const fence = { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt };
+    // A leased attempt ends SUCCEEDED, FAILED or PENDING; only a batch's unit may end CANCELLED (its job was).
+    if (typeof owner === 'string' && w.next === 'CANCELLED') throw new Error(`unit ${unit.id}: a leased attempt's outcome cannot be CANCELLED`);
     const { moved, deltas } =
       typeof owner === 'string'
-        ? w.next === 'CANCELLED'
-          ? { moved: 0, deltas: {} }
-          : await applyUnitMove(t, OUTCOME_MOVE[w.next], { ...fence, leaseOwner: owner }, set)
+        ? await applyUnitMove(t, OUTCOME_MOVE[w.next as keyof typeof OUTCOME_MOVE], { ...fence, leaseOwner: owner }, set)
         : await applyUnitMove(t, HARVEST_MOVE[w.next], { ...fence, batchId: owner.batch }, set);
     return moved > 0 ? deltas : null;
   }

@@ -104,6 +104,15 @@ export function waitsForExecutor(job: JobRow): boolean {
  * id, state, requests and the provider's counts as last polled) and how many
  * ended. Null for a job that never had one.
  */
+/**
+ * Whether a job can have provider batches: its worker sends them (price_factor
+ * below 1, set when the job was made) or units wait in one. A status of any
+ * other job reads no batch rows.
+ */
+export function mayHaveBatches(job: Pick<JobRow, 'price_factor' | 'submitted'>): boolean {
+  return job.price_factor < 1 || job.submitted > 0;
+}
+
 export function batchesView(batches: { open: readonly BatchRow[]; ended: number }) {
   if (batches.open.length === 0 && batches.ended === 0) return null;
   return {

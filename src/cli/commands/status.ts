@@ -1,4 +1,4 @@
-import { batchesView, executorsView, jobStatus, waitsForExecutor } from '../../wire/views.js';
+import { batchesView, executorsView, jobStatus, mayHaveBatches, waitsForExecutor } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { jobIdArg } from '../command.js';
 import { statusBlock } from '../format.js';
@@ -13,7 +13,7 @@ export const status: Command = {
     const s = {
       ...jobStatus(job),
       executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], ctx.config().executorStaleMs),
-      batches: batchesView(await reader.jobBatches(id)),
+      batches: mayHaveBatches(job) ? batchesView(await reader.jobBatches(id)) : null,
     };
     ctx.print(statusBlock(s), s);
   },

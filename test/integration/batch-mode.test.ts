@@ -260,6 +260,33 @@ describe.each(['anthropic', 'openai'] as const)('batch mode against a mock %s ba
     expect(done.cost_usd).toBeCloseTo(4 * ONLINE + 2 * (ONLINE / 2), 9);
   });
 
+  it('hostile answers in the results: NUL bytes, a 2 MB answer and one that breaks the schema harm no other unit', async () => {
+    const m = await start(api, {
+      answer: (req) => {
+        const item = /text of item (\d+)/.exec(JSON.stringify(req.body))?.[1];
+        if (item === '1') return { type: 'text', text: '{"label": "a\u0000b"}\u0000', usage: { input_tokens: 100, output_tokens: 20 } };
+        if (item === '2') return { type: 'text', text: `{"label": "${'x'.repeat(2_000_000)}"}`, usage: { input_tokens: 100, output_tokens: 20 } };
+        if (item === '3') return { type: 'text', text: '{"label": 5}', usage: { input_tokens: 100, output_tokens: 20 } };
+        return { type: 'text', text: `{"label": "ok ${item}"}`, usage: { input_tokens: 100, output_tokens: 20 } };
+      },
+    });
+    const s = sandbox();
+    const schema = { type: 'object', properties: { label: { type: 'string' } }, required: ['label'] };
+    const id = await createJob(s, api, m, 6, { output_schema: schema, max_retries: 0 });
+    const done = await testThenRun(s, id);
+    expect(done.status).toBe('FAILED');
+    expect(done.counts).toMatchObject({ succeeded: 5, failed: 1, submitted: 0 });
+    const units = await s.query<{ item_id: string; status: string; output: string; error_kind: string | null; structured_output: string | null }>('select item_id, status, output, error_kind, structured_output from work_units where job_id = ?', id);
+    const by = new Map(units.map((u) => [u.item_id, u]));
+    // NUL cannot be stored (PostgreSQL refuses it): it becomes U+FFFD, and the answer is kept.
+    expect(by.get('i1')).toMatchObject({ status: 'SUCCEEDED' });
+    expect(by.get('i1')!.output).not.toContain('\u0000');
+    expect(JSON.parse(by.get('i1')!.structured_output!)).toEqual({ label: 'a\uFFFDb' });
+    expect(by.get('i2')!.status).toBe('SUCCEEDED');
+    expect(by.get('i3')).toMatchObject({ status: 'FAILED', error_kind: 'invalid_output' });
+    for (const k of ['i0', 'i4', 'i5']) expect(by.get(k)).toMatchObject({ status: 'SUCCEEDED', structured_output: JSON.stringify({ label: `ok ${k.slice(1)}` }) });
+  });
+
   it('with cache on, identical prompts are sent once, and the same job run again makes no request at all', async () => {
     const m = await start(api);
     const s = sandbox();

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startMockBatches, type MockBatches } from '../fixtures/mock-batches.js';
 import { startMockModel, type Conversation, type MockModel, type Play, type Step } from '../fixtures/mock-model.js';
 import { CLI, groupAlive, ROOT, Sandbox } from '../helpers/cli.js';
 
@@ -43,6 +44,8 @@ interface HostOptions {
   plugin?: boolean;
   /** Another MCP server in abp's place (named `other`). */
   other?: { command: string; args: string[] };
+  /** More environment for abp (and the executors it launches). */
+  env?: Record<string, string>;
 }
 
 /** The MCP server's name as the host knows it: tools are called mcp__<name>__<tool>. */
@@ -51,7 +54,7 @@ const serverName = (options: HostOptions) => (options.plugin ? 'plugin_abp_abp' 
 /** Starts the mock model and a sandbox whose HOME holds the host's config, and runs `claude -p` once. */
 async function host(play: Play, options: HostOptions = {}): Promise<Run> {
   // A port of its own, for an abp serve that dashboard_url may start.
-  sb = new Sandbox({ ABP_HTTP_PORT: String(await freePort()) });
+  sb = new Sandbox({ ABP_HTTP_PORT: String(await freePort()), ...options.env });
   options.before?.();
   const server = serverName(options);
   model = await startMockModel(play, { marker: MARKER, server, maxCalls: 400 });
@@ -216,6 +219,50 @@ describe('Claude Code as the MCP host of abp mcp (claude -p, a mock model)', () 
     expect(advice.map((e) => e.name)).toEqual(['start_job', 'get_job_status']);
     for (const e of advice) expect(e.text, e.name).toMatch(/\b(create_job|list_jobs|get_job_status|get_results)\b/);
     expectOnlyMcpHints();
+  }, 400_000);
+
+  it('a batch-mode job with the cache on: the model creates it, follows its open provider batch in get_job_status, and the job ends at the batch price', async () => {
+    const batches: MockBatches = await startMockBatches('anthropic', { hold: true, processMs: 100 });
+    try {
+      let spec: Record<string, unknown> = {};
+      const follow = mainFlow(spec, { approve: true });
+      const run = await host(
+        (c) => {
+          // The provider finishes the batch once the model has seen it open.
+          if (c.lastOf('get_job_status')?.json?.batches?.open?.[0]?.provider_id) batches.finish();
+          return follow(c);
+        },
+        {
+          env: { ABP_BATCH_POLL_SECONDS: '0.2' },
+          before: () => {
+            Object.assign(spec, {
+              name: 'host batch job',
+              user_intent: 'Label each row.',
+              enumerator_type: 'csv',
+              enumerator_config: { file_path: csv(4, (i) => `row${i}`), id_column: 'id' },
+              worker_type: 'http-llm',
+              worker_config: { api: 'anthropic', base_url: batches.baseUrl, model: 'claude-haiku-4-5', api_key_env: null, batch: true },
+              cache: true,
+            });
+          },
+        },
+      );
+      expect(run.exitCode, describeRun(run)).toBe(0);
+      expect(model!.errors).toEqual([]);
+      const id = createdJob(run);
+      expect(of('create_job')[0]!.json).toMatchObject({ cache: true, price_factor: 0.5 });
+      // The model saw the open batch, with the provider's id, while its units waited in it.
+      const seen = of('get_job_status').find((e) => e.json?.batches?.open?.[0]?.provider_id);
+      expect(seen?.json, describeRun(run)).toMatchObject({ counts: { submitted: 3 }, batches: { open: [{ provider: 'anthropic', provider_id: batches.creates[0]!.id, requests: 3 }] } });
+      const status = await sb!.status(id);
+      expect(status).toMatchObject({ status: 'COMPLETED', counts: { succeeded: 4, submitted: 0 } });
+      // One online test unit at $0.0002 (100 in, 20 out at $1/$5 per million), three in the batch at half that.
+      expect(status.cost_usd).toBeCloseTo(0.0002 + 3 * 0.0001, 9);
+      expect(batches.counters.online).toBe(1);
+      expectOnlyMcpHints();
+    } finally {
+      await batches.close();
+    }
   }, 400_000);
 
   it('with an Elicitation hook that accepts: the person is asked once, the dialog approves and is recorded, and the model still gets the test unit’s output', async () => {

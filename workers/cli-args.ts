@@ -26,8 +26,18 @@ export interface ArgField {
   value: string;
 }
 
-/** Why the system would refuse these strings, naming the first field at fault; undefined if it would not. */
-export function refusedArguments(fields: readonly ArgField[], inherited: NodeJS.ProcessEnv = process.env): string | undefined {
+/** What an environment counts toward ARG_MAX (an estimate, as in refusedArguments). */
+export function envBytes(env: NodeJS.ProcessEnv): number {
+  let total = 0;
+  for (const [k, v] of Object.entries(env)) total += Buffer.byteLength(k) + Buffer.byteLength(v ?? '') + 10;
+  return total;
+}
+
+/**
+ * Why the system would refuse these strings, naming the first field at fault; undefined if it would not.
+ * `inherited` is the environment the program inherits, or its size from envBytes.
+ */
+export function refusedArguments(fields: readonly ArgField[], inherited: NodeJS.ProcessEnv | number = process.env): string | undefined {
   let total = 0;
   for (const { field, value } of fields) {
     if (value.includes('\u0000')) return `${field} holds a NUL byte once filled in: no program can be given one; pass such data on stdin`;
@@ -35,7 +45,7 @@ export function refusedArguments(fields: readonly ArgField[], inherited: NodeJS.
     if (bytes > MAX_ARG_BYTES) return `${field} is ${(bytes - 1).toLocaleString('en')} bytes once filled in, over the system's ${MAX_ARG_BYTES.toLocaleString('en')} per argument: pass long values on stdin`;
     total += bytes + 8;
   }
-  for (const [k, v] of Object.entries(inherited)) total += Buffer.byteLength(k) + Buffer.byteLength(v ?? '') + 10;
+  total += typeof inherited === 'number' ? inherited : envBytes(inherited);
   if (total > MAX_TOTAL_BYTES) return `the arguments and environment are ${total.toLocaleString('en')} bytes together once filled in, over the system's ${MAX_TOTAL_BYTES.toLocaleString('en')}: pass long values on stdin`;
   return undefined;
 }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
+import { envBytes } from './cli-args.js';
 
 /**
  * A small helper process that starts the shell worker's commands.
@@ -23,15 +24,39 @@ const { spawn } = require('node:child_process');
 const groups = new Set();
 // Requests whose process is running, for 'release'.
 const running = new Map();
+// This process's environment never changes: read it once (each read of process.env goes through the C++ environ).
+const baseEnv = Object.assign({}, process.env);
 const reapAll = () => {
   for (const pid of groups) { try { process.kill(-pid, 'SIGKILL'); } catch {} }
   process.exit(0);
 };
 // A send can fail (EPIPE) when the executor died a moment ago, before 'disconnect'
 // arrives: that too means the owner is gone, and nothing it started may outlive it.
-const send = (m) => { if (process.connected) process.send(m, (err) => { if (err) reapAll(); }); };
+const sendNow = (m) => { if (process.connected) process.send(m, (err) => { if (err) reapAll(); }); };
+// Replies leave in batches, one IPC message (one write, one wake-up of the executor) for all
+// that are ready: results at the end of this turn of the loop, a pid a moment later
+// (PID_DELAY_MS), so that a short command's pid and result usually travel together.
+// Order is kept: a pid is always sent before its result.
+const PID_DELAY_MS = 2;
+let outbox = [];
+let flushTimer;
+let flushImmediate;
+const flush = () => {
+  clearTimeout(flushTimer);
+  clearImmediate(flushImmediate);
+  flushTimer = flushImmediate = undefined;
+  const batch = outbox;
+  outbox = [];
+  if (batch.length > 0) sendNow(batch);
+};
+const send = (m) => {
+  outbox.push(m);
+  if (m.done) flushImmediate ??= setImmediate(flush);
+  else flushTimer ??= setTimeout(flush, PID_DELAY_MS);
+};
 process.on('disconnect', reapAll);
-process.on('message', (m) => {
+process.on('message', (batch) => { for (const m of batch) handle(m); });
+const handle = (m) => {
   if (m.release !== undefined) {
     const r = running.get(m.release);
     if (r) r.release();
@@ -41,7 +66,7 @@ process.on('message', (m) => {
   try {
     child = spawn(m.file, m.args, {
       cwd: m.cwd,
-      env: Object.assign({}, process.env, m.env),
+      env: Object.assign({}, baseEnv, m.env),
       shell: m.shell,
       detached: true,
       stdio: [m.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
@@ -130,9 +155,17 @@ process.on('message', (m) => {
     drain = setTimeout(cutPipes, released ? RELEASED_DRAIN_MS : m.drainMs);
   });
   child.on('close', (code, signal) => finish(code, signal));
-});
-send({ ready: true });
+};
+sendNow([{ ready: true }]);
 `;
+
+/**
+ * Each spawn forks the server, and a fork copies its page tables and then faults on every
+ * page either side writes: the smaller its heap, the cheaper. A 1 MB young generation
+ * (16 MB by default) and no V8 helper threads keep it small: a loop spawning `true` used
+ * about 8% less CPU, spawn and command together (medians of 5, 2.48 → 2.27 s per 1,000).
+ */
+const SERVER_FLAGS = ['--max-semi-space-size=1', '--single-threaded'];
 
 export interface SpawnRequest {
   file: string;
@@ -175,12 +208,17 @@ interface Pending {
 }
 
 type Reply = { ready: true } | ({ id: number } & ({ pid: number } | ({ done: true } & SpawnResult)));
+type Request = ({ id: number } & SpawnRequest) | { release: number };
 
 export class ForkServer {
   private child: ChildProcess | undefined;
   private ready: Promise<ChildProcess> | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** Requests made in this turn, sent together as one IPC message (see `post`). */
+  private outbox: Request[] = [];
+  /** Bytes of the environment the server was started with, which every command inherits. */
+  private envBytes = 0;
 
   /** Requests in flight. */
   get load(): number {
@@ -195,17 +233,35 @@ export class ForkServer {
   async run(request: SpawnRequest, onPid: (pid: number) => void, release?: AbortSignal): Promise<SpawnResult> {
     const child = await this.start();
     const id = this.nextId++;
-    const onRelease = () => {
-      if (this.child === child && child.connected) child.send({ release: id });
-    };
+    const onRelease = () => this.post(child, { release: id });
     return new Promise<SpawnResult>((resolve) => {
       this.pending.set(id, { onPid, resolve });
       // Only a server with work in flight keeps the process alive.
       if (this.pending.size === 1) child.channel?.ref();
-      child.send({ id, ...request });
+      this.post(child, { id, ...request });
       if (release?.aborted) onRelease();
       else release?.addEventListener('abort', onRelease, { once: true });
     }).finally(() => release?.removeEventListener('abort', onRelease));
+  }
+
+  /** Bytes the server's environment adds to every command's (0 before it starts). */
+  get inheritedEnvBytes(): number {
+    return this.envBytes;
+  }
+
+  /**
+   * Queues a request; those made in the same turn (a batch of units started together)
+   * leave as one IPC message, one write and one wake-up of the server.
+   */
+  private post(child: ChildProcess, request: Request): void {
+    if (this.outbox.length === 0) {
+      process.nextTick(() => {
+        const batch = this.outbox;
+        this.outbox = [];
+        if (this.child === child && child.connected) child.send(batch);
+      });
+    }
+    this.outbox.push(request);
   }
 
   /** Stops the server; processes it started are killed with it. */
@@ -228,10 +284,12 @@ export class ForkServer {
 
   private start(): Promise<ChildProcess> {
     this.ready ??= new Promise<ChildProcess>((resolve, reject) => {
-      const child = spawn(process.execPath, ['-e', SERVER_SOURCE], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const env = { ...process.env };
+      this.envBytes = envBytes(env);
+      const child = spawn(process.execPath, [...SERVER_FLAGS, '-e', SERVER_SOURCE], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       this.child = child;
       child.unref();
-      child.on('message', (reply: Reply) => {
+      const onReply = (reply: Reply) => {
         if ('ready' in reply) return resolve(child);
         const p = this.pending.get(reply.id);
         if (!p) return;
@@ -239,6 +297,10 @@ export class ForkServer {
         this.pending.delete(reply.id);
         if (this.pending.size === 0) child.channel?.unref();
         p.resolve(reply);
+      };
+      // Replies come in batches (see SERVER_SOURCE).
+      child.on('message', (replies: Reply[]) => {
+        for (const reply of replies) onReply(reply);
       });
       child.on('error', reject);
       child.on('exit', (code, signal) => {
@@ -268,6 +330,15 @@ export class ForkServers {
   run(request: SpawnRequest, onPid: (pid: number) => void, release?: AbortSignal): Promise<SpawnResult> {
     const idle = this.servers.reduce((best, s) => (s.load < best.load ? s : best));
     return idle.run(request, onPid, release);
+  }
+
+  /**
+   * Bytes the environment adds to every command's: that of the servers, read when they
+   * started (the executor's own before any has).
+   */
+  inheritedEnvBytes(): number {
+    const started = Math.max(...this.servers.map((s) => s.inheritedEnvBytes));
+    return started > 0 ? started : envBytes(process.env);
   }
 
   async close(): Promise<void> {

@@ -49,7 +49,7 @@ export const shellWorker: Worker<ShellConfig> = {
       { field: 'worker_config.cwd', value: cwd },
       ...args.map((value, i) => ({ field: `worker_config.args[${i}]`, value })),
       ...envFields(env),
-    ]);
+    ], forkServer.inheritedEnvBytes());
     if (refused) return { status: 'failed', kind: 'permanent', error: refused, duration_ms: Date.now() - started };
     const mark = newUnitMark();
     const result = await forkServer.run(

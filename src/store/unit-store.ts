@@ -14,6 +14,11 @@ const RUNNING = sql<boolean>`"status" = 'RUNNING'`;
 export const CLAIMED_COLUMNS = ['id', 'job_id', 'attempt', 'failures', 'payload', 'kind', 'error_kind', 'error', 'output', 'reserved_usd', 'session_id'] as const;
 export type ClaimedUnit = Pick<UnitRow, (typeof CLAIMED_COLUMNS)[number]>;
 
+/** The ids of a job's units that may run now: PENDING, and past any backoff. */
+function runnableUnits(t: Db, jobId: number, now: number) {
+  return t.selectFrom('work_units').select('id').where('job_id', '=', jobId).where('status', '=', 'PENDING').where('available_at', '<=', now);
+}
+
 /**
  * A claim for a provider batch (the share of the online price its requests
  * cost), or of a batch job's units that its batch gave back past the deadline,
@@ -57,6 +62,10 @@ export class UnitStore {
    * `max_workers` (its running counter). A TESTING job only ever hands out its test unit.
    */
   async claimUnits(jobId: number, owner: string, want: number, leaseMs: number, forBatch?: BatchClaim): Promise<{ job: JobRow; units: ClaimedUnit[] }> {
+    if (this.core.pg && !forBatch) {
+      const claimed = await this.claimJobLockLast(jobId, owner, want, leaseMs);
+      if (claimed) return claimed;
+    }
     return this.core.tx(async (t) => {
       // The job row lock makes the running counter, and so max_workers, exact across executors.
       const job = await this.core.lockJob(t, jobId);
@@ -74,12 +83,7 @@ export class UnitStore {
       }
       if (take <= 0) return { job, units: [] };
       const now = Date.now();
-      let candidates = t
-        .selectFrom('work_units')
-        .select('id')
-        .where('job_id', '=', jobId)
-        .where('status', '=', 'PENDING')
-        .where('available_at', '<=', now);
+      let candidates = runnableUnits(t, jobId, now);
       if (job.status === 'TESTING') candidates = candidates.where('id', '=', job.test_unit_id ?? -1);
       // A batch takes what was not given back past its deadline; the online claim of a batch job takes only that.
       if (forBatch && 'priceFactor' in forBatch) candidates = candidates.where((eb) => eb.or([eb('error_kind', 'is', null), eb('error_kind', '<>', ONLINE_AFTER_BATCH)]));
@@ -107,6 +111,41 @@ export class UnitStore {
       }
       return { job, units };
     });
+  }
+
+  /**
+   * PostgreSQL only, the common claim (a RUNNING job without a budget, online):
+   * the job's row is locked last, by its counters' update, not first. Every
+   * outcome and every claim of a job updates that one row, so with many executors
+   * its lock is the queue they all wait in (pg_stat_activity: Lock:tuple and
+   * Lock:transactionid on jobs); held from the first statement, a claim kept it
+   * for four round trips, now two (the update, the commit), as an outcome does.
+   * `max_workers` stays exact: the room comes from a read without the lock, and
+   * the updated row, locked, is checked; if the job left RUNNING, gained a budget
+   * or would pass max_workers, the claim is rolled back and undefined says to take
+   * the locked path. A claim that finds no unit, or no room, never locks the row.
+   */
+  private async claimJobLockLast(jobId: number, owner: string, want: number, leaseMs: number): Promise<{ job: JobRow; units: ClaimedUnit[] } | undefined> {
+    const job = await this.jobs.requireJob(jobId);
+    if (job.status !== 'RUNNING' || job.max_cost_usd !== null) return undefined;
+    const take = Math.min(want, job.max_workers - job.running);
+    if (take <= 0) return { job, units: [] };
+    const raced = new Error('claim raced a change of its job');
+    try {
+      return await this.core.tx(async (t) => {
+        const now = Date.now();
+        const among = runnableUnits(t, jobId, now).orderBy('id').limit(take).forUpdate().skipLocked();
+        const set = { attempt: sql<number>`attempt + 1`, lease_owner: owner, lease_expires_at: now + leaseMs, started_at: now, worker_pid: null, reserved_usd: 0 };
+        const { rows: units, deltas } = await applyUnitMove(t, 'claim', { jobId, among }, set, CLAIMED_COLUMNS);
+        if (units.length === 0) return { job, units };
+        const after = await this.jobs.bump(t, jobId, deltas);
+        if (after.status !== 'RUNNING' || after.max_cost_usd !== null || after.running > after.max_workers) throw raced;
+        return { job, units };
+      });
+    } catch (err) {
+      if (err === raced) return undefined;
+      throw err;
+    }
   }
 
   /**

@@ -7,7 +7,7 @@
  * same figure create-job.js reports), read at exit by a two-line CommonJS module
  * preloaded with -r (about 0.3 MB and a millisecond); both sides carry it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,9 @@ import { median, spread, type BenchRow } from './table.js';
 const RUNS = Number(process.env.ABP_BENCH_STARTUP_RUNS ?? 10);
 const CREATE_ROWS = 100_000;
 const CREATE_JOB = fileURLToPath(new URL('./create-job.js', import.meta.url));
+/** The long-lived processes (an executor, `abp mcp`): fewer runs, each idles this long before it is ended. */
+const IDLE_RUNS = Number(process.env.ABP_BENCH_IDLE_RUNS ?? 5);
+const IDLE_SECONDS = Number(process.env.ABP_BENCH_IDLE_SECONDS ?? 3);
 
 const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
 process.on('exit', () => writeFileSync(process.env.ABP_BENCH_RSS_FILE, /VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]));
@@ -58,6 +61,120 @@ function mcpInitialize(env: NodeJS.ProcessEnv): Promise<number> {
     const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '0' } } };
     child.stdin.write(`${JSON.stringify(initialize)}\n`);
   });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A long-lived `node -r report-rss.cjs CLI ...args`, whose peak RSS is read once it has exited. */
+function startLong(args: string[], env: NodeJS.ProcessEnv, scratch: string, stdio: 'ignore' | 'pipe'): { child: ChildProcess; peakMb: () => Promise<number> } {
+  const rssFile = join(scratch, 'rss');
+  rmSync(rssFile, { force: true });
+  const child = spawn(process.execPath, ['-r', join(scratch, 'report-rss.cjs'), CLI_ENTRY, ...args], { env: { ...env, ABP_BENCH_RSS_FILE: rssFile }, stdio: [stdio, stdio, 'ignore'] });
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  return { child, peakMb: async () => (await exited, Number(readFileSync(rssFile, 'utf8')) / 1024) };
+}
+
+/** The RSS a process holds now (VmRSS), in MB: what stays after the peak. */
+function rssNowMb(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+}
+
+interface IdleRun {
+  mb: number;
+  /** VmRSS at the end of the idle time, before SIGTERM. */
+  nowMb: number;
+}
+
+/**
+ * `abp executor --idle-seconds 0` in its own store, idle for IDLE_SECONDS, then
+ * SIGTERM; with `job`, it first runs a small job of function units and one of
+ * shell units (piscina threads and fork servers start, and may stay).
+ */
+async function idleExecutor(env: NodeJS.ProcessEnv, scratch: string, job: { csv: string; fn: string } | null): Promise<IdleRun> {
+  const home = mkdtempSync(join(scratch, 'exec-'));
+  const own = { ...env, ABP_HOME: home, ABP_DB: join(home, 'abp.db') };
+  const cli = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [CLI_ENTRY, ...args], { env: own, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`bench: abp ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  // The store exists before the executor starts: it is measured idle, not migrating.
+  cli('migrate');
+  const { child, peakMb } = startLong(['executor', '--idle-seconds', '0'], own, scratch, 'ignore');
+  try {
+    if (job) {
+      // Started after the executor: it is live, so `abp start` launches no other.
+      await sleep(500);
+      const common = ['--intent', 'bench', '--enumerator', 'csv', '-e', `file_path=${job.csv}`, '-q'];
+      const ids = [
+        cli('create', '--name', 'fn', ...common, '--worker', 'function', '-w', `module=${job.fn}`),
+        cli('create', '--name', 'sh', ...common, '--worker', 'shell', '-w', 'command=echo', '-w', 'args:=["{{item.n}}"]'),
+      ];
+      for (const id of ids) cli('start', id, '--skip-test');
+      const deadline = Date.now() + 60_000;
+      while (ids.some((id) => JSON.parse(cli('status', id, '--json')).status !== 'COMPLETED')) {
+        if (Date.now() > deadline) throw new Error('bench: the idle executor did not complete its job within a minute');
+        await sleep(200);
+      }
+    }
+    await sleep(IDLE_SECONDS * 1000);
+    const nowMb = rssNowMb(child.pid as number);
+    child.kill('SIGTERM');
+    return { mb: await peakMb(), nowMb };
+  } finally {
+    child.kill('SIGKILL');
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** `abp mcp` after initialize, tools/list and a get_job_status, idle for IDLE_SECONDS, then stdin closed. */
+async function idleMcp(env: NodeJS.ProcessEnv, scratch: string, job: string): Promise<IdleRun> {
+  const { child, peakMb } = startLong(['mcp'], env, scratch, 'pipe');
+  const answers = new Map<number, (m: unknown) => void>();
+  let buffered = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+      const message = JSON.parse(buffered.slice(0, nl)) as { id?: number };
+      buffered = buffered.slice(nl + 1);
+      if (message.id !== undefined) answers.get(message.id)?.(message);
+    }
+  });
+  const send = (message: object) => child.stdin?.write(`${JSON.stringify({ jsonrpc: '2.0', ...message })}\n`);
+  const call = (id: number, method: string, params: object) =>
+    new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`bench: abp mcp did not answer ${method}`)), 30_000);
+      answers.set(id, (m) => (clearTimeout(timer), resolve(m)));
+      send({ id, method, params });
+    });
+  try {
+    await call(1, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '0' } });
+    send({ method: 'notifications/initialized' });
+    await call(2, 'tools/list', {});
+    const status = JSON.stringify(await call(3, 'tools/call', { name: 'get_job_status', arguments: { job_id: Number(job) } }));
+    if (!status.includes('"status"')) throw new Error(`bench: get_job_status answered ${status.slice(0, 300)}`);
+    await sleep(IDLE_SECONDS * 1000);
+    const nowMb = rssNowMb(child.pid as number);
+    child.stdin?.end();
+    return { mb: await peakMb(), nowMb };
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+function idleRow(what: string, measure: string, runs: IdleRun[], bare: Run[]): BenchRow {
+  const mbs = runs.map((r) => r.mb);
+  const ratios = mbs.map((m, i) => m / (bare[i] as Run).mb);
+  return {
+    what,
+    measure: `${measure}; peak RSS (VmHWM) of the whole process, read at its exit`,
+    figure: `peak RSS ${spread(mbs, 1, ' MB')}; RSS at the end of the idle time ${spread(runs.map((r) => r.nowMb), 1, ' MB')}`,
+    anchor: `node -e 0, peak RSS: ${spread(mb(bare), 1, ' MB')}`,
+    ratio: median(ratios),
+    ratio_note: `peak RSS ÷ node -e 0 (${spread(ratios, 2, '×')})`,
+    target: '≤ 60 MB',
+    raw: { mb: mbs, now_mb: runs.map((r) => r.nowMb), node_mb: mb(bare) },
+  };
 }
 
 const ms = (runs: Run[]) => runs.map((r) => r.ms);
@@ -120,6 +237,21 @@ export async function run(): Promise<BenchRow[]> {
       rmSync(fresh, { recursive: true, force: true });
       rmSync(join(scratch, `raw-${i}.db`), { force: true });
     }
+    // The long-lived processes, idle: fewer runs (each lasts seconds), each beside its own node -e 0.
+    const fn = join(scratch, 'double.mjs');
+    writeFileSync(fn, 'export default (unit) => String(Number(unit.item.n) * 2);\n');
+    const smallCsv = join(scratch, 'small.csv');
+    writeFileSync(smallCsv, `n\n${Array.from({ length: 20 }, (_, i) => i + 1).join('\n')}\n`);
+    const idleBare: Run[] = [];
+    const idleExec: IdleRun[] = [];
+    const afterJob: IdleRun[] = [];
+    const idleMcpRuns: IdleRun[] = [];
+    for (let i = 0; i < IDLE_RUNS; i++) {
+      idleBare.push(processRun(['-e', '0'], env, scratch));
+      idleExec.push(await idleExecutor(env, scratch, null));
+      afterJob.push(await idleExecutor(env, scratch, { csv: smallCsv, fn }));
+      idleMcpRuns.push(await idleMcp(env, scratch, job));
+    }
     const mcpRatios = mcp.map((m, i) => m / (bare[i] as Run).ms);
     const createRatios = create.map((c, i) => c.ms / (raw[i] as Run).ms);
     const statusRow = cliRow('`abp status JOB --json`', status, bare);
@@ -150,6 +282,14 @@ export async function run(): Promise<BenchRow[]> {
         target: '≤ 1.5×',
         raw: { abp_ms: ms(create), raw_ms: ms(raw), abp_rss_mb: mb(create), raw_rss_mb: mb(raw) },
       },
+      idleRow('idle executor', `\`abp executor --idle-seconds 0\` on a migrated, empty store, idle ${IDLE_SECONDS} s, then SIGTERM`, idleExec, idleBare),
+      idleRow(
+        'idle executor after a job',
+        `the same, after it ran 20 function units (piscina threads) and 20 shell units (fork servers) and idled ${IDLE_SECONDS} s: the peak is the job's`,
+        afterJob,
+        idleBare,
+      ),
+      idleRow('`abp mcp` idle', `initialize, notifications/initialized, tools/list and a get_job_status, idle ${IDLE_SECONDS} s, then stdin closed`, idleMcpRuns, idleBare),
     ];
   } finally {
     rmSync(scratch, { recursive: true, force: true });

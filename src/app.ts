@@ -11,18 +11,11 @@ import type { TaskRows } from './store/task-store.js';
 
 export const VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
 
-export interface App {
-  config: AbpConfig;
-  repo: Repository;
+/** Every front end's app: an executor's pieces, and the orchestrator and MCP tasks' rows. */
+export interface App extends ExecutorApp {
   orchestrator: Orchestrator;
   /** MCP tasks' rows (which job a task follows, for whom); the MCP front end's task store reads and writes them. */
   tasks: TaskRows;
-  /**
-   * A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags).
-   * `launchSlot`: the slot a launcher claimed for it (ABP_LAUNCH_SLOT), which its registration replaces.
-   */
-  createExecutor(overrides?: Partial<AbpConfig>, launchSlot?: string): JobExecutor;
-  close(): Promise<void>;
 }
 
 /** The store alone, for reads that need no orchestration (`abp status`, `abp list`): no worker, enumerator or job spec loads. */
@@ -31,17 +24,62 @@ export async function openStore(config: AbpConfig): Promise<Repository> {
   return openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
 }
 
+/** What `abp executor` runs on: the store and its executor, without the orchestrator, enumerators, launcher or MCP tasks. */
+export interface ExecutorApp {
+  config: AbpConfig;
+  repo: Repository;
+  /**
+   * A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags).
+   * `launchSlot`: the slot a launcher claimed for it (ABP_LAUNCH_SLOT), which its registration replaces.
+   */
+  createExecutor(overrides?: Partial<AbpConfig>, launchSlot?: string): JobExecutor;
+  close(): Promise<void>;
+}
+
+/** The plug-in workers and sync jobs' own writer, `sync-apply` (it looks up its transform worker in this registry, lazily, hence the getter). */
+async function loadWorkers(): Promise<Registry<Worker<any>>> {
+  const [{ workers: plugins }, { createSyncApplyWorker }, { Registry }] = await Promise.all([
+    import('../workers/index.js'),
+    import('./sync/apply-worker.js'),
+    import('./contracts/registry.js'),
+  ]);
+  const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
+  return workers;
+}
+
+/**
+ * An executor's pieces: an idle executor (the one `abp start` launches, waiting
+ * for work) holds what claiming and running units needs, and never loads what
+ * only creates and moves jobs (the orchestrator, enumerators, job specs).
+ */
+export async function createExecutorApp(config: AbpConfig = resolveConfig()): Promise<ExecutorApp> {
+  const [workers, { JobExecutor }, { PromptSynthesizer }, { SyncJobs }, repo] = await Promise.all([
+    loadWorkers(),
+    import('./executor/job-executor.js'),
+    import('./executor/prompt-synthesizer.js'),
+    import('./sync/sync-jobs.js'),
+    openStore(config),
+  ]);
+  const synthesizer = new PromptSynthesizer();
+  const jobTypes = [new SyncJobs(repo)];
+  return {
+    config,
+    repo,
+    createExecutor: (overrides = {}, launchSlot) =>
+      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, launchSlot }),
+    close: () => repo.close(),
+  };
+}
+
 /**
  * The composition root: the one place that wires concrete pieces together. Its
  * pieces load here, not when this module does, so a CLI command that opens no
  * store pays for none of them.
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const [{ enumerators }, { workers: plugins }, { createSyncApplyWorker }, { Registry }, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { TaskRows }] = await Promise.all([
+  const [{ enumerators }, workers, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { TaskRows }] = await Promise.all([
     import('../enumerators/index.js'),
-    import('../workers/index.js'),
-    import('./sync/apply-worker.js'),
-    import('./contracts/registry.js'),
+    loadWorkers(),
     import('./executor/job-executor.js'),
     import('./executor/launcher.js'),
     import('./orchestrator/orchestrator.js'),
@@ -49,9 +87,6 @@ export async function createApp(config: AbpConfig = resolveConfig()): Promise<Ap
     import('./sync/sync-jobs.js'),
     import('./store/task-store.js'),
   ]);
-  // The plug-in workers, and sync jobs' writes: abp's own worker, which reads and writes providers (src/sync);
-  // it looks up its transform worker in this registry, lazily, hence the getter.
-  const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
   const repo = await openStore(config);
   const synthesizer = new PromptSynthesizer();
   const launcher = new Launcher(repo, config, VERSION);

@@ -1,4 +1,6 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import type { JsonSchemaType, JsonSchemaValidator, jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation';
 import type { App } from '../app.js';
 import { VERSION } from '../app.js';
 import { registerPrompts } from './prompts.js';
@@ -18,6 +20,17 @@ start_job {"job_id": N, "approve": true} only on the user's word (or reject=true
 Where the host can show a dialog, start_job asks the person directly; the job records who approved. Never approve a test unit, or skip it, on the user's behalf.`;
 
 /**
+ * The SDK's JSON Schema validator, made on first use. The SDK uses it only to
+ * check a form's answer (start_job's approval dialog); its default, made with
+ * every server, compiled Ajv and its formats at start-up, which every `abp mcp`
+ * paid in memory though most never show a dialog.
+ */
+function lazyValidator(): jsonSchemaValidator {
+  let ajv: AjvJsonSchemaValidator | undefined;
+  return { getValidator: <T>(schema: JsonSchemaType): JsonSchemaValidator<T> => (ajv ??= new AjvJsonSchemaValidator()).getValidator<T>(schema) };
+}
+
+/**
  * The MCP server: every tool and resource, over whatever transport the caller connects.
  * `owner` is whose tasks it sees (src/mcp/tasks.ts): the ABP_HOME over stdio (the default), the API key over HTTP.
  * The server answers `initialize` and lists its tools, prompts and resources while
@@ -27,7 +40,7 @@ export function createMcpServer(app: Promise<App>, owner?: string): McpServer {
   const taskStore = new JobTaskStore(app, owner);
   const server = new McpServer(
     { name: 'abp', version: VERSION },
-    { capabilities: { logging: {}, tasks: TASK_CAPABILITIES }, instructions: INSTRUCTIONS, taskStore },
+    { capabilities: { logging: {}, tasks: TASK_CAPABILITIES }, instructions: INSTRUCTIONS, taskStore, jsonSchemaValidator: lazyValidator() },
   );
   register(server, app, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools, dashboardUrl]);
   registerResources(server, app);

@@ -1,3 +1,4 @@
+import type { ExecutorApp } from '../../app.js';
 import type { Command } from '../command.js';
 import { intFlag } from '../command.js';
 import { LAUNCH_SLOT_ENV } from '../../executor/launcher.js';
@@ -22,14 +23,17 @@ export const executor: Command = {
       logLine(`executor: ${signal} received again; stopping the running units now`);
       void stopNow?.();
     });
+    let app: ExecutorApp | undefined;
     try {
-      const app = await ctx.app();
+      // Its own opener, not ctx.app(): an executor never loads the orchestrator, enumerators or job specs.
+      app = await (await import('../../app.js')).createExecutorApp(ctx.config());
       if (signals.first) {
         logLine(`executor: ${signals.first} received while starting; exiting`);
         // The slot stood for this process, which will not serve: it goes now rather than when stale.
         if (launchSlot) await app.repo.unregisterExecutor(launchSlot).catch(() => undefined);
         return;
       }
+      const graceSeconds = app.config.shutdownGraceMs / 1000;
       const exec = app.createExecutor(
         {
           ...(maxWorkers !== undefined ? { maxWorkers } : {}),
@@ -39,12 +43,13 @@ export const executor: Command = {
       );
       stopNow = () => exec.stopNow();
       void signals.received.then((signal) => {
-        logLine(`executor: ${signal} received; draining (up to ${app.config.shutdownGraceMs / 1000} s; send it again to stop the running units now)`);
+        logLine(`executor: ${signal} received; draining (up to ${graceSeconds} s; send it again to stop the running units now)`);
         return exec.stop();
       });
       await exec.run();
     } finally {
       signals.dispose();
+      await app?.close();
     }
   },
 };

@@ -58,9 +58,15 @@ export function watchAbort(signal: AbortSignal, pid: number | undefined, graceMs
  */
 export const UNIT_MARK_VAR = 'ABP_UNIT_MARK';
 
+// One random part per process, then a counter: marks stay unique and unguessable
+// without drawing random bytes for every unit.
+let markPrefix: string | undefined;
+let marks = 0;
+
 /** A fresh mark for one process tree, e.g. `{ [UNIT_MARK_VAR]: newUnitMark() }` in its environment. */
 export function newUnitMark(): string {
-  return `${process.pid}.${randomBytes(9).toString('base64url')}`;
+  markPrefix ??= `${process.pid}.${randomBytes(9).toString('base64url')}`;
+  return `${markPrefix}.${(++marks).toString(36)}`;
 }
 
 interface ProcEntry {

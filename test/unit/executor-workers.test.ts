@@ -138,3 +138,21 @@ describe('RPM and TPM throttle', () => {
     await expect(waiting).rejects.toBe('timeout');
   });
 });
+
+describe('worker configs', () => {
+  it('parses a job’s worker_config once while its text stays, however often the job row moves, and again when the text changes', async () => {
+    const { z } = await import('zod');
+    const { WorkerConfigs } = await import('../../src/executor/worker-configs.js');
+    let parses = 0;
+    const worker = { configSchema: z.object({ n: z.number() }).transform((c) => (parses++, c)) } as never;
+    const configs = new WorkerConfigs();
+    const first = configs.of(worker, { id: 1, worker_config: '{"n":1}' });
+    // Claims and outcomes move the job's updated_at; the config text is what counts.
+    for (let i = 0; i < 5; i++) expect(configs.of(worker, { id: 1, worker_config: '{"n":1}' })).toBe(first);
+    expect(parses).toBe(1);
+    expect(configs.of(worker, { id: 1, worker_config: '{"n":2}' })).toEqual({ n: 2 });
+    expect(configs.of(worker, { id: 2, worker_config: '{"n":1}' })).toEqual({ n: 1 });
+    expect(parses).toBe(3);
+    expect(() => configs.of(worker, { id: 3, worker_config: '{"n":"x"}' })).toThrow(/worker_config/);
+  });
+});

@@ -29,6 +29,7 @@ const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
   { name: 'sync-incremental', run: syncIncremental.run },
   { name: 'postgres', run: postgres.run },
   { name: 'cost', run: cost.run },
+  { name: 'files', run: async () => (await import('./files.js')).run() },
 ];
 
 type Stored = BenchRow & { suite: string; measured: string };

@@ -1,6 +1,7 @@
-import { open, lstat, realpath, stat } from 'node:fs/promises';
+import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
-import { basename, extname, isAbsolute, join, resolve, sep } from 'node:path';
+import { basename, dirname, extname, isAbsolute, join, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
@@ -68,6 +69,29 @@ function inside(root: string, path: string): boolean {
   return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
 }
 
+/**
+ * A folder or file the walk could not read (permissions, a link loop, a file gone
+ * meanwhile), as an error that names it relative to base_directory and says what to do.
+ */
+function unreadable(err: unknown, base: string, relativePath?: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (err instanceof AbpError || typeof e?.code !== 'string') return err;
+  const where = relativePath ?? (typeof e.path === 'string' && inside(base, e.path) ? e.path.slice(base.length + 1) || '.' : (e.path ?? base));
+  const why =
+    e.code === 'EACCES' || e.code === 'EPERM'
+      ? 'permission denied'
+      : e.code === 'ELOOP'
+        ? 'too many levels of symbolic links (a link that loops)'
+        : e.code === 'ENOENT'
+          ? 'it disappeared while the folder was read'
+          : e.message;
+  return new AbpError(
+    'enumeration_failed',
+    `enumerator_config.base_directory: cannot read ${where} under ${base}: ${why}; leave it out with exclude_patterns, or fix its permissions; no job was created`,
+    { cause: err },
+  );
+}
+
 /** Reads up to `cap` bytes; refuses binary (a NUL byte, or bytes that are not UTF-8). */
 async function readText(path: string, relativePath: string, size: number, cap: number): Promise<{ content: string; truncated: boolean }> {
   const handle = await open(path, 'r');
@@ -110,7 +134,7 @@ export const fileEnumerator: Enumerator<FileConfig> = {
   async *enumerate(cfg, ctx) {
     const base = resolve(cfg.base_directory);
     await requireDirectory('enumerator_config.base_directory', base);
-    const realBase = await realpath(base);
+    const realBase = realpathSync.native(base);
     const patterns = Array.isArray(cfg.pattern) ? cfg.pattern : [cfg.pattern];
     const leaves = (field: string, p: string) =>
       new AbpError('invalid_input', `enumerator_config.${field}: ${JSON.stringify(p)} leaves base_directory; use a relative glob without ".."`);
@@ -122,37 +146,65 @@ export const fileEnumerator: Enumerator<FileConfig> = {
     // when a pattern names it explicitly.
     const ignore = cfg.include_hidden ? excluded : [...excluded, '**/.*', '**/.*/**'];
     const { default: fg } = await import('fast-glob');
-    const paths = await fg(patterns, {
-      cwd: base,
-      onlyFiles: true,
-      dot: cfg.include_hidden,
-      ignore,
-      followSymbolicLinks: cfg.follow_symlinks,
-      unique: true,
-      suppressErrors: false,
-    });
+    // One synchronous walk (readdir with file types), then one lstat per file. The
+    // asynchronous walk and three awaited fs calls a file (realpath, lstat, stat) spent
+    // most of their time idle, waiting on libuv's thread pool: ~175 µs a file in all.
+    let paths: string[];
+    try {
+      paths = fg.sync(patterns, {
+        cwd: base,
+        onlyFiles: true,
+        dot: cfg.include_hidden,
+        ignore,
+        followSymbolicLinks: cfg.follow_symlinks,
+        unique: true,
+        suppressErrors: false,
+      });
+    } catch (err) {
+      throw unreadable(err, base);
+    }
     if (paths.length === 0) {
       throw new AbpError('enumeration_failed', `enumerator_config.pattern: ${patterns.join(', ')} matched no files under ${base}; no job was created`);
     }
     paths.sort();
+    // The real path of each folder a file sits in, resolved once per folder: with the
+    // file's own lstat, it says where the file really is without a realpath per file.
+    const realDirs = new Map<string, string>();
+    const realDir = (dir: string): string => {
+      let real = realDirs.get(dir);
+      if (real === undefined) {
+        real = realpathSync.native(dir);
+        realDirs.set(dir, real);
+      }
+      return real;
+    };
     let emitted = 0;
     for (const relativePath of paths) {
       if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'file enumeration was cancelled');
       if (cfg.limit !== undefined && emitted >= cfg.limit) break;
       const file_path = join(base, relativePath);
-      // Resolve every link on the way, including linked directories fast-glob walked into.
-      const real = await realpath(file_path);
+      let info: Stats;
+      let link: boolean;
+      let real: string;
+      try {
+        info = lstatSync(file_path);
+        // Resolve every link on the way, including linked directories the walk went into.
+        link = info.isSymbolicLink();
+        real = link ? realpathSync.native(file_path) : join(realDir(dirname(file_path)), basename(file_path));
+        if (link && cfg.follow_symlinks && inside(realBase, real)) info = statSync(file_path);
+      } catch (err) {
+        throw unreadable(err, base, relativePath);
+      }
       if (!inside(realBase, real)) {
         throw new AbpError(
           'invalid_input',
           `enumerator_config.follow_symlinks: ${relativePath} is a symbolic link that leads outside base_directory (to ${real}); it is never followed. Leave it out with exclude_patterns`,
         );
       }
-      if (!cfg.follow_symlinks && (await lstat(file_path)).isSymbolicLink()) {
+      if (link && !cfg.follow_symlinks) {
         ctx.onSkip?.({ item: relativePath, reason: 'a symbolic link (follow_symlinks is off)' });
         continue;
       }
-      const info = await stat(file_path);
       if (cfg.max_file_size !== undefined && info.size > cfg.max_file_size) {
         ctx.onSkip?.({ item: relativePath, reason: `${info.size} bytes is over max_file_size (${cfg.max_file_size})` });
         continue;

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { AbpError, jobNotFound } from '../domain/errors.js';
 import { assertJobMove, counterColumn, UNIT_STATES, type JobMove, type JobState, type UnitMove, type UnitState } from '../domain/states.js';
 import type { EventStore } from './event-store.js';
@@ -38,7 +38,18 @@ export interface JobEventDraft {
 /** What a job move may set on the job's row besides its state. */
 export type JobPatch = Partial<Pick<JobRow, 'test_unit_id' | 'resume_at' | 'approved_by' | 'env_needs'>>;
 
-const INSERT_BATCH = 1000;
+/**
+ * Units per INSERT statement. Each statement's text is built once per size and its
+ * parameters are one flat array refilled in place (see addUnits): a batch held in
+ * JS outlives the young generation's scavenges, so a smaller one promotes less
+ * garbage into the old generation (peak RSS), while 100 rows still amortise the
+ * statement's cost.
+ */
+const INSERT_BATCH = 100;
+/** SQLite's page cache, in KiB, while a job's units are inserted (see withSmallCache). */
+const CREATE_CACHE_KIB = 2048;
+/** Parameters of one unit in the INSERT: job_id, seq, item_id, payload, kind. */
+const UNIT_PARAMS = 5;
 
 /**
  * Job rows: creation with their units, reads, edits, moves through the state
@@ -90,7 +101,7 @@ export class JobStore {
       .values({ ...job, status: 'CREATED', created_at: now, updated_at: now })
       .returning('id')
       .executeTakeFirstOrThrow();
-    const total = await this.addUnits(t, id, 0, units);
+    const total = await this.withSmallCache(t, () => this.addUnits(t, id, 0, units));
     if (total === 0 && options.empty === 'refuse') throw new AbpError('enumeration_failed', 'the enumeration produced no items; no job was created');
     await this.events.write(t, id, 'status', { status: 'CREATED', ...(job.status_reason ? { reason: job.status_reason } : {}), total });
     for (const e of finalEvents()) await this.events.write(t, id, e.type, e.data);
@@ -103,18 +114,70 @@ export class JobStore {
    */
   private async addUnits(t: Db, jobId: number, seq: number, units: AsyncIterable<UnitDraft> | Iterable<UnitDraft>): Promise<number> {
     const first = seq;
-    let batch: { job_id: number; seq: number; item_id: string; payload: string; status: UnitState; kind?: 'item' | 'synthesis' }[] = [];
+    // A precompiled multi-row INSERT run with a flat parameter array: Kysely's builder
+    // made and compiled a tree of a thousand row nodes per statement, which cost more
+    // than SQLite's insert itself. The SQL text is the same for every full batch, so
+    // the store's statement cache prepares it once. (Kysely freezes the parameters it
+    // is given, so each statement gets its own array.)
+    let params: unknown[] = new Array(INSERT_BATCH * UNIT_PARAMS);
+    let rows = 0;
+    const flush = async () => {
+      const values = rows === INSERT_BATCH ? params : params.slice(0, rows * UNIT_PARAMS);
+      params = new Array(INSERT_BATCH * UNIT_PARAMS);
+      await t.executeQuery(CompiledQuery.raw(this.unitInsertSql(rows), values));
+      rows = 0;
+    };
     for await (const unit of units) {
-      batch.push({ job_id: jobId, seq: seq++, item_id: unit.item_id, payload: unit.payload, status: 'PENDING', ...(unit.kind ? { kind: unit.kind } : {}) });
-      if (batch.length >= INSERT_BATCH) {
-        await t.insertInto('work_units').values(batch).execute();
-        batch = [];
-      }
+      const at = rows * UNIT_PARAMS;
+      params[at] = jobId;
+      params[at + 1] = seq++;
+      params[at + 2] = unit.item_id;
+      params[at + 3] = unit.payload;
+      params[at + 4] = unit.kind ?? 'item';
+      if (++rows === INSERT_BATCH) await flush();
     }
-    if (batch.length > 0) await t.insertInto('work_units').values(batch).execute();
+    if (rows > 0) await flush();
     const added = seq - first;
     if (added > 0) await this.bump(t, jobId, { PENDING: added }, { total: sql`total + ${added}` });
     return added;
+  }
+
+  private readonly unitInserts = new Map<number, string>();
+
+  /** `insert into work_units … values (…), (…)` for `rows` PENDING units, in the database's placeholders. */
+  private unitInsertSql(rows: number): string {
+    let text = this.unitInserts.get(rows);
+    if (text === undefined) {
+      const tuples: string[] = [];
+      for (let r = 0, n = 0; r < rows; r++) {
+        const p = Array.from({ length: UNIT_PARAMS }, () => (this.core.pg ? `$${++n}` : '?'));
+        tuples.push(`(${p[0]}, ${p[1]}, ${p[2]}, ${p[3]}, 'PENDING', ${p[4]})`);
+      }
+      text = `insert into work_units (job_id, seq, item_id, payload, status, kind) values ${tuples.join(', ')}`;
+      if (rows === INSERT_BATCH || this.unitInserts.size < 8) this.unitInserts.set(rows, text);
+    }
+    return text;
+  }
+
+  /**
+   * Runs a bulk insert with SQLite's page cache held to CREATE_CACHE_KIB, then gives
+   * the connection its own size back. better-sqlite3 builds SQLite with a 16 MB cache,
+   * and one big transaction fills all of it with dirty pages; appended rows and their
+   * index entries need only the right edge of each B-tree, and past the cap SQLite
+   * spills dirty pages to the WAL, inside the same transaction (cache_spill).
+   * PostgreSQL keeps its buffers in the server: nothing to do.
+   */
+  private async withSmallCache<T>(t: Db, fn: () => Promise<T>): Promise<T> {
+    if (this.core.pg) return fn();
+    const row = (await sql<{ cache_size: number }>`pragma cache_size`.execute(t)).rows[0];
+    const own = Number(row?.cache_size ?? -CREATE_CACHE_KIB);
+    // A size in pages (positive) or KiB (negative): only ever made smaller here.
+    if (own >= 0 || own < -CREATE_CACHE_KIB) await sql.raw(`pragma cache_size = ${-CREATE_CACHE_KIB}`).execute(t);
+    try {
+      return await fn();
+    } finally {
+      await sql.raw(`pragma cache_size = ${Math.trunc(own)}`).execute(t);
+    }
   }
 
   /** Whether a person has approved code with exactly this sha256. */

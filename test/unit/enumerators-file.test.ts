@@ -1,5 +1,7 @@
-import { mkdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../src/package-root.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fileEnumerator } from '../../enumerators/file.js';
 import { collect, failure, tempDir } from './enumerators-support.js';
@@ -93,6 +95,69 @@ describe('file enumerator', () => {
     // Not following links, the outside file never appears.
     expect(rel((await collect(fileEnumerator, { base_directory: base, pattern: '**/*' })).items)).not.toContain('linkdir/passwd');
   });
+});
+
+describe('file enumerator: the walk, one lstat a file', () => {
+  it('hidden folders stay hidden even when a pattern names what is inside them; include_hidden brings them back', async () => {
+    mkdirSync(join(base, 'sub', '.cache', 'deeper'), { recursive: true });
+    writeFileSync(join(base, 'sub', '.cache', 'deeper', 'f.txt'), 'x');
+    expect(rel((await collect(fileEnumerator, { base_directory: base, pattern: '**/*.txt' })).items)).toEqual(['b.txt', 'big.txt', 'sub/c.txt', 'sub/deep/d.txt']);
+    expect((await failure(fileEnumerator, { base_directory: base, pattern: 'sub/.cache/**' })).message).toBe(
+      `enumerator_config.pattern: sub/.cache/** matched no files under ${base}; no job was created`,
+    );
+    expect(rel((await collect(fileEnumerator, { base_directory: base, pattern: 'sub/.cache/**', include_hidden: true })).items)).toEqual([
+      'sub/.cache/deeper/f.txt',
+      'sub/.cache/e.txt',
+    ]);
+  }, 10_000);
+
+  it('links: a linked folder inside is walked only when following, a dangling link is left out, an excluded outside link is never looked at', async () => {
+    symlinkSync(join(base, 'sub'), join(base, 'sub-link'));
+    symlinkSync(join(base, 'nothing-here'), join(base, 'dangling.txt'));
+    symlinkSync(t.path('outside'), join(base, 'out-link'));
+    const off = await collect(fileEnumerator, { base_directory: base, pattern: '**/*.txt' });
+    expect(rel(off.items)).toEqual(['b.txt', 'big.txt', 'sub/c.txt', 'sub/deep/d.txt']);
+    const on = await collect(fileEnumerator, { base_directory: base, pattern: '**/*.txt', follow_symlinks: true, exclude_patterns: ['out-link/'] });
+    expect(rel(on.items)).toEqual(['b.txt', 'big.txt', 'sub-link/c.txt', 'sub-link/deep/d.txt', 'sub/c.txt', 'sub/deep/d.txt']);
+    // Files under a followed folder link carry their own path, and real sizes.
+    expect(on.items.find((i) => i.relative_path === 'sub-link/c.txt')).toMatchObject({ file_path: join(base, 'sub-link', 'c.txt'), file_size: 3 });
+    // A static pattern through a folder link that leads outside is refused, followed or not.
+    for (const follow_symlinks of [false, true]) {
+      const err = await failure(fileEnumerator, { base_directory: base, pattern: 'out-link/passwd', follow_symlinks });
+      expect(err.message).toBe(
+        `enumerator_config.follow_symlinks: out-link/passwd is a symbolic link that leads outside base_directory (to ${t.path('outside', 'passwd')}); it is never followed. Leave it out with exclude_patterns`,
+      );
+    }
+  }, 10_000);
+
+  it('a link to a file with follow_symlinks off is left out, even when a static pattern names it', async () => {
+    symlinkSync(join(base, 'b.txt'), join(base, 'again.txt'));
+    const { items, skipped } = await collect(fileEnumerator, { base_directory: base, pattern: ['again.txt', 'b.txt'] });
+    expect(rel(items)).toEqual(['b.txt']);
+    expect(skipped).toEqual([]);
+  });
+
+  it('an unreadable folder is a clear error that names it and says what to do', () => {
+    mkdirSync(join(base, 'locked'));
+    writeFileSync(join(base, 'locked', 'x.txt'), 'x');
+    chmodSync(join(base, 'locked'), 0o000);
+    try {
+      // Root reads every folder: the enumeration then runs as nobody, on the built module.
+      const asRoot = process.getuid?.() === 0;
+      if (asRoot) for (const dir of [t.dir, base]) chmodSync(dir, 0o755);
+      const script = `
+        const { fileEnumerator } = await import(${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'enumerators', 'file.js'))});
+        const cfg = fileEnumerator.configSchema.parse({ base_directory: ${JSON.stringify(base)} });
+        try { for await (const _ of fileEnumerator.enumerate(cfg, { signal: new AbortController().signal })); console.log('no error'); }
+        catch (err) { console.log(err.code + ': ' + err.message); }`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', ...(asRoot ? { uid: 65534, gid: 65534 } : {}) });
+      expect(r.stdout.trim()).toBe(
+        `enumeration_failed: enumerator_config.base_directory: cannot read locked under ${base}: permission denied; leave it out with exclude_patterns, or fix its permissions; no job was created`,
+      );
+    } finally {
+      chmodSync(join(base, 'locked'), 0o755);
+    }
+  }, 20_000);
 });
 
 describe('file enumerator: bad input, each with its exact error', () => {

@@ -15,6 +15,9 @@ import { BatchRunner } from './batch-runner.js';
 import { WorkerPool } from './worker-pool.js';
 import { logLine } from '../util/log-line.js';
 
+/** How long a busy executor's passes reuse its last read of the active jobs (see recentSurvey). */
+const SURVEY_REUSE_MS = 100;
+
 export interface JobExecutorDeps {
   repo: Repository;
   workers: Registry<Worker<any>>;
@@ -47,6 +50,8 @@ export class JobExecutor {
   private lastPrune = 0;
   private startedAt = 0;
   private rotation = 0;
+  /** When the active jobs were last read, and which had units to claim (see recentSurvey). */
+  private lastSurvey: { at: number; claimable: JobRow[] } | undefined;
   /** The names (never the values) of the variables this executor was started with: jobs may need some of them. */
   private readonly envNames = JSON.stringify(envNamesOf(process.env));
   /** Jobs this executor leaves to others, by the env_needs text it judged, with what it lacks. */
@@ -201,12 +206,16 @@ export class JobExecutor {
       await this.settleEnded();
     }
 
-    const { work: units, claimable } = await this.survey(now);
+    const recent = this.recentSurvey(now);
+    const { work: units, claimable } = recent ?? (await this.survey(now));
     // Open provider batches keep an executor alive to poll them, whichever job they belong to.
     const work = (await this.batches.pass(now)) || units;
+    if (!recent) {
+      this.lastSurvey = { at: now, claimable };
+      // Rate limits other executors hit hold this one back as well.
+      if (!this.stopping && claimable.length > 0) for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
+    }
     if (this.stopping || claimable.length === 0) return work;
-    // Rate limits other executors hit hold this one back as well.
-    for (const [workerType, until] of await repo.activeCoolDowns()) this.pool.coolDowns.adopt(workerType, until);
 
     // Round-robin the starting job so that one large job cannot starve the others.
     this.rotation = (this.rotation + 1) % claimable.length;
@@ -224,8 +233,26 @@ export class JobExecutor {
       if (this.pool.coolDowns.remainingMs(job.worker_type) > 0) continue;
       const { job: fresh, units } = await repo.claimUnits(job.id, this.id, free, config.leaseMs, batched ? { afterDeadline: true } : undefined);
       for (const unit of units) this.pool.start(unit, fresh);
+      // A job with no unit left to give (a TESTING job gives only its test unit), or that stopped
+      // running, is not claimed from again until the next survey.
+      const spent = fresh.status !== 'RUNNING' || fresh.pending <= units.length;
+      if (spent && this.lastSurvey) this.lastSurvey.claimable = this.lastSurvey.claimable.filter((j) => j !== job);
     }
     return work;
+  }
+
+  /**
+   * The last survey, while it is fresh and units are running: a busy executor
+   * passes again each time a slot frees, and reading the active jobs (and the
+   * shared cool-downs) for every unit cost more than the claim. A claim reads its
+   * job's row again under the lock, so a job paused or cancelled meanwhile gives no
+   * units; its running units are aborted by the next survey, at most
+   * SURVEY_REUSE_MS later.
+   */
+  private recentSurvey(now: number): { work: boolean; claimable: JobRow[] } | undefined {
+    const last = this.lastSurvey;
+    if (!last || this.pool.size === 0 || now - last.at >= SURVEY_REUSE_MS) return undefined;
+    return { work: true, claimable: last.claimable };
   }
 
   /**

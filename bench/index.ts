@@ -11,7 +11,9 @@ import { PACKAGE_ROOT } from '../src/package-root.js';
 import * as core from './core.js';
 import * as cost from './cost.js';
 import * as enumerators from './enumerators.js';
+import * as files from './files.js';
 import * as postgres from './postgres.js';
+import * as scale from './scale.js';
 import * as startup from './startup.js';
 import * as status from './status.js';
 import * as sync from './sync.js';
@@ -29,7 +31,8 @@ const suites: { name: string; run: () => Promise<BenchRow[]> }[] = [
   { name: 'sync-incremental', run: syncIncremental.run },
   { name: 'postgres', run: postgres.run },
   { name: 'cost', run: cost.run },
-  { name: 'files', run: async () => (await import('./files.js')).run() },
+  { name: 'files', run: files.run },
+  { name: 'scale', run: scale.run },
 ];
 
 type Stored = BenchRow & { suite: string; measured: string };

@@ -43,9 +43,8 @@ const EXPORT_WIRE: Record<ExportFormat, { type: string; ext: string }> = {
 async function sendResults(ctx: RouteContext, jobId: number, query: z.infer<typeof ResultsQuery>): Promise<void> {
   const filter = query.status ? { status: query.status as UnitState[] } : {};
   if (query.format === undefined) {
-    const page = { limit: query.limit, offset: query.offset };
-    const results = await ctx.app.orchestrator.resultsPage(jobId, filter, page);
-    sendJson(ctx.res, 200, { job_id: jobId, results, next_offset: nextOffset(page.offset, results.length, page.limit) });
+    const results = await ctx.app.orchestrator.resultsPage(jobId, filter, unitPage(query));
+    sendJson(ctx.res, 200, { job_id: jobId, results, ...nextPage(query, results) });
     return;
   }
   const format = query.format;
@@ -64,11 +63,26 @@ async function sendResults(ctx: RouteContext, jobId: number, query: z.infer<type
   ctx.res.end();
 }
 
+/** `after`: a unit id; the page holds the units past it (keyset paging, as cheap deep in a job as at its start). */
+const after = z.coerce.number().int().min(0).optional();
+const UnitPageQuery = UnitListQuery.extend({ after });
+
 const ResultsQuery = z.strictObject({
   status: UnitListQuery.shape.status,
   ...paging,
+  after,
   format: z.enum(EXPORT_FORMATS).optional(),
 });
+
+function unitPage(query: { limit: number; offset: number; after?: number | undefined }) {
+  return query.after === undefined ? { limit: query.limit, offset: query.offset } : { limit: query.limit, offset: query.offset, after: query.after };
+}
+
+/** Where the next unit page starts: `next_after` (the last unit id, for `after`) and, when paging by offset, `next_offset`; null at the end. */
+function nextPage(query: { limit: number; offset: number; after?: number | undefined }, got: { unit_id: number }[]) {
+  const last = got.length < query.limit ? null : (got.at(-1)?.unit_id ?? null);
+  return { next_offset: query.after === undefined ? nextOffset(query.offset, got.length, query.limit) : null, next_after: last };
+}
 
 /** Jobs, units, results and job control. Every handler goes through the Orchestrator. */
 export function jobRoutes(router: Router): void {
@@ -110,9 +124,9 @@ export function jobRoutes(router: Router): void {
 
   router.add('GET', '/jobs/:id/units', async (ctx) => {
     const id = idParam(ctx.params, 'id');
-    const { status, limit, offset } = parseQuery(ctx.url, UnitListQuery);
-    const units = await ctx.app.orchestrator.listUnits(id, status ? { status } : {}, { limit, offset });
-    sendJson(ctx.res, 200, { job_id: id, units, next_offset: nextOffset(offset, units.length, limit) });
+    const query = parseQuery(ctx.url, UnitPageQuery);
+    const units = await ctx.app.orchestrator.listUnits(id, query.status ? { status: query.status } : {}, unitPage(query));
+    sendJson(ctx.res, 200, { job_id: id, units, ...nextPage(query, units) });
   });
 
   router.add('GET', '/jobs/:id/units/:unit_id', async (ctx) => {

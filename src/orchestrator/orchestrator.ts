@@ -6,7 +6,7 @@ import type { AbpConfig } from '../config.js';
 import { AbpError } from '../domain/errors.js';
 import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
 import { storedNeeds, type Launcher } from '../executor/launcher.js';
-import type { Repository } from '../store/repository.js';
+import type { Repository, UnitPage } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
 import type { PromptSynthesizer } from '../executor/prompt-synthesizer.js';
 import { BatchJobs } from './batch-jobs.js';
@@ -269,9 +269,14 @@ export class Orchestrator {
     return (await this.deps.repo.listJobs(filter, page)).map(jobStatus);
   }
 
-  async listUnits(id: number, filter: { status?: UnitState[] } = {}, page = { limit: 100, offset: 0 }) {
+  /**
+   * A page of a job's units in id order: `after` a unit id (keyset: as cheap at
+   * the millionth unit as at the first; the next page is after the last unit_id
+   * of this one), or past `offset` units (walks them: small offsets only).
+   */
+  async listUnits(id: number, filter: { status?: UnitState[] } = {}, page: UnitPage = { limit: 100, offset: 0 }) {
     await this.deps.repo.requireJob(id);
-    return (await this.deps.repo.listUnits(id, filter, page)).map(unitSummary);
+    return (await this.deps.repo.listUnits(id, filter, checkedPage(page))).map(unitSummary);
   }
 
   async unit(unitId: number) {
@@ -286,9 +291,9 @@ export class Orchestrator {
   }
 
   /** One page of results, for front ends that page instead of streaming. */
-  async resultsPage(id: number, filter: { status?: UnitState[] } = {}, page = { limit: 50, offset: 0 }) {
+  async resultsPage(id: number, filter: { status?: UnitState[] } = {}, page: UnitPage = { limit: 50, offset: 0 }) {
     await this.deps.repo.requireJob(id);
-    return (await this.deps.repo.listUnits(id, { ...filter, kind: 'item' }, page)).map(resultLine);
+    return (await this.deps.repo.listUnits(id, { ...filter, kind: 'item' }, checkedPage(page))).map(resultLine);
   }
 
   /** The results in an export format (jsonl, json, csv with structured outputs as columns, markdown), streamed as text chunks. */
@@ -312,4 +317,14 @@ export class Orchestrator {
   doctor() {
     return doctor(this.deps.workers);
   }
+}
+
+/** A unit page as the store takes it: `after` a unit id or an `offset`, not both. */
+function checkedPage(page: UnitPage): UnitPage {
+  const { after, offset } = page;
+  if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
+    throw new AbpError('invalid_input', `after: expected a unit id (an integer ≥ 0) to list the units after, got ${JSON.stringify(after)}`);
+  }
+  if (after !== undefined && offset) throw new AbpError('invalid_input', 'after: give either after (a unit id) or offset, not both');
+  return page;
 }

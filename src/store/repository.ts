@@ -8,11 +8,11 @@ import type { BatchRow, EventRow, ExecutorRow, JobRow, NewJob, UnitEventRow, Uni
 import { SQLITE, Transactions, type Db, type StoreBackend } from './tx.js';
 import { UnitOutcomes, type OutcomeEntry, type OutcomeUnit, type OutcomeWrite } from './unit-outcomes.js';
 import type { UnitMoveSet } from './unit-moves.js';
-import { UnitStore, type BatchClaim, type ClaimedUnit, type UnitActivity, type UnitFilter } from './unit-store.js';
+import { UnitStore, type BatchClaim, type ClaimedUnit, type UnitActivity, type UnitFilter, type UnitPage } from './unit-store.js';
 
 export type { Db, StoreBackend } from './tx.js';
 export { CODE_REFUSED, PENDING_APPROVAL, type JobEventDraft, type Page, type UnitDraft } from './job-store.js';
-export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter } from './unit-store.js';
+export { CLAIMED_COLUMNS, type ClaimedUnit, type UnitFilter, type UnitPage } from './unit-store.js';
 export type { OutcomeEntry, OutcomeUnit, OutcomeWrite } from './unit-outcomes.js';
 export type { HeldUnit } from './batch-store.js';
 export type { CachedResponse } from './cache-store.js';
@@ -248,7 +248,8 @@ export class Repository {
     return this.units.firstUnit(jobId);
   }
 
-  async listUnits(jobId: number, filter: UnitFilter, page: Page): Promise<UnitRow[]> {
+  /** A page of a job's units: `after` a unit id (keyset, any depth) or `offset` (small offsets). */
+  async listUnits(jobId: number, filter: UnitFilter, page: UnitPage): Promise<UnitRow[]> {
     return this.units.listUnits(jobId, filter, page);
   }
 

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { UnitState } from '../domain/states.js';
+import { UNIT_STATES, type UnitState } from '../domain/states.js';
 import type { EventStore } from './event-store.js';
 import { budgetPauses, budgetRoom, ONLINE_AFTER_BATCH } from '../domain/job-rules.js';
 import type { JobStore, Page } from './job-store.js';
@@ -25,6 +25,13 @@ function runnableUnits(t: Db, jobId: number, now: number) {
  * which run online.
  */
 export type BatchClaim = { priceFactor: number } | { afterDeadline: true };
+
+/** A page of units: past a unit id (`after`, keyset) or, for small offsets, after skipping `offset`. */
+export interface UnitPage {
+  limit: number;
+  offset?: number;
+  after?: number;
+}
 
 /** Units by state, and by kind: 'item' leaves out the synthesis unit. */
 export interface UnitFilter {
@@ -257,24 +264,60 @@ export class UnitStore {
     return this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).orderBy('id').limit(1).executeTakeFirst();
   }
 
-  async listUnits(jobId: number, filter: UnitFilter, page: Page): Promise<UnitRow[]> {
+  /**
+   * One page of a job's units in id order. With `after` (a unit id) the page
+   * starts past it (keyset paging: a few index seeks, wherever the page is in
+   * the job); with `offset` it skips that many matching rows first, which walks
+   * them, so it suits only small offsets.
+   */
+  async listUnits(jobId: number, filter: UnitFilter, page: UnitPage): Promise<UnitRow[]> {
+    if (page.after !== undefined) return this.unitsAfter(jobId, filter, page.after, page.limit);
     let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId);
     if (filter.status?.length) q = q.where('status', 'in', filter.status);
     if (filter.kind) q = q.where('kind', '=', filter.kind);
-    return q.orderBy('id').limit(page.limit).offset(page.offset).execute();
+    return q.orderBy('id').limit(page.limit).offset(page.offset ?? 0).execute();
   }
 
-  /** Every unit of a job in id order, read a page at a time so memory stays flat. */
+  /**
+   * Up to `limit` units of one state with id > `after`, in id order: one ordered
+   * stretch of work_units_claim (job_id, status, id), on both databases. Without
+   * the state, `job_id = ? AND id > ? ORDER BY id` has no index in id order, and
+   * each page read every unit of the job past `after` and sorted them (SQLite
+   * always; PostgreSQL while the table has no statistics, as after a bulk insert).
+   */
+  private stateAfter(jobId: number, status: UnitState, kind: UnitFilter['kind'], after: number, limit: number) {
+    let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).where('status', '=', status);
+    if (kind) q = q.where('kind', '=', kind);
+    return q.where('id', '>', after).orderBy('id').limit(limit);
+  }
+
+  /**
+   * Up to `limit` units with id > `after`, in id order (keyset paging). Each
+   * state the filter takes (all of them without one) is its own stretch of the
+   * claim index (stateAfter); the stretches are read in one statement (UNION
+   * ALL), so from one snapshot: a unit moving between states meanwhile is in
+   * exactly one of them, never in two or none.
+   */
+  async unitsAfter(jobId: number, filter: UnitFilter, after: number, limit: number): Promise<UnitRow[]> {
+    const states = filter.status?.length ? [...new Set(filter.status)] : [...UNIT_STATES];
+    if (states.length === 1) return this.stateAfter(jobId, states[0] as UnitState, filter.kind, after, limit).execute();
+    const parts = states.map((status) => this.db.selectFrom(this.stateAfter(jobId, status, filter.kind, after, limit).as('s')).selectAll());
+    const union = parts.slice(1).reduce((u, part) => u.unionAll(part), parts[0] as (typeof parts)[number]);
+    return this.db.selectFrom(union.as('u')).selectAll().orderBy('id').limit(limit).execute() as Promise<UnitRow[]>;
+  }
+
+  /**
+   * Every unit of a job in id order, a page at a time so memory stays flat:
+   * keyset pages (unitsAfter), so ids only rise and each unit is yielded at
+   * most once, and every unit that stays in the filter is yielded.
+   */
   async *iterateUnits(jobId: number, filter: UnitFilter, pageSize: number): AsyncGenerator<UnitRow> {
     let after = 0;
     for (;;) {
-      let q = this.db.selectFrom('work_units').selectAll().where('job_id', '=', jobId).where('id', '>', after);
-      if (filter.status?.length) q = q.where('status', 'in', filter.status);
-      if (filter.kind) q = q.where('kind', '=', filter.kind);
-      const rows = await q.orderBy('id').limit(pageSize).execute();
+      const rows = await this.unitsAfter(jobId, filter, after, pageSize);
       for (const row of rows) yield row;
       if (rows.length < pageSize) return;
-      after = (rows.at(-1) as UnitRow).id;
+      after = Number((rows.at(-1) as UnitRow).id);
     }
   }
 

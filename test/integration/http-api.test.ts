@@ -182,6 +182,14 @@ describe('a job through the API', () => {
     const units = await call(srv.url, `/jobs/${id}/units?limit=2`);
     expect(units.json.units.map((u: any) => u.item_id)).toEqual(['a', 'b']);
     expect(units.json.next_offset).toBe(2);
+    // Keyset paging: `after` the last unit id of a page, handed back as next_after.
+    expect(units.json.next_after).toBe(units.json.units[1].unit_id);
+    const after = await call(srv.url, `/jobs/${id}/units?limit=2&after=${units.json.next_after}`);
+    expect(after.json).toMatchObject({ units: [{ item_id: 'c' }], next_after: null, next_offset: null });
+    const badAfter = await call(srv.url, `/jobs/${id}/units?after=abc`);
+    expect(badAfter.status).toBe(400);
+    expect(badAfter.json.error.message).toContain('after');
+    expect((await call(srv.url, `/jobs/${id}/units?after=1&offset=2`)).json.error.message).toMatch(/^after: give either/);
     const succeeded = await call(srv.url, `/jobs/${id}/units?status=succeeded`);
     expect(succeeded.json.units).toHaveLength(3);
     expect((await call(srv.url, `/jobs/${id}/units?status=FAILED`)).json.units).toEqual([]);
@@ -201,6 +209,8 @@ describe('a job through the API', () => {
     expect(page1.json.results.map((r: any) => r.output)).toEqual(['alpha', 'beta']);
     const page2 = await call(srv.url, `/jobs/${id}/results?limit=2&offset=${page1.json.next_offset}`);
     expect(page2.json).toMatchObject({ job_id: id, results: [{ output: 'gamma' }], next_offset: null });
+    const byAfter = await call(srv.url, `/jobs/${id}/results?limit=2&after=${page1.json.next_after}`);
+    expect(byAfter.json).toMatchObject({ job_id: id, results: [{ output: 'gamma' }], next_after: null });
     const format = await call(srv.url, `/jobs/${id}/results?format=xml`);
     expect(format.status).toBe(400);
     expect(format.json.error.message).toContain('query.format');

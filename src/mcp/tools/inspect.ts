@@ -45,20 +45,42 @@ export const listJobs = defineTool({
   },
 });
 
+/**
+ * Where a unit page starts: the cursor of the previous page (a unit id to list
+ * after, keyset; a cursor of the older offset form still works), or `offset`.
+ */
+export function unitPageStart(cursor: string | undefined, offset: number | undefined): { after: number } | { offset: number } {
+  if (cursor === undefined) return { offset: offset ?? 0 };
+  try {
+    const a = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')).a;
+    if (Number.isSafeInteger(a) && a >= 0) return { after: a };
+  } catch {
+    // not a keyset cursor: an offset cursor, or none this server gave out (offsetOf says so)
+  }
+  return { offset: offsetOf(cursor, undefined) };
+}
+
+/** The next unit page's cursor: after the last unit this page holds, or null when the job has no more. */
+export function unitCursorAfter(lastUnitId: number | undefined, taken: number, fetched: number, limit: number): string | null {
+  if (lastUnitId === undefined || (taken === fetched && fetched < limit)) return null;
+  return Buffer.from(JSON.stringify({ a: lastUnitId })).toString('base64url');
+}
+
 export const listUnits = defineTool({
   name: 'list_units',
   title: 'List a job’s units',
   description:
-    'Lists a job’s units with state, attempt and error, optionally only some states (e.g. FAILED). A page holds at most ~20 KB: pass `cursor` back for the next. ' +
+    'Lists a job’s units in unit_id order with state, attempt and error, optionally only some states (e.g. FAILED). A page holds at most ~20 KB: ' +
+    'to page, pass the returned `cursor` back as `cursor` until it is null (it resumes after the last unit_id, as fast deep in a 10M-unit job as at its start; ' +
+    'a unit that changes state meanwhile is listed at most once). `offset` skips units one by one: for small offsets only. ' +
     'Use get_unit for one unit’s output and conversation.',
   input: { job_id: jobId, status: unitStates, ...page, ...cursorInput },
   output: { units: z.array(UnitSummaryWire), cursor: cursorOutput },
   annotations: read,
   async handler({ job_id, status, limit = 50, offset, cursor }, { app }) {
-    const from = offsetOf(cursor, offset);
-    const fetched = await app.orchestrator.listUnits(job_id, { status }, { limit, offset: from });
+    const fetched = await app.orchestrator.listUnits(job_id, { status }, { limit, ...unitPageStart(cursor, offset) });
     const units = fitPage(fetched.map((u) => ({ ...u, error: cutText(u.error, u.unit_id, 'error', 1000) })));
-    return { units, cursor: cursorAfter(from, units.length, fetched.length, limit) };
+    return { units, cursor: unitCursorAfter(units.at(-1)?.unit_id, units.length, fetched.length, limit) };
   },
 });
 
@@ -153,8 +175,7 @@ export const getResults = defineTool({
   },
   annotations: read,
   async handler({ job_id, status, format, limit = 50, offset, cursor }, { app }) {
-    const from = offsetOf(cursor, offset);
-    const fetched = await app.orchestrator.resultsPage(job_id, { status }, { limit, offset: from });
+    const fetched = await app.orchestrator.resultsPage(job_id, { status }, { limit, ...unitPageStart(cursor, offset) });
     const job = await app.orchestrator.getJob(job_id);
     const result = cutText(job.result, job.synthesis_unit_id ?? 0, 'output');
     const cut = fetched.map((r) => ({
@@ -173,7 +194,7 @@ export const getResults = defineTool({
         yield* results;
       }, format)) formatted += chunk;
     }
-    return { job_id, result, results, cursor: cursorAfter(from, results.length, fetched.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
+    return { job_id, result, results, cursor: unitCursorAfter(results.at(-1)?.unit_id, results.length, fetched.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
   },
 });
 

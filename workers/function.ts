@@ -1,9 +1,9 @@
 import { access, constants } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import type { Piscina } from 'piscina';
 import { z } from 'zod';
 import type { UnitOutcome, Worker, WorkerHealth } from '../src/contracts/worker.js';
+import type { FunctionPool } from './function-pool.js';
 
 const config = z.strictObject({
   module: z
@@ -27,18 +27,22 @@ export interface FunctionTask {
   work_dir: string;
 }
 
-/** One thread pool per module, shared by every job that uses it in this executor. */
-const pools = new Map<string, Piscina>();
+/** One piscina pool per module, with abp's batching on top, shared by every job that uses it in this executor. */
+const pools = new Map<string, FunctionPool>();
 
-async function poolFor(cfg: FunctionConfig): Promise<Piscina> {
-  // Loaded on the first unit, not when the worker registry loads; the lookup
-  // below runs after the await, so two first units still share one pool.
-  const { Piscina } = await import('piscina');
+function poolFor(cfg: FunctionConfig): FunctionPool | Promise<FunctionPool> {
+  return pools.get(`${cfg.module}#${cfg.max_threads ?? ''}`) ?? newPool(cfg);
+}
+
+async function newPool(cfg: FunctionConfig): Promise<FunctionPool> {
+  // Loaded (with piscina) on a module's first unit, not when the worker registry loads;
+  // later units find their pool without an import() or an await. The lookup below runs
+  // after the await, so two first units still share one pool.
+  const { FunctionPool } = await import('./function-pool.js');
   const key = `${cfg.module}#${cfg.max_threads ?? ''}`;
   let pool = pools.get(key);
   if (!pool) {
-    const max = cfg.max_threads ?? availableParallelism();
-    pool = new Piscina({ filename: cfg.module, minThreads: 0, maxThreads: max, idleTimeout: 30_000 });
+    pool = new FunctionPool(cfg.module, cfg.max_threads ?? availableParallelism());
     pools.set(key, pool);
   }
   return pool;
@@ -59,7 +63,7 @@ export const functionWorker: Worker<FunctionConfig> = {
     const task: FunctionTask = { item: unit.item, prompt: unit.prompt, unit_id: unit.unit_id, job_id: unit.job_id, attempt: unit.attempt, work_dir: unit.work_dir };
     try {
       // On abort piscina terminates the thread running the task, so even a busy loop stops.
-      const value: unknown = await (await poolFor(cfg)).run(task, { name: cfg.export_name, signal: ctx.signal });
+      const value: unknown = await (await poolFor(cfg)).run(cfg.export_name, task, ctx.signal);
       const duration_ms = Date.now() - started;
       if (typeof value === 'string') return { status: 'succeeded', output: value, duration_ms };
       if (value === undefined) return { status: 'succeeded', output: '', duration_ms };
@@ -72,7 +76,7 @@ export const functionWorker: Worker<FunctionConfig> = {
         return { status: 'cancelled', error: `stopped (${reason}); its worker thread was terminated`, duration_ms };
       }
       const message = err instanceof Error ? err.message : String(err);
-      // piscina's own words for a missing export; no retry can fix it.
+      // The thread's words for a missing export (piscina's, kept); no retry can fix it.
       if (message.startsWith('No handler function exported from')) {
         return { status: 'failed', kind: 'permanent', error: `worker_config.export_name: ${cfg.module} has no function export ${JSON.stringify(cfg.export_name)}`, duration_ms };
       }

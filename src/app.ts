@@ -48,11 +48,10 @@ async function loadWorkers(): Promise<Registry<Worker<any>>> {
 }
 
 /**
- * An executor's pieces: an idle executor (the one `abp start` launches, waiting
- * for work) holds what claiming and running units needs, and never loads what
- * only creates and moves jobs (the orchestrator, enumerators, job specs).
+ * An executor's pieces, which the full app shares: one store, one set of
+ * workers, one synthesizer and one list of job types.
  */
-export async function createExecutorApp(config: AbpConfig = resolveConfig()): Promise<ExecutorApp> {
+async function executorParts(config: AbpConfig) {
   const [workers, { JobExecutor }, { PromptSynthesizer }, { SyncJobs }, repo] = await Promise.all([
     loadWorkers(),
     import('./executor/job-executor.js'),
@@ -61,14 +60,25 @@ export async function createExecutorApp(config: AbpConfig = resolveConfig()): Pr
     openStore(config),
   ]);
   const synthesizer = new PromptSynthesizer();
+  // The job types besides batch (the Orchestrator's own): how a spec of each becomes a job, and what its end does.
   const jobTypes = [new SyncJobs(repo)];
-  return {
+  const app: ExecutorApp = {
     config,
     repo,
     createExecutor: (overrides = {}, launchSlot) =>
       new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, launchSlot }),
     close: () => repo.close(),
   };
+  return { app, workers, synthesizer, jobTypes };
+}
+
+/**
+ * What `abp executor` opens: an idle executor (the one `abp start` launches,
+ * waiting for work) holds what claiming and running units needs, and never
+ * loads what only creates and moves jobs (the orchestrator, enumerators, job specs).
+ */
+export async function createExecutorApp(config: AbpConfig = resolveConfig()): Promise<ExecutorApp> {
+  return (await executorParts(config)).app;
 }
 
 /**
@@ -77,29 +87,14 @@ export async function createExecutorApp(config: AbpConfig = resolveConfig()): Pr
  * store pays for none of them.
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
-  const [{ enumerators }, workers, { JobExecutor }, { Launcher }, { Orchestrator }, { PromptSynthesizer }, { SyncJobs }, { TaskRows }] = await Promise.all([
+  const [{ app, workers, synthesizer, jobTypes }, { enumerators }, { Launcher }, { Orchestrator }, { TaskRows }] = await Promise.all([
+    executorParts(config),
     import('../enumerators/index.js'),
-    loadWorkers(),
-    import('./executor/job-executor.js'),
     import('./executor/launcher.js'),
     import('./orchestrator/orchestrator.js'),
-    import('./executor/prompt-synthesizer.js'),
-    import('./sync/sync-jobs.js'),
     import('./store/task-store.js'),
   ]);
-  const repo = await openStore(config);
-  const synthesizer = new PromptSynthesizer();
-  const launcher = new Launcher(repo, config, VERSION);
-  // The job types besides batch (the Orchestrator's own): how a spec of each becomes a job, and what its end does.
-  const jobTypes = [new SyncJobs(repo)];
-  const orchestrator = new Orchestrator({ repo, config, enumerators, workers, synthesizer, launcher, jobTypes });
-  return {
-    config,
-    repo,
-    orchestrator,
-    tasks: new TaskRows(repo),
-    createExecutor: (overrides = {}, launchSlot) =>
-      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, launchSlot }),
-    close: () => repo.close(),
-  };
+  const launcher = new Launcher(app.repo, config, VERSION);
+  const orchestrator = new Orchestrator({ repo: app.repo, config, enumerators, workers, synthesizer, launcher, jobTypes });
+  return { ...app, orchestrator, tasks: new TaskRows(app.repo) };
 }

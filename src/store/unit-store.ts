@@ -176,9 +176,9 @@ export class UnitStore {
     return new Map(rows.map((r) => [r.id, r.attempt]));
   }
 
-  /** Extends the leases of this owner's running units; returns how many it still holds. */
   /**
-   * Extends the leases of the units this executor still runs, and no others: a unit
+   * Extends the leases of the units this executor still runs, and no others (returns
+   * how many it still holds): a unit
    * whose outcome it gave up on keeps its old lease, which expires, and the unit is
    * reclaimed (it is not held RUNNING by a live executor's heartbeat for good).
    */

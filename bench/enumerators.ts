@@ -1,29 +1,27 @@
 /**
  * Enumerating 1,000,000 CSV rows and 1,000,000 JSONL lines into a job with
  * `abp create`, as a user runs it: a whole process each run (a temp ABP_HOME, a
- * fresh database), with its wall time and its peak RSS (VmHWM, read at exit by a
- * module preloaded with -r, as in startup.ts).
+ * fresh database), with its wall time and its peak RSS (VmHWM, read at exit by the
+ * reporter of process-report.ts, preloaded with -r).
  *   node dist/bench/enumerators.js            → runs both, prints the rows
  *   node dist/bench/enumerators.js --child csv|json FILE HOME   (one measured run)
  * Memory must stay flat, and under 120 MB however big the input.
  */
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI_ENTRY } from '../src/executor/launcher.js';
 import { median, spread, type BenchRow } from './table.js';
+import { readReport, writeReporter } from './process-report.js';
 
 const ROWS = Number(process.env.ABP_BENCH_ROWS ?? 1_000_000);
 const RSS_CEILING_MB = 300;
 const RSS_TARGET_MB = 120;
 const RUNS = Number(process.env.ABP_BENCH_RUNS ?? 3);
 
-const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
-process.on('exit', () => writeFileSync(process.env.ABP_BENCH_RSS_FILE, /VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]));
-`;
 
 async function writeLines(path: string, header: string | null, line: (i: number) => string): Promise<void> {
   const out = createWriteStream(path);
@@ -37,10 +35,9 @@ async function writeLines(path: string, header: string | null, line: (i: number)
 
 /** One `abp create` of FILE into a fresh database under HOME: {ms, peak_rss_mb, units}. */
 function child(kind: 'csv' | 'json', file: string, home: string): { ms: number; peak_rss_mb: number; units: number } {
-  const preload = join(home, 'report-rss.cjs');
   const rssFile = join(home, 'rss');
   mkdirSync(home, { recursive: true });
-  writeFileSync(preload, REPORT_RSS);
+  const preload = writeReporter(home);
   const config = kind === 'csv' ? { file_path: file, id_column: 'id' } : { file_path: file, id_field: 'id' };
   const args = ['-r', preload, CLI_ENTRY, 'create', '--name', `bench ${kind}`, '--intent', 'bench', '--enumerator', kind, '--enumerator-config', JSON.stringify(config)];
   const { NODE_EXTRA_CA_CERTS: _ca, ...env } = process.env;
@@ -52,7 +49,7 @@ function child(kind: 'csv' | 'json', file: string, home: string): { ms: number; 
   });
   const ms = performance.now() - started;
   const units = (JSON.parse(out) as { total: number }).total;
-  return { ms, peak_rss_mb: Number(readFileSync(rssFile, 'utf8')) / 1024, units };
+  return { ms, peak_rss_mb: readReport(rssFile).mb, units };
 }
 
 export async function run(): Promise<BenchRow[]> {

@@ -11,21 +11,18 @@
  *   node dist/bench/files.js        → prints the rows
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI_ENTRY } from '../src/executor/launcher.js';
 import { prng } from '../test/helpers/prng.js';
 import { median, spread, type BenchRow } from './table.js';
+import { readReport, writeReporter } from './process-report.js';
 
 const RUNS = Number(process.env.ABP_BENCH_FILES_RUNS ?? 5);
 const SIZES = (process.env.ABP_BENCH_FILES ?? '20000,100000').split(',').map(Number);
 
-/** The peak RSS of the process it is preloaded into (-r), written at exit: as in startup.ts. */
-const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
-process.on('exit', () => writeFileSync(process.env.ABP_BENCH_RSS_FILE, /VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]));
-`;
 
 const EXTENSIONS = ['.ts', '.ts', '.ts', '.js', '.json', '.md', '.css', '.txt', '.yml', ''];
 const DIR_NAMES = ['src', 'lib', 'test', 'docs', 'components', 'utils', 'api', 'store', 'models', 'views', 'fixtures', 'config'];
@@ -91,13 +88,13 @@ function abpRun(spec: string, scratch: string, expected: number): Run {
   const total = (JSON.parse(r.stdout) as { total: number }).total;
   if (total !== expected) throw new Error(`bench: expected ${expected} units, got ${total}`);
   rmSync(home, { recursive: true, force: true });
-  return { ms, mb: Number(readFileSync(rssFile, 'utf8')) / 1024 };
+  return { ms, mb: readReport(rssFile).mb };
 }
 
 export async function run(): Promise<BenchRow[]> {
   const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-files-'));
   try {
-    writeFileSync(join(scratch, 'report-rss.cjs'), REPORT_RSS);
+    writeReporter(scratch);
     const rows: BenchRow[] = [];
     for (const size of SIZES) {
       const tree = join(scratch, `tree-${size}`);

@@ -16,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, openSync, closeSync, rmSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -28,6 +28,7 @@ import { resolveConfig } from '../src/config.js';
 import { CLI_ENTRY } from '../src/executor/launcher.js';
 import { createTestDatabase, dropTestDatabase, startPostgres, type PostgresServer } from '../test/helpers/postgres.js';
 import { median, spread, type BenchRow } from './table.js';
+import { readReport, writeReporter } from './process-report.js';
 
 const UNITS = Number(process.env.ABP_BENCH_SCALE_UNITS ?? 10_000_000);
 const RUNS = Number(process.env.ABP_BENCH_SCALE_RUNS ?? 2);
@@ -40,12 +41,6 @@ const PAGE = 50;
 const RSS_TARGET_MB = 150;
 const n = UNITS.toLocaleString('en');
 
-const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
-process.on('exit', () => {
-  const cpu = process.cpuUsage();
-  writeFileSync(process.env.ABP_BENCH_RSS_FILE, JSON.stringify({ kb: Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]), cpu_ms: (cpu.user + cpu.system) / 1000 }));
-});
-`;
 
 interface Whole {
   ms: number;
@@ -75,8 +70,8 @@ async function whole(scratch: string, file: string, args: string[], env: Record<
   const ms = performance.now() - started;
   if (typeof fd === 'number') closeSync(fd);
   if (code !== 0) throw new Error(`bench/scale: ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`);
-  const report = isNode && existsSync(rssFile) ? (JSON.parse(readFileSync(rssFile, 'utf8')) as { kb: number; cpu_ms: number }) : { kb: 0, cpu_ms: 0 };
-  return { ms, mb: report.kb / 1024, cpu_ms: report.cpu_ms };
+  const report = isNode && existsSync(rssFile) ? readReport(rssFile) : { mb: 0, cpu_ms: 0 };
+  return { ms, ...report };
 }
 
 async function writeCsv(path: string): Promise<void> {
@@ -422,7 +417,7 @@ export async function run(): Promise<BenchRow[]> {
   const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-scale-'));
   let server: PostgresServer | undefined;
   try {
-    writeFileSync(join(scratch, 'report-rss.cjs'), REPORT_RSS);
+    writeReporter(scratch);
     const csv = join(scratch, 'items.csv');
     log(`writing ${n} CSV rows`);
     await writeCsv(csv);

@@ -4,8 +4,8 @@
  * that drift on a shared machine touches both sides alike.
  *
  * Peak RSS is each child's own high-water mark (VmHWM of /proc/self/status, the
- * same figure create-job.js reports), read at exit by a two-line CommonJS module
- * preloaded with -r (about 0.3 MB and a millisecond); both sides carry it.
+ * same figure create-job.js reports), read at exit by the reporter of
+ * process-report.ts, preloaded with -r; both sides carry it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI_ENTRY } from '../src/executor/launcher.js';
 import { median, spread, type BenchRow } from './table.js';
+import { readReport, writeReporter } from './process-report.js';
 
 const RUNS = Number(process.env.ABP_BENCH_STARTUP_RUNS ?? 10);
 const CREATE_ROWS = 100_000;
@@ -22,9 +23,6 @@ const CREATE_JOB = fileURLToPath(new URL('./create-job.js', import.meta.url));
 const IDLE_RUNS = Number(process.env.ABP_BENCH_IDLE_RUNS ?? 5);
 const IDLE_SECONDS = Number(process.env.ABP_BENCH_IDLE_SECONDS ?? 3);
 
-const REPORT_RSS = `const { readFileSync, writeFileSync } = require('node:fs');
-process.on('exit', () => writeFileSync(process.env.ABP_BENCH_RSS_FILE, /VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]));
-`;
 
 interface Run {
   ms: number;
@@ -39,7 +37,7 @@ function processRun(args: string[], env: NodeJS.ProcessEnv, scratch: string): Ru
   const r = spawnSync(process.execPath, ['-r', join(scratch, 'report-rss.cjs'), ...args], { env: { ...env, ABP_BENCH_RSS_FILE: rssFile }, encoding: 'utf8' });
   const ms = performance.now() - started;
   if (r.status !== 0) throw new Error(`bench: node ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return { ms, mb: Number(readFileSync(rssFile, 'utf8')) / 1024 };
+  return { ms, mb: readReport(rssFile).mb };
 }
 
 /** Milliseconds from spawning `abp mcp` to its answer to `initialize` on stdout. */
@@ -71,7 +69,7 @@ function startLong(args: string[], env: NodeJS.ProcessEnv, scratch: string, stdi
   rmSync(rssFile, { force: true });
   const child = spawn(process.execPath, ['-r', join(scratch, 'report-rss.cjs'), CLI_ENTRY, ...args], { env: { ...env, ABP_BENCH_RSS_FILE: rssFile }, stdio: [stdio, stdio, 'ignore'] });
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  return { child, peakMb: async () => (await exited, Number(readFileSync(rssFile, 'utf8')) / 1024) };
+  return { child, peakMb: async () => (await exited, readReport(rssFile).mb) };
 }
 
 /** The RSS a process holds now (VmRSS), in MB: what stays after the peak. */
@@ -197,7 +195,7 @@ function cliRow(what: string, runs: Run[], bare: Run[]): BenchRow {
 export async function run(): Promise<BenchRow[]> {
   const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-startup-'));
   try {
-    writeFileSync(join(scratch, 'report-rss.cjs'), REPORT_RSS);
+    writeReporter(scratch);
     const home = join(scratch, 'home');
     // As a default Node install starts: NODE_EXTRA_CA_CERTS makes every node process parse a CA
     // bundle before it runs a line (~40 ms here). A machine that sets it is measured as well.

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { buildSync } from 'esbuild';
 import { chmodSync, mkdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../src/package-root.js';
@@ -142,11 +143,14 @@ describe('file enumerator: the walk, one lstat a file', () => {
     writeFileSync(join(base, 'locked', 'x.txt'), 'x');
     chmodSync(join(base, 'locked'), 0o000);
     try {
-      // Root reads every folder: the enumeration then runs as nobody, on the built module.
+      // Root reads every folder: the enumeration then runs as nobody, on the built module bundled
+      // into the test's own folder (the checkout may sit in a 0700 folder nobody cannot enter).
       const asRoot = process.getuid?.() === 0;
       if (asRoot) for (const dir of [t.dir, base]) chmodSync(dir, 0o755);
+      const bundle = join(t.dir, 'file-enumerator.cjs');
+      buildSync({ entryPoints: [join(PACKAGE_ROOT, 'dist', 'enumerators', 'file.js')], bundle: true, platform: 'node', format: 'cjs', outfile: bundle, logLevel: 'silent' });
       const script = `
-        const { fileEnumerator } = await import(${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'enumerators', 'file.js'))});
+        const { fileEnumerator } = await import(${JSON.stringify(bundle)});
         const cfg = fileEnumerator.configSchema.parse({ base_directory: ${JSON.stringify(base)} });
         try { for await (const _ of fileEnumerator.enumerate(cfg, { signal: new AbortController().signal })); console.log('no error'); }
         catch (err) { console.log(err.code + ': ' + err.message); }`;

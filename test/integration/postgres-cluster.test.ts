@@ -130,10 +130,27 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
 
     // Kill two executors, whole process groups, once a quarter of the work is done.
     await s.waitFor(id, (st) => st.counts.succeeded >= UNITS / 4, 300_000);
-    const killedAt = Date.now();
     const victims = fleet.slice(0, 2);
+    // The victims' units: RUNNING under a lease whose owner is `host:PID:…`.
+    const heldBy = async (pids: number[]) =>
+      s.query<{ id: number }>(
+        `select id from work_units where job_id = ? and status = 'RUNNING' and (${pids.map(() => "lease_owner like '%:' || ? || ':%'").join(' or ')})`,
+        id,
+        ...pids.map(String),
+      );
+    // Kill while both hold units, so that some are caught in flight (a freed slot may be empty for a moment).
+    const holdDeadline = Date.now() + 60_000;
+    for (;;) {
+      const held = await Promise.all(victims.map((v) => heldBy([v.pid as number])));
+      if (held.every((h) => h.length > 0)) break;
+      if (Date.now() > holdDeadline) throw new Error('the victims never both held units');
+      await sleep(5);
+    }
+    const killedAt = Date.now();
     for (const v of victims) killGroup(v, 'SIGKILL');
     const killed = await Promise.all(victims);
+    // What the dead executors held stays RUNNING under their leases until those expire (2 s).
+    const orphaned = (await heldBy(victims.map((v) => v.pid as number))).map((r) => Number(r.id));
     // An executor that ended before the kill says why in its exit code and log.
     expect(killed.map((k) => k.signal), killed.map((k) => `exit ${k.exitCode}: ${String(k.stderr).slice(-1500)}`).join('\n')).toEqual(['SIGKILL', 'SIGKILL']);
 
@@ -158,7 +175,9 @@ describe.runIf(TEST_BACKEND === 'postgres')('a cluster of executors on one Postg
     expect(new Set(results.map((r) => r.item_id)).size).toBe(UNITS);
     // Units caught in flight by the kills were taken over after their leases expired.
     const retried = results.filter((r) => r.attempt > 1).length;
-    expect(retried).toBeGreaterThan(0);
+    expect(orphaned.length).toBeGreaterThan(0);
+    const attempts = new Map(results.map((r) => [Number(r.unit_id), r.attempt]));
+    for (const unit of orphaned) expect(attempts.get(unit), `unit ${unit}`).toBeGreaterThan(1);
 
     // The cap, three ways: the job's running counter, COUNT(*) of RUNNING rows, and
     // the spans the unit function itself recorded (across all four processes).

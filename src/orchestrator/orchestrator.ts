@@ -17,7 +17,7 @@ import { checkWorker, doctor } from './worker-health.js';
 import { SyncJobs } from '../sync/sync-jobs.js';
 import { exportResults, type ExportFormat } from '../wire/exports.js';
 import { parseSinkSpec, writeSink } from '../sinks/index.js';
-import { batchesView, executorsView, mayHaveBatches, jobDetail, jobStatus, resultLine, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
+import { batchesView, executorsView, mayHaveBatches, jobDetail, jobStatus, resultLine, resultLineText, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
 
 export interface OrchestratorDeps {
   repo: Repository;
@@ -299,7 +299,11 @@ export class Orchestrator {
   /** The results in an export format (jsonl, json, csv with structured outputs as columns, markdown), streamed as text chunks. */
   async *exportResults(id: number, format: ExportFormat, filter: { status?: UnitState[] } = {}): AsyncGenerator<string> {
     const job = await this.getJob(id);
-    yield* exportResults(job, () => this.results(id, filter), format);
+    const repo = this.deps.repo;
+    async function* texts() {
+      for await (const unit of repo.iterateUnits(id, { ...filter, kind: 'item' })) yield resultLineText(unit);
+    }
+    yield* exportResults(job, { lines: () => this.results(id, filter), texts }, format);
   }
 
   /** Writes the results to a sink (a folder, a table, a JSONL file). Idempotent: a re-run rewrites, never duplicates. */

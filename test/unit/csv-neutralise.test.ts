@@ -38,9 +38,9 @@ describe('CSV cells that would be formulas', () => {
       line(3, '\tx', { output: '\r=1', structured_output: { total: 7, note: 'fine' } }),
     ];
     let text = '';
-    for await (const chunk of exportResults({} as never, async function* () {
+    for await (const chunk of exportResults({} as never, { lines: async function* () {
       yield* lines;
-    }, 'csv')) text += chunk;
+    } }, 'csv')) text += chunk;
     const rows = parse(text, { columns: true }) as Record<string, string>[];
     expect(rows.map((r) => r.item_id)).toEqual(['\'=HYPERLINK("http://evil.example","x")', "'-1+1", "'\tx"]);
     expect(rows.map((r) => r.output)).toEqual(["'+1+1", '', "'\r=1"]);

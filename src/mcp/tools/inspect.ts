@@ -190,9 +190,9 @@ export const getResults = defineTool({
     let formatted: string | undefined;
     if (format) {
       formatted = '';
-      for await (const chunk of exportResults(job, async function* () {
+      for await (const chunk of exportResults(job, { lines: async function* () {
         yield* results;
-      }, format)) formatted += chunk;
+      } }, format)) formatted += chunk;
     }
     return { job_id, result, results, cursor: unitCursorAfter(results.at(-1)?.unit_id, results.length, fetched.length, limit), ...(formatted !== undefined ? { formatted } : {}) };
   },

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
 import { requireDirectory } from './fs-checks.js';
+import { isoTime } from '../src/domain/iso-time.js';
 
 const config = z.strictObject({
   base_directory: z.string().min(1).describe('The folder to search; no item ever lies outside it.'),
@@ -215,7 +216,7 @@ export const fileEnumerator: Enumerator<FileConfig> = {
         file_name: basename(relativePath),
         file_extension: fileExtension(relativePath),
         file_size: info.size,
-        mtime: info.mtime.toISOString(),
+        mtime: isoTime(info.mtime.getTime()),
         _id: relativePath,
       };
       if (cfg.include_content) {

@@ -7,6 +7,7 @@ import { requireFile } from './fs-checks.js';
 import { refuseNonQueryPostgres } from './sql-guard.js';
 import { namedToPositional } from './sql-params.js';
 import { openSqliteFile } from '../src/util/sqlite-file.js';
+import { isoTime } from '../src/domain/iso-time.js';
 
 const scalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
 
@@ -48,7 +49,7 @@ function target(connection: string): Target {
 function jsonValue(value: unknown): unknown {
   if (Buffer.isBuffer(value)) return value.toString('base64');
   if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : value.toString();
-  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Date) return isoTime(value.getTime());
   return value;
 }
 

@@ -5,6 +5,7 @@ import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
 import { usage } from './command.js';
+import { steadyYoungGeneration } from './young-generation.js';
 
 /**
  * Every command, in --help order. A command's module (and what it imports) loads
@@ -84,6 +85,7 @@ async function main(argv: string[]): Promise<number> {
     } catch (err) {
       throw usage(`${errorMessage(err).replace(/^Unknown option/, 'unknown option').replace(/\. To specify a positional.*$/s, '')}\nusage: ${command.usage}`);
     }
+    if (command.steadyYoungGeneration) steadyYoungGeneration();
     const values = parsed.values as CommandContext['values'];
     if (values.help) {
       process.stdout.write(`${entry.summary}\n\nusage: ${command.usage}\n`);

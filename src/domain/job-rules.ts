@@ -1,4 +1,5 @@
 import type { JobMove, JobState, UnitState } from './states.js';
+import { isoTime } from './iso-time.js';
 
 /*
  * The rules of a job's life that are decisions, not storage: how many units it
@@ -170,5 +171,5 @@ export function waitsForAutoResume(job: Pick<JobFacts, 'status' | 'auto_resume' 
 
 /** The reason an auto-resume records. */
 export function autoResumeReason(job: Pick<JobFacts, 'resume_at'>): string {
-  return `auto_resumed: quota reset at ${new Date(Number(job.resume_at)).toISOString()}`;
+  return `auto_resumed: quota reset at ${isoTime(Number(job.resume_at))}`;
 }

@@ -14,6 +14,7 @@ import { envNamesOf, missingFrom, storedNeeds } from './launcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { WorkerPool } from './worker-pool.js';
 import { logLine } from '../util/log-line.js';
+import { isoTime } from '../domain/iso-time.js';
 
 /** How long a busy executor's passes reuse its last read of the active jobs (see recentSurvey). */
 const SURVEY_REUSE_MS = 100;
@@ -62,7 +63,7 @@ export class JobExecutor {
   private readonly settleErrors = new Map<string, string>();
 
   constructor(private readonly deps: JobExecutorDeps) {
-    this.log = deps.log ?? ((m) => logLine(`${new Date().toISOString()} executor ${this.id}: ${m}`));
+    this.log = deps.log ?? ((m) => logLine(`${isoTime()} executor ${this.id}: ${m}`));
     this.pool = new WorkerPool({ ...deps, owner: this.id, log: this.log }, deps.config.maxWorkers);
     this.batches = new BatchRunner({ ...deps, owner: this.id, log: this.log, cache: this.pool.cache, configs: this.pool.configs });
   }

@@ -3,6 +3,7 @@ import { assertNever } from '../domain/errors.js';
 import { pausesJob } from '../domain/job-rules.js';
 import type { OutcomeWrite } from '../store/repository.js';
 import type { JobRow } from '../store/schema.js';
+import { isoTime } from '../domain/iso-time.js';
 
 export interface RetrySettings {
   maxRetries: number;
@@ -75,7 +76,7 @@ export function decide(outcome: UnitOutcome, failures: number, s: RetrySettings,
     case 'failed': {
       if (pausesJob(outcome.kind)) {
         // The worker's failure, not the item's: the job pauses (or, while testing, the test unit fails).
-        const resets = outcome.resets_at === undefined ? '' : ` (resets at ${new Date(outcome.resets_at).toISOString()})`;
+        const resets = outcome.resets_at === undefined ? '' : ` (resets at ${isoTime(outcome.resets_at)})`;
         return {
           write: {
             ...outcomeWrite(outcome, {

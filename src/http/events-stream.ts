@@ -6,6 +6,7 @@ import type { EventView, Monitor } from '../orchestrator/monitor.js';
 import { idParam, parseQuery } from './params.js';
 import { parseJson } from '../wire/views.js';
 import type { RouteContext, Router } from './router.js';
+import { isoTime } from '../domain/iso-time.js';
 
 export interface StreamOptions {
   /** How often the events table is polled for new rows. */
@@ -86,7 +87,7 @@ async function stream(ctx: RouteContext, options: StreamOptions): Promise<void> 
   };
   // How long a browser waits before reconnecting by itself.
   write('retry: 2000\n');
-  write(frame('hello', { seq: null, job_id: id, type: 'hello', kind: 'hello', data: { job: first, since: cursor }, at: new Date().toISOString() }));
+  write(frame('hello', { seq: null, job_id: id, type: 'hello', kind: 'hello', data: { job: first, since: cursor }, at: isoTime() }));
   let lastWrite = Date.now();
 
   try {
@@ -104,15 +105,15 @@ async function stream(ctx: RouteContext, options: StreamOptions): Promise<void> 
       } while (page.length === PAGE && !closed);
       // On a final job this sends only the last frames of the units that were running.
       const changes = closed ? [] : await activity.changes(job.counts.running > 0);
-      const at = new Date().toISOString();
+      const at = isoTime();
       for (const data of changes) write(frame('activity', { seq: null, job_id: id, type: 'activity', kind: 'activity', data, at }));
       if (changes.length > 0) lastWrite = Date.now();
       if (isTerminalJob(job.status)) {
-        write(frame('end', { seq: null, job_id: id, type: 'end', kind: 'end', data: { job, last_seq: cursor }, at: new Date().toISOString() }));
+        write(frame('end', { seq: null, job_id: id, type: 'end', kind: 'end', data: { job, last_seq: cursor }, at: isoTime() }));
         break;
       }
       if (Date.now() - lastWrite >= options.keepAliveMs) {
-        write(`: keep-alive ${new Date().toISOString()}\n\n`);
+        write(`: keep-alive ${isoTime()}\n\n`);
         lastWrite = Date.now();
       }
       await sleep(options.pollMs, abort.signal);
@@ -141,7 +142,7 @@ const TAIL = 6;
 /** The longest summary line, in characters. */
 const SUMMARY_MAX = 200;
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(Number(ms)).toISOString());
+const iso = (ms: number | null) => (ms === null ? null : isoTime(Number(ms)));
 
 /** The data of one `activity` frame. */
 export interface ActivityData {

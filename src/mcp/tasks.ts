@@ -24,6 +24,7 @@ import { mcpHint } from './hints.js';
 import { defineTool, fail, jobId, ok, register, unknownArguments, type Extra, type ToolDef } from './tool.js';
 import { fitUnit } from './tools/inspect.js';
 import { startJob } from './tools/jobs.js';
+import { isoTime } from '../domain/iso-time.js';
 
 /*
  * MCP Tasks (protocol 2025-11-25, the SDK's experimental API). A task follows one
@@ -189,7 +190,7 @@ export class JobTaskStore implements TaskStore {
     const base = {
       taskId: row.task_id,
       ttl: row.expires_at - row.created_at,
-      createdAt: new Date(row.created_at).toISOString(),
+      createdAt: isoTime(row.created_at),
       pollInterval: POLL_INTERVAL_MS,
     };
     const { app } = await this.ready;
@@ -211,7 +212,7 @@ export class JobTaskStore implements TaskStore {
     return {
       ...base,
       status,
-      lastUpdatedAt: new Date(changed).toISOString(),
+      lastUpdatedAt: isoTime(changed),
       statusMessage: `job ${job.job_id} is ${job.status}${job.status_reason ? ` (${job.status_reason})` : ''}, ${done}/${job.total} units done.${review} ${mcpHint(stepOf(state))}`,
     };
   }

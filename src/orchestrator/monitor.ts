@@ -5,8 +5,9 @@ import { LATEST_MIGRATION, MIGRATION_NAMES } from '../store/migration-names.js';
 import type { Repository } from '../store/repository.js';
 import type { EventRow } from '../store/schema.js';
 import { parseJson } from '../wire/views.js';
+import { isoTime } from '../domain/iso-time.js';
 
-const iso = (ms: number) => new Date(Number(ms)).toISOString();
+const iso = (ms: number) => isoTime(Number(ms));
 
 
 /** One row of the events table as front ends see it. */

@@ -7,6 +7,7 @@ import { AbpError } from '../domain/errors.js';
 import { CLI_ENTRY } from '../executor/launcher.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import { processAlive } from '../util/process-group.js';
+import { isoTime } from '../domain/iso-time.js';
 
 /**
  * `abp serve` writes its address to $ABP_HOME/serve.json, so that `abp dashboard`,
@@ -22,7 +23,7 @@ export interface ServeRecord {
 const file = (home: string) => join(home, 'serve.json');
 
 export function writeServeRecord(home: string, url: string): void {
-  const record: ServeRecord = { url, pid: process.pid, started_at: new Date().toISOString() };
+  const record: ServeRecord = { url, pid: process.pid, started_at: isoTime() };
   writeFileSync(file(home), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
 }
 

@@ -10,6 +10,7 @@ import { createPool, isPostgresUrl, redactUrl, WorkListener } from './postgres.j
 import { Repository, type StoreBackend } from './repository.js';
 import type { Database } from './schema.js';
 import { openSqliteFile } from '../util/sqlite-file.js';
+import { isoTime } from '../domain/iso-time.js';
 
 export interface StoreOptions {
   /** A SQLite file path, or a postgres:// URL. */
@@ -22,7 +23,7 @@ export interface StoreOptions {
   log?: (message: string) => void;
 }
 
-const stderrLog = (m: string) => process.stderr.write(`${new Date().toISOString()} abp store: ${m}\n`);
+const stderrLog = (m: string) => process.stderr.write(`${isoTime()} abp store: ${m}\n`);
 
 /** Opens the database (SQLite file or PostgreSQL URL) and runs pending migrations. */
 export async function openRepository(options: StoreOptions): Promise<Repository> {
@@ -53,7 +54,7 @@ export async function migrateDatabase(options: StoreOptions): Promise<MigrationS
     return {
       database: where,
       applied: (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName),
-      migrations: all.map((m) => ({ name: m.name, executed_at: m.executedAt?.toISOString() ?? null })),
+      migrations: all.map((m) => ({ name: m.name, executed_at: m.executedAt ? isoTime(m.executedAt.getTime()) : null })),
     };
   } finally {
     await db.destroy().catch(() => undefined);

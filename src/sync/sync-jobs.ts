@@ -19,6 +19,7 @@ import { openProvider, wholeFile } from './providers/index.js';
 /** The job's prompt is its intent: the sync-apply worker hands it to the transform worker. */
 export const SYNC_PROMPT_TEMPLATE = '{{intent}}';
 import { SYNC_ENUMERATOR_TYPE as SYNC_ENUMERATOR, SYNC_WORKER_TYPE as SYNC_WORKER } from '../domain/sync-pair.js';
+import { isoTime } from '../domain/iso-time.js';
 
 /** Whether a raw spec asks for a sync job (it has a `sync` section). */
 export function isSyncSpec(input: unknown): boolean {
@@ -243,7 +244,7 @@ export class SyncJobs implements JobType {
       baseline: { source: counts.baseline.source ?? 0, target: counts.baseline.target ?? 0 },
       tombstones: counts.tombstones,
       failing: items.filter((i) => i.failures > 0).map((i) => ({ key: i.key, failures: i.failures, last_error: i.last_error })),
-      quarantined: items.filter((i) => i.quarantined_until !== null && Number(i.quarantined_until) > now).map((i) => ({ key: i.key, until: new Date(Number(i.quarantined_until)).toISOString() })),
+      quarantined: items.filter((i) => i.quarantined_until !== null && Number(i.quarantined_until) > now).map((i) => ({ key: i.key, until: isoTime(Number(i.quarantined_until)) })),
       phantoms: items.filter((i) => i.phantoms > 0).map((i) => ({ key: i.key, readds: i.phantoms })),
       runs: runs.map((r) => ({ job_id: r.job_id, committed: r.committed_at !== null, plan: JSON.parse(r.plan) as unknown })),
     };

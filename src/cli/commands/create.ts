@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
 import type { Command, CommandContext } from '../command.js';
 import { intFlag, numberFlag, onOff, usage } from '../command.js';
 import { handlePendingApproval } from './approve.js';
@@ -99,23 +98,8 @@ export function readText(flag: string, path: string): string {
   }
 }
 
-/**
- * `abp create` is a process whose whole life is one streamed insert. A stream always
- * has items in flight when a scavenge comes, and V8 grows the young generation by
- * what survives, so a million-row job grew it to its 16 MB semi-spaces (~35 MB of
- * peak RSS) for objects that live a few microseconds. Held at its start-up size from
- * the moment this command loads, scavenges come more often and cost about the same
- * in all. Only this short-lived command does it: a long-running serve keeps V8's sizing.
- */
-function steadyYoungGeneration(): void {
-  try {
-    setFlagsFromString('--semi-space-growth-factor=1');
-  } catch {
-    // A runtime without the flag keeps its own sizing.
-  }
-}
-
 export const create: Command = {
+  steadyYoungGeneration: true,
   usage: `abp create [--spec job.json] [--name NAME] [--intent TEXT]
            [--enumerator TYPE] [-e KEY=VALUE | -e KEY:=JSON ...] [--enumerator-config JSON]
            [--worker TYPE] [-w KEY=VALUE | -w KEY:=JSON ...] [--worker-config JSON]
@@ -145,7 +129,6 @@ export const create: Command = {
     quiet: { type: 'boolean', short: 'q' },
   },
   async run(ctx) {
-    steadyYoungGeneration();
     const spec = specFromFlags(ctx);
     const app = await ctx.app();
     const job = await app.orchestrator.createJob(spec);

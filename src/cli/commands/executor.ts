@@ -6,6 +6,7 @@ import { logLine } from '../../util/log-line.js';
 import { shutdownSignals } from '../signals.js';
 
 export const executor: Command = {
+  steadyYoungGeneration: true,
   usage: 'abp executor [--max-workers N] [--idle-seconds N (0 = never exit)]',
   options: { 'max-workers': { type: 'string' }, 'idle-seconds': { type: 'string' } },
   async run(ctx) {

@@ -2,6 +2,7 @@ import type { Command } from '../command.js';
 import { shutdownSignals } from '../signals.js';
 
 export const mcp: Command = {
+  steadyYoungGeneration: true,
   usage: 'abp mcp',
   options: {},
   async run(ctx) {

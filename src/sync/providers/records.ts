@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import { tempPath } from '../../util/confined-write.js';
 import type { ProviderHealth, ProviderRecord, SnapshotEntry, WriteOutcome } from '../../contracts/provider.js';
 import { AbpError, errorMessage } from '../../domain/errors.js';
+import { isoTime } from '../../domain/iso-time.js';
 
 /**
  * Helpers shared by the record providers (jsonl, json, csv, sqlite, postgres):
@@ -15,7 +16,7 @@ function scalar(value: unknown): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
-  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Date) return isoTime(value.getTime());
   if (Buffer.isBuffer(value)) return value.toString('base64');
   return canonicalJson(value);
 }

@@ -1,4 +1,5 @@
 import type { ProviderRecord } from '../../contracts/provider.js';
+import { isoTime } from '../../domain/iso-time.js';
 
 /** Helpers shared by the sqlite and postgres table providers. */
 
@@ -19,7 +20,7 @@ export function jsonRow(row: Record<string, unknown>): ProviderRecord {
   const out: ProviderRecord = {};
   for (const [k, v] of Object.entries(row)) {
     if (typeof v === 'bigint') out[k] = Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
-    else if (v instanceof Date) out[k] = v.toISOString();
+    else if (v instanceof Date) out[k] = isoTime(v.getTime());
     else if (Buffer.isBuffer(v)) out[k] = v.toString('base64');
     else out[k] = v;
   }

@@ -1,27 +1,24 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { resolveConfig, type AbpConfig } from './config.js';
-import type { Registry } from './contracts/registry.js';
+import { Registry } from './contracts/registry.js';
 import type { Worker } from './contracts/worker.js';
-import type { JobExecutor } from './executor/job-executor.js';
+import { JobExecutor } from './executor/job-executor.js';
+import { PromptSynthesizer } from './executor/prompt-synthesizer.js';
+import { openStore } from './open-store.js';
 import type { Orchestrator } from './orchestrator/orchestrator.js';
-import { PACKAGE_ROOT } from './package-root.js';
 import type { Repository } from './store/repository.js';
 import type { TaskRows } from './store/task-store.js';
+import { createSyncApplyWorker } from './sync/apply-worker.js';
+import { SyncJobs } from './sync/sync-jobs.js';
+import { VERSION } from './version.js';
+import { workers as plugins } from '../workers/index.js';
 
-export const VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
+export { openStore, VERSION };
 
 /** Every front end's app: an executor's pieces, and the orchestrator and MCP tasks' rows. */
 export interface App extends ExecutorApp {
   orchestrator: Orchestrator;
   /** MCP tasks' rows (which job a task follows, for whom); the MCP front end's task store reads and writes them. */
   tasks: TaskRows;
-}
-
-/** The store alone, for reads that need no orchestration (`abp status`, `abp list`): no worker, enumerator or job spec loads. */
-export async function openStore(config: AbpConfig): Promise<Repository> {
-  const { openRepository } = await import('./store/database.js');
-  return openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
 }
 
 /** What `abp executor` runs on: the store and its executor, without the orchestrator, enumerators, launcher or MCP tasks. */
@@ -36,29 +33,16 @@ export interface ExecutorApp {
   close(): Promise<void>;
 }
 
-/** The plug-in workers and sync jobs' own writer, `sync-apply` (it looks up its transform worker in this registry, lazily, hence the getter). */
-async function loadWorkers(): Promise<Registry<Worker<any>>> {
-  const [{ workers: plugins }, { createSyncApplyWorker }, { Registry }] = await Promise.all([
-    import('../workers/index.js'),
-    import('./sync/apply-worker.js'),
-    import('./contracts/registry.js'),
-  ]);
-  const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
-  return workers;
-}
-
 /**
  * An executor's pieces, which the full app shares: one store, one set of
- * workers, one synthesizer and one list of job types.
+ * workers (the plug-ins and sync jobs' own writer, `sync-apply`, which looks up
+ * its transform worker in this registry, lazily, hence the getter), one
+ * synthesizer and one list of job types. Their modules load with this one:
+ * every command that imports it opens the store to run or create jobs.
  */
 async function executorParts(config: AbpConfig) {
-  const [workers, { JobExecutor }, { PromptSynthesizer }, { SyncJobs }, repo] = await Promise.all([
-    loadWorkers(),
-    import('./executor/job-executor.js'),
-    import('./executor/prompt-synthesizer.js'),
-    import('./sync/sync-jobs.js'),
-    openStore(config),
-  ]);
+  const repo = await openStore(config);
+  const workers: Registry<Worker<any>> = new Registry<Worker<any>>('worker_type', [...plugins.list(), createSyncApplyWorker(() => workers)]);
   const synthesizer = new PromptSynthesizer();
   // The job types besides batch (the Orchestrator's own): how a spec of each becomes a job, and what its end does.
   const jobTypes = [new SyncJobs(repo)];
@@ -82,9 +66,12 @@ export async function createExecutorApp(config: AbpConfig = resolveConfig()): Pr
 }
 
 /**
- * The composition root: the one place that wires concrete pieces together. Its
- * pieces load here, not when this module does, so a CLI command that opens no
- * store pays for none of them.
+ * The composition root: the one place that wires concrete pieces together. The
+ * executor's pieces load with this module, in one bundle chunk (each dynamic
+ * import is a place where the bundle splits: the executor loaded 39 chunks
+ * through ~125 module resolutions); the orchestrator's load here, so that
+ * `abp executor` never loads them. Commands that open no store never import
+ * this module (`abp --version` reads src/version.ts).
  */
 export async function createApp(config: AbpConfig = resolveConfig()): Promise<App> {
   const [{ app, workers, synthesizer, jobTypes }, { enumerators }, { Launcher }, { Orchestrator }, { TaskRows }] = await Promise.all([

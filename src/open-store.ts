@@ -1,6 +1,7 @@
 import type { AbpConfig } from './config.js';
 import type { MigrationStatus } from './store/database.js';
 import { openQuickReader, type JobReader } from './store/quick-read.js';
+import type { Repository } from './store/repository.js';
 
 /*
  * The store as the CLI opens it without the app. Front ends never import
@@ -16,7 +17,13 @@ import { openQuickReader, type JobReader } from './store/quick-read.js';
  * its own explanation.
  */
 export async function openJobReader(config: AbpConfig): Promise<JobReader> {
-  return openQuickReader(config.db, config.busyTimeoutMs) ?? (await import('./app.js')).openStore(config);
+  return openQuickReader(config.db, config.busyTimeoutMs) ?? (await openStore(config));
+}
+
+/** The whole store (Kysely over SQLite or PostgreSQL), as the app and the reads above open it. */
+export async function openStore(config: AbpConfig): Promise<Repository> {
+  const { openRepository } = await import('./store/database.js');
+  return openRepository({ db: config.db, busyTimeoutMs: config.busyTimeoutMs, pgPoolSize: config.pgPoolSize, autoMigrate: config.autoMigrate });
 }
 
 /** `abp migrate`: the database (SQLite file or PostgreSQL) brought to the latest schema. */

@@ -68,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === '-v') {
-    const { VERSION } = await import('../app.js');
+    const { VERSION } = await import('../version.js');
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }

@@ -2,7 +2,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType, JsonSchemaValidator, jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation';
 import type { App } from '../app.js';
-import { VERSION } from '../app.js';
+import { VERSION } from '../version.js';
 import { registerPrompts } from './prompts.js';
 import { registerResources } from './resources.js';
 import { installTasks, JobTaskStore, TASK_CAPABILITIES } from './tasks.js';

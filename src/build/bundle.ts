@@ -34,6 +34,27 @@ const zodWithoutLocales: Plugin = {
   },
 };
 
+/**
+ * The MCP SDK's server imports its Ajv-based JSON Schema validator for its
+ * default, which a server given its own validator never makes; bundled, Ajv and
+ * ajv-formats (~450 KB of source) were parsed and run by every `abp mcp` at
+ * start-up. abp always gives its own (src/mcp/server.ts, which loads the SDK's
+ * validator from node_modules on first use), so that import resolves to a class
+ * that says so if it is ever made.
+ */
+const sdkDefaultValidatorLeftOut: Plugin = {
+  name: 'sdk-default-validator-left-out',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/validation\/ajv-provider\.js$/ }, (args) =>
+      /[\\/]@modelcontextprotocol[\\/]sdk[\\/]dist[\\/]esm[\\/]server[\\/]/.test(args.importer) ? { path: 'sdk-ajv-provider', namespace: 'abp-sdk-validator' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'abp-sdk-validator' }, () => ({
+      contents: "export class AjvJsonSchemaValidator { constructor() { throw new Error('abp gives the MCP server its own JSON Schema validator (src/mcp/server.ts)'); } }",
+      loader: 'js',
+    }));
+  },
+};
+
 const outdir = join(PACKAGE_ROOT, 'dist', 'cli');
 rmSync(outdir, { recursive: true, force: true });
 await build({
@@ -53,7 +74,7 @@ await build({
   banner: {
     js: "import { createRequire as __abpCreateRequire } from 'node:module'; let __abpRequire; const require = (id) => (__abpRequire ??= __abpCreateRequire(import.meta.url))(id);",
   },
-  plugins: [zodWithoutLocales],
+  plugins: [zodWithoutLocales, sdkDefaultValidatorLeftOut],
   logLevel: 'warning',
   legalComments: 'none',
   minifyWhitespace: true,

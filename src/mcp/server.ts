@@ -1,5 +1,5 @@
+import { createRequire } from 'node:module';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType, JsonSchemaValidator, jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation';
 import type { App } from '../app.js';
 import { VERSION } from '../version.js';
@@ -20,14 +20,20 @@ start_job {"job_id": N, "approve": true} only on the user's word (or reject=true
 Where the host can show a dialog, start_job asks the person directly; the job records who approved. Never approve a test unit, or skip it, on the user's behalf.`;
 
 /**
- * The SDK's JSON Schema validator, made on first use. The SDK uses it only to
- * check a form's answer (start_job's approval dialog); its default, made with
- * every server, compiled Ajv and its formats at start-up, which every `abp mcp`
- * paid in memory though most never show a dialog.
+ * The SDK's JSON Schema validator, loaded and made on first use. The SDK uses it
+ * only to check a form's answer (start_job's approval dialog); its default, made
+ * with every server, compiled Ajv and its formats at start-up. The SDK's server
+ * also imports Ajv's module for that default, which the bundle leaves out
+ * (src/build/bundle.ts): the validator comes from the SDK's CommonJS build, with
+ * Ajv, from node_modules, synchronously, the first time a dialog is answered.
  */
 function lazyValidator(): jsonSchemaValidator {
-  let ajv: AjvJsonSchemaValidator | undefined;
-  return { getValidator: <T>(schema: JsonSchemaType): JsonSchemaValidator<T> => (ajv ??= new AjvJsonSchemaValidator()).getValidator<T>(schema) };
+  let ajv: jsonSchemaValidator | undefined;
+  const load = (): jsonSchemaValidator => {
+    const { AjvJsonSchemaValidator } = createRequire(import.meta.url)('@modelcontextprotocol/sdk/validation/ajv') as typeof import('@modelcontextprotocol/sdk/validation/ajv');
+    return new AjvJsonSchemaValidator();
+  };
+  return { getValidator: <T>(schema: JsonSchemaType): JsonSchemaValidator<T> => (ajv ??= load()).getValidator<T>(schema) };
 }
 
 /**

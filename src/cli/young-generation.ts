@@ -10,9 +10,10 @@ import { setFlagsFromString } from 'node:v8';
  *   with V8's sizing; scavenges come more often and cost about the same in all;
  * - `abp executor` and `abp mcp`, long-lived and mostly idle, one per host or per
  *   assistant session: start-up alone grew them to 2 and 4 MB semi-spaces
- *   (idle peak RSS 1.5 and 3.7 MB higher).
- * Set at run time, before the command loads its modules: a runtime without the
- * flag keeps its own sizing.
+ *   (idle peak RSS 1.5 and 3.7 MB higher); a launched executor ran 20,000
+ *   function units no slower (4 interleaved pairs against V8's sizing).
+ * Set at run time, once the command's arguments parse and before it opens the
+ * app: a runtime without the flag keeps its own sizing.
  */
 export function steadyYoungGeneration(): void {
   try {

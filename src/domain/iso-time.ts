@@ -14,3 +14,8 @@ export function isoTime(ms: number = Date.now()): string {
   if (!(year >= 0 && year <= 9999)) return d.toISOString();
   return `${pad(year, 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}Z`;
 }
+
+/** isoTime of a stored instant (a number, or PostgreSQL's bigint as text), null for none. */
+export function isoTimeOrNull(ms: number | string | null): string | null {
+  return ms === null ? null : isoTime(Number(ms));
+}

@@ -6,7 +6,7 @@ import type { EventView, Monitor } from '../orchestrator/monitor.js';
 import { idParam, parseQuery } from './params.js';
 import { parseJson } from '../wire/views.js';
 import type { RouteContext, Router } from './router.js';
-import { isoTime } from '../domain/iso-time.js';
+import { isoTime, isoTimeOrNull as iso } from '../domain/iso-time.js';
 
 export interface StreamOptions {
   /** How often the events table is polled for new rows. */
@@ -142,7 +142,6 @@ const TAIL = 6;
 /** The longest summary line, in characters. */
 const SUMMARY_MAX = 200;
 
-const iso = (ms: number | null) => (ms === null ? null : isoTime(Number(ms)));
 
 /** The data of one `activity` frame. */
 export interface ActivityData {

@@ -7,7 +7,7 @@ import { AbpError } from '../domain/errors.js';
 import { isTerminalJob, type JobState, type UnitState } from '../domain/states.js';
 import { storedNeeds, type Launcher } from '../executor/launcher.js';
 import type { Repository, UnitPage } from '../store/repository.js';
-import type { JobRow } from '../store/schema.js';
+import type { JobRow, UnitRow } from '../store/schema.js';
 import type { PromptSynthesizer } from '../executor/prompt-synthesizer.js';
 import { BatchJobs } from './batch-jobs.js';
 import { Monitor } from './monitor.js';
@@ -287,7 +287,12 @@ export class Orchestrator {
   /** Every item unit's outcome, streamed in id order (the synthesis unit is the job's result instead). */
   async *results(id: number, filter: { status?: UnitState[] } = {}) {
     await this.deps.repo.requireJob(id);
-    for await (const unit of this.deps.repo.iterateUnits(id, { ...filter, kind: 'item' })) yield resultLine(unit);
+    yield* this.itemUnits(id, filter, resultLine);
+  }
+
+  /** The job's item units in id order, each as `view` makes it. */
+  private async *itemUnits<T>(id: number, filter: { status?: UnitState[] }, view: (unit: UnitRow) => T): AsyncGenerator<T> {
+    for await (const unit of this.deps.repo.iterateUnits(id, { ...filter, kind: 'item' })) yield view(unit);
   }
 
   /** One page of results, for front ends that page instead of streaming. */
@@ -299,11 +304,7 @@ export class Orchestrator {
   /** The results in an export format (jsonl, json, csv with structured outputs as columns, markdown), streamed as text chunks. */
   async *exportResults(id: number, format: ExportFormat, filter: { status?: UnitState[] } = {}): AsyncGenerator<string> {
     const job = await this.getJob(id);
-    const repo = this.deps.repo;
-    async function* texts() {
-      for await (const unit of repo.iterateUnits(id, { ...filter, kind: 'item' })) yield resultLineText(unit);
-    }
-    yield* exportResults(job, { lines: () => this.results(id, filter), texts }, format);
+    yield* exportResults(job, { lines: () => this.itemUnits(id, filter, resultLine), texts: () => this.itemUnits(id, filter, resultLineText) }, format);
   }
 
   /** Writes the results to a sink (a folder, a table, a JSONL file). Idempotent: a re-run rewrites, never duplicates. */

@@ -1,8 +1,7 @@
 import { isTerminalJob } from '../domain/states.js';
 import type { BatchRow, ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
-import { isoTime } from '../domain/iso-time.js';
+import { isoTimeOrNull as iso } from '../domain/iso-time.js';
 
-const iso = (ms: number | null) => (ms === null ? null : isoTime(Number(ms)));
 
 /** A JSON column as its value; text that is not JSON stays text; null stays null. The one decoder of JSON columns. */
 export function parseJson(text: string | null): unknown {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isoTime } from '../../src/domain/iso-time.js';
+import { isoTime, isoTimeOrNull } from '../../src/domain/iso-time.js';
 
 describe('isoTime', () => {
   it('writes what Date.prototype.toISOString writes', () => {
@@ -19,5 +19,11 @@ describe('isoTime', () => {
     expect(at).toBeLessThanOrEqual(Date.now());
     expect(isoTime(Date.UTC(10_000, 0, 1))).toBe('+010000-01-01T00:00:00.000Z');
     expect(() => isoTime(Number.NaN)).toThrow(RangeError);
+  });
+
+  it('writes a stored instant, a number or PostgreSQL bigint text, and null as null', () => {
+    expect(isoTimeOrNull(null)).toBeNull();
+    expect(isoTimeOrNull(1_500)).toBe('1970-01-01T00:00:01.500Z');
+    expect(isoTimeOrNull('1796000000123')).toBe(new Date(1_796_000_000_123).toISOString());
   });
 });

@@ -1,7 +1,7 @@
 import { resolveConfig, type AbpConfig } from './config.js';
 import { Registry } from './contracts/registry.js';
 import type { Worker } from './contracts/worker.js';
-import { JobExecutor } from './executor/job-executor.js';
+import { JobExecutor, type JobExecutorDeps } from './executor/job-executor.js';
 import { PromptSynthesizer } from './executor/prompt-synthesizer.js';
 import { openStore } from './open-store.js';
 import type { Orchestrator } from './orchestrator/orchestrator.js';
@@ -27,9 +27,10 @@ export interface ExecutorApp {
   repo: Repository;
   /**
    * A foreground executor; `overrides` adjust its config (e.g. from `abp executor` flags).
-   * `launchSlot`: the slot a launcher claimed for it (ABP_LAUNCH_SLOT), which its registration replaces.
+   * `launchSlot`: the slot a launcher claimed for it (ABP_LAUNCH_SLOT), which its registration replaces;
+   * `onWork`: called after each pass that found work.
    */
-  createExecutor(overrides?: Partial<AbpConfig>, launchSlot?: string): JobExecutor;
+  createExecutor(overrides?: Partial<AbpConfig>, options?: Pick<JobExecutorDeps, 'launchSlot' | 'onWork'>): JobExecutor;
   close(): Promise<void>;
 }
 
@@ -49,8 +50,8 @@ async function executorParts(config: AbpConfig) {
   const app: ExecutorApp = {
     config,
     repo,
-    createExecutor: (overrides = {}, launchSlot) =>
-      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, launchSlot }),
+    createExecutor: (overrides = {}, options = {}) =>
+      new JobExecutor({ repo, workers, synthesizer, jobTypes, config: Object.freeze({ ...config, ...overrides }), version: VERSION, ...options }),
     close: () => repo.close(),
   };
   return { app, workers, synthesizer, jobTypes };

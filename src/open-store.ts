@@ -7,7 +7,7 @@ import type { Repository } from './store/repository.js';
  * The store as the CLI opens it without the app. Front ends never import
  * src/store: what they read comes from the composition root (src/app.ts) or,
  * for the two cases below, from here, which like it only chooses and opens.
- * It loads only for `abp status`, `abp list` and `abp migrate`.
+ * It loads only for `abp status`, `abp list`, `abp migrate` and `abp mcp`.
  */
 
 /**
@@ -17,8 +17,19 @@ import type { Repository } from './store/repository.js';
  * its own explanation.
  */
 export async function openJobReader(config: AbpConfig): Promise<JobReader> {
-  return openQuickReader(config.db, config.busyTimeoutMs) ?? (await openStore(config));
+  return openQuickJobReader(config) ?? (await openStore(config));
 }
+
+/**
+ * The quick reader alone, or undefined where it cannot serve (PostgreSQL, no
+ * file yet, a schema behind or ahead): `abp mcp` then asks the app instead of
+ * opening a second store beside it.
+ */
+export function openQuickJobReader(config: AbpConfig): JobReader | undefined {
+  return openQuickReader(config.db, config.busyTimeoutMs);
+}
+
+export type { JobReader };
 
 /** The whole store (Kysely over SQLite or PostgreSQL), as the app and the reads above open it. */
 export async function openStore(config: AbpConfig): Promise<Repository> {

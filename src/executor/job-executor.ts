@@ -30,6 +30,8 @@ export interface JobExecutorDeps {
   log?: (message: string) => void;
   /** The launch slot this executor was started for (FleetStore.claimLaunch): its first registration replaces it. */
   launchSlot?: string;
+  /** Called after each pass that found work (`abp executor` releases the optimizing compiler at the first). */
+  onWork?: () => void;
 }
 
 /**
@@ -118,8 +120,10 @@ export class JobExecutor {
           busy = true;
           if (!this.stopping) await this.pool.waitForChange(Math.min(config.pollMs * 2 ** failures, 5000));
         }
-        if (busy) idleSince = undefined;
-        else {
+        if (busy) {
+          idleSince = undefined;
+          this.deps.onWork?.();
+        } else {
           idleSince ??= Date.now();
           if (config.idleExitMs > 0 && Date.now() - idleSince >= config.idleExitMs) {
             if (await this.leaveIfStillIdle()) {

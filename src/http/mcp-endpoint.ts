@@ -203,7 +203,7 @@ export class McpEndpoint {
       };
       // Tasks belong to the API key (a dashboard session acts for the key's holder, who let it in).
       const key = presentedKey(req);
-      await createMcpServer(Promise.resolve(this.app), key === undefined ? 'dashboard-session' : apiKeyOwner(key)).connect(transport);
+      await createMcpServer({ app: async () => this.app }, key === undefined ? 'dashboard-session' : apiKeyOwner(key)).connect(transport);
       session = { transport, events };
     }
     const lastEventId = req.headers['last-event-id'];

@@ -17,10 +17,10 @@ const COMPLETION_WINDOW = 500;
  * The ids of recent jobs that start with what was typed, newest first: the one
  * completion for `job_id`, in prompts and in resource templates alike.
  */
-export async function completeJobId(app: Promise<App>, typed: string): Promise<string[]> {
+export async function completeJobId(app: () => Promise<App>, typed: string): Promise<string[]> {
   const prefix = typed.trim();
   if (!/^\d*$/.test(prefix)) return [];
-  const jobs = await (await app).orchestrator.listJobs({}, { limit: COMPLETION_WINDOW, offset: 0 });
+  const jobs = await (await app()).orchestrator.listJobs({}, { limit: COMPLETION_WINDOW, offset: 0 });
   return jobs.map((j) => String(j.job_id)).filter((id) => id.startsWith(prefix));
 }
 
@@ -113,7 +113,7 @@ async function recentJobsText(app: App): Promise<string> {
 const user = (text: string) => ({ messages: [{ role: 'user' as const, content: { type: 'text' as const, text } }] });
 
 /** Prompts (slash commands in hosts that show them) that walk an assistant through abp's tools. */
-export function registerPrompts(server: McpServer, app: Promise<App>): void {
+export function registerPrompts(server: McpServer, app: () => Promise<App>): void {
   const complete = (typed: string | undefined) => completeJobId(app, typed ?? '');
   // The SDK looks for the completer on the optional schema when answering, and on its inner one when
   // deciding whether to declare the completions capability; the same completer sits on both.
@@ -144,10 +144,10 @@ export function registerPrompts(server: McpServer, app: Promise<App>): void {
       argsSchema: { job_id: jobId },
     },
     async ({ job_id }) => {
-      if (job_id === undefined || job_id.trim() === '') return { description: 'The recent abp jobs', ...user(await recentJobsText(await app)) };
+      if (job_id === undefined || job_id.trim() === '') return { description: 'The recent abp jobs', ...user(await recentJobsText(await app())) };
       try {
         const id = jobIdFrom(job_id);
-        return { description: `The status of abp job ${id}`, ...user(await oneJobText(await app, id)) };
+        return { description: `The status of abp job ${id}`, ...user(await oneJobText(await app(), id)) };
       } catch (err) {
         // A wrong or unknown job id is the caller's argument, not a server fault.
         if (err instanceof AbpError && (err.code === 'invalid_input' || err.code === 'not_found')) throw new McpError(ErrorCode.InvalidParams, err.message);

@@ -7,8 +7,8 @@ function json(uri: string, data: unknown) {
 }
 
 /** Read-only views an assistant can attach as context. */
-export function registerResources(server: McpServer, app: Promise<App>): void {
-  const orchestrator = async () => (await app).orchestrator;
+export function registerResources(server: McpServer, app: () => Promise<App>): void {
+  const orchestrator = async () => (await app()).orchestrator;
   server.registerResource(
     'status',
     'abp://status',

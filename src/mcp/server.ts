@@ -1,12 +1,11 @@
 import { createRequire } from 'node:module';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { JsonSchemaType, JsonSchemaValidator, jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation';
-import type { App } from '../app.js';
 import { VERSION } from '../version.js';
 import { registerPrompts } from './prompts.js';
 import { registerResources } from './resources.js';
 import { installTasks, JobTaskStore, TASK_CAPABILITIES } from './tasks.js';
-import { register } from './tool.js';
+import { register, type AppSource } from './tool.js';
 import { approvalTools } from './tools/approval.js';
 import { controlTools } from './tools/control.js';
 import { dashboardUrl } from './tools/dashboard.js';
@@ -39,18 +38,19 @@ function lazyValidator(): jsonSchemaValidator {
 /**
  * The MCP server: every tool and resource, over whatever transport the caller connects.
  * `owner` is whose tasks it sees (src/mcp/tasks.ts): the ABP_HOME over stdio (the default), the API key over HTTP.
- * The server answers `initialize` and lists its tools, prompts and resources while
- * `app` is still loading; a request that needs the app waits for it.
+ * The server answers `initialize` and lists its tools, prompts and resources
+ * without the app; the first request that needs it asks `source` for it.
  */
-export function createMcpServer(app: Promise<App>, owner?: string): McpServer {
+export function createMcpServer(source: AppSource, owner?: string): McpServer {
+  const app = source.app;
   const taskStore = new JobTaskStore(app, owner);
   const server = new McpServer(
     { name: 'abp', version: VERSION },
     { capabilities: { logging: {}, tasks: TASK_CAPABILITIES }, instructions: INSTRUCTIONS, taskStore, jsonSchemaValidator: lazyValidator() },
   );
-  register(server, app, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools, dashboardUrl]);
+  register(server, source, [...discoverTools, ...jobTools, ...inspectTools, ...controlTools, ...approvalTools, dashboardUrl]);
   registerResources(server, app);
   registerPrompts(server, app);
-  installTasks(server, app, taskStore);
+  installTasks(server, source, taskStore);
   return server;
 }

@@ -1,17 +1,17 @@
-import type { App } from '../app.js';
 import { createMcpServer } from './server.js';
 import { StdioLineTransport } from './stdio-transport.js';
+import type { AppSource } from './tool.js';
 
 /**
  * Serves MCP on stdin/stdout until the client goes away (stdin EOF) or `stop`
  * resolves (the command's SIGTERM/SIGINT). stdout belongs to the protocol; logs go
  * to stderr. Executors are separate processes and keep running after this returns.
- * `app` may still be loading: the transport connects at once. Input that is not a
- * message is answered with a JSON-RPC error and the server reads on
- * (src/mcp/stdio-transport.ts).
+ * The transport connects at once; the app loads when a request first needs it
+ * (`source`). Input that is not a message is answered with a JSON-RPC error and
+ * the server reads on (src/mcp/stdio-transport.ts).
  */
-export async function serveStdio(app: Promise<App>, stop: Promise<unknown>): Promise<void> {
-  const server = createMcpServer(app);
+export async function serveStdio(source: AppSource, stop: Promise<unknown>): Promise<void> {
+  const server = createMcpServer(source);
   const transport = new StdioLineTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();

@@ -21,7 +21,7 @@ import { isTerminalUnit } from '../domain/states.js';
 import { JobStatusWire, UnitDetailWire } from '../wire/schemas.js';
 import type { StartResult } from '../orchestrator/job-start.js';
 import { mcpHint } from './hints.js';
-import { defineTool, fail, jobId, ok, register, unknownArguments, type Extra, type ToolDef } from './tool.js';
+import { defineTool, fail, jobId, ok, register, unknownArguments, type AppSource, type Extra, type ToolDef } from './tool.js';
 import { fitUnit } from './tools/inspect.js';
 import { startJob } from './tools/jobs.js';
 import { isoTime } from '../domain/iso-time.js';
@@ -112,13 +112,16 @@ const TASK_TOOLS: TaskTool[] = [
  * session id; it is not used: a session ends with its connection, a task does not.
  */
 export class JobTaskStore implements TaskStore {
-  /** The app, its task rows and the owner (over stdio, the app's ABP_HOME), once the app has loaded. */
-  private readonly ready: Promise<{ app: App; rows: App['tasks']; owner: string }>;
+  private loaded?: Promise<{ app: App; rows: App['tasks']; owner: string }>;
 
-  constructor(app: Promise<App>, owner?: string) {
-    this.ready = app.then((loaded) => ({ app: loaded, rows: loaded.tasks, owner: owner ?? stdioOwner(loaded) }));
-    // A failed load reaches each request that awaits it, and whoever started the load; not the process.
-    this.ready.catch(() => undefined);
+  constructor(
+    private readonly app: () => Promise<App>,
+    private readonly owner?: string,
+  ) {}
+
+  /** The app, its task rows and the owner (over stdio, the app's ABP_HOME): asked for at the first task request. */
+  private get ready(): Promise<{ app: App; rows: App['tasks']; owner: string }> {
+    return (this.loaded ??= this.app().then((app) => ({ app, rows: app.tasks, owner: this.owner ?? stdioOwner(app) })));
   }
 
   /** `taskParams.context` carries job_id, tool and started (see installTasks). */
@@ -274,8 +277,8 @@ function installedHandler(server: McpServer, method: string): Handler {
  * after every tool is registered, on a server built with `taskStore: store` and
  * `capabilities.tasks: TASK_CAPABILITIES`.
  */
-export function installTasks(server: McpServer, app: Promise<App>, store: JobTaskStore): void {
-  register(server, app, [waitForJob]);
+export function installTasks(server: McpServer, source: AppSource, store: JobTaskStore): void {
+  register(server, source, [waitForJob]);
   const byName = new Map(TASK_TOOLS.map((t) => [t.def.name, t]));
   const listTools = installedHandler(server, 'tools/list');
   const callTool = installedHandler(server, 'tools/call');
@@ -296,7 +299,7 @@ export function installTasks(server: McpServer, app: Promise<App>, store: JobTas
     }
     let begun: Awaited<ReturnType<TaskTool['begin']>>;
     try {
-      begun = await tool.begin(parsed.data, await app, server, extra);
+      begun = await tool.begin(parsed.data, await source.app(), server, extra);
     } catch (err) {
       // Nothing was started: the request fails, as a JSON-RPC error that says what to do.
       throw new McpError(ErrorCode.InvalidParams, failText(err));

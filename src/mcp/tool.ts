@@ -3,6 +3,7 @@ import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/proto
 import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { App } from '../app.js';
+import type { JobReader } from '../open-store.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import { nextStepFor, type NextStep } from '../domain/next-step.js';
 import type { JobState } from '../domain/states.js';
@@ -15,19 +16,58 @@ export interface ToolContext {
   server: McpServer;
 }
 
-/** One MCP tool: its schemas, annotations and a handler that returns plain data. */
-export interface ToolDef<I extends z.ZodRawShape = z.ZodRawShape, O extends z.ZodRawShape = z.ZodRawShape> {
+/** Job rows without the app: what get_job_status and list_jobs need. */
+export interface JobRows {
+  reader: JobReader;
+  executorStaleMs: number;
+}
+
+/**
+ * How the server reaches abp. `app` loads the app on its first call (`abp mcp`:
+ * a session that never calls abp never loads it) or hands over one already
+ * loaded (HTTP). `rows`, where given, serves the tools that read job rows alone
+ * while the app has not been asked for; undefined sends them to the app.
+ */
+export interface AppSource {
+  app(): Promise<App>;
+  rows?(): Promise<JobRows | undefined>;
+}
+
+/** What every MCP tool declares: its name, schemas and annotations. */
+interface ToolShape<I extends z.ZodRawShape, O extends z.ZodRawShape> {
   name: string;
   title: string;
   description: string;
   input: I;
   output: O;
   annotations: ToolAnnotations;
+}
+
+/** One MCP tool with a handler that uses the app and returns plain data. */
+export interface ToolDef<I extends z.ZodRawShape = z.ZodRawShape, O extends z.ZodRawShape = z.ZodRawShape> extends ToolShape<I, O> {
   handler(args: z.infer<z.ZodObject<I>>, ctx: ToolContext, extra: Extra): Promise<z.infer<z.ZodObject<O>>>;
+}
+
+/**
+ * One MCP tool that reads job rows alone: the app's store once the app has
+ * loaded, and before that the quick reader (AppSource.rows), so that polling a
+ * job never loads the app.
+ */
+export interface ReadToolDef<I extends z.ZodRawShape = z.ZodRawShape, O extends z.ZodRawShape = z.ZodRawShape> extends ToolShape<I, O> {
+  reads(args: z.infer<z.ZodObject<I>>, rows: JobRows): Promise<z.infer<z.ZodObject<O>>>;
 }
 
 export function defineTool<I extends z.ZodRawShape, O extends z.ZodRawShape>(def: ToolDef<I, O>): ToolDef<I, O> {
   return def;
+}
+
+export function defineReadTool<I extends z.ZodRawShape, O extends z.ZodRawShape>(def: ReadToolDef<I, O>): ReadToolDef<I, O> {
+  return def;
+}
+
+/** The rows a read tool gets from a loaded app. */
+function appRows(app: App): JobRows {
+  return { reader: app.repo, executorStaleMs: app.config.executorStaleMs };
 }
 
 /** Structured content plus the same data as text, for clients that only read text. */
@@ -108,8 +148,8 @@ function editDistance(a: string, b: string): number {
   return row[b.length] ?? 0;
 }
 
-/** Registers tools at once; each call waits for the app, which may still be loading. */
-export function register(server: McpServer, app: Promise<App>, tools: ToolDef<any, any>[]): void {
+/** Registers tools at once; a call loads the app, or waits for it, unless job rows alone answer it. */
+export function register(server: McpServer, source: AppSource, tools: (ToolDef<any, any> | ReadToolDef<any, any>)[]): void {
   for (const tool of tools) {
     const known = Object.keys(tool.input);
     server.registerTool(
@@ -127,7 +167,8 @@ export function register(server: McpServer, app: Promise<App>, tools: ToolDef<an
         try {
           const refused = unknownArguments(tool.name, args, known);
           if (refused) throw refused;
-          return ok(await tool.handler(args, { app: await app, server }, extra));
+          if ('reads' in tool) return ok(await tool.reads(args, (await source.rows?.()) ?? appRows(await source.app())));
+          return ok(await tool.handler(args, { app: await source.app(), server }, extra));
         } catch (err) {
           return fail(err);
         }

@@ -17,7 +17,7 @@ import { checkWorker, doctor } from './worker-health.js';
 import { SyncJobs } from '../sync/sync-jobs.js';
 import { exportResults, type ExportFormat } from '../wire/exports.js';
 import { parseSinkSpec, writeSink } from '../sinks/index.js';
-import { batchesView, executorsView, mayHaveBatches, jobDetail, jobStatus, resultLine, resultLineText, unitDetail, unitSummary, waitsForExecutor } from '../wire/views.js';
+import { jobDetail, jobLiveness, jobStatus, readJobStatus, resultLine, resultLineText, unitDetail, unitSummary } from '../wire/views.js';
 
 export interface OrchestratorDeps {
   repo: Repository;
@@ -245,24 +245,13 @@ export class Orchestrator {
   }
 
   /** A job's status, and for one that needs an executor, whether one is alive. */
-  async status(id: number) {
-    const job = await this.deps.repo.requireJob(id);
-    return { ...jobStatus(job), executors: await this.executorsFor(job), batches: await this.batchesOf(job) };
+  status(id: number) {
+    return readJobStatus(this.deps.repo, id, this.deps.config.executorStaleMs);
   }
 
   async getJob(id: number) {
     const job = await this.deps.repo.requireJob(id);
-    return { ...jobDetail(job), executors: await this.executorsFor(job), batches: await this.batchesOf(job) };
-  }
-
-  /** The job's provider batches (null for a job that never sent one). */
-  private async batchesOf(job: JobRow) {
-    return mayHaveBatches(job) ? batchesView(await this.deps.repo.jobBatches(job.id)) : null;
-  }
-
-  private async executorsFor(job: JobRow) {
-    const { repo, config } = this.deps;
-    return executorsView(job, waitsForExecutor(job) ? await repo.executors() : [], config.executorStaleMs);
+    return { ...jobDetail(job), ...(await jobLiveness(this.deps.repo, job, this.deps.config.executorStaleMs)) };
   }
 
   async listJobs(filter: { status?: JobState[] } = {}, page = { limit: 50, offset: 0 }) {

@@ -1,4 +1,5 @@
 import { isTerminalJob } from '../domain/states.js';
+import type { JobReader } from '../store/quick-read.js';
 import type { BatchRow, ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 import { isoTimeOrNull as iso } from '../domain/iso-time.js';
 
@@ -100,11 +101,6 @@ export function waitsForExecutor(job: JobRow): boolean {
 }
 
 /**
- * A job's provider batches, as status shows them: each open one (its provider's
- * id, state, requests and the provider's counts as last polled) and how many
- * ended. Null for a job that never had one.
- */
-/**
  * Whether a job can have provider batches: its worker sends them (price_factor
  * below 1, set when the job was made) or units wait in one. A status of any
  * other job reads no batch rows.
@@ -113,6 +109,11 @@ export function mayHaveBatches(job: Pick<JobRow, 'price_factor' | 'submitted'>):
   return job.price_factor < 1 || job.submitted > 0;
 }
 
+/**
+ * A job's provider batches, as status shows them: each open one (its provider's
+ * id, state, requests and the provider's counts as last polled) and how many
+ * ended. Null for a job that never had one.
+ */
 export function batchesView(batches: { open: readonly BatchRow[]; ended: number }) {
   if (batches.open.length === 0 && batches.ended === 0) return null;
   return {
@@ -148,6 +149,24 @@ export function executorsView(job: JobRow, executors: readonly ExecutorRow[], st
       ? null
       : `no executor is alive to run this job (${ageSeconds === null ? 'none has registered' : `the last heartbeat was ${ageSeconds}s ago`}); \`abp start ${job.id}\` launches one, and \`abp executor\` runs one in the foreground with its log`;
   return { live, last_heartbeat_age_seconds: ageSeconds, warning };
+}
+
+/**
+ * What a status adds to a job's row: whether an executor is running it, and its
+ * provider batches. It reads those rows only for a job that can have them, from
+ * the Repository or the quick reader alike.
+ */
+export async function jobLiveness(reader: JobReader, job: JobRow, staleMs: number) {
+  return {
+    executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], staleMs),
+    batches: mayHaveBatches(job) ? batchesView(await reader.jobBatches(job.id)) : null,
+  };
+}
+
+/** A job's status as get_job_status, `abp status` and GET /jobs/:id/status show it. */
+export async function readJobStatus(reader: JobReader, id: number, staleMs: number) {
+  const job = await reader.requireJob(id);
+  return { ...jobStatus(job), ...(await jobLiveness(reader, job, staleMs)) };
 }
 
 /** The job with its full spec, for get_job. */

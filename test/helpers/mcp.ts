@@ -7,7 +7,7 @@ import { sleep } from './cli.js';
 
 /** A real SDK client connected in memory to abp's MCP server over `app`, with the client capabilities given. */
 export async function connectInMemory(app: App, capabilities: Record<string, unknown> = {}): Promise<Client> {
-  const server = createMcpServer(Promise.resolve(app));
+  const server = createMcpServer({ app: async () => app });
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
   const c = new Client({ name: 'test', version: '1.0.0' }, { capabilities });

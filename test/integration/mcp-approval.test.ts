@@ -22,7 +22,7 @@ const clients: Client[] = [];
 
 /** A client; with `answer`, it advertises elicitation and answers every dialog so, recording the messages. */
 async function host(answer?: () => ElicitResult): Promise<{ client: Client; asked: string[] }> {
-  const server = createMcpServer(Promise.resolve(app));
+  const server = createMcpServer({ app: async () => app });
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await server.connect(serverSide);
   const client = new Client({ name: 'host', version: '1.0.0' }, { capabilities: answer ? { elicitation: {} } : {} });

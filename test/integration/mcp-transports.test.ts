@@ -42,15 +42,48 @@ describe('abp mcp over stdio', () => {
     expect(alive).toBe(false);
   });
 
-  it('exits 1 saying why when the store cannot open, though the server was already up', async () => {
+  it('answers get_job_status and list_jobs from job rows until a request needs the app, as the app does after', async () => {
+    const id = (await sb.ok(['create', '--name', 'rows', '--intent', 'echo', '--enumerator', 'csv', '-e', `file_path=${sb.path('abc.csv')}`, '-e', 'id_column=id', '--worker', 'shell', '-w', 'command=echo'])).job_id;
+    const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: { ...process.env, ...sb.env } as Record<string, string>, stderr: 'pipe' });
+    let log = '';
+    transport.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+    const client = new Client({ name: 'rows-test', version: '1.0.0' });
+    await client.connect(transport);
+    const loads = 'abp mcp: opening the store and loading the orchestrator';
+    const reads = async () => ({
+      status: await call(client, 'get_job_status', { job_id: id }),
+      jobs: await call(client, 'list_jobs', { status: ['CREATED'] }),
+      missing: (await client.callTool({ name: 'get_job_status', arguments: { job_id: id + 1 } })).content,
+    });
+    const fromRows = await reads();
+    expect(fromRows.status).toMatchObject({ job_id: id, name: 'rows', status: 'CREATED', total: 3, counts: { pending: 3 } });
+    expect(fromRows.jobs.jobs.map((j: { job_id: number }) => j.job_id)).toEqual([id]);
+    expect(JSON.stringify(fromRows.missing)).toContain(`job ${id + 1} does not exist`);
+    // On SQLite the quick reader answered and the app never loaded; PostgreSQL has no quick reader.
+    if (sb.backend === 'sqlite') expect(log).not.toContain(loads);
+
+    await call(client, 'list_workers');
+    await expect.poll(() => log).toContain(loads);
+    expect(await reads()).toEqual(fromRows);
+    await client.close();
+  });
+
+  it('answers the first request that needs the store with why it cannot open, then exits 1 saying why', async () => {
     // A folder where the database file should be: SQLite cannot open it.
     const child = execa(process.execPath, [CLI, 'mcp'], { env: { ...sb.env, ABP_DB: sb.home }, reject: false, timeout: 60_000 });
-    const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } };
-    child.stdin?.write(`${JSON.stringify(initialize)}\n`);
+    const send = (message: object) => child.stdin?.write(`${JSON.stringify({ jsonrpc: '2.0', ...message })}\n`);
+    send({ id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '0' } } });
+    send({ method: 'notifications/initialized' });
+    // The app loads at the first request that needs it; get_job_status falls back to it, as the quick reader cannot open a folder either.
+    send({ id: 2, method: 'tools/call', params: { name: 'get_job_status', arguments: { job_id: 1 } } });
     // stdin stays open: the failed store, not EOF, ends the server.
     const r = await child;
     expect(r.exitCode).toBe(1);
     expect(String(r.stderr)).toContain(`abp: cannot open the database ${sb.home}`);
+    const answers = String(r.stdout).trim().split('\n').map((line) => JSON.parse(line));
+    expect(answers.map((a) => a.id)).toEqual([1, 2]);
+    expect(answers[1].result.isError).toBe(true);
+    expect(answers[1].result.content[0].text).toContain(`cannot open the database ${sb.home}`);
   });
 
   it('works with the MCP Inspector CLI as an external client', async () => {

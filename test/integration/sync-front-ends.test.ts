@@ -111,7 +111,7 @@ describe('sync jobs from every front end', () => {
     const src = files('src', numberedFiles(4));
     files('dst', {});
     const app = await createApp(resolveConfig(sb.env));
-    const server = createMcpServer(Promise.resolve(app));
+    const server = createMcpServer({ app: async () => app });
     const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
     await server.connect(serverSide);
     const client = new Client({ name: 'test', version: '1.0.0' });

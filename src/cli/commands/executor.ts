@@ -4,6 +4,7 @@ import { intFlag } from '../command.js';
 import { LAUNCH_SLOT_ENV } from '../../executor/launcher.js';
 import { logLine } from '../../util/log-line.js';
 import { shutdownSignals } from '../signals.js';
+import { holdOptimizingCompiler } from '../tiering.js';
 
 export const executor: Command = {
   steadyYoungGeneration: true,
@@ -24,6 +25,8 @@ export const executor: Command = {
       logLine(`executor: ${signal} received again; stopping the running units now`);
       void stopNow?.();
     });
+    // An executor waiting for work never needs optimized code (tiering.ts): the compiler is released at the first pass that finds some.
+    const releaseCompiler = holdOptimizingCompiler();
     let app: ExecutorApp | undefined;
     try {
       // Its own opener, not ctx.app(): an executor never loads the orchestrator, enumerators or job specs.
@@ -40,7 +43,7 @@ export const executor: Command = {
           ...(maxWorkers !== undefined ? { maxWorkers } : {}),
           ...(idle !== undefined ? { idleExitMs: idle * 1000 } : {}),
         },
-        launchSlot,
+        { launchSlot, onWork: releaseCompiler },
       );
       stopNow = () => exec.stopNow();
       void signals.received.then((signal) => {

@@ -1,4 +1,4 @@
-import { batchesView, executorsView, jobStatus, mayHaveBatches, waitsForExecutor } from '../../wire/views.js';
+import { readJobStatus } from '../../wire/views.js';
 import type { Command } from '../command.js';
 import { jobIdArg } from '../command.js';
 import { statusBlock } from '../format.js';
@@ -8,13 +8,7 @@ export const status: Command = {
   options: {},
   async run(ctx) {
     const id = jobIdArg(ctx);
-    const reader = await ctx.jobs();
-    const job = await reader.requireJob(id);
-    const s = {
-      ...jobStatus(job),
-      executors: executorsView(job, waitsForExecutor(job) ? await reader.executors() : [], ctx.config().executorStaleMs),
-      batches: mayHaveBatches(job) ? batchesView(await reader.jobBatches(id)) : null,
-    };
+    const s = await readJobStatus(await ctx.jobs(), id, ctx.config().executorStaleMs);
     ctx.print(statusBlock(s), s);
   },
 };

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import type { App } from '../../app.js';
 import { JOB_STATES, UNIT_STATES } from '../../domain/states.js';
+import { jobStatus, readJobStatus } from '../../wire/views.js';
 import { JobDetailWire, JobStatusWire, ResultLineWire, UnitDetailWire, UnitSummaryWire } from '../../wire/schemas.js';
 import { EXPORT_FORMATS, exportResults } from '../../wire/exports.js';
 import { cursorAfter, cursorInput, cursorOutput, cutText, cutValue, fitPage, FIELD_CHARS, offsetOf, SLICE_CHARS, UNIT_FIELDS } from '../fit.js';
-import { defineTool, jobId, jsonObject, page, toObject } from '../tool.js';
+import { defineReadTool, defineTool, jobId, jsonObject, page, toObject } from '../tool.js';
 
 const read = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
 const jobStates = z.array(z.enum(JOB_STATES)).optional().describe('Only jobs in these states.');
@@ -20,26 +21,26 @@ export const getJob = defineTool({
   handler: async ({ job_id }, { app }) => app.orchestrator.getJob(job_id),
 });
 
-export const getJobStatus = defineTool({
+export const getJobStatus = defineReadTool({
   name: 'get_job_status',
   title: 'Get a job’s status',
   description: 'Returns a job’s state, status_reason, counts by unit state, cost, rate and ETA. One row read: cheap enough to poll while a job runs.',
   input: { job_id: jobId },
   output: JobStatusWire.shape,
   annotations: read,
-  handler: async ({ job_id }, { app }) => app.orchestrator.status(job_id),
+  reads: ({ job_id }, { reader, executorStaleMs }) => readJobStatus(reader, job_id, executorStaleMs),
 });
 
-export const listJobs = defineTool({
+export const listJobs = defineReadTool({
   name: 'list_jobs',
   title: 'List jobs',
   description: 'Lists jobs, newest first, optionally only those in some states. Use it to find a job id.',
   input: { status: jobStates, ...page, ...cursorInput },
   output: { jobs: z.array(JobStatusWire), cursor: cursorOutput },
   annotations: read,
-  async handler({ status, limit = 50, offset, cursor }, { app }) {
+  async reads({ status, limit = 50, offset, cursor }, { reader }) {
     const from = offsetOf(cursor, offset);
-    const fetched = await app.orchestrator.listJobs({ status }, { limit, offset: from });
+    const fetched = (await reader.listJobs({ status }, { limit, offset: from })).map(jobStatus);
     const jobs = fitPage(fetched);
     return { jobs, cursor: cursorAfter(from, jobs.length, fetched.length, limit) };
   },

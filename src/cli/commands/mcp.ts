@@ -1,4 +1,5 @@
 import type { App } from '../../app.js';
+import type { AppSource } from '../../mcp/tool.js';
 import type { JobReader } from '../../open-store.js';
 import type { Command } from '../command.js';
 import { shutdownSignals } from '../signals.js';
@@ -17,26 +18,35 @@ export const mcp: Command = {
     // job rows in plain SQL (src/store/quick-read.ts), as `abp status` does.
     const releaseCompiler = holdOptimizingCompiler();
     let app: Promise<App> | undefined;
-    let reader: JobReader | undefined;
+    let quick: Promise<JobReader | undefined> | undefined;
     let unusable!: () => void;
     const failed = new Promise<void>((resolve) => (unusable = resolve));
     try {
       const { serveStdio } = await import('../../mcp/stdio.js');
-      const source = {
-        app: () =>
-          (app ??= (releaseCompiler(), process.stderr.write('abp mcp: opening the store and loading the orchestrator\n'), ctx.app()).catch((err: unknown) => {
-            // A store that cannot open ends the server, once the request that
-            // found out has been answered, and the rethrow below says why.
-            setImmediate(unusable);
-            throw err;
-          })),
+      const loadApp = (): Promise<App> => {
+        releaseCompiler();
+        process.stderr.write('abp mcp: opening the store and loading the orchestrator\n');
+        return ctx.app().catch((err: unknown) => {
+          // A store that cannot open ends the server, once the request that
+          // found out has been answered, and the rethrow below says why.
+          setImmediate(unusable);
+          throw err;
+        });
+      };
+      const source: AppSource = {
+        app: () => (app ??= loadApp()),
         async rows() {
           if (app) return undefined;
-          try {
-            reader ??= (await import('../../open-store.js')).openQuickJobReader(ctx.config());
-          } catch {
-            // A configuration error: the app says what it is.
-          }
+          // Opened once: where it cannot serve (PostgreSQL, no database yet, another
+          // schema) the app answers instead, and opens the store itself.
+          quick ??= import('../../open-store.js').then(({ openQuickJobReader }) => {
+            try {
+              return openQuickJobReader(ctx.config());
+            } catch {
+              return undefined; // a configuration error: the app says what it is
+            }
+          });
+          const reader = await quick;
           return reader && { reader, executorStaleMs: ctx.config().executorStaleMs };
         },
       };
@@ -44,7 +54,7 @@ export const mcp: Command = {
       await app;
     } finally {
       signals.dispose();
-      await reader?.close();
+      await (await quick)?.close();
     }
   },
 };

@@ -17,7 +17,9 @@ describe('an executor that goes idle', () => {
     sb = new Sandbox();
     app = await createApp(resolveConfig(sb.env));
     const { repo, config } = app;
-    const executor = app.createExecutor({ idleExitMs: 100 });
+    // onWork: after each pass that found work (abp executor releases the optimizing compiler at the first).
+    const passes: string[] = [];
+    const executor = app.createExecutor({ idleExitMs: 100 }, { onWork: () => passes.push(jobId === undefined ? 'before the job' : 'with the job') });
 
     // Hold the executor at the instant it leaves the registry, and start a job there:
     // the launcher looks at the live executors, finds this one, and launches none.
@@ -40,5 +42,8 @@ describe('an executor that goes idle', () => {
     expect(job.status).toBe('COMPLETED');
     expect(await sb.counts(jobId as number)).toMatchObject({ succeeded: 4, pending: 0, running: 0 });
     expect(await repo.liveExecutors(config.heartbeatMs * 3)).toEqual([]);
+    // Idle on an empty store it never called onWork; running the job, it did.
+    expect(passes.length).toBeGreaterThan(0);
+    expect(new Set(passes)).toEqual(new Set(['with the job']));
   });
 });

@@ -6,7 +6,7 @@ import type { Repository } from './store/repository.js';
 /*
  * The store as the CLI opens it without the app. Front ends never import
  * src/store: what they read comes from the composition root (src/app.ts) or,
- * for the two cases below, from here, which like it only chooses and opens.
+ * for the reads below and `abp migrate`, from here, which like it only chooses and opens.
  * It loads only for `abp status`, `abp list`, `abp migrate` and `abp mcp`.
  */
 

@@ -42,7 +42,7 @@ function lazyValidator(): jsonSchemaValidator {
  * without the app; the first request that needs it asks `source` for it.
  */
 export function createMcpServer(source: AppSource, owner?: string): McpServer {
-  const app = source.app;
+  const app = () => source.app();
   const taskStore = new JobTaskStore(app, owner);
   const server = new McpServer(
     { name: 'abp', version: VERSION },

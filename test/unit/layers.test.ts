@@ -36,8 +36,8 @@ const ONLY: Record<string, { allowed: string[]; rule: string }> = {
 
 /*
  * Front ends reach the store through the composition root (src/app.ts: the App's
- * repo, orchestrator and task rows) or, for the CLI's reads that must not load
- * the app (`abp status`, `abp list`) and `abp migrate`, through src/open-store.ts,
+ * repo, orchestrator and task rows) or, for the reads that must not load
+ * the app (`abp status`, `abp list`, `abp mcp` polling a job) and `abp migrate`, through src/open-store.ts,
  * which like app.ts only chooses and opens. The other rules leave the top-level
  * files of src/ (app.ts, index.ts, open-store.ts) and the layers not named in
  * ONLY free to import anything below them; the cycle check still covers them.

@@ -24,7 +24,7 @@ export interface CommandContext {
 export interface Command {
   usage: string;
   options: OptionSpec;
-  /** Hold V8's young generation at its start-up size for this process (young-generation.ts). */
+  /** Hold V8's young generation at its start-up size for this process (v8-tuning.ts). */
   steadyYoungGeneration?: boolean;
   run(ctx: CommandContext): Promise<number | void>;
 }

@@ -5,7 +5,7 @@ import { resolveConfig } from '../config.js';
 import { AbpError, errorMessage } from '../domain/errors.js';
 import type { Command, CommandContext } from './command.js';
 import { usage } from './command.js';
-import { steadyYoungGeneration } from './young-generation.js';
+import { steadyYoungGeneration } from './v8-tuning.js';
 
 /**
  * Every command, in --help order. A command's module (and what it imports) loads

@@ -9,7 +9,6 @@ import { isoTime } from '../domain/iso-time.js';
 
 const iso = (ms: number) => isoTime(Number(ms));
 
-
 /** One row of the events table as front ends see it. */
 export function eventView(row: EventRow) {
   return { seq: Number(row.seq), job_id: row.job_id, type: row.type, data: parseJson(row.data), at: iso(row.created_at) };

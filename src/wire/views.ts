@@ -3,7 +3,6 @@ import type { JobReader } from '../store/quick-read.js';
 import type { BatchRow, ExecutorRow, JobRow, UnitEventRow, UnitRow } from '../store/schema.js';
 import { isoTimeOrNull as iso } from '../domain/iso-time.js';
 
-
 /** A JSON column as its value; text that is not JSON stays text; null stays null. The one decoder of JSON columns. */
 export function parseJson(text: string | null): unknown {
   if (text === null) return null;

@@ -4,7 +4,7 @@ import { intFlag } from '../command.js';
 import { LAUNCH_SLOT_ENV } from '../../executor/launcher.js';
 import { logLine } from '../../util/log-line.js';
 import { shutdownSignals } from '../signals.js';
-import { holdOptimizingCompiler } from '../tiering.js';
+import { holdOptimizingCompiler } from '../v8-tuning.js';
 
 export const executor: Command = {
   steadyYoungGeneration: true,
@@ -25,7 +25,7 @@ export const executor: Command = {
       logLine(`executor: ${signal} received again; stopping the running units now`);
       void stopNow?.();
     });
-    // An executor waiting for work never needs optimized code (tiering.ts): the compiler is released at the first pass that finds some.
+    // An executor waiting for work never needs optimized code (v8-tuning.ts): the compiler is released at the first pass that finds some.
     const releaseCompiler = holdOptimizingCompiler();
     let app: ExecutorApp | undefined;
     try {

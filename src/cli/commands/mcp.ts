@@ -3,7 +3,7 @@ import type { AppSource } from '../../mcp/tool.js';
 import type { JobReader } from '../../open-store.js';
 import type { Command } from '../command.js';
 import { shutdownSignals } from '../signals.js';
-import { holdOptimizingCompiler } from '../tiering.js';
+import { holdOptimizingCompiler } from '../v8-tuning.js';
 
 export const mcp: Command = {
   steadyYoungGeneration: true,

@@ -9,7 +9,7 @@ import { ROOT } from '../helpers/cli.js';
  * honour: this runs it in a real node with natives syntax and asks V8 itself.
  * A function is asked to be optimized on its next call, deterministically.
  */
-const TIERING = pathToFileURL(join(ROOT, 'dist', 'src', 'cli', 'tiering.js')).href;
+const TIERING = pathToFileURL(join(ROOT, 'dist', 'src', 'cli', 'v8-tuning.js')).href;
 const NEVER_OPTIMIZE = 1 << 1;
 const TURBOFANNED = 1 << 6;
 

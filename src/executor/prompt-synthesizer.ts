@@ -1,15 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AbpError } from '../domain/errors.js';
-import { fence, firstPlaceholderAt, placeholdersOf, render, type TemplateValues } from '../domain/template.js';
+import { fence, placeholdersOf, render, renderWithPrefix, usesRoot, type TemplateValues } from '../domain/template.js';
 import type { Item } from '../contracts/enumerator.js';
 
 import { PACKAGE_ROOT } from '../package-root.js';
 
 const ROOTS = ['intent', 'job', 'item', 'item_data', 'output_instructions'];
 
-/** The placeholders whose value differs from unit to unit: the item's. */
-const dependsOnItem = (path: string) => path === 'item_data' || path === 'item' || path.startsWith('item.');
+/** The placeholders whose value differs from unit to unit: the item's ({{item_data}}, {{item}}, {{item.…}}). */
+const dependsOnItem = (path: readonly string[]) => path[0] === 'item' || (path.length === 1 && path[0] === 'item_data');
 
 export interface PromptContext {
   intent: string;
@@ -66,29 +66,22 @@ export class PromptSynthesizer {
    * depends on the item, rendered.
    */
   renderParts(template: string, ctx: PromptContext, item: Item): { prompt: string; shared_prefix_chars: number } {
-    const values = this.values(ctx, item);
-    const prompt = render(template, values);
-    const cut = firstPlaceholderAt(template, dependsOnItem);
-    // No item placeholder: every unit's prompt is the same text.
-    if (cut < 0) return { prompt, shared_prefix_chars: prompt.length };
-    // The head holds only job-wide placeholders (intent, job, output_instructions), each rendered
-    // in the same single pass as in the whole; a prompt that does not start with it shares nothing.
-    const prefix = render(template.slice(0, cut), values);
-    return { prompt, shared_prefix_chars: prompt.startsWith(prefix) ? prefix.length : 0 };
+    // The head holds only job-wide placeholders (intent, job, output_instructions), rendered in
+    // the same single pass as the rest: no item placeholder, and every unit's prompt is the same text.
+    const { text, prefix_chars } = renderWithPrefix(template, this.values(template, ctx, item), dependsOnItem);
+    return { prompt: text, shared_prefix_chars: prefix_chars };
   }
 
   render(template: string, ctx: PromptContext, item: Item): string {
-    return render(template, this.values(ctx, item));
+    return render(template, this.values(template, ctx, item));
   }
 
-  private values(ctx: PromptContext, item: Item): TemplateValues {
-    return {
-      intent: ctx.intent,
-      job: ctx.job,
-      item,
-      item_data: fence(JSON.stringify(item, null, 2), 'json'),
-      output_instructions: outputInstructions(ctx.output_schema),
-    };
+  /** The values a template names; the costly ones (the item as a JSON block, the output instructions) only if it names them. */
+  private values(template: string, ctx: PromptContext, item: Item): TemplateValues {
+    const values: TemplateValues = { intent: ctx.intent, job: ctx.job, item };
+    if (usesRoot(template, 'item_data')) values.item_data = fence(JSON.stringify(item, null, 2), 'json');
+    if (usesRoot(template, 'output_instructions')) values.output_instructions = outputInstructions(ctx.output_schema);
+    return values;
   }
 }
 

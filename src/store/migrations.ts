@@ -1,14 +1,11 @@
-import { PostgresAdapter, sql, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { sql, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { MigrationName } from './migration-names.js';
+import { isPostgres } from './tx.js';
 
 /*
  * Every migration runs on SQLite and on PostgreSQL, so column types are the ones
  * both understand the same way, plus the two helpers below for what differs.
  */
-
-function isPostgres(db: Kysely<any>): boolean {
-  return db.getExecutor().adapter instanceof PostgresAdapter;
-}
 
 /** An auto-numbered integer primary key: INTEGER AUTOINCREMENT on SQLite, serial on PostgreSQL. */
 function idColumn(db: Kysely<any>, name = 'id') {

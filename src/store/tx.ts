@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { PostgresAdapter, sql, type Kysely } from 'kysely';
 import { jobNotFound } from '../domain/errors.js';
 import { WORK_CHANNEL } from './postgres.js';
 import type { Database, JobRow } from './schema.js';
@@ -13,6 +13,11 @@ export interface StoreBackend {
   listen(onWork: (jobId: number) => void): Promise<() => Promise<void>>;
   /** Runs `fn` while holding a database-wide lock (migrations). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+/** Whether a handle (or a transaction's) speaks to PostgreSQL: for the few statements written as text, with the dialect's placeholders. */
+export function isPostgres(t: Kysely<any>): boolean {
+  return t.getExecutor().adapter instanceof PostgresAdapter;
 }
 
 export const SQLITE: StoreBackend = { kind: 'sqlite', listen: async () => async () => undefined, exclusive: (fn) => fn() };

@@ -1,8 +1,8 @@
-import { CompiledQuery, PostgresAdapter, sql, type Expression } from 'kysely';
+import { CompiledQuery, sql, type Expression } from 'kysely';
 import { AbpError } from '../domain/errors.js';
 import { UNIT_MOVES, type UnitMove, type UnitState } from '../domain/states.js';
 import type { UnitRow } from './schema.js';
-import type { Db } from './tx.js';
+import { isPostgres, type Db } from './tx.js';
 
 /*
  * The one way a unit's status changes. Every move (a claim, an attempt's
@@ -41,15 +41,16 @@ export interface UnitMoveResult<R = never> {
   rows: R[];
 }
 
-/** The columns a prepared move may set (the fenced outcome's). */
-const PREPARED_COLUMNS: ReadonlySet<string> = new Set([
+/** The columns a prepared move may set (the fenced outcome's), each a bit of the move's shape. */
+const PREPARED_COLUMNS = [
   'failures', 'available_at', 'finished_at', 'lease_owner', 'lease_expires_at', 'worker_pid', 'reserved_usd',
   'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
   'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms', 'batch_id',
   'cache_key', 'cached_from',
-]);
+] as const;
+const PREPARED_BIT = new Map<string, number>(PREPARED_COLUMNS.map((c, i) => [c, 1 << i]));
 
-/** Prepared SQL text by dialect, move and the shape of what it sets. */
+/** Prepared SQL text by dialect, move, from-state and the shape of what it sets. */
 const prepared = new Map<string, string>();
 
 /**
@@ -69,14 +70,15 @@ export async function applyUnitMove(t: Db, move: UnitMove, where: UnitMoveWhere,
   const deltas: Partial<Record<UnitState, number>> = {};
   const rows: unknown[] = [];
   let moved = 0;
+  const shape = returning ? null : fencedShape(where, set);
   for (const from of rule.from) {
     let n: number;
     if (returning) {
       const got = await query(t, move, from, where, set).returning(returning as never).execute();
       rows.push(...got);
       n = got.length;
-    } else if (isFencedOne(where, set)) {
-      n = await fencedOne(t, move, from, where, set);
+    } else if (shape !== null) {
+      n = await fencedOne(t, move, from, where, set, shape);
     } else {
       n = Number((await query(t, move, from, where, set).executeTakeFirst()).numUpdatedRows);
     }
@@ -118,39 +120,47 @@ function query(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set
   return q;
 }
 
-/** One fenced unit (id, attempt, owner) with plain values: the executor's hot path, prepared once per shape. */
-function isFencedOne(where: UnitMoveWhere, set: UnitMoveSet): boolean {
-  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined || where.batchId !== undefined) return false;
-  for (const k in set) {
-    const v = set[k as keyof UnitMoveSet];
-    if (v !== null && typeof v === 'object') return false;
+/**
+ * One fenced unit (id, attempt, owner) with plain values: the executor's hot
+ * path, prepared once per shape. The shape is the set of columns the move sets,
+ * as bits of PREPARED_COLUMNS; null when the move is not such a one.
+ */
+function fencedShape(where: UnitMoveWhere, set: UnitMoveSet): number | null {
+  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined || where.batchId !== undefined) return null;
+  let shape = 0;
+  let unknown: string | undefined;
+  for (const c in set) {
+    const v = set[c as keyof UnitMoveSet];
+    if (v === undefined) continue;
+    if (v !== null && typeof v === 'object') return null;
+    const bit = PREPARED_BIT.get(c);
+    if (bit === undefined) unknown ??= c;
+    else shape |= bit;
   }
-  return true;
+  if (unknown !== undefined) throw new AbpError('store_error', `a unit move cannot set the column ${JSON.stringify(unknown)}`);
+  return shape;
 }
 
 /**
  * The fenced move as prepared text. On the executor's hot path building the
  * statement with Kysely cost more than running it, so the text is built once per
- * dialect, move and set of columns (a handful in all) and only the values change.
+ * dialect, move and shape (a handful in all) and only the values change.
  */
-async function fencedOne(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set: UnitMoveSet): Promise<number> {
-  const columns = Object.keys(set).filter((c) => set[c as keyof UnitMoveSet] !== undefined);
+async function fencedOne(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set: UnitMoveSet, shape: number): Promise<number> {
   const pg = isPostgres(t);
-  const key = `${pg ? 'pg' : 'sqlite'}|${move}|${from}|${columns.join(',')}`;
+  const key = `${pg ? 'pg' : 'sqlite'}|${move}|${from}|${shape}`;
+  const values: unknown[] = [];
+  for (let i = 0; i < PREPARED_COLUMNS.length; i++) if (shape & (1 << i)) values.push(set[PREPARED_COLUMNS[i] as keyof UnitMoveSet]);
   let text = prepared.get(key);
   if (text === undefined) {
-    for (const c of columns) if (!PREPARED_COLUMNS.has(c)) throw new AbpError('store_error', `a unit move cannot set the column ${JSON.stringify(c)}`);
     let n = 0;
     const p = (): string => (pg ? `$${++n}` : '?');
+    const columns = PREPARED_COLUMNS.filter((_, i) => shape & (1 << i));
     const assignments = [`"status" = '${UNIT_MOVES[move].to}'`, ...columns.map((c) => `"${c}" = ${p()}`)];
     text = `update "work_units" set ${assignments.join(', ')} where "id" = ${p()} and "attempt" = ${p()} and "lease_owner" = ${p()} and "job_id" = ${p()} and "status" = '${from}'`;
     prepared.set(key, text);
   }
-  const values = [...columns.map((c) => set[c as keyof UnitMoveSet]), where.unitId, where.attempt, where.leaseOwner, where.jobId];
+  values.push(where.unitId, where.attempt, where.leaseOwner, where.jobId);
   const result = await t.executeQuery(CompiledQuery.raw(text, values));
   return Number(result.numAffectedRows ?? 0);
-}
-
-function isPostgres(t: Db): boolean {
-  return t.getExecutor().adapter instanceof PostgresAdapter;
 }

@@ -1,7 +1,7 @@
 import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { isUtf8 } from 'node:buffer';
-import { basename, dirname, extname, isAbsolute, join, resolve, sep } from 'node:path';
+import { extname, isAbsolute, join, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import type { Enumerator, Item } from '../src/contracts/enumerator.js';
 import { AbpError } from '../src/domain/errors.js';
@@ -158,7 +158,9 @@ export const fileEnumerator: Enumerator<FileConfig> = {
         dot: cfg.include_hidden,
         ignore,
         followSymbolicLinks: cfg.follow_symlinks,
-        unique: true,
+        // Only several patterns, or one with braces ("{**/*.ts,src/*.ts}"), can match a file
+        // twice; the check costs a lookup per file.
+        unique: patterns.length > 1 || patterns[0]?.includes('{') === true,
         suppressErrors: false,
       });
     } catch (err) {
@@ -168,13 +170,19 @@ export const fileEnumerator: Enumerator<FileConfig> = {
       throw new AbpError('enumeration_failed', `enumerator_config.pattern: ${patterns.join(', ')} matched no files under ${base}; no job was created`);
     }
     paths.sort();
-    // The real path of each folder a file sits in, resolved once per folder: with the
-    // file's own lstat, it says where the file really is without a realpath per file.
-    const realDirs = new Map<string, string>();
+    // fast-glob gives paths with "/"; on a system that separates with "/" too, a path needs no normalising.
+    const under = (root: string, relativePath: string) => (sep === '/' ? `${root}/${relativePath}` : join(root, relativePath));
+    // The real path of each folder a file sits in, resolved once per folder from its
+    // parent's and its own lstat: with the file's own lstat, it says where the file
+    // really is without a realpath per file or per folder. (A static pattern goes
+    // through a linked folder even without follow_symlinks, so every folder is looked at.)
+    const realDirs = new Map<string, string>([['', realBase]]);
     const realDir = (dir: string): string => {
       let real = realDirs.get(dir);
       if (real === undefined) {
-        real = realpathSync.native(dir);
+        const slash = dir.lastIndexOf('/');
+        const path = under(base, dir);
+        real = lstatSync(path).isSymbolicLink() ? realpathSync.native(path) : under(realDir(slash < 0 ? '' : dir.slice(0, slash)), dir.slice(slash + 1));
         realDirs.set(dir, real);
       }
       return real;
@@ -183,7 +191,7 @@ export const fileEnumerator: Enumerator<FileConfig> = {
     for (const relativePath of paths) {
       if (ctx.signal.aborted) throw new AbpError('enumeration_failed', 'file enumeration was cancelled');
       if (cfg.limit !== undefined && emitted >= cfg.limit) break;
-      const file_path = join(base, relativePath);
+      const file_path = under(base, relativePath);
       let info: Stats;
       let link: boolean;
       let real: string;
@@ -191,7 +199,8 @@ export const fileEnumerator: Enumerator<FileConfig> = {
         info = lstatSync(file_path);
         // Resolve every link on the way, including linked directories the walk went into.
         link = info.isSymbolicLink();
-        real = link ? realpathSync.native(file_path) : join(realDir(dirname(file_path)), basename(file_path));
+        const slash = relativePath.lastIndexOf('/');
+        real = link ? realpathSync.native(file_path) : under(realDir(slash < 0 ? '' : relativePath.slice(0, slash)), relativePath.slice(slash + 1));
         if (link && cfg.follow_symlinks && inside(realBase, real)) info = statSync(file_path);
       } catch (err) {
         throw unreadable(err, base, relativePath);
@@ -213,10 +222,10 @@ export const fileEnumerator: Enumerator<FileConfig> = {
       const item: Item = {
         file_path,
         relative_path: relativePath,
-        file_name: basename(relativePath),
+        file_name: relativePath.slice(relativePath.lastIndexOf('/') + 1),
         file_extension: fileExtension(relativePath),
         file_size: info.size,
-        mtime: isoTime(info.mtime.getTime()),
+        mtime: isoTime(info.mtimeMs),
         _id: relativePath,
       };
       if (cfg.include_content) {

@@ -63,6 +63,13 @@ describe('file enumerator', () => {
     expect(rel(items)).toEqual(['a.md', 'b.txt', 'sub/c.txt']);
   });
 
+  it('patterns that overlap, in a list or in braces, give each file once', async () => {
+    // Walked from two folders (sub and sub/deep), each finds sub/deep/d.txt.
+    const once = ['sub/c.txt', 'sub/deep/d.txt'];
+    expect(rel((await collect(fileEnumerator, { base_directory: base, pattern: ['sub/**/*.txt', 'sub/deep/*.txt'] })).items)).toEqual(once);
+    expect(rel((await collect(fileEnumerator, { base_directory: base, pattern: '{sub,sub/deep}/**/*.txt' })).items)).toEqual(once);
+  });
+
   it('max_file_size leaves big files out and records them as skipped', async () => {
     const { items, skipped } = await collect(fileEnumerator, { base_directory: base, pattern: '*.txt', max_file_size: 100 });
     expect(rel(items)).toEqual(['b.txt']);

@@ -3,9 +3,8 @@ import type { EventStore } from './event-store.js';
 import type { JobStore } from './job-store.js';
 import type { BatchRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
-import { applyUnitMove } from './unit-moves.js';
+import { applyFencedMoves, applyUnitMove, moveDeltas } from './unit-moves.js';
 import { ONLINE_AFTER_BATCH, outOfWork } from '../domain/job-rules.js';
-import type { UnitState } from '../domain/states.js';
 
 /*
  * The ledger of provider batches (llm_batches). A batch row is written, and its
@@ -49,19 +48,17 @@ export class BatchStore {
         .returning('id')
         .executeTakeFirstOrThrow();
       const batchId = Number(row.id);
-      const moved: number[] = [];
-      const deltas: Partial<Record<UnitState, number>> = {};
-      for (const u of units) {
-        const r = await applyUnitMove(
-          t,
-          'submit',
-          { jobId, unitId: u.id, attempt: u.attempt, leaseOwner: owner },
-          { batch_id: batchId, prompt: u.prompt, cache_key: u.cache_key, lease_owner: null, lease_expires_at: null, worker_pid: null },
-        );
-        if (r.moved === 0) continue;
-        moved.push(u.id);
-        for (const [k, v] of Object.entries(r.deltas) as [UnitState, number][]) deltas[k] = (deltas[k] ?? 0) + v;
-      }
+      // Fenced like an outcome: only the attempts this executor still holds move into the batch.
+      const held = await applyFencedMoves(
+        t,
+        'submit',
+        units.map((u) => ({
+          where: { jobId, unitId: u.id, attempt: u.attempt, leaseOwner: owner },
+          set: { batch_id: batchId, prompt: u.prompt, cache_key: u.cache_key, lease_owner: null, lease_expires_at: null, worker_pid: null },
+        })),
+      );
+      const moved = units.filter((_, i) => held[i]).map((u) => u.id);
+      const deltas = moveDeltas('submit', moved.length);
       await t.updateTable('llm_batches').set({ requests: moved.length }).where('id', '=', batchId).execute();
       if (moved.length > 0) await this.jobs.bump(t, jobId, deltas);
       return { batchId, moved };

@@ -41,17 +41,19 @@ export interface UnitMoveResult<R = never> {
   rows: R[];
 }
 
-/** The columns a prepared move may set (the fenced outcome's), each a bit of the move's shape. */
-const PREPARED_COLUMNS = [
-  'failures', 'available_at', 'finished_at', 'lease_owner', 'lease_expires_at', 'worker_pid', 'reserved_usd',
-  'prompt', 'output', 'structured_output', 'error', 'error_kind', 'exit_code', 'stderr_tail',
-  'cost_usd', 'input_tokens', 'output_tokens', 'usage', 'session_id', 'duration_ms', 'batch_id',
-  'cache_key', 'cached_from',
-] as const;
+/**
+ * The columns a prepared move may set (the fenced outcomes'), each a bit of the
+ * move's shape, with its PostgreSQL type: a bulk move's VALUES rows are cast to
+ * them, since PostgreSQL types a VALUES list by its parameters, not by the table.
+ */
+const PREPARED_TYPES = {
+  failures: 'integer', available_at: 'bigint', finished_at: 'bigint', lease_owner: 'text', lease_expires_at: 'bigint', worker_pid: 'integer',
+  reserved_usd: 'double precision', prompt: 'text', output: 'text', structured_output: 'text', error: 'text', error_kind: 'text',
+  exit_code: 'integer', stderr_tail: 'text', cost_usd: 'double precision', input_tokens: 'bigint', output_tokens: 'bigint', usage: 'text',
+  session_id: 'text', duration_ms: 'bigint', batch_id: 'integer', cache_key: 'text', cached_from: 'integer',
+} as const satisfies { [K in keyof UnitMoveSet]?: string };
+const PREPARED_COLUMNS = Object.keys(PREPARED_TYPES) as (keyof typeof PREPARED_TYPES)[];
 const PREPARED_BIT = new Map<string, number>(PREPARED_COLUMNS.map((c, i) => [c, 1 << i]));
-
-/** Prepared SQL text by dialect, move, from-state and the shape of what it sets. */
-const prepared = new Map<string, string>();
 
 /**
  * Moves units by name through the unit state table in `t`. It does not touch
@@ -70,15 +72,12 @@ export async function applyUnitMove(t: Db, move: UnitMove, where: UnitMoveWhere,
   const deltas: Partial<Record<UnitState, number>> = {};
   const rows: unknown[] = [];
   let moved = 0;
-  const shape = returning ? null : fencedShape(where, set);
   for (const from of rule.from) {
     let n: number;
     if (returning) {
       const got = await query(t, move, from, where, set).returning(returning as never).execute();
       rows.push(...got);
       n = got.length;
-    } else if (shape !== null) {
-      n = await fencedOne(t, move, from, where, set, shape);
     } else {
       n = Number((await query(t, move, from, where, set).executeTakeFirst()).numUpdatedRows);
     }
@@ -120,47 +119,91 @@ function query(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set
   return q;
 }
 
-/**
- * One fenced unit (id, attempt, owner) with plain values: the executor's hot
- * path, prepared once per shape. The shape is the set of columns the move sets,
- * as bits of PREPARED_COLUMNS; null when the move is not such a one.
- */
-function fencedShape(where: UnitMoveWhere, set: UnitMoveSet): number | null {
-  if (where.unitId === undefined || where.attempt === undefined || where.leaseOwner === undefined || where.among !== undefined || where.batchId !== undefined) return null;
+/** The shape of what a bulk move sets: its columns as bits of PREPARED_COLUMNS. Plain values only. */
+function shapeOf(unitId: number, set: UnitMoveSet): number {
   let shape = 0;
-  let unknown: string | undefined;
   for (const c in set) {
     const v = set[c as keyof UnitMoveSet];
     if (v === undefined) continue;
-    if (v !== null && typeof v === 'object') return null;
     const bit = PREPARED_BIT.get(c);
-    if (bit === undefined) unknown ??= c;
-    else shape |= bit;
+    if (bit === undefined) throw new AbpError('store_error', `a bulk unit move cannot set the column ${JSON.stringify(c)}`);
+    if (v !== null && typeof v === 'object') throw new AbpError('store_error', `unit ${unitId}: a bulk unit move sets plain values only (${c})`);
+    shape |= bit;
   }
-  if (unknown !== undefined) throw new AbpError('store_error', `a unit move cannot set the column ${JSON.stringify(unknown)}`);
   return shape;
 }
 
+/** One unit of a bulk fenced move: its fence (id, attempt, lease owner, job) and what the move sets. */
+export interface FencedMove {
+  where: Required<Pick<UnitMoveWhere, 'jobId' | 'unitId' | 'attempt' | 'leaseOwner'>>;
+  set: UnitMoveSet;
+}
+
+/** Units per bulk statement: well under either database's limit on parameters. */
+const BULK_ROWS = 500;
+
 /**
- * The fenced move as prepared text. On the executor's hot path building the
- * statement with Kysely cost more than running it, so the text is built once per
- * dialect, move and shape (a handful in all) and only the values change.
+ * The same fenced move of many units (an executor's batch of outcomes), one
+ * statement per shape of what they set and per BULK_ROWS, instead of one a unit:
+ * the statement's own cost (building, binding, a round trip on PostgreSQL) was
+ * most of an outcome's. Each unit stays fenced on its own: only a row still
+ * RUNNING at that attempt under that owner moves. The move must start from one
+ * state (succeed, fail, release). Says, per unit, whether it moved; the caller
+ * adds the counters' change (moveDeltas) in the same transaction.
  */
-async function fencedOne(t: Db, move: UnitMove, from: UnitState, where: UnitMoveWhere, set: UnitMoveSet, shape: number): Promise<number> {
+export async function applyFencedMoves(t: Db, move: UnitMove, units: readonly FencedMove[]): Promise<boolean[]> {
+  const rule = UNIT_MOVES[move];
+  const [from] = rule.from;
+  if (rule.from.length !== 1 || from === undefined) throw new AbpError('store_error', `the unit move ${move} starts from several states; it has no bulk form`);
+  const moved = new Array<boolean>(units.length).fill(false);
+  const byShape = new Map<number, number[]>();
+  units.forEach((u, i) => {
+    const shape = shapeOf(u.where.unitId, u.set);
+    let group = byShape.get(shape);
+    if (!group) byShape.set(shape, (group = []));
+    group.push(i);
+  });
   const pg = isPostgres(t);
-  const key = `${pg ? 'pg' : 'sqlite'}|${move}|${from}|${shape}`;
-  const values: unknown[] = [];
-  for (let i = 0; i < PREPARED_COLUMNS.length; i++) if (shape & (1 << i)) values.push(set[PREPARED_COLUMNS[i] as keyof UnitMoveSet]);
-  let text = prepared.get(key);
-  if (text === undefined) {
-    let n = 0;
-    const p = (): string => (pg ? `$${++n}` : '?');
+  for (const [shape, group] of byShape) {
     const columns = PREPARED_COLUMNS.filter((_, i) => shape & (1 << i));
-    const assignments = [`"status" = '${UNIT_MOVES[move].to}'`, ...columns.map((c) => `"${c}" = ${p()}`)];
-    text = `update "work_units" set ${assignments.join(', ')} where "id" = ${p()} and "attempt" = ${p()} and "lease_owner" = ${p()} and "job_id" = ${p()} and "status" = '${from}'`;
-    prepared.set(key, text);
+    for (let k = 0; k < group.length; k += BULK_ROWS) {
+      const rows = group.slice(k, k + BULK_ROWS);
+      const values: unknown[] = [];
+      for (const i of rows) {
+        const { where, set } = units[i] as FencedMove;
+        values.push(where.unitId, where.attempt, where.leaseOwner, where.jobId);
+        for (const c of columns) values.push(set[c]);
+      }
+      const result = await t.executeQuery<{ id: number; attempt: number }>(CompiledQuery.raw(bulkText(pg, move, from, shape, columns, rows.length), values));
+      const done = new Set(result.rows.map((r) => `${r.id}:${r.attempt}`));
+      for (const i of rows) {
+        const { where } = units[i] as FencedMove;
+        // A row moves once: a second move of the same attempt in the batch finds it moved already.
+        moved[i] = done.delete(`${where.unitId}:${where.attempt}`);
+      }
+    }
   }
-  values.push(where.unitId, where.attempt, where.leaseOwner, where.jobId);
-  const result = await t.executeQuery(CompiledQuery.raw(text, values));
-  return Number(result.numAffectedRows ?? 0);
+  return moved;
+}
+
+/** Bulk move text by dialect, move, shape and row count: the full size, and the first few others, are kept. */
+const bulkTexts = new Map<string, string>();
+
+function bulkText(pg: boolean, move: UnitMove, from: UnitState, shape: number, columns: readonly (keyof typeof PREPARED_TYPES)[], rows: number): string {
+  const key = `${pg ? 'pg' : 'sqlite'}|${move}|${shape}|${rows}`;
+  let text = bulkTexts.get(key);
+  if (text !== undefined) return text;
+  // The VALUES columns: the fence (k0 id, k1 attempt, k2 owner, k3 job), then what the move sets, in order.
+  const names = ['k0', 'k1', 'k2', 'k3', ...columns.map((_, i) => `s${i}`)];
+  const types = ['integer', 'integer', 'text', 'integer', ...columns.map((c) => PREPARED_TYPES[c])];
+  const tuples: string[] = [];
+  for (let r = 0, n = 0; r < rows; r++) tuples.push(`(${types.map((type) => (pg ? `$${++n}::${type}` : '?')).join(', ')})`);
+  const assignments = [`"status" = '${UNIT_MOVES[move].to}'`, ...columns.map((c, i) => `"${c}" = v.s${i}`)];
+  // A named WITH list, not `(values …) as v(…)`: SQLite has no column list on a FROM alias.
+  text =
+    `with v(${names.join(', ')}) as (values ${tuples.join(', ')}) update "work_units" set ${assignments.join(', ')} from v ` +
+    `where "work_units"."id" = v.k0 and "work_units"."attempt" = v.k1 and "work_units"."lease_owner" = v.k2 and "work_units"."job_id" = v.k3 and "work_units"."status" = '${from}' ` +
+    `returning "work_units"."id" as "id", "work_units"."attempt" as "attempt"`;
+  if (rows === BULK_ROWS || bulkTexts.size < 32) bulkTexts.set(key, text);
+  return text;
 }

@@ -5,7 +5,7 @@ import type { EventStore, NewEvent } from './event-store.js';
 import type { JobStore } from './job-store.js';
 import type { UnitEventRow, UnitRow } from './schema.js';
 import type { Db, Transactions } from './tx.js';
-import { applyUnitMove, type UnitMoveSet } from './unit-moves.js';
+import { applyFencedMoves, applyUnitMove, moveDeltas, type FencedMove, type UnitMoveSet } from './unit-moves.js';
 
 /** What the executor writes when an attempt ends. */
 export interface OutcomeWrite {
@@ -145,10 +145,9 @@ export class UnitOutcomes {
     const events: NewEvent[] = [];
     /** A job's state for its pausing failures in this batch, with the pause they already asked for. */
     const pausing = new Map<number, JobState>();
-    // Every unit row first, without the job rows' locks, so that concurrent
-    // outcomes of one job serialise only on the counters' update at the end.
-    // (A pausing failure, rare, reads its job's state first: the rule depends on it.)
-    for (const { unit, owner, write } of outcomes) {
+    // What each outcome writes. A pausing failure (rare) reads its job's state first: the rule depends on it.
+    const writes: OutcomeWrite[] = [];
+    for (const { unit, write } of outcomes) {
       let w = write;
       if (w.pause_job) {
         const status = pausing.get(unit.job_id) ?? (await this.core.lockJob(t, unit.job_id)).status;
@@ -156,12 +155,19 @@ export class UnitOutcomes {
         if (rule === 'fail_unit') w = { ...w, next: 'FAILED', spent: true, pause_job: undefined };
         pausing.set(unit.job_id, rule === 'pause' ? 'PAUSED' : status);
       }
-      const deltas = await this.fencedOutcome(t, unit, owner, w, now);
-      written.push(deltas !== null);
-      if (deltas === null) continue;
+      writes.push(w);
+    }
+    // Every unit row next, without the job rows' locks, so that concurrent outcomes of one
+    // job serialise only on the counters' update at the end: the leased attempts' in bulk,
+    // one statement per move and shape, a provider batch's units one by one.
+    const moved = await this.fencedOutcomes(t, outcomes, writes, now);
+    outcomes.forEach(({ unit }, i) => {
+      const w = writes[i] as OutcomeWrite;
+      written.push(moved[i] === true);
+      if (!moved[i]) return;
       let tally = tallies.get(unit.job_id);
       if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
-      tally.add(unit, w, deltas, now);
+      tally.add(unit, w, moveDeltas(outcomeMove(outcomes[i] as OutcomeEntry, w), 1), now);
       events.push({
         job_id: unit.job_id,
         type: 'unit',
@@ -173,7 +179,7 @@ export class UnitOutcomes {
           ...(w.error ? { error: w.error.slice(0, 500), error_kind: w.error_kind } : {}),
         }),
       });
-    }
+    });
     await this.events.writeRows(t, events);
     for (const [jobId, tally] of [...tallies].sort(([a], [b]) => a - b)) {
       // A unit handed back for now (not after a backoff) can run elsewhere at once.
@@ -239,31 +245,59 @@ export class UnitOutcomes {
   }
 
   /**
-   * The unit row of one outcome, fenced by attempt and lease owner: the move
-   * (succeed, fail or release) through applyUnitMove. Its deltas, or null if the
-   * attempt was fenced out.
+   * The unit rows of a batch of outcomes, each fenced by its attempt and what
+   * holds it: the leased attempts' moves (succeed, fail or release) through
+   * applyFencedMoves, a provider batch's units (harvested) one by one through
+   * applyUnitMove. Says, per outcome, whether its row moved.
    */
-  private async fencedOutcome(t: Db, unit: OutcomeUnit, owner: OutcomeEntry['owner'], w: OutcomeWrite, now: number): Promise<Partial<Record<UnitState, number>> | null> {
-    const set: UnitMoveSet = {
-      failures: unit.failures + (w.spent ? 1 : 0),
-      available_at: w.available_at ?? 0,
-      finished_at: w.next === 'PENDING' ? null : now,
-      lease_owner: null,
-      lease_expires_at: null,
-      worker_pid: null,
-      reserved_usd: 0,
-    };
-    for (const c of OUTCOME_COLUMNS) {
-      const v = w[c as keyof OutcomeWrite];
-      if (v !== undefined) (set as Record<string, unknown>)[c] = v;
+  private async fencedOutcomes(t: Db, outcomes: readonly OutcomeEntry[], writes: readonly OutcomeWrite[], now: number): Promise<boolean[]> {
+    const moved = new Array<boolean>(outcomes.length).fill(false);
+    const leased = new Map<UnitMove, { index: number[]; moves: FencedMove[] }>();
+    for (let i = 0; i < outcomes.length; i++) {
+      const { unit, owner } = outcomes[i] as OutcomeEntry;
+      const w = writes[i] as OutcomeWrite;
+      const move = outcomeMove(outcomes[i] as OutcomeEntry, w);
+      const set = outcomeSet(unit, w, now);
+      const fence = { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt };
+      if (typeof owner === 'string') {
+        let group = leased.get(move);
+        if (!group) leased.set(move, (group = { index: [], moves: [] }));
+        group.index.push(i);
+        group.moves.push({ where: { ...fence, leaseOwner: owner }, set });
+      } else {
+        moved[i] = (await applyUnitMove(t, move, { ...fence, batchId: owner.batch }, set)).moved > 0;
+      }
     }
-    const fence = { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt };
-    // A leased attempt ends SUCCEEDED, FAILED or PENDING; only a batch's unit may end CANCELLED (its job was).
-    if (typeof owner === 'string' && w.next === 'CANCELLED') throw new Error(`unit ${unit.id}: a leased attempt's outcome cannot be CANCELLED`);
-    const { moved, deltas } =
-      typeof owner === 'string'
-        ? await applyUnitMove(t, OUTCOME_MOVE[w.next as keyof typeof OUTCOME_MOVE], { ...fence, leaseOwner: owner }, set)
-        : await applyUnitMove(t, HARVEST_MOVE[w.next], { ...fence, batchId: owner.batch }, set);
-    return moved > 0 ? deltas : null;
+    for (const [move, group] of leased) {
+      const done = await applyFencedMoves(t, move, group.moves);
+      group.index.forEach((i, k) => (moved[i] = done[k] === true));
+    }
+    return moved;
   }
+}
+
+/** The unit move an outcome makes: by the state it leaves the unit in, and by what held it (a lease, or a provider batch). */
+function outcomeMove({ unit, owner }: OutcomeEntry, w: OutcomeWrite): UnitMove {
+  if (typeof owner !== 'string') return HARVEST_MOVE[w.next];
+  // A leased attempt ends SUCCEEDED, FAILED or PENDING; only a batch's unit may end CANCELLED (its job was).
+  if (w.next === 'CANCELLED') throw new Error(`unit ${unit.id}: a leased attempt's outcome cannot be CANCELLED`);
+  return OUTCOME_MOVE[w.next];
+}
+
+/** What an outcome sets on its unit's row besides the status. */
+function outcomeSet(unit: OutcomeUnit, w: OutcomeWrite, now: number): UnitMoveSet {
+  const set: UnitMoveSet = {
+    failures: unit.failures + (w.spent ? 1 : 0),
+    available_at: w.available_at ?? 0,
+    finished_at: w.next === 'PENDING' ? null : now,
+    lease_owner: null,
+    lease_expires_at: null,
+    worker_pid: null,
+    reserved_usd: 0,
+  };
+  for (const c of OUTCOME_COLUMNS) {
+    const v = w[c as keyof OutcomeWrite];
+    if (v !== undefined) (set as Record<string, unknown>)[c] = v;
+  }
+  return set;
 }

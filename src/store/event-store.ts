@@ -1,12 +1,13 @@
 import { CompiledQuery, type Insertable } from 'kysely';
 import type { EventRow, EventsTable, UnitEventRow } from './schema.js';
+import { bulkChunks } from './bulk.js';
 import { isPostgres, type Db } from './tx.js';
 
 /** A row of the job event log as written. */
 export type NewEvent = Insertable<EventsTable>;
 
-/** Rows per INSERT when events are written in bulk. */
-const EVENT_BATCH = 500;
+/** Rows per INSERT when events are written in bulk (at most; see bulkChunks). */
+const EVENT_BATCH = 512;
 
 /**
  * The job event log (`events`) and the units' conversation events
@@ -14,7 +15,7 @@ const EVENT_BATCH = 500;
  * bulk through `writeRows`, whichever transaction or caller it comes from.
  */
 export class EventStore {
-  /** Bulk INSERT text by dialect and row count. */
+  /** Bulk INSERT text by dialect and row count (a power of two: bulkChunks). */
   private readonly bulkText = new Map<string, string>();
 
   constructor(private readonly db: Db) {}
@@ -44,11 +45,11 @@ export class EventStore {
    */
   async writeRows(t: Db, rows: NewEvent[]): Promise<void> {
     const pg = isPostgres(t);
-    for (let i = 0; i < rows.length; i += EVENT_BATCH) {
-      const chunk = rows.slice(i, i + EVENT_BATCH);
+    let at = 0;
+    for (const size of bulkChunks(rows.length, EVENT_BATCH)) {
       const values: unknown[] = [];
-      for (const r of chunk) values.push(r.job_id ?? null, r.type, r.created_at, r.data);
-      await t.executeQuery(CompiledQuery.raw(this.bulkInsert(pg, chunk.length), values));
+      for (const r of rows.slice(at, (at += size))) values.push(r.job_id ?? null, r.type, r.created_at, r.data);
+      await t.executeQuery(CompiledQuery.raw(this.bulkInsert(pg, size), values));
     }
   }
 
@@ -59,8 +60,7 @@ export class EventStore {
       const tuples: string[] = [];
       for (let r = 0, n = 0; r < rows; r++) tuples.push(pg ? `($${++n}, $${++n}, $${++n}, $${++n})` : '(?, ?, ?, ?)');
       text = `insert into "events" ("job_id", "type", "created_at", "data") values ${tuples.join(', ')}`;
-      // A handful of sizes recur (a full statement, and the usual batch sizes); the rest are built each time.
-      if (rows === EVENT_BATCH || this.bulkText.size < 16) this.bulkText.set(key, text);
+      this.bulkText.set(key, text);
     }
     return text;
   }

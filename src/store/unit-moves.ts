@@ -2,6 +2,7 @@ import { CompiledQuery, sql, type Expression } from 'kysely';
 import { AbpError } from '../domain/errors.js';
 import { UNIT_MOVES, type UnitMove, type UnitState } from '../domain/states.js';
 import type { UnitRow } from './schema.js';
+import { bulkChunks } from './bulk.js';
 import { isPostgres, type Db } from './tx.js';
 
 /*
@@ -139,12 +140,12 @@ export interface FencedMove {
   set: UnitMoveSet;
 }
 
-/** Units per bulk statement: well under either database's limit on parameters. */
-const BULK_ROWS = 500;
+/** Units per bulk statement, at most (bulkChunks): well under either database's limit on parameters. */
+const BULK_ROWS = 256;
 
 /**
  * The same fenced move of many units (an executor's batch of outcomes), one
- * statement per shape of what they set and per BULK_ROWS, instead of one a unit:
+ * statement per shape of what they set and per chunk (bulkChunks), instead of one a unit:
  * the statement's own cost (building, binding, a round trip on PostgreSQL) was
  * most of an outcome's. Each unit stays fenced on its own: only a row still
  * RUNNING at that attempt under that owner moves. The move must start from one
@@ -166,8 +167,9 @@ export async function applyFencedMoves(t: Db, move: UnitMove, units: readonly Fe
   const pg = isPostgres(t);
   for (const [shape, group] of byShape) {
     const columns = PREPARED_COLUMNS.filter((_, i) => shape & (1 << i));
-    for (let k = 0; k < group.length; k += BULK_ROWS) {
-      const rows = group.slice(k, k + BULK_ROWS);
+    let at = 0;
+    for (const size of bulkChunks(group.length, BULK_ROWS)) {
+      const rows = group.slice(at, (at += size));
       const values: unknown[] = [];
       for (const i of rows) {
         const { where, set } = units[i] as FencedMove;
@@ -186,7 +188,7 @@ export async function applyFencedMoves(t: Db, move: UnitMove, units: readonly Fe
   return moved;
 }
 
-/** Bulk move text by dialect, move, shape and row count: the full size, and the first few others, are kept. */
+/** Bulk move text by dialect, move, shape and row count (a power of two: bulkChunks). */
 const bulkTexts = new Map<string, string>();
 
 function bulkText(pg: boolean, move: UnitMove, from: UnitState, shape: number, columns: readonly (keyof typeof PREPARED_TYPES)[], rows: number): string {
@@ -204,6 +206,6 @@ function bulkText(pg: boolean, move: UnitMove, from: UnitState, shape: number, c
     `with v(${names.join(', ')}) as (values ${tuples.join(', ')}) update "work_units" set ${assignments.join(', ')} from v ` +
     `where "work_units"."id" = v.k0 and "work_units"."attempt" = v.k1 and "work_units"."lease_owner" = v.k2 and "work_units"."job_id" = v.k3 and "work_units"."status" = '${from}' ` +
     `returning "work_units"."id" as "id", "work_units"."attempt" as "attempt"`;
-  if (rows === BULK_ROWS || bulkTexts.size < 32) bulkTexts.set(key, text);
+  bulkTexts.set(key, text);
   return text;
 }

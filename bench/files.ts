@@ -6,6 +6,11 @@
  * Interleaved, so that drift on a shared machine touches both sides alike; one
  * untimed run of each first, so both meet a warm page cache.
  *
+ * A second anchor is the floor for any Node program: a bare script that walks the
+ * same tree with readdirSync and one lstatSync a file, keeping each file's path,
+ * size and mtime, and stores nothing. It says how much of abp's time is Node's
+ * start and its file system calls, before abp parses, stores or indexes anything.
+ *
  * The tree is made here, like a source repository: nested folders, a few to a few
  * dozen small text files each.
  *   node dist/bench/files.js        → prints the rows
@@ -71,6 +76,28 @@ function findRun(tree: string): Run {
   return { ms, mb: 0 };
 }
 
+/** The floor: a bare Node process that walks the tree as the file enumerator must (hidden entries left out), storing nothing. */
+const NODE_WALK = `const { readdirSync, lstatSync } = require('node:fs');
+const files = [];
+(function walk(dir) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.')) continue;
+    const path = dir + '/' + e.name;
+    if (e.isDirectory()) walk(path);
+    else { const s = lstatSync(path); files.push([path, s.size, s.mtimeMs]); }
+  }
+})(process.argv[2]);
+process.stdout.write(String(files.length));
+`;
+
+function nodeWalkRun(tree: string, scratch: string, expected: number): Run {
+  const started = performance.now();
+  const r = spawnSync(process.execPath, [join(scratch, 'node-walk.cjs'), tree], { encoding: 'utf8' });
+  const ms = performance.now() - started;
+  if (r.status !== 0 || Number(r.stdout) !== expected) throw new Error(`bench: the bare Node walk exited ${r.status} with ${r.stdout}: ${r.stderr}`);
+  return { ms, mb: 0 };
+}
+
 function abpRun(spec: string, scratch: string, expected: number): Run {
   const home = join(scratch, 'home');
   rmSync(home, { recursive: true, force: true });
@@ -95,6 +122,7 @@ export async function run(): Promise<BenchRow[]> {
   const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-files-'));
   try {
     writeReporter(scratch);
+    writeFileSync(join(scratch, 'node-walk.cjs'), NODE_WALK);
     const rows: BenchRow[] = [];
     for (const size of SIZES) {
       const tree = join(scratch, `tree-${size}`);
@@ -105,25 +133,31 @@ export async function run(): Promise<BenchRow[]> {
         JSON.stringify({ name: `files ${size}`, user_intent: 'bench', enumerator_type: 'file', enumerator_config: { base_directory: tree }, worker_type: 'shell', worker_config: { command: 'true' } }),
       );
       findRun(tree);
+      nodeWalkRun(tree, scratch, size);
       abpRun(spec, scratch, size);
       const find: Run[] = [];
+      const walk: Run[] = [];
       const abp: Run[] = [];
       for (let i = 0; i < RUNS; i++) {
         find.push(findRun(tree));
+        walk.push(nodeWalkRun(tree, scratch, size));
         abp.push(abpRun(spec, scratch, size));
       }
       rmSync(tree, { recursive: true, force: true });
       const ratios = abp.map((a, i) => a.ms / (find[i] as Run).ms);
+      const floor = walk.map((w, i) => w.ms / (find[i] as Run).ms);
       const ms = (runs: Run[]) => runs.map((r) => r.ms);
       rows.push({
         what: `\`abp create\`, a file job over ${size.toLocaleString('en')} files (${folders.toLocaleString('en')} nested folders)`,
         measure: 'wall time spawn → exit and peak RSS of the whole process, a fresh database each run, warm page cache',
         figure: `${spread(ms(abp), 0, ' ms')}, peak RSS ${spread(abp.map((r) => r.mb), 0, ' MB')}`,
-        anchor: `\`find DIR -type f -printf '%s %T@ %p\\n'\`, same tree, interleaved: ${spread(ms(find), 0, ' ms')}`,
+        anchor:
+          `\`find DIR -type f -printf '%s %T@ %p\\n'\`, same tree, interleaved: ${spread(ms(find), 0, ' ms')}; ` +
+          `the floor, a bare Node walk (readdirSync, lstatSync a file, nothing stored): ${spread(ms(walk), 0, ' ms')}, ${spread(floor, 2, '×')} find`,
         ratio: median(ratios),
         ratio_note: `abp ÷ find (${spread(ratios, 2, '×')})`,
         target: '≤ 3×',
-        raw: { abp_ms: ms(abp), abp_rss_mb: abp.map((r) => r.mb), find_ms: ms(find), folders },
+        raw: { abp_ms: ms(abp), abp_rss_mb: abp.map((r) => r.mb), find_ms: ms(find), node_walk_ms: ms(walk), folders },
       });
     }
     return rows;

@@ -6,10 +6,11 @@
  * Interleaved, so that drift on a shared machine touches both sides alike; one
  * untimed run of each first, so both meet a warm page cache.
  *
- * A second anchor is the floor for any Node program: a bare script that walks the
+ * Two more anchors are floors for any Node program: a bare script that walks the
  * same tree with readdirSync and one lstatSync a file, keeping each file's path,
- * size and mtime, and stores nothing. It says how much of abp's time is Node's
- * start and its file system calls, before abp parses, stores or indexes anything.
+ * size and mtime, and stores nothing; and the same script storing each file as a
+ * row of a one-index SQLite table. They say how much of abp's time is Node's start,
+ * its file system calls and the least storing can cost.
  *
  * The tree is made here, like a source repository: nested folders, a few to a few
  * dozen small text files each.
@@ -17,10 +18,12 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CLI_ENTRY } from '../src/executor/launcher.js';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 import { prng } from '../test/helpers/prng.js';
 import { median, spread, type BenchRow } from './table.js';
 import { readReport, writeReporter } from './process-report.js';
@@ -76,23 +79,40 @@ function findRun(tree: string): Run {
   return { ms, mb: 0 };
 }
 
-/** The floor: a bare Node process that walks the tree as the file enumerator must (hidden entries left out), storing nothing. */
-const NODE_WALK = `const { readdirSync, lstatSync } = require('node:fs');
+/**
+ * The floor: a bare Node process that walks the tree as the file enumerator must
+ * (hidden entries left out), and with a database path, stores each file as a row
+ * (one table, one index, one transaction, a prepared INSERT): the least a Node
+ * program that keeps the units can do.
+ */
+const nodeWalk = (sqlite: string) => `const { readdirSync, lstatSync, rmSync } = require('node:fs');
 const files = [];
-(function walk(dir) {
+(function walk(dir, rel) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     if (e.name.startsWith('.')) continue;
     const path = dir + '/' + e.name;
-    if (e.isDirectory()) walk(path);
-    else { const s = lstatSync(path); files.push([path, s.size, s.mtimeMs]); }
+    const relative = rel === '' ? e.name : rel + '/' + e.name;
+    if (e.isDirectory()) walk(path, relative);
+    else { const s = lstatSync(path); files.push({ file_path: path, relative_path: relative, file_size: s.size, mtime: s.mtimeMs }); }
   }
-})(process.argv[2]);
+})(process.argv[2], '');
+const dbPath = process.argv[3];
+if (dbPath) {
+  rmSync(dbPath, { force: true });
+  const db = new (require(${JSON.stringify(sqlite)}))(dbPath);
+  db.pragma('journal_mode = WAL');
+  db.exec('create table units (id integer primary key, job_id integer not null, status text not null, item_id text not null, payload text not null)');
+  db.exec('create index units_claim on units (job_id, status, id)');
+  const insert = db.prepare("insert into units (job_id, status, item_id, payload) values (1, 'PENDING', ?, ?)");
+  db.transaction(() => { for (const f of files) insert.run(f.relative_path, JSON.stringify(f)); })();
+  db.close();
+}
 process.stdout.write(String(files.length));
 `;
 
-function nodeWalkRun(tree: string, scratch: string, expected: number): Run {
+function nodeWalkRun(tree: string, scratch: string, expected: number, store: boolean): Run {
   const started = performance.now();
-  const r = spawnSync(process.execPath, [join(scratch, 'node-walk.cjs'), tree], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(scratch, 'node-walk.cjs'), tree, ...(store ? [join(scratch, 'walk.db')] : [])], { encoding: 'utf8' });
   const ms = performance.now() - started;
   if (r.status !== 0 || Number(r.stdout) !== expected) throw new Error(`bench: the bare Node walk exited ${r.status} with ${r.stdout}: ${r.stderr}`);
   return { ms, mb: 0 };
@@ -122,7 +142,7 @@ export async function run(): Promise<BenchRow[]> {
   const scratch = mkdtempSync(join(tmpdir(), 'abp-bench-files-'));
   try {
     writeReporter(scratch);
-    writeFileSync(join(scratch, 'node-walk.cjs'), NODE_WALK);
+    writeFileSync(join(scratch, 'node-walk.cjs'), nodeWalk(createRequire(join(PACKAGE_ROOT, 'package.json')).resolve('better-sqlite3')));
     const rows: BenchRow[] = [];
     for (const size of SIZES) {
       const tree = join(scratch, `tree-${size}`);
@@ -133,19 +153,22 @@ export async function run(): Promise<BenchRow[]> {
         JSON.stringify({ name: `files ${size}`, user_intent: 'bench', enumerator_type: 'file', enumerator_config: { base_directory: tree }, worker_type: 'shell', worker_config: { command: 'true' } }),
       );
       findRun(tree);
-      nodeWalkRun(tree, scratch, size);
+      nodeWalkRun(tree, scratch, size, true);
       abpRun(spec, scratch, size);
       const find: Run[] = [];
       const walk: Run[] = [];
+      const stored: Run[] = [];
       const abp: Run[] = [];
       for (let i = 0; i < RUNS; i++) {
         find.push(findRun(tree));
-        walk.push(nodeWalkRun(tree, scratch, size));
+        walk.push(nodeWalkRun(tree, scratch, size, false));
+        stored.push(nodeWalkRun(tree, scratch, size, true));
         abp.push(abpRun(spec, scratch, size));
       }
       rmSync(tree, { recursive: true, force: true });
       const ratios = abp.map((a, i) => a.ms / (find[i] as Run).ms);
       const floor = walk.map((w, i) => w.ms / (find[i] as Run).ms);
+      const storedFloor = stored.map((w, i) => w.ms / (find[i] as Run).ms);
       const ms = (runs: Run[]) => runs.map((r) => r.ms);
       rows.push({
         what: `\`abp create\`, a file job over ${size.toLocaleString('en')} files (${folders.toLocaleString('en')} nested folders)`,
@@ -153,11 +176,12 @@ export async function run(): Promise<BenchRow[]> {
         figure: `${spread(ms(abp), 0, ' ms')}, peak RSS ${spread(abp.map((r) => r.mb), 0, ' MB')}`,
         anchor:
           `\`find DIR -type f -printf '%s %T@ %p\\n'\`, same tree, interleaved: ${spread(ms(find), 0, ' ms')}; ` +
-          `the floor, a bare Node walk (readdirSync, lstatSync a file, nothing stored): ${spread(ms(walk), 0, ' ms')}, ${spread(floor, 2, '×')} find`,
+          `the floor, a bare Node walk (readdirSync, lstatSync a file, nothing stored): ${spread(ms(walk), 0, ' ms')}, ${spread(floor, 2, '×')} find; ` +
+          `the same walk storing each file as a row (better-sqlite3, one table, one index, one transaction): ${spread(ms(stored), 0, ' ms')}, ${spread(storedFloor, 2, '×')} find`,
         ratio: median(ratios),
         ratio_note: `abp ÷ find (${spread(ratios, 2, '×')})`,
         target: '≤ 3×',
-        raw: { abp_ms: ms(abp), abp_rss_mb: abp.map((r) => r.mb), find_ms: ms(find), node_walk_ms: ms(walk), folders },
+        raw: { abp_ms: ms(abp), abp_rss_mb: abp.map((r) => r.mb), find_ms: ms(find), node_walk_ms: ms(walk), node_walk_store_ms: ms(stored), folders },
       });
     }
     return rows;

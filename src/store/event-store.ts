@@ -20,7 +20,7 @@ export class EventStore {
 
   constructor(private readonly db: Db) {}
 
-  /** The one write path of the event log. */
+  /** The write path of the event log's single events (bulk rows: writeRows). */
   private insert(t: Db, rows: NewEvent | NewEvent[]) {
     return t.insertInto('events').values(rows);
   }

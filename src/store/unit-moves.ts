@@ -10,7 +10,9 @@ import { isPostgres, type Db } from './tx.js';
  * outcome, a lease's reclaim, a person's cancel, retry or redo) is named in the
  * unit state table (UNIT_MOVES), and applyUnitMove writes it with the table's
  * `from` states in its WHERE and its `to` state in its SET, and returns how the
- * job's counters change. The caller moves them with JobStore.bump in the same
+ * job's counters change; applyFencedMoves writes one move of many fenced units
+ * at once (an executor's batch of outcomes), and moveDeltas says how their
+ * counters change. The caller moves them with JobStore.bump in the same
  * transaction; nothing else writes a unit's status.
  */
 

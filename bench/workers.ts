@@ -49,23 +49,45 @@ function xargs(units: number, concurrency: number): number {
 }
 
 /**
+ * The floor for any Node program: a bare Node process that starts `true ITEM` for
+ * each item with child_process.spawn, `concurrency` at once, and records nothing.
+ */
+const NODE_SPAWN = `const { spawn } = require('node:child_process');
+const [units, concurrency] = process.argv.slice(1).map(Number);
+let next = 0;
+const lane = () => { if (next >= units) return; const id = String(++next); spawn('true', [id], { stdio: 'ignore' }).on('exit', lane); };
+for (let i = 0; i < concurrency; i++) lane();
+`;
+
+function nodeSpawn(units: number, concurrency: number): number {
+  const started = performance.now();
+  execFileSync(process.execPath, ['-e', NODE_SPAWN, String(units), String(concurrency)], { stdio: 'ignore' });
+  return performance.now() - started;
+}
+
+/**
  * The shell worker against `xargs -P8 -n1 true` over the same items (the floor: a
- * fork and exec per item and nothing else), with GNU parallel as a second anchor.
- * All three run in turn in each round, so drift on a shared machine touches them alike.
+ * fork and exec per item and nothing else), with GNU parallel as a second anchor,
+ * and a bare Node process spawning the same commands as the floor for any Node
+ * program. All four run in turn in each round, so drift on a shared machine
+ * touches them alike.
  */
 export async function shellOverhead(units = 5000, concurrency = 8): Promise<BenchRow> {
   const version = ensureParallel();
   const abp: number[] = [];
   const xa: number[] = [];
   const par: number[] = [];
+  const bare: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     abp.push(await abpShell(units, concurrency));
     xa.push(xargs(units, concurrency));
     par.push(gnuParallel(units, concurrency));
+    bare.push(nodeSpawn(units, concurrency));
   }
   const overheadMs = abp.map((a, i) => (a - (xa[i] as number)) / units);
   const ratios = abp.map((a, i) => a / (xa[i] as number));
   const parRatios = abp.map((a, i) => a / (par[i] as number));
+  const floor = bare.map((b, i) => b / (xa[i] as number));
   const secs = (ms: number[]) => spread(ms.map((x) => x / 1000), 2, ' s');
   return {
     what: `shell worker, ${units.toLocaleString('en')} units of \`true ITEM\` at concurrency ${concurrency}`,
@@ -74,11 +96,12 @@ export async function shellOverhead(units = 5000, concurrency = 8): Promise<Benc
     anchor:
       `\`xargs -P${concurrency} -n1 true\` over the same ${units.toLocaleString('en')} items on stdin: ${secs(xa)}; ` +
       `${version}, \`parallel -j${concurrency} true ::: items\`: ${secs(par)} (abp ÷ parallel ${spread(parRatios, 2, '×')}); ` +
-      'the three interleaved in each run',
+      `the floor, a bare Node process spawning the same commands ${concurrency} at once (child_process.spawn, nothing recorded): ${secs(bare)}, ${spread(floor, 2, '×')} xargs; ` +
+      'the four interleaved in each run',
     ratio: median(ratios),
     ratio_note: `abp ÷ xargs (${spread(ratios, 2, '×')})`,
     target: '≤ 1.5×',
-    raw: { abp_ms: abp, xargs_ms: xa, parallel_ms: par, overhead_ms_per_unit: overheadMs, ratio_vs_parallel: parRatios },
+    raw: { abp_ms: abp, xargs_ms: xa, parallel_ms: par, node_spawn_ms: bare, overhead_ms_per_unit: overheadMs, ratio_vs_parallel: parRatios },
   };
 }
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AbpError } from './errors.js';
+import { AbpError, errorMessage } from './errors.js';
 import { SyncPair, withSyncDefaults } from './sync-pair.js';
 
 const config = z.record(z.string(), z.unknown());
@@ -77,9 +77,35 @@ export function formatZodError(error: z.ZodError, prefix = ''): string {
 }
 
 export function parseWith<S extends z.ZodType>(schema: S, value: unknown, prefix = ''): z.infer<S> {
-  const result = schema.safeParse(value);
+  let result: z.ZodSafeParseResult<z.infer<S>>;
+  try {
+    result = schema.safeParse(value);
+  } catch (err) {
+    // zod runs a length check on any value with a `length` (an object too) and compares it as
+    // a number: {"length": {"toString": 0}} makes that comparison throw. Said as the refusal of
+    // the field that holds it, like any other wrong type.
+    const path = [prefix, ...(throwingPath(schema, value) ?? [])].filter(Boolean).join('.');
+    throw new AbpError('invalid_input', `${path || '(root)'}: cannot be read as this field's type (${errorMessage(err)}); give a plain value of that type`, { cause: err });
+  }
   if (!result.success) throw new AbpError('invalid_input', formatZodError(result.error, prefix));
   return result.data;
+}
+
+/** The path, through object fields, to the deepest field whose own schema throws on its value; undefined when none does alone. */
+function throwingPath(schema: z.ZodType, value: unknown): string[] | undefined {
+  let inner: z.ZodType = schema;
+  while (inner instanceof z.ZodOptional || inner instanceof z.ZodDefault || inner instanceof z.ZodNullable) inner = inner.unwrap() as z.ZodType;
+  if (!(inner instanceof z.ZodObject) || value === null || typeof value !== 'object') return undefined;
+  for (const [key, field] of Object.entries(inner.shape as Record<string, z.ZodType>)) {
+    if (!Object.hasOwn(value, key)) continue;
+    const v = (value as Record<string, unknown>)[key];
+    try {
+      field.safeParse(v);
+    } catch {
+      return [key, ...(throwingPath(field, v) ?? [])];
+    }
+  }
+  return undefined;
 }
 
 /** Defaults that come from the installation (ABP_MAX_RETRIES), not from the schema. */

@@ -90,6 +90,18 @@ describe('JobSpec: any JSON is a spec or a refusal that names a field', () => {
     );
   });
 
+  it('a value that makes the schema library itself throw is refused by its field', () => {
+    // fast-check found it: zod length-checks any value with a `length`, and compares it as a number.
+    for (const [input, field] of [
+      [{ name: { length: { toString: 0 } } }, 'name'],
+      [{ name: 'n', user_intent: 'i', enumerator_type: 'csv', prompt_template: { length: { valueOf: {}, toString: {} } } }, 'prompt_template'],
+    ] as const) {
+      const err = refusal(input);
+      expectNamesAField(err);
+      expect((err as AbpError).message).toMatch(new RegExp(`^${field}: cannot be read as this field's type`));
+    }
+  });
+
   it('specs whose known fields hold arbitrary JSON, the sync section included', () => {
     fc.assert(
       fc.property(nearSpec, (input) => {

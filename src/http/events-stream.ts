@@ -142,7 +142,6 @@ const TAIL = 6;
 /** The longest summary line, in characters. */
 const SUMMARY_MAX = 200;
 
-
 /** The data of one `activity` frame. */
 export interface ActivityData {
   unit_id: number;

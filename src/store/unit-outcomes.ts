@@ -160,14 +160,15 @@ export class UnitOutcomes {
     // Every unit row next, without the job rows' locks, so that concurrent outcomes of one
     // job serialise only on the counters' update at the end: the leased attempts' in bulk,
     // one statement per move and shape, a provider batch's units one by one.
-    const moved = await this.fencedOutcomes(t, outcomes, writes, now);
+    const moves = outcomes.map((o, i) => outcomeMove(o, writes[i] as OutcomeWrite));
+    const moved = await this.fencedOutcomes(t, outcomes, writes, moves, now);
     outcomes.forEach(({ unit }, i) => {
       const w = writes[i] as OutcomeWrite;
       written.push(moved[i] === true);
       if (!moved[i]) return;
       let tally = tallies.get(unit.job_id);
       if (!tally) tallies.set(unit.job_id, (tally = new OutcomeTally()));
-      tally.add(unit, w, moveDeltas(outcomeMove(outcomes[i] as OutcomeEntry, w), 1), now);
+      tally.add(unit, w, moveDeltas(moves[i] as UnitMove, 1), now);
       events.push({
         job_id: unit.job_id,
         type: 'unit',
@@ -245,19 +246,18 @@ export class UnitOutcomes {
   }
 
   /**
-   * The unit rows of a batch of outcomes, each fenced by its attempt and what
-   * holds it: the leased attempts' moves (succeed, fail or release) through
+   * The unit rows of a batch of outcomes (`moves[i]` is outcome i's move), each
+   * fenced by its attempt and what holds it: the leased attempts' moves (succeed, fail or release) through
    * applyFencedMoves, a provider batch's units (harvested) one by one through
    * applyUnitMove. Says, per outcome, whether its row moved.
    */
-  private async fencedOutcomes(t: Db, outcomes: readonly OutcomeEntry[], writes: readonly OutcomeWrite[], now: number): Promise<boolean[]> {
+  private async fencedOutcomes(t: Db, outcomes: readonly OutcomeEntry[], writes: readonly OutcomeWrite[], moves: readonly UnitMove[], now: number): Promise<boolean[]> {
     const moved = new Array<boolean>(outcomes.length).fill(false);
     const leased = new Map<UnitMove, { index: number[]; moves: FencedMove[] }>();
     for (let i = 0; i < outcomes.length; i++) {
       const { unit, owner } = outcomes[i] as OutcomeEntry;
-      const w = writes[i] as OutcomeWrite;
-      const move = outcomeMove(outcomes[i] as OutcomeEntry, w);
-      const set = outcomeSet(unit, w, now);
+      const move = moves[i] as UnitMove;
+      const set = outcomeSet(unit, writes[i] as OutcomeWrite, now);
       const fence = { jobId: unit.job_id, unitId: unit.id, attempt: unit.attempt };
       if (typeof owner === 'string') {
         let group = leased.get(move);
